@@ -1,0 +1,30 @@
+# One entry point for people and CI. `make test` and `make demo` set up .venv on first use.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed-stamp
+# This machine's torch pair lies on local disk; a GPU host brings its own torch.
+TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
+DEMO_DATA := data/synthetic-demo
+
+.PHONY: setup test demo demo-data bench clean
+
+setup: $(STAMP)
+
+$(STAMP): pyproject.toml Makefile
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet $(TORCH_PINS)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+demo-data: $(STAMP)
+	$(PY) -m engine.synth --out $(DEMO_DATA) --scale 0.01 --seed 42 --if-missing
+
+demo: demo-data
+	$(VENV)/bin/lenstui --config experiments.toml --host local
+
+clean:
+	rm -rf $(VENV) .pytest_cache build *.egg-info

@@ -1,0 +1,338 @@
+"""The run-directory protocol: the contract between the engine and lenstui.
+
+One directory per experiment per host, `<runs_root>/<exp_id>/`:
+
+    metrics.json  the plan's metrics + status + verdicts, rewritten atomically
+    run.json      who/what/where: experiment, host, pid, pgid, command, code
+                  version, dataset, config hash, overrides, start/end, exit status
+    stdout.log    appended, a header per start; never truncated
+    best.pt       on each new best val AUROC
+    last.pt       every epoch (resume point)
+
+Torch-free and NumPy-free. Readers never see half a file: every JSON write is
+temp file + fsync + rename. A process that died without saying so is detected
+here (pid gone, or pid reused by another process), never assumed alive.
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+METRICS_FILE = "metrics.json"
+RUN_FILE = "run.json"
+LOG_FILE = "stdout.log"
+BEST_CKPT = "best.pt"
+LAST_CKPT = "last.pt"
+LAUNCH_FILE = "launch.json"   # written by the launcher for the seconds before run.json exists
+RUN_LOCK = ".run.lock"        # flock held for the whole life of the training process
+LOCK_FD_ENV = "LENSTUI_RUN_LOCK_FD"
+SCHEMA_VERSION = 1
+
+# The plan's per-epoch metric names (§5.1), in the plan's order.
+EPOCH_METRICS = ("train_loss", "val_auroc", "val_loss", "learning_rate", "epoch_time_sec")
+
+
+class RunState(enum.Enum):
+    """A run's state. Within one start it only moves forward (SkyPilot's rule).
+
+    `lost` is never written by the engine: the status probe derives it when the
+    recorded process is gone (or its pid now belongs to another process) while
+    the files still say `running`.
+    """
+
+    PENDING = "pending"
+    RUNNING = "running"
+    DONE = "done"
+    FAILED = "failed"
+    ABORTED = "aborted"
+    LOST = "lost"
+
+    @property
+    def rank(self) -> int:
+        return _RANK[self]
+
+    @property
+    def terminal(self) -> bool:
+        return self.rank >= 2
+
+    def can_move_to(self, new: "RunState") -> bool:
+        """Forward moves only; terminal states are final for this start."""
+        return new.rank > self.rank or (new is self and not self.terminal)
+
+
+_RANK = {RunState.PENDING: 0, RunState.RUNNING: 1, RunState.DONE: 2, RunState.FAILED: 2,
+         RunState.ABORTED: 2, RunState.LOST: 2}
+
+
+def run_dir(runs_root: str | Path, exp_id: str) -> Path:
+    """`<runs_root>/<exp_id>`; the id was checked against [A-Za-z0-9_.-] by the config."""
+    return Path(runs_root) / exp_id
+
+
+# ---------------------------------------------------------------------------
+# Atomic files
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` so that `path` is either the old file or the new one, never half."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    _fsync_dir(path.parent)
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """JSON with sorted-free, stable layout; NaN is written as null."""
+    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False)
+    atomic_write_bytes(path, text.encode("utf-8") + b"\n")
+
+
+def _json_safe(obj: Any) -> Any:
+    if isinstance(obj, float):
+        return None if obj != obj or obj in (float("inf"), float("-inf")) else obj
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_json_safe(v) for v in obj]
+    return obj
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True)
+class JsonRead:
+    """The result of reading a JSON file that another process may be writing."""
+
+    data: dict[str, Any] | None
+    error: str | None = None
+
+
+def read_json(path: Path) -> JsonRead:
+    """Read a JSON object; a missing, garbled or non-object file is an error, not an exception."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return JsonRead(None, None)
+    except (OSError, UnicodeDecodeError) as exc:
+        return JsonRead(None, f"{path}: cannot read: {exc}")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        return JsonRead(None, f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})")
+    if not isinstance(data, dict):
+        return JsonRead(None, f"{path}: expected a JSON object, found {type(data).__name__}")
+    return JsonRead(data)
+
+
+# ---------------------------------------------------------------------------
+# metrics.json
+
+
+def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The metrics document at the start of a run, before its first epoch."""
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "experiment": experiment,
+        "status": RunState.RUNNING.value,
+        "epochs_planned": epochs_planned,
+        "overrides": dict(overrides),
+        "history": [],        # §5.1: one dict per finished epoch, "epoch" counts from 0
+        "gates": [],          # §5.2/§5.3: {"after_epochs": k, core_lr_auc, radial_lr_auc, ...}
+        "verdicts": {},       # §6: name -> {"verdict", "value", "rule"}
+        "updated_at": _now(),
+    }
+
+
+def write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
+    metrics["updated_at"] = _now()
+    atomic_write_json(Path(directory) / METRICS_FILE, metrics)
+
+
+def read_metrics(directory: Path) -> JsonRead:
+    return read_json(Path(directory) / METRICS_FILE)
+
+
+def write_run_info(directory: Path, info: dict[str, Any]) -> None:
+    atomic_write_json(Path(directory) / RUN_FILE, info)
+
+
+def read_run_info(directory: Path) -> JsonRead:
+    return read_json(Path(directory) / RUN_FILE)
+
+
+def _now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
+
+
+# ---------------------------------------------------------------------------
+# Process identity: alive means same pid AND same start time (pid reuse is real)
+
+
+@dataclass(frozen=True)
+class ProcessIdentity:
+    """Enough to tell a process from a later one that reused its pid."""
+
+    pid: int
+    start_ticks: int | None   # /proc/<pid>/stat field 22; None where /proc is absent
+    cmdline: str
+
+
+def process_identity(pid: int) -> ProcessIdentity | None:
+    """The identity of a live process, or None when no such process exists."""
+    if pid <= 0:
+        return None
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\x00", b" ").decode(errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError:
+        return _identity_without_proc(pid)
+    # Field 2 (comm) may contain spaces and parentheses: split after the last ')'.
+    fields = stat[stat.rfind(")") + 2:].split()
+    if fields and fields[0] == "Z":
+        return None  # a zombie has finished; only its parent has not reaped it yet
+    return ProcessIdentity(pid, int(fields[19]), cmd.strip())
+
+
+def _identity_without_proc(pid: int) -> ProcessIdentity | None:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:
+        pass
+    return ProcessIdentity(pid, None, "")
+
+
+def identity_record(identity: ProcessIdentity) -> dict[str, Any]:
+    return {"pid": identity.pid, "pid_start_ticks": identity.start_ticks, "cmdline": identity.cmdline}
+
+
+def is_same_process(record: dict[str, Any]) -> tuple[bool, str]:
+    """Whether the process recorded in run.json still runs, and why not if not."""
+    pid = record.get("pid")
+    if not isinstance(pid, int):
+        return False, "run.json records no pid"
+    now = process_identity(pid)
+    if now is None:
+        return False, f"process {pid} is gone"
+    want = record.get("pid_start_ticks")
+    if want is not None and now.start_ticks is not None and want != now.start_ticks:
+        return False, f"pid {pid} now belongs to another process ({now.cmdline[:60]!r})"
+    if want is None and record.get("cmdline") and now.cmdline and record["cmdline"] != now.cmdline:
+        return False, f"pid {pid} now runs another command ({now.cmdline[:60]!r})"
+    return True, ""
+
+
+# ---------------------------------------------------------------------------
+# What a reader (the status probe, lenstui) sees
+
+
+@dataclass(frozen=True)
+class RunView:
+    """A run directory as observed now: state reconciled against the process table."""
+
+    experiment: str
+    state: RunState
+    reason: str
+    metrics: dict[str, Any] | None
+    run_info: dict[str, Any] | None
+    errors: tuple[str, ...]
+
+
+def observe_run(directory: Path) -> RunView:
+    """Read a run directory and reconcile its written status with the live process."""
+    directory = Path(directory)
+    m, r = read_metrics(directory), read_run_info(directory)
+    if r.data is None and r.error is None:
+        r = read_json(directory / LAUNCH_FILE)  # launched, engine not yet started
+    errors = tuple(e for e in (m.error, r.error) if e)
+    written = _parse_state((m.data or {}).get("status")) or _parse_state((r.data or {}).get("status"))
+    state, reason = written or RunState.PENDING, ""
+    if state in (RunState.RUNNING, RunState.PENDING) and r.data is not None:
+        alive, why = is_same_process(r.data)
+        if alive:
+            state = RunState.RUNNING
+        elif written is not None:
+            state, reason = RunState.LOST, f"{why}, but the run never wrote a final status"
+    elif state is RunState.RUNNING and r.data is None:
+        state, reason = RunState.LOST, "run.json is missing: no process to check"
+    return RunView(directory.name, state, reason, m.data, r.data, errors)
+
+
+def _parse_state(value: Any) -> RunState | None:
+    try:
+        return RunState(value)
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------
+# The run lock: at most one training process per run directory
+
+
+class AlreadyRunning(RuntimeError):
+    """Another process holds this run directory's lock."""
+
+
+def acquire_run_lock(directory: Path) -> int:
+    """Take the run directory's lock (non-blocking) and return its fd.
+
+    The lock is an flock on `.run.lock`: it is released by the kernel when the
+    holder dies, so a crashed run never blocks a relaunch. A launcher takes it,
+    then hands the fd to the training process it starts (LENSTUI_RUN_LOCK_FD),
+    so there is no window in which two launches can both start.
+    """
+    import fcntl
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    fd = os.open(Path(directory) / RUN_LOCK, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise AlreadyRunning(f"{directory}: another process is running this experiment") from None
+    return fd
+
+
+def inherited_run_lock() -> int | None:
+    """The lock fd a launcher passed down, if any (see acquire_run_lock)."""
+    value = os.environ.get(LOCK_FD_ENV)
+    if not value:
+        return None
+    try:
+        fd = int(value)
+        os.fstat(fd)
+    except (ValueError, OSError):
+        return None
+    return fd
