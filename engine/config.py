@@ -363,6 +363,9 @@ class _Table:
         self.used.add(name)
         if name not in self.data:
             if default is ...:
+                typo = difflib.get_close_matches(name, [k for k in self.data if k != name], n=1, cutoff=0.6)
+                if typo:  # a misspelt required key: point at the misspelling, not at the gap
+                    raise self.error(typo[0], "unknown key", f"did you mean {name!r}?")
                 raise self.error(name, f"missing; expected {expected}")
             return default
         value = self.data[name]
@@ -447,7 +450,7 @@ def _kind(value: Any) -> str:
 
 
 def _did_you_mean(name: str, known: Any) -> str:
-    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.6)
+    close = difflib.get_close_matches(str(name), [str(k) for k in known], n=1, cutoff=0.5)
     return f"did you mean {close[0]!r}? " if close else ""
 
 
