@@ -1,0 +1,277 @@
+"""Plan §6 verdicts: PASS / WARN / FAIL for one run's metrics, and where each value came from.
+
+Torch-free and NumPy-free: the engine writes these into metrics.json, and
+lenstui, the decision tree and the report read them on a laptop.
+
+Each verdict is a plain dict, JSON-ready:
+
+    {"verdict": "PASS"|"WARN"|"FAIL"|None, "value": float|None,
+     "rule": "PASS < 0.60, WARN 0.60–0.65, FAIL > 0.65 (§6.1)",
+     "source": "final_core_lr_auc", "note": str|None}
+
+`verdict` is None when there is no value yet; `note` then says why.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Mapping, Sequence
+
+from engine.config import Band, Targets, Thresholds
+
+# The verdicts compute_verdicts returns, in the plan's order (§6.1–§6.4).
+VERDICT_NAMES = ("core_lr_auc", "radial_lr_auc", "core_reliance", "thetae_min_bin_auroc",
+                 "thetae_max_spread", "val_auroc", "test_auroc")
+
+# Values are rounded to this many decimals before they meet a bound: a value
+# that is a difference of two AUROCs (0.93 - 0.88 = 0.05000000000000004) must
+# land on the bound it means, not a hair past it.
+DECIMALS = 10
+
+_THETAE_RULE_NOTE = "§6.3 names only PASS and FAIL; values between the two are WARN"
+
+
+def number(value: Any) -> float | None:
+    """`value` as a finite float, or None (missing, null, NaN, a string, a boolean)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def rounded(value: float | None) -> float | None:
+    """`value` rounded to DECIMALS, the form every comparison with a bound uses."""
+    return None if value is None else round(value, DECIMALS)
+
+
+def classify(band: Band, value: float | None) -> str | None:
+    """`band.classify` on the rounded value (see DECIMALS)."""
+    return band.classify(rounded(value))
+
+
+def verdict_entry(verdict: str | None, value: float | None, rule: str, source: str | None,
+                  note: str | None = None) -> dict[str, Any]:
+    """One verdict record, the shape metrics.json carries under `verdicts`."""
+    return {"verdict": verdict, "value": value, "rule": rule, "source": source, "note": note}
+
+
+def band_rule(band: Band) -> str:
+    """The band in words with the plan section it comes from."""
+    section = {"core_lr_auc": "§6.1", "radial_lr_auc": "§6.1", "core_reliance": "§6.2"}
+    if band.name in section:
+        return f"{band.describe()} ({section[band.name]})"
+    return f"{band.describe()} ({_THETAE_RULE_NOTE})"
+
+
+def target_rule(target: float) -> str:
+    """A §6.4 quality target in words: PASS above it, FAIL otherwise, never WARN."""
+    return f"PASS > {target:.2f}, FAIL otherwise (§6.4 is a target, not a band: no WARN)"
+
+
+# ---------------------------------------------------------------------------
+# Gates
+
+
+def gates_in_order(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The gate records sorted by `after_epochs` (records without it keep their place at the end)."""
+    gates = metrics.get("gates")
+    if not isinstance(gates, list):
+        return []
+    records = [g for g in gates if isinstance(g, Mapping)]
+    with_epoch = [g for g in records if number(g.get("after_epochs")) is not None]
+    without = [g for g in records if number(g.get("after_epochs")) is None]
+    return sorted(with_epoch, key=lambda g: number(g["after_epochs"])) + without
+
+
+def gate_label(gate: Mapping[str, Any]) -> str:
+    """'gates[after_epochs=10]': how a source names one gate record."""
+    after = gate.get("after_epochs")
+    return f"gates[after_epochs={after}]"
+
+
+def latest_gate_with(metrics: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
+    """The latest gate whose `key` holds a value (a number, or a non-empty list of bins)."""
+    for gate in reversed(gates_in_order(metrics)):
+        value = gate.get(key)
+        if number(value) is not None or (isinstance(value, list) and value):
+            return gate
+    return None
+
+
+def gate_verdicts(gate: Mapping[str, Any], thresholds: Thresholds) -> dict[str, dict[str, Any]]:
+    """The §6.1 verdicts (core_lr_auc, radial_lr_auc) of one gate record."""
+    out = {}
+    for name in ("core_lr_auc", "radial_lr_auc"):
+        band: Band = getattr(thresholds, name)
+        raw = gate.get(name)
+        value = number(raw)
+        note = None
+        if value is None:
+            note = "not measured at this gate" if raw is None else f"not a number: {raw!r}"
+        out[name] = verdict_entry(classify(band, value), value, band_rule(band),
+                                  f"{gate_label(gate)}.{name}", note)
+    return out
+
+
+# ---------------------------------------------------------------------------
+# θ_E stratification
+
+
+def bin_label(bin_record: Mapping[str, Any]) -> str:
+    """'[0.50, 0.75)' for a bin record; '[?]' when the record has no usable edges."""
+    edges = bin_record.get("bin")
+    if isinstance(edges, (list, tuple)) and len(edges) == 2 and all(number(e) is not None for e in edges):
+        return f"[{number(edges[0]):.2f}, {number(edges[1]):.2f})"
+    return "[?]"
+
+
+@dataclass(frozen=True)
+class ThetaESummary:
+    """The θ_E bins one verdict is computed from, and what they add up to."""
+
+    kind: str | None               # "test" or "val"; None when no bins were found
+    source: str | None             # "test_auroc_by_thetae" or "gates[after_epochs=N].val_auroc_by_thetae"
+    bins: tuple[Mapping[str, Any], ...]
+    min_auroc: float | None
+    max_spread: float | None       # max − min over bins with an AUROC, rounded (DECIMALS)
+    excluded: tuple[str, ...]      # bins without an AUROC, each with why
+    note: str | None               # what a reader must know about these numbers
+
+
+def _thetae_bins(metrics: Mapping[str, Any], kind: str) -> tuple[str | None, list[Mapping[str, Any]]]:
+    if kind == "test":
+        bins = metrics.get("test_auroc_by_thetae")
+        if isinstance(bins, list) and bins:
+            return "test_auroc_by_thetae", [b for b in bins if isinstance(b, Mapping)]
+        return None, []
+    gate = latest_gate_with(metrics, "val_auroc_by_thetae")
+    if gate is None:
+        return None, []
+    return (f"{gate_label(gate)}.val_auroc_by_thetae",
+            [b for b in gate["val_auroc_by_thetae"] if isinstance(b, Mapping)])
+
+
+def thetae_summary(metrics: Mapping[str, Any], kind: str | None = None) -> ThetaESummary:
+    """θ_E min-bin AUROC and spread from `kind` ("test", "val"), or test when present else val."""
+    kinds = (kind,) if kind else ("test", "val")
+    source, bins, used = None, [], None
+    for k in kinds:
+        source, bins = _thetae_bins(metrics, k)
+        if source:
+            used = k
+            break
+    if not source:
+        where = {"test": "no test_auroc_by_thetae", "val": "no gate with val_auroc_by_thetae"}
+        missing = " and ".join(where[k] for k in kinds)
+        return ThetaESummary(None, None, (), None, None, (), f"not measured yet ({missing})")
+    aurocs, excluded = [], []
+    for b in bins:
+        value = number(b.get("auroc"))
+        if value is None:
+            why = b.get("note") or f"no AUROC ({b.get('count', '?')} positives)"
+            excluded.append(f"{bin_label(b)}: {why}")
+        else:
+            aurocs.append(value)
+    notes = [f"from {source}" + (" (test set)" if used == "test" else " (validation set)")]
+    if excluded:
+        notes.append("excluded, no AUROC: " + "; ".join(excluded))
+    low = min(aurocs) if aurocs else None
+    spread = rounded(max(aurocs) - min(aurocs)) if len(aurocs) >= 2 else None
+    if not aurocs:
+        notes.append("no bin has an AUROC")
+    elif len(aurocs) < 2:
+        notes.append("a spread needs at least two bins with an AUROC")
+    return ThetaESummary(used, source, tuple(bins), low, spread, tuple(excluded), "; ".join(notes))
+
+
+# ---------------------------------------------------------------------------
+# All verdicts of a run
+
+
+def _gate_metric(metrics: Mapping[str, Any], name: str) -> tuple[float | None, str | None, str | None]:
+    """`final_<name>` when written, else the latest gate's `<name>` (and a note saying so)."""
+    final_key = f"final_{name}"
+    value = number(metrics.get(final_key))
+    if value is not None:
+        return value, final_key, None
+    gate = latest_gate_with(metrics, name)
+    if gate is None:
+        return None, None, f"no {final_key} and no gate has measured {name} yet"
+    n = gate.get("gate_n_samples")
+    size = f", {n} samples" if n is not None else ""
+    note = (f"{final_key} not written yet: the latest gate's value "
+            f"(after {gate.get('after_epochs')} epochs{size})")
+    return number(gate[name]), f"{gate_label(gate)}.{name}", note
+
+
+def best_val_auroc(metrics: Mapping[str, Any]) -> tuple[float | None, str | None]:
+    """`best_val_auroc` when written, else the best of the history so far (source says which)."""
+    value = number(metrics.get("best_val_auroc"))
+    if value is not None:
+        return value, "best_val_auroc"
+    history = metrics.get("history")
+    values = [number(r.get("val_auroc")) for r in history if isinstance(r, Mapping)] \
+        if isinstance(history, list) else []
+    values = [v for v in values if v is not None]
+    if not values:
+        return None, None
+    return max(values), "history (best val_auroc so far; best_val_auroc not written yet)"
+
+
+def _target_entry(target: float, value: float | None, source: str | None, missing: str) -> dict[str, Any]:
+    if value is None:
+        return verdict_entry(None, None, target_rule(target), source, missing)
+    verdict = "PASS" if rounded(value) > target else "FAIL"
+    return verdict_entry(verdict, value, target_rule(target), source)
+
+
+def compute_verdicts(metrics: Mapping[str, Any], thresholds: Thresholds,
+                     targets: Targets) -> dict[str, dict[str, Any]]:
+    """Every §6 verdict of one run (VERDICT_NAMES), each with its value, rule, source and note."""
+    out: dict[str, dict[str, Any]] = {}
+    for name in ("core_lr_auc", "radial_lr_auc"):
+        band = getattr(thresholds, name)
+        value, source, note = _gate_metric(metrics, name)
+        out[name] = verdict_entry(classify(band, value), value, band_rule(band), source, note)
+
+    band = thresholds.core_reliance
+    value = number(metrics.get("core_reliance"))
+    note = None if value is not None else "not measured yet (written at the end of training, §5.5)"
+    out["core_reliance"] = verdict_entry(classify(band, value), value, band_rule(band),
+                                         "core_reliance" if value is not None else None, note)
+
+    th = thetae_summary(metrics)
+    band = thresholds.thetae_min_bin_auroc
+    out["thetae_min_bin_auroc"] = verdict_entry(classify(band, th.min_auroc), th.min_auroc,
+                                                band_rule(band), th.source, th.note)
+    band = thresholds.thetae_max_spread
+    out["thetae_max_spread"] = verdict_entry(classify(band, th.max_spread), th.max_spread,
+                                             band_rule(band), th.source, th.note)
+
+    value, source = best_val_auroc(metrics)
+    out["val_auroc"] = _target_entry(targets.val_auroc, value, source, "no epoch has finished yet")
+    value = number(metrics.get("test_auroc"))
+    out["test_auroc"] = _target_entry(targets.test_auroc, value, "test_auroc" if value is not None else None,
+                                      "no test evaluation yet (§5.6: final evaluation only)")
+    return out
+
+
+def failing(verdicts: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
+    """'core_lr_auc FAIL (0.702)' for each of `names` whose verdict is not PASS."""
+    out = []
+    for name in names:
+        v = verdicts.get(name) or {}
+        value = v.get("value")
+        shown = "no value" if value is None else fmt_value(value)
+        if v.get("verdict") != "PASS":
+            out.append(f"{name} {v.get('verdict') or 'unknown'} ({shown})")
+    return out
+
+
+def fmt_value(value: float | None) -> str:
+    """A value for a sentence: up to 4 decimals, so 0.6499 never reads as 0.650; '–' when None."""
+    if value is None:
+        return "–"
+    whole, _, decimals = f"{value:.4f}".partition(".")
+    return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"

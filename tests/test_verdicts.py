@@ -1,0 +1,162 @@
+"""Plan §6 verdicts: each band at, just below and just above both of its limits, and where values come from."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import rundir
+from engine.config import load_config
+from engine.verdicts import VERDICT_NAMES, compute_verdicts, gate_verdicts, thetae_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = load_config(ROOT / "experiments.toml")
+TH, TARGETS = CONFIG.thresholds, CONFIG.targets
+BINS = CONFIG.metrics.thetae_bin_pairs
+EPS = 1e-4
+
+
+def bins(aurocs, counts=None):
+    """θ_E bin records (the metrics.json shape) for the plan's six bins."""
+    counts = counts or [400] * len(aurocs)
+    return [{"bin": list(b), "auroc": a, "count": n, "note": None if a is not None else f"{n} positives < 50"}
+            for b, a, n in zip(BINS, aurocs, counts)]
+
+
+def verdict(metrics, name):
+    return compute_verdicts(metrics, TH, TARGETS)[name]
+
+
+# (verdict name, metrics that put `value` into it, value, expected)
+def _band_cases():
+    cases = []
+    lower = {"core_lr_auc": (0.60, 0.65), "radial_lr_auc": (0.55, 0.60), "core_reliance": (0.03, 0.05),
+             "thetae_max_spread": (0.15, 0.20)}
+    for name, (p, f) in lower.items():
+        for value, expected in ((p - EPS, "PASS"), (p, "WARN"), (p + EPS, "WARN"),
+                                (f - EPS, "WARN"), (f, "WARN"), (f + EPS, "FAIL")):
+            cases.append((name, value, expected))
+    p, f = 0.80, 0.70   # θ_E min bin AUROC: higher is better
+    for value, expected in ((p + EPS, "PASS"), (p, "WARN"), (p - EPS, "WARN"),
+                            (f + EPS, "WARN"), (f, "WARN"), (f - EPS, "FAIL")):
+        cases.append(("thetae_min_bin_auroc", value, expected))
+    return cases
+
+
+def _metrics_for(name, value):
+    if name in ("core_lr_auc", "radial_lr_auc"):
+        return {f"final_{name}": value}
+    if name == "core_reliance":
+        return {"core_reliance": value}
+    if name == "thetae_min_bin_auroc":
+        return {"gates": [{"after_epochs": 5, "val_auroc_by_thetae": bins([value, 0.9, 0.9, 0.9, 0.9, 0.9])}]}
+    # spread: the top bin fixed at 0.95, the lowest at 0.95 - value
+    return {"gates": [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.95 - value, 0.95, 0.94, 0.93, 0.93, 0.95])}]}
+
+
+@pytest.mark.parametrize("name,value,expected", _band_cases())
+def test_every_band_at_just_below_and_just_above_both_limits(name, value, expected):
+    v = verdict(_metrics_for(name, value), name)
+    assert v["verdict"] == expected
+    assert v["value"] == pytest.approx(value, abs=1e-9)
+    assert "PASS" in v["rule"] and "FAIL" in v["rule"]
+
+
+def test_a_spread_that_is_a_bound_after_float_subtraction_is_on_the_bound():
+    # 0.95 - 0.80 is 0.1499999... in floating point; the plan means 0.15, which is WARN, not PASS.
+    m = {"gates": [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.80, 0.95, 0.9, 0.9, 0.9, 0.9])}]}
+    v = verdict(m, "thetae_max_spread")
+    assert v["value"] == 0.15 and v["verdict"] == "WARN"
+    # and a reliance written as 0.93 - 0.88 = 0.05000000000000004 is WARN, not FAIL
+    assert verdict({"core_reliance": 0.93 - 0.88}, "core_reliance")["verdict"] == "WARN"
+
+
+@pytest.mark.parametrize("name,key,target", [("val_auroc", "best_val_auroc", 0.90),
+                                              ("test_auroc", "test_auroc", 0.88)])
+@pytest.mark.parametrize("delta,expected", [(-EPS, "FAIL"), (0.0, "FAIL"), (EPS, "PASS")])
+def test_quality_targets_pass_only_strictly_above_and_never_warn(name, key, target, delta, expected):
+    v = verdict({key: target + delta}, name)
+    assert v["verdict"] == expected
+    assert "target, not a band" in v["rule"]
+
+
+def test_theta_e_rule_says_between_pass_and_fail_is_warn():
+    for name in ("thetae_min_bin_auroc", "thetae_max_spread"):
+        assert "§6.3 names only PASS and FAIL" in verdict({}, name)["rule"]
+
+
+def test_final_value_wins_over_gates_and_source_says_which():
+    gates = [{"after_epochs": 0, "core_lr_auc": 0.70, "radial_lr_auc": 0.50, "gate_n_samples": 2000},
+             {"after_epochs": 10, "core_lr_auc": 0.62, "radial_lr_auc": 0.58, "gate_n_samples": 2000},
+             {"after_epochs": 5, "core_lr_auc": 0.66, "radial_lr_auc": 0.61, "gate_n_samples": 2000}]
+    running = {"gates": gates}
+    core = verdict(running, "core_lr_auc")
+    assert (core["value"], core["verdict"], core["source"]) == (0.62, "WARN", "gates[after_epochs=10].core_lr_auc")
+    assert "final_core_lr_auc not written yet" in core["note"] and "after 10 epochs" in core["note"]
+    done = {"gates": gates, "final_core_lr_auc": 0.58, "final_radial_lr_auc": 0.61}
+    assert verdict(done, "core_lr_auc")["source"] == "final_core_lr_auc"
+    assert verdict(done, "core_lr_auc")["verdict"] == "PASS"
+    assert verdict(done, "radial_lr_auc")["verdict"] == "FAIL"
+
+
+def test_theta_e_uses_test_bins_when_present_else_the_latest_gate_and_names_excluded_bins():
+    gates = [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.60, 0.9, 0.9, 0.9, 0.9, 0.9])},
+             {"after_epochs": 10, "val_auroc_by_thetae": bins([None, 0.85, 0.9, 0.92, 0.93, None],
+                                                              counts=[12, 400, 400, 400, 400, 30])}]
+    v = verdict({"gates": gates}, "thetae_min_bin_auroc")
+    assert v["value"] == 0.85 and v["verdict"] == "PASS"
+    assert v["source"] == "gates[after_epochs=10].val_auroc_by_thetae"
+    assert "[0.50, 0.75): 12 positives < 50" in v["note"] and "[2.50, 3.00): 30 positives < 50" in v["note"]
+    assert verdict({"gates": gates}, "thetae_max_spread")["value"] == pytest.approx(0.08)
+
+    with_test = {"gates": gates, "test_auroc_by_thetae": bins([0.75, 0.9, 0.9, 0.9, 0.9, 0.95])}
+    v = verdict(with_test, "thetae_min_bin_auroc")
+    assert (v["value"], v["verdict"], v["source"]) == (0.75, "WARN", "test_auroc_by_thetae")
+    assert "test set" in v["note"]
+    assert thetae_summary(with_test, "val").min_auroc == 0.85  # a caller can still ask for val
+
+
+def test_a_spread_needs_two_bins_with_an_auroc():
+    m = {"gates": [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.9, None, None, None, None, None])}]}
+    spread = verdict(m, "thetae_max_spread")
+    assert spread["verdict"] is None and "at least two bins" in spread["note"]
+    assert verdict(m, "thetae_min_bin_auroc")["verdict"] == "PASS"
+
+
+def test_a_run_with_nothing_yet_has_no_verdicts_and_says_why():
+    v = compute_verdicts({"status": "running", "history": [], "gates": []}, TH, TARGETS)
+    assert list(v) == list(VERDICT_NAMES)
+    for name, entry in v.items():
+        assert entry["verdict"] is None and entry["value"] is None and entry["note"], name
+    assert "final evaluation only" in v["test_auroc"]["note"]
+
+
+def test_best_val_auroc_so_far_is_used_while_running_and_garbage_is_not_a_number():
+    running = {"history": [{"epoch": 0, "val_auroc": 0.80}, {"epoch": 1, "val_auroc": 0.93},
+                           {"epoch": 2, "val_auroc": 0.91}]}
+    v = verdict(running, "val_auroc")
+    assert (v["value"], v["verdict"]) == (0.93, "PASS") and v["source"].startswith("history")
+    assert verdict({"core_reliance": "0.01"}, "core_reliance")["verdict"] is None
+    assert verdict({"core_reliance": True}, "core_reliance")["verdict"] is None
+
+
+def test_gate_verdicts_of_one_gate_record():
+    gate = {"after_epochs": 15, "core_lr_auc": 0.65, "radial_lr_auc": 0.5499, "gate_n_samples": 2000}
+    g = gate_verdicts(gate, TH)
+    assert set(g) == {"core_lr_auc", "radial_lr_auc"}
+    assert (g["core_lr_auc"]["verdict"], g["radial_lr_auc"]["verdict"]) == ("WARN", "PASS")
+    assert g["core_lr_auc"]["source"] == "gates[after_epochs=15].core_lr_auc"
+    assert gate_verdicts({"after_epochs": 0, "core_lr_auc": None}, TH)["core_lr_auc"]["verdict"] is None
+
+
+def test_verdicts_survive_the_metrics_file(tmp_path):
+    m = {"final_core_lr_auc": 0.61, "core_reliance": 0.02, "best_val_auroc": 0.95,
+         "gates": [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.81, 0.9, 0.9, 0.9, 0.9, None])}]}
+    m["verdicts"] = compute_verdicts(m, TH, TARGETS)
+    rundir.atomic_write_json(tmp_path / "metrics.json", m)
+    back = json.loads((tmp_path / "metrics.json").read_text())["verdicts"]
+    assert back["core_lr_auc"] == {"verdict": "WARN", "value": 0.61, "rule": m["verdicts"]["core_lr_auc"]["rule"],
+                                   "source": "final_core_lr_auc", "note": None}
+    assert back["core_lr_auc"]["rule"] == "PASS < 0.60, WARN 0.60–0.65, FAIL > 0.65 (§6.1)"
