@@ -1,0 +1,404 @@
+"""The command line: `lenstui` opens the control center; its subcommands do the same things headless.
+
+Exit codes: 0 ok, 2 bad input or config, 3 refused (e.g. already running),
+4 host unreachable. Textual is imported only to open the app.
+"""
+
+from __future__ import annotations
+
+import argparse
+import codecs
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine.config import ConfigError, Host, load_config
+from lenstui.fleet import (EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, POLL_TIMEOUT, Fleet, FleetError,
+                           HostSnapshot)
+from lenstui.transport import KNOWN_HOSTS_ENV, SSH_CONFIG_ENV, SshOptions
+from lenstui.transport.base import TransportError
+
+STATUS_DEADLINE = POLL_TIMEOUT + 15.0   # connect + probe; a host slower than this is reported unreachable
+FOLLOW_INTERVAL = 1.0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="lenstui", description="Control center for the lens-detection "
+                                     "experiment plan. With no command, opens the terminal app.")
+    parser.add_argument("--config", type=Path, default=Path("experiments.toml"),
+                        help="the plan file (default: experiments.toml)")
+    parser.add_argument("--host", dest="app_host", metavar="NAME", help="open the app with NAME preselected")
+    parser.add_argument("--ssh-config", type=Path, help=f"SSH client config (default ~/.ssh/config; ${SSH_CONFIG_ENV})")
+    parser.add_argument("--known-hosts", type=Path,
+                        help=f"known_hosts file (default ~/.ssh/known_hosts; ${KNOWN_HOSTS_ENV})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    p = sub.add_parser("hosts", help="list the configured hosts")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("status", help="every host's GPUs and runs (hosts polled in parallel)")
+    p.add_argument("--host", help="only this host")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("launch", help="start an experiment on a host (extra training args after --)")
+    p.add_argument("experiment")
+    p.add_argument("--host", required=True)
+    p.add_argument("--gpu", default="auto", help="GPU index, 'auto' (a free one; default) or 'cpu'")
+    p.add_argument("--base", help="for a Phase-4 run: the experiment whose configuration it takes")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("abort", help="stop a run: SIGTERM its process group, SIGKILL after the grace period")
+    p.add_argument("experiment")
+    p.add_argument("--host", required=True)
+    p.add_argument("--grace", type=float, default=30.0, help="seconds before SIGKILL (default 30)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("logs", help="a run's stdout.log")
+    p.add_argument("experiment")
+    p.add_argument("--host", required=True)
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new output (ctrl+c stops)")
+    p.add_argument("--bytes", type=int, default=20000, help="how much of the end to show (default 20000)")
+
+    p = sub.add_parser("sync", help="push engine/ and the config to hosts' work_dir")
+    p.add_argument("--host", help="only this host (default: every enabled host)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("preflight", help="check a host's Python can train and sees its GPUs")
+    p.add_argument("--host", help="only this host (default: every enabled host)")
+    p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("fetch", help="copy a run's metrics, run info and log here")
+    p.add_argument("experiment")
+    p.add_argument("--host", required=True)
+    p.add_argument("--dest", type=Path, help="destination runs folder (default fetched/HOST)")
+    p.add_argument("--checkpoints", action="store_true", help="also best.pt and last.pt")
+
+    p = sub.add_parser("trust", help="show a host's SSH key fingerprint and add it to known_hosts")
+    p.add_argument("host_name", metavar="HOST", help="a host of the config, or an ssh alias")
+    p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
+
+    p = sub.add_parser("report", help="write the plan's report from runs folders (python -m engine.report)")
+    p.add_argument("--runs-root", action="append", type=Path,
+                   help="a runs folder (repeatable; default: the local host's runs and fetched/*)")
+    p.add_argument("--out", type=Path, default=Path("planb"), help="output folder (default planb/)")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `lenstui` console script."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    extra: list[str] = []
+    if "--" in argv:  # `lenstui launch A1 --host h -- --epochs 2`: the rest goes to engine.train
+        cut = argv.index("--")
+        argv, extra = argv[:cut], argv[cut + 1:]
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if extra and args.command != "launch":
+        parser.error("arguments after -- are only for `launch` (extra training arguments)")
+    args.extra = extra
+    try:
+        if args.command is None:
+            return _open_app(args)
+        config = load_config(args.config)
+        fleet = Fleet(config, args.config, ssh_options=_ssh_options(args))
+        try:
+            return COMMANDS[args.command](fleet, args)
+        finally:
+            fleet.close()
+    except ConfigError as exc:
+        print(f"lenstui: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except FleetError as exc:
+        print(f"lenstui: {exc.message}", file=sys.stderr)
+        return exc.code
+    except KeyboardInterrupt:
+        return 130
+
+
+def _open_app(args: argparse.Namespace) -> int:
+    load_config(args.config)  # a bad config is reported here, before Textual takes the screen
+    _export_ssh_options(args)
+    from lenstui.app import run_app  # Textual only when the app is wanted
+
+    run_app(args.config, args.app_host)
+    return 0
+
+
+def _ssh_options(args: argparse.Namespace) -> SshOptions:
+    defaults = SshOptions.from_env()
+    return SshOptions(ssh_config=args.ssh_config or defaults.ssh_config,
+                      known_hosts=args.known_hosts or defaults.known_hosts)
+
+
+def _export_ssh_options(args: argparse.Namespace) -> None:
+    # The app builds its own Fleet; the environment carries the choice to it.
+    if args.ssh_config:
+        os.environ[SSH_CONFIG_ENV] = str(args.ssh_config)
+    if args.known_hosts:
+        os.environ[KNOWN_HOSTS_ENV] = str(args.known_hosts)
+
+
+def _print_json(obj: Any) -> None:
+    print(json.dumps(obj, indent=1, default=str))
+
+
+def _chosen_hosts(fleet: Fleet, name: str | None) -> list[str]:
+    if name:
+        fleet.host(name)
+        return [name]
+    return [h for h in fleet.hosts() if fleet.config.hosts[h].enabled]
+
+
+# ---------------------------------------------------------------------------
+# Commands
+
+
+def cmd_hosts(fleet: Fleet, args: argparse.Namespace) -> int:
+    rows = []
+    for name in fleet.hosts():
+        h = fleet.config.hosts[name]
+        rows.append({"host": name, "transport": h.transport, "enabled": h.enabled, "address": _address(h),
+                     "work_dir": h.work_dir, "python": h.python, "runs_root": h.runs_root,
+                     "dataset": h.dataset})
+    if args.json:
+        _print_json(rows)
+        return 0
+    for r in rows:
+        state = "" if r["enabled"] else "  (not configured: enabled = false)"
+        print(f"{r['host']:<10} {r['transport']:<6} {r['address']:<28} {r['work_dir']}  runs {r['runs_root']}  "
+              f"data {r['dataset']}{state}")
+    return 0
+
+
+def _address(h: Host) -> str:
+    if h.transport == "local":
+        return "this machine"
+    return f"{h.user + '@' if h.user else ''}{h.ssh_host}{':' + str(h.port) if h.port else ''}"
+
+
+def poll_all(fleet: Fleet, names: Sequence[str], deadline: float = STATUS_DEADLINE) -> dict[str, HostSnapshot]:
+    """Poll hosts concurrently; a host that does not answer by `deadline` seconds is reported unreachable."""
+    results: dict[str, HostSnapshot] = {}
+    started = time.time()
+
+    def one(name: str) -> None:
+        results[name] = fleet.poll(name)
+
+    threads = {n: threading.Thread(target=one, args=(n,), daemon=True, name=f"poll {n}") for n in names}
+    for t in threads.values():
+        t.start()
+    end = time.monotonic() + deadline
+    for t in threads.values():
+        t.join(max(0.0, end - time.monotonic()))
+    for name in names:
+        if name not in results:
+            results[name] = HostSnapshot(name, False, True, started, f"no answer within {deadline:g} s", None)
+    return {n: results[n] for n in names}
+
+
+def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
+    names = _chosen_hosts(fleet, args.host) if args.host else fleet.hosts()
+    snaps = poll_all(fleet, names)
+    unreachable = any(s.configured and not s.connected for s in snaps.values())
+    if args.json:
+        _print_json({n: asdict(s) for n, s in snaps.items()})
+    else:
+        for snap in snaps.values():
+            print(format_snapshot(snap))
+    return EXIT_UNREACHABLE if unreachable else 0
+
+
+def format_snapshot(snap: HostSnapshot) -> str:
+    """A host's poll as a few lines of plain text."""
+    if not snap.configured:
+        return f"{snap.host}: not configured (enabled = false)"
+    if not snap.connected:
+        since = time.strftime("%H:%M:%S", time.localtime(snap.since)) if snap.since else "?"
+        return f"{snap.host}: DISCONNECTED since {since}: {snap.error}"
+    if snap.status is None:
+        return f"{snap.host}: connected, but: {snap.error}"
+    s = snap.status
+    lines = [f"{snap.host}: connected ({s.get('host')}, engine {s.get('engine_version')})"]
+    if not s.get("gpus"):
+        lines.append(f"  GPUs: none ({s.get('gpu_note')})")
+    for g in s.get("gpus") or []:
+        users = ", ".join(str(p.get("experiment") or p.get("pid")) for p in g.get("processes") or []) or "idle"
+        lines.append(f"  GPU {g.get('index')} {g.get('name')}: {g.get('utilization')}% util, "
+                     f"{g.get('memory_used_mib')}/{g.get('memory_total_mib')} MiB, {g.get('temperature_c')} C; {users}")
+    runs = s.get("runs") or {}
+    if not runs:
+        lines.append(f"  runs: none in {s.get('runs_root')}")
+    for exp, r in runs.items():
+        epoch = r.get("epoch")
+        done = "-" if epoch is None else str(epoch + 1)
+        auroc = r.get("val_auroc")
+        best = r.get("best_val_auroc")
+        text = (f"  {exp:<6} {r.get('state'):<8} epoch {done}/{r.get('epochs_planned') or '?'}  "
+                f"val_auroc {'-' if auroc is None else f'{auroc:.4f}'}  "
+                f"best {'-' if best is None else f'{best:.4f}'}  gpu {r.get('gpu') or '-'}")
+        if r.get("reason"):
+            text += f"  ({r['reason']})"
+        for err in r.get("errors") or []:
+            text += f"\n         ! {err}"
+        lines.append(text)
+    return "\n".join(lines)
+
+
+def cmd_launch(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = fleet.launch(args.experiment, args.host, gpu=args.gpu, base=args.base, extra_args=args.extra)
+    if args.json:
+        _print_json(asdict(result))
+    else:
+        print(f"{result.exp_id} started on {result.host}: {result.message}; log {result.run_dir}/stdout.log")
+    return 0
+
+
+def cmd_abort(fleet: Fleet, args: argparse.Namespace) -> int:
+    result = fleet.abort(args.experiment, args.host, grace=args.grace)
+    if args.json:
+        _print_json(asdict(result))
+    else:
+        print(result.message)
+    return 0 if not result.remaining else EXIT_REFUSED
+
+
+def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
+    data, offset = fleet.log_chunk(args.experiment, args.host, -max(args.bytes, 1))
+    decoder = codecs.getincrementaldecoder("utf-8")("replace")
+    out = sys.stdout
+    out.write(decoder.decode(data))
+    out.flush()
+    while args.follow:
+        time.sleep(FOLLOW_INTERVAL)
+        try:
+            data, offset = fleet.log_chunk(args.experiment, args.host, offset)
+        except FleetError as exc:
+            if exc.code != EXIT_UNREACHABLE:
+                raise
+            print(f"\n[lenstui: {exc.message}; retrying]", file=sys.stderr)
+            continue
+        if data:
+            out.write(decoder.decode(data))
+            out.flush()
+    return 0
+
+
+def cmd_sync(fleet: Fleet, args: argparse.Namespace) -> int:
+    code, results = 0, []
+    for name in _chosen_hosts(fleet, args.host):
+        try:
+            r = fleet.sync(name)
+            results.append(asdict(r))
+            if not args.json:
+                print(f"{name}: {r.message}")
+        except FleetError as exc:
+            code = max(code, exc.code)
+            results.append({"host": name, "error": exc.message})
+            print(f"lenstui: {exc.message}", file=sys.stderr)
+    if args.json:
+        _print_json(results)
+    return code
+
+
+def cmd_preflight(fleet: Fleet, args: argparse.Namespace) -> int:
+    code, results = 0, []
+    for name in _chosen_hosts(fleet, args.host):
+        try:
+            r = fleet.preflight(name)
+        except FleetError as exc:
+            code = max(code, exc.code)
+            results.append({"host": name, "error": exc.message})
+            print(f"lenstui: {exc.message}", file=sys.stderr)
+            continue
+        results.append(asdict(r))
+        if not r.ok:
+            code = max(code, EXIT_REFUSED)
+        if not args.json:
+            print(r.message)
+            for mod, version in r.modules.items():
+                print(f"  {mod:<12} {version or 'MISSING'}")
+    if args.json:
+        _print_json(results)
+    return code
+
+
+def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
+    dest = args.dest or Path("fetched") / args.host
+    path = fleet.fetch(args.experiment, args.host, dest, checkpoints=args.checkpoints)
+    print(f"{args.experiment} from {args.host} -> {path}")
+    return 0
+
+
+def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
+    from lenstui.transport import ssh  # paramiko only for SSH commands
+
+    name = args.host_name
+    if name in fleet.config.hosts:
+        host = fleet.config.hosts[name]
+        if host.transport == "local":
+            print(f"{name} is the local host: there is no host key to trust")
+            return 0
+    else:  # an ssh alias or address that is not (yet) in the config
+        host = Host(name=name, transport="ssh", enabled=True, work_dir=".", python="python3", runs_root="runs",
+                    dataset="", ssh_host=name)
+    options = fleet.ssh_options or SshOptions.from_env()
+    try:
+        scan = ssh.scan_host_key(host, options)
+    except TransportError as exc:
+        print(f"lenstui: {exc}", file=sys.stderr)
+        return EXIT_UNREACHABLE
+    print(f"{scan.entry} presents a {scan.key_type} key, fingerprint {scan.fingerprint}")
+    if scan.state == "known":
+        print(f"already trusted in {scan.known_in}")
+        return 0
+    if scan.state == "changed":
+        print(f"WARNING: this differs from the key stored in {scan.known_in} ({scan.stored_fingerprint}).\n"
+              f"If the host was really reinstalled, remove the old key with\n"
+              f"  ssh-keygen -R '{scan.entry}' -f {scan.known_in}\nand run `lenstui trust {name}` again.",
+              file=sys.stderr)
+        return EXIT_REFUSED
+    if not args.yes:
+        if not sys.stdin.isatty():
+            print("lenstui: not a terminal: pass --yes to trust this key", file=sys.stderr)
+            return EXIT_BAD_INPUT
+        answer = input(f"Trust this key and add it to {options.known_hosts}? [y/N] ").strip().lower()
+        if answer not in ("y", "yes"):
+            print("not trusted")
+            return EXIT_REFUSED
+    ssh.add_known_host(options.known_hosts, scan)
+    print(f"added {scan.entry} to {options.known_hosts}")
+    return 0
+
+
+def cmd_report(fleet: Fleet, args: argparse.Namespace) -> int:
+    roots = args.runs_root
+    if not roots:
+        roots = [Path(fleet.paths(h).runs_root) for h in fleet.hosts()
+                 if fleet.config.hosts[h].transport == "local" and fleet.config.hosts[h].enabled]
+        fetched = Path("fetched")
+        roots += sorted(p for p in fetched.iterdir() if p.is_dir()) if fetched.is_dir() else []
+    roots = [r for r in roots if Path(r).is_dir()]
+    if not roots:
+        print("lenstui: no runs folder found: run something, or `lenstui fetch EXP --host H` first",
+              file=sys.stderr)
+        return EXIT_BAD_INPUT
+    argv = [sys.executable, "-m", "engine.report"]
+    for r in roots:
+        argv += ["--runs-root", str(r)]
+    argv += ["--config", str(args.config), "--out", str(args.out)]
+    return subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
+
+
+COMMANDS = {"hosts": cmd_hosts, "status": cmd_status, "launch": cmd_launch, "abort": cmd_abort,
+            "logs": cmd_logs, "sync": cmd_sync, "preflight": cmd_preflight, "fetch": cmd_fetch,
+            "trust": cmd_trust, "report": cmd_report}
+
+
+if __name__ == "__main__":
+    sys.exit(main())

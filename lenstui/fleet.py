@@ -1,0 +1,426 @@
+"""The fleet: every host of experiments.toml behind one blocking API for the app's thread workers and the CLI.
+
+Each host has its own transport (its own connection), so a dead host only ever
+blocks the worker that asked about it. What runs on a host is the engine's
+torch-free CLI (`engine.status`, `engine.launch`), run with the host's Python
+in its work_dir; for the local host the status probe runs in-process, which
+is the same code without a Python start-up per refresh.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from engine import ENGINE_VERSION, rundir
+from engine.config import ID_PATTERN, Config, ConfigError, Host
+from lenstui.transport import SshOptions, make_transport
+from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
+                                    RemoteFileNotFound, Transport, TransportError, check_arg, local_tree)
+
+EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
+POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
+LAUNCH_TIMEOUT = 60.0
+PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
+CODE_VERSION_FILE = "engine/code_version.json"   # written by sync into the host's work_dir
+REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
+TRAIN_MODULES = "torch,torchvision,numpy,sklearn,pyarrow"
+FETCH_FILES = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAUNCH_FILE, rundir.LOG_FILE)
+PROJECT_ROOT = Path(__file__).resolve().parent.parent   # the tree whose engine/ we push
+
+
+class FleetError(Exception):
+    """An action that could not be done, worded for the user; `code` is the CLI exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+        super().__init__(message)
+        self.message, self.code = message, code
+
+
+@dataclass(frozen=True)
+class HostSnapshot:
+    """One host as seen by one poll."""
+
+    host: str
+    connected: bool
+    configured: bool              # False for `enabled = false` hosts: shown as "not configured", not as an error
+    since: float | None           # time.time() when it became disconnected (None if connected)
+    error: str | None             # human message (auth refused, host key unknown + how to trust, timeout…)
+    status: dict | None           # the engine.status JSON object from that host
+
+
+@dataclass(frozen=True)
+class LaunchResult:
+    """A started run: where it runs and which process group is it."""
+
+    exp_id: str
+    host: str
+    pid: int
+    pgid: int
+    gpu: str
+    run_dir: str
+    message: str
+
+
+@dataclass(frozen=True)
+class AbortResult:
+    """What abort did: signalled or not, SIGKILL needed or not, anything left."""
+
+    exp_id: str
+    host: str
+    signalled: bool
+    killed: bool
+    remaining: list[int]
+    message: str
+
+
+@dataclass(frozen=True)
+class SyncResult:
+    """Files pushed to a host and the code version recorded there."""
+
+    host: str
+    sent: list[str]
+    skipped: int
+    code_version: str
+    message: str
+
+
+@dataclass(frozen=True)
+class PreflightResult:
+    """Whether a host's Python can train, and what is missing if not."""
+
+    host: str
+    ok: bool
+    python: str
+    python_version: str
+    modules: dict[str, str | None]
+    missing: list[str]
+    gpus: list[str]
+    problems: list[str]
+    message: str
+
+
+@dataclass(frozen=True)
+class HostPaths:
+    """A host's paths as its commands see them (absolute for the local host)."""
+
+    work_dir: str
+    python: str
+    runs_root: str
+    config_file: str
+    data_root: str
+
+
+def host_paths(config: Config, host: Host, config_path: Path) -> HostPaths:
+    """Resolve work_dir, python, runs_root, config and data paths for `host`.
+
+    For the local host "." is the config file's folder and relative paths are
+    made absolute, so a fresh clone with its venv at .venv works from anywhere.
+    """
+    dataset_root = config.dataset_for(host).root
+    if host.transport != "local":
+        return HostPaths(host.work_dir, host.python, host.runs_root_path,
+                         host.resolve(REMOTE_CONFIG_NAME), host.resolve(dataset_root))
+    base = Path(config_path).resolve().parent
+
+    def absolute(path: str, root: Path) -> str:
+        p = Path(os.path.expanduser(path))
+        return str(p if p.is_absolute() else (root / p).resolve())
+
+    work = Path(absolute(host.work_dir, base))
+    python = host.python if "/" not in host.python else absolute(host.python, work)
+    return HostPaths(str(work), python, absolute(host.runs_root, work),
+                     str(Path(config_path).resolve()), absolute(dataset_root, work))
+
+
+class Fleet:
+    """Every host of the config, each on its own connection; all methods block (call from workers)."""
+
+    def __init__(self, config: Config, config_path: Path, ssh_options: SshOptions | None = None,
+                 local_status_in_process: bool = True) -> None:
+        self.config = config
+        self.config_path = Path(config_path)
+        self.ssh_options = ssh_options
+        self.local_status_in_process = local_status_in_process
+        self._transports: dict[str, Transport] = {}
+        self._lock = threading.Lock()
+
+    # -- hosts and links --------------------------------------------------------
+
+    def hosts(self) -> list[str]:
+        """Every host in the config's order, enabled or not."""
+        return list(self.config.hosts)
+
+    def host(self, name: str) -> Host:
+        """The host `name`; FleetError for an unknown one."""
+        try:
+            return self.config.host(name)
+        except ConfigError as exc:
+            raise FleetError(str(exc), EXIT_BAD_INPUT) from None
+
+    def paths(self, name: str) -> HostPaths:
+        return host_paths(self.config, self.host(name), self.config_path)
+
+    def transport(self, name: str) -> Transport:
+        """The host's one transport (created on first use); FleetError for a disabled host."""
+        host = self.host(name)
+        if not host.enabled:
+            raise FleetError(f"host {name} is not configured (enabled = false in {self.config.source}); "
+                             f"set enabled = true under [hosts.{name}] once `ssh {host.ssh_host or name}` "
+                             "works", EXIT_BAD_INPUT)
+        with self._lock:
+            if name not in self._transports:
+                self._transports[name] = make_transport(host, self.config_path.resolve().parent,
+                                                        self.ssh_options)
+            return self._transports[name]
+
+    def close(self) -> None:
+        """Close every connection (runs keep going on their hosts)."""
+        with self._lock:
+            transports, self._transports = list(self._transports.values()), {}
+        for t in transports:
+            t.close()
+
+    # -- status -------------------------------------------------------------------
+
+    def poll(self, host: str) -> HostSnapshot:
+        """One round trip to `host`: its engine.status answer, or why there is none. Never raises for network trouble."""
+        h = self.host(host)
+        if not h.enabled:
+            return HostSnapshot(host, False, False, None, None, None)
+        t = self.transport(host)
+        paths = self.paths(host)
+        if h.transport == "local" and self.local_status_in_process:
+            from engine.status import probe
+
+            try:
+                return HostSnapshot(host, True, True, None, None, probe(paths.runs_root))
+            except Exception as exc:  # a bug in the probe must show on screen, with the host named
+                return HostSnapshot(host, True, True, None, f"status probe failed: {type(exc).__name__}: {exc}",
+                                    None)
+        argv = [paths.python, "-m", "engine.status", "--runs-root", paths.runs_root]
+        try:
+            done = t.run(argv, cwd=paths.work_dir, timeout=POLL_TIMEOUT)
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None)
+        except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
+            return HostSnapshot(host, True, True, None, str(exc), None)
+        if done.rc != 0:
+            return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None)
+        try:
+            status = json.loads(done.stdout)
+        except json.JSONDecodeError:
+            return HostSnapshot(host, True, True, None,
+                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None)
+        return HostSnapshot(host, True, True, None, None, status)
+
+    def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
+        tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        if any(m in stderr for m in ("No module named engine", "No module named 'engine", "from 'engine'")):
+            return (f"{host}: the engine is not installed in {paths.work_dir}; "
+                    f"run `lenstui sync --host {host}`")
+        if "No such file" in stderr or "not found" in stderr:
+            return f"{host}: {tail} (check work_dir and python under [hosts.{host}])"
+        return f"{host}: {tail}"
+
+    # -- launch and abort ------------------------------------------------------------
+
+    def train_argv(self, exp_id: str, host: str, base: str | None = None,
+                   extra_args: Sequence[str] = ()) -> list[str]:
+        """The training command a launch runs on `host`."""
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.train", "--experiment", exp_id, "--host", host,
+                "--config", paths.config_file]
+        if base:
+            argv += ["--base", base]
+        return argv + [check_arg(a, "extra training argument") for a in extra_args]
+
+    def launch(self, exp_id: str, host: str, gpu: str = "auto", base: str | None = None,
+               extra_args: Sequence[str] = ()) -> LaunchResult:
+        """Start `exp_id` on `host` detached; FleetError (code 3) if it already runs there."""
+        try:
+            self.config.experiment(exp_id, base)
+        except ConfigError as exc:
+            raise FleetError(str(exc), EXIT_BAD_INPUT) from None
+        gpu = str(gpu).strip().lower()
+        if not (gpu in ("auto", "cpu") or gpu.isdigit()):
+            raise FleetError(f"--gpu {gpu!r}: expected a GPU index (0, 1, ...), 'auto' or 'cpu'")
+        paths = self.paths(host)
+        try:
+            train = self.train_argv(exp_id, host, base, extra_args)
+        except ValueError as exc:
+            raise FleetError(str(exc)) from None
+        argv = [paths.python, "-m", "engine.launch", "start", "--experiment", exp_id,
+                "--runs-root", paths.runs_root, "--gpu", gpu, "--require", TRAIN_MODULES, "--", *train]
+        answer = self._engine_call(host, argv, LAUNCH_TIMEOUT, "launch")
+        return LaunchResult(exp_id, host, answer["pid"], answer["pgid"], str(answer["gpu"]), answer["run_dir"],
+                            f"pid {answer['pid']} on {host}, gpu {answer['gpu']} ({answer.get('gpu_note', '')})")
+
+    def abort(self, exp_id: str, host: str, grace: float = 30) -> AbortResult:
+        """SIGTERM the run's process group, SIGKILL after `grace` seconds."""
+        self._check_id(exp_id)
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.launch", "abort", "--experiment", exp_id,
+                "--runs-root", paths.runs_root, "--grace", f"{float(grace):g}"]
+        answer = self._engine_call(host, argv, float(grace) + 30.0, "abort")
+        return AbortResult(exp_id, host, bool(answer["signalled"]), bool(answer["killed"]),
+                           list(answer.get("remaining") or []), answer["message"])
+
+    def _engine_call(self, host: str, argv: list[str], timeout: float, what: str) -> dict[str, Any]:
+        """Run an engine CLI on `host` and return its JSON answer; FleetError with its words otherwise."""
+        t, paths = self.transport(host), self.paths(host)
+        try:
+            done = t.run(argv, cwd=paths.work_dir, timeout=timeout)
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            raise FleetError(f"{what} on {host}: {exc}", EXIT_UNREACHABLE) from None
+        except TransportError as exc:
+            raise FleetError(f"{what} on {host}: {exc}", EXIT_BAD_INPUT) from None
+        answer = _last_json(done.stdout)
+        if done.rc == 0 and answer is not None and "error" not in answer:
+            return answer
+        if answer is not None and "error" in answer:
+            raise FleetError(f"{what} on {host}: {answer['error']}", int(answer.get("code", EXIT_BAD_INPUT)))
+        raise FleetError(f"{what} on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
+                         EXIT_BAD_INPUT)
+
+    @staticmethod
+    def _check_id(exp_id: str) -> None:
+        if not ID_PATTERN.match(exp_id):
+            raise FleetError(f"experiment id {exp_id!r} has characters outside [A-Za-z0-9_.-]")
+
+    # -- logs ---------------------------------------------------------------------------
+
+    def log_path(self, exp_id: str, host: str) -> str:
+        self._check_id(exp_id)
+        return f"{self.paths(host).runs_root.rstrip('/')}/{exp_id}/{rundir.LOG_FILE}"
+
+    def logs(self, exp_id: str, host: str, tail_bytes: int = 20000) -> str:
+        """The last `tail_bytes` of the run's stdout.log."""
+        data, _ = self.log_chunk(exp_id, host, -max(int(tail_bytes), 1))
+        return data.decode("utf-8", "replace")
+
+    def log_chunk(self, exp_id: str, host: str, offset: int) -> tuple[bytes, int]:
+        """New log bytes from `offset` (negative: the last -offset bytes) and the next offset (for `logs -f`)."""
+        path = self.log_path(exp_id, host)
+        try:
+            return self.transport(host).tail_file(path, offset)
+        except RemoteFileNotFound:
+            raise FleetError(f"{exp_id} has no log on {host} yet ({path})", EXIT_BAD_INPUT) from None
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            raise FleetError(f"logs from {host}: {exc}", EXIT_UNREACHABLE) from None
+        except TransportError as exc:
+            raise FleetError(f"logs from {host}: {exc}", EXIT_BAD_INPUT) from None
+
+    # -- sync, preflight, fetch -------------------------------------------------------
+
+    def sync(self, host: str) -> SyncResult:
+        """Push engine/ and the config to the host's work_dir (changed files only); record the code version."""
+        t, paths = self.transport(host), self.paths(host)
+        work = paths.work_dir.rstrip("/") or "/"
+        files = local_tree(PROJECT_ROOT / "engine")
+        pairs = [(f, f"{work}/engine/{f.relative_to(PROJECT_ROOT / 'engine').as_posix()}") for f in files]
+        pairs.append((self.config_path.resolve(), f"{work}/{REMOTE_CONFIG_NAME}"))
+        same_tree = self.host(host).transport == "local" and Path(work).resolve() == PROJECT_ROOT
+        version = code_version(files)
+        try:
+            stats = t.put_files(pairs)
+            if not same_tree:  # never write into the tree lenstui itself runs from
+                with tempfile.TemporaryDirectory() as tmp:
+                    record = Path(tmp) / "code_version.json"
+                    record.write_text(json.dumps({"code_version": version, "engine_version": ENGINE_VERSION,
+                                                  "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+                                                  "synced_from": socket.gethostname()}, indent=1) + "\n")
+                    stats.sent += t.put_files([(record, f"{work}/{CODE_VERSION_FILE}")]).sent
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            raise FleetError(f"sync to {host}: {exc}", EXIT_UNREACHABLE) from None
+        except TransportError as exc:
+            raise FleetError(f"sync to {host}: {exc}", EXIT_BAD_INPUT) from None
+        sent = list(stats.sent)
+        message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged; code {version}" if not same_tree
+                   else f"{host} runs this folder's code ({version}); nothing to push")
+        return SyncResult(host, sent, stats.skipped, version, message)
+
+    def preflight(self, host: str) -> PreflightResult:
+        """Whether the host's Python imports torch, torchvision, pyarrow, sklearn, numpy and sees GPUs."""
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.status", "--preflight", "--data-root", paths.data_root]
+        t = self.transport(host)
+        try:
+            done = t.run(argv, cwd=paths.work_dir, timeout=PREFLIGHT_TIMEOUT)
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            raise FleetError(f"preflight on {host}: {exc}", EXIT_UNREACHABLE) from None
+        except TransportError as exc:
+            raise FleetError(f"preflight on {host}: {exc}", EXIT_BAD_INPUT) from None
+        answer = _last_json(done.stdout)
+        if answer is None:
+            raise FleetError(f"preflight on {host} failed: {self._engine_failure(host, paths, done.stderr)}")
+        gpus = answer.get("cuda_devices") or answer.get("gpus") or []
+        ok = bool(answer.get("ok"))
+        message = (f"{host}: Python {answer.get('python_version')} has everything; "
+                   f"GPUs: {', '.join(gpus) or 'none (' + str(answer.get('gpu_note')) + ')'}" if ok
+                   else f"{host}: " + "; ".join(answer.get("problems") or ["not ready"]))
+        return PreflightResult(host, ok, str(answer.get("python")), str(answer.get("python_version")),
+                               dict(answer.get("modules") or {}), list(answer.get("missing") or []),
+                               list(gpus), list(answer.get("problems") or []), message)
+
+    def fetch(self, exp_id: str, host: str, dest: Path, checkpoints: bool = False) -> Path:
+        """Copy the run directory's metrics, run info and log (and checkpoints if asked) to dest/<exp_id>/."""
+        self._check_id(exp_id)
+        t, paths = self.transport(host), self.paths(host)
+        remote_dir = f"{paths.runs_root.rstrip('/')}/{exp_id}"
+        try:
+            names = t.list_dir(remote_dir)
+        except RemoteFileNotFound:
+            raise FleetError(f"{exp_id} has no run directory on {host} ({remote_dir})") from None
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            raise FleetError(f"fetch from {host}: {exc}", EXIT_UNREACHABLE) from None
+        wanted = set(FETCH_FILES) | ({rundir.BEST_CKPT, rundir.LAST_CKPT} if checkpoints else set())
+        local_dir = Path(dest) / exp_id
+        try:
+            for name in sorted(n for n in names if n in wanted):
+                t.get_file(f"{remote_dir}/{name}", local_dir / name)
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            raise FleetError(f"fetch from {host}: {exc}", EXIT_UNREACHABLE) from None
+        except TransportError as exc:
+            raise FleetError(f"fetch from {host}: {exc}") from None
+        return local_dir
+
+
+def code_version(files: Sequence[Path]) -> str:
+    """`git <commit>[+dirty]` when the project is a git checkout, and a hash of what is pushed."""
+    digest = hashlib.sha256()
+    for f in sorted(files):
+        digest.update(f.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
+    content = digest.hexdigest()[:12]
+    try:
+        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=10", "HEAD"],
+                                capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "engine"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return f"engine-{content}"
+    if commit.returncode != 0:
+        return f"engine-{content}"
+    flag = "+dirty" if dirty.stdout.strip() else ""
+    return f"git-{commit.stdout.strip()}{flag} engine-{content}"
+
+
+def _last_json(text: str) -> dict[str, Any] | None:
+    """The last line of `text` that is a JSON object (engine CLIs print one)."""
+    for line in reversed(text.strip().splitlines()):
+        try:
+            value = json.loads(line)
+        except json.JSONDecodeError:
+            continue
+        if isinstance(value, dict):
+            return value
+    return None

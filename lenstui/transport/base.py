@@ -1,0 +1,143 @@
+"""The transport interface: run an argv on a host, move files, and say whether the link is up.
+
+Two implementations behave the same (toolong's watcher pattern): `local`
+(subprocess + the filesystem) and `ssh` (paramiko). A transport only executes
+argv lists and moves bytes; what runs on the host (status, launch, abort) lives
+in the engine so both transports run the same code.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Sequence
+
+TAIL_CHUNK = 1 << 20   # at most this many bytes per tail_file call
+
+
+class TransportError(Exception):
+    """Something went wrong talking to a host; the message is for the user."""
+
+
+class HostUnreachable(TransportError):
+    """The host cannot be reached or the link died (refused, timed out, reset)."""
+
+
+class HostKeyError(TransportError):
+    """The host's key is unknown or changed: refused, with how to trust it."""
+
+
+class AuthError(TransportError):
+    """The host refused our credentials."""
+
+
+class CommandTimeout(TransportError):
+    """A command did not finish in time, though the link is alive."""
+
+
+class RemoteFileNotFound(TransportError, FileNotFoundError):
+    """A file or directory does not exist on the host."""
+
+
+@dataclass(frozen=True)
+class Completed:
+    """A finished command: exit status and its output decoded as UTF-8."""
+
+    rc: int
+    stdout: str
+    stderr: str
+
+
+@dataclass
+class PutStats:
+    """What put_files did: the remote paths written and how many were already current."""
+
+    sent: list[str] = field(default_factory=list)
+    skipped: int = 0
+
+
+def check_arg(value: str, what: str = "argument") -> str:
+    """Refuse a value that a remote shell or a path could misread (NUL, newline)."""
+    if not isinstance(value, str):
+        raise TypeError(f"{what} must be a string, got {type(value).__name__}")
+    if "\x00" in value or "\n" in value or "\r" in value:
+        raise ValueError(f"{what} {value!r} contains a NUL or newline character; refused")
+    return value
+
+
+def check_argv(argv: Sequence[str]) -> list[str]:
+    """An argv list with every element checked; an empty argv is a bug."""
+    if not argv:
+        raise ValueError("empty command")
+    return [check_arg(a, "command argument") for a in argv]
+
+
+def local_tree(root: Path, exclude_dirs: Iterable[str] = ("__pycache__",),
+               exclude_suffixes: Iterable[str] = (".pyc",)) -> list[Path]:
+    """Regular files under `root`, sorted, skipping caches (what sync pushes)."""
+    skip_dirs, skip_suffix = set(exclude_dirs), tuple(exclude_suffixes)
+    out = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs and not d.startswith("."))
+        for name in sorted(filenames):
+            path = Path(dirpath) / name
+            if not name.endswith(skip_suffix) and stat.S_ISREG(path.lstat().st_mode):
+                out.append(path)
+    return out
+
+
+class Transport(ABC):
+    """One host's link. Thread-safe: the app polls, launches and tails from worker threads."""
+
+    name: str
+    down_since: float | None = None   # time.time() of the first failure since the link was last up
+
+    @property
+    @abstractmethod
+    def is_connected(self) -> bool:
+        """Whether the link is up now (the local transport always is)."""
+
+    @abstractmethod
+    def connect(self) -> None:
+        """Open the link if it is not open; raises TransportError with a human message."""
+
+    @abstractmethod
+    def run(self, argv: Sequence[str], *, cwd: str | None = None, timeout: float) -> Completed:
+        """Run `argv` (no shell interprets it) in `cwd` and wait at most `timeout` seconds."""
+
+    @abstractmethod
+    def read_file(self, path: str, max_bytes: int) -> bytes:
+        """The whole file; TransportError if it is larger than `max_bytes`."""
+
+    @abstractmethod
+    def tail_file(self, path: str, offset: int) -> tuple[bytes, int]:
+        """Bytes from `offset` to the end (a negative offset: the last -offset bytes) and the new offset.
+
+        A file shorter than `offset` was replaced: reading restarts at 0.
+        """
+
+    @abstractmethod
+    def list_dir(self, path: str) -> list[str]:
+        """Names in a directory; RemoteFileNotFound if there is none."""
+
+    @abstractmethod
+    def put_files(self, pairs: Sequence[tuple[Path, str]]) -> PutStats:
+        """Copy local files to host paths, creating folders; skip files whose size and mtime match."""
+
+    @abstractmethod
+    def get_file(self, remote: str, local: Path) -> None:
+        """Copy a host file to a local path (written atomically)."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Close the link; a later call reconnects."""
+
+
+def tail_window(size: int, offset: int) -> int:
+    """Where a tail read starts, given the file's size and the caller's offset."""
+    if offset < 0:
+        return max(0, size + offset)
+    return 0 if offset > size else offset

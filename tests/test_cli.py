@@ -1,0 +1,133 @@
+"""The `lenstui` command line: the headless twin of the app, with exit codes a script can use."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import rundir
+from sshd import PROJECT_ROOT, group_alive, install_engine, local_host_toml, wait_for, write_config
+
+
+def lenstui(*args: str, env: dict | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lenstui.cli", *args], capture_output=True, text=True,
+                          timeout=timeout, env=env, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+
+
+@pytest.fixture
+def project(tmp_path):
+    """A config whose local host has the stand-in training in its work_dir, and one disabled ssh host."""
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    install_engine(work)
+    disabled = ('[hosts.far]\nenabled = false\ntransport = "ssh"\nssh_host = "far.example"\nwork_dir = "/w"\n'
+                'python = "python3"\nruns_root = "/r"\ndataset = "lab"\n')
+    config = write_config(tmp_path / "experiments.toml", [local_host_toml(runs, work), disabled])
+    yield {"config": str(config), "runs": runs}
+    for d in runs.glob("*"):
+        pgid = (rundir.read_run_info(d).data or {}).get("pgid")
+        if pgid and group_alive(pgid):
+            os.killpg(pgid, signal.SIGKILL)
+
+
+def test_a_bad_config_is_one_message_and_exit_code_2_for_every_command(tmp_path):
+    bad = tmp_path / "experiments.toml"
+    bad.write_text("[plan]\nname = 'x'\n[training]\nepochs = 'many'\n")
+    for args in (["status"], ["hosts"], []):
+        done = lenstui("--config", str(bad), *args)
+        assert done.returncode == 2, args
+        assert str(bad) in done.stderr and "Traceback" not in done.stderr
+    missing = lenstui("--config", str(tmp_path / "nope.toml"), "status")
+    assert missing.returncode == 2 and "file not found" in missing.stderr
+
+
+def test_hosts_lists_every_host_and_marks_disabled_ones(project):
+    rows = json.loads(lenstui("--config", project["config"], "hosts", "--json").stdout)
+    assert [(r["host"], r["enabled"]) for r in rows] == [("local", True), ("far", False)]
+    text = lenstui("--config", project["config"], "hosts").stdout
+    assert "not configured" in text and "this machine" in text
+
+
+def test_launch_status_logs_abort_from_the_command_line(project):
+    cfg = project["config"]
+    done = lenstui("--config", cfg, "launch", "B1", "--host", "local", "--json", "--", "--epoch-seconds", "0.05")
+    assert done.returncode == 0, done.stderr
+    launched = json.loads(done.stdout)
+    assert launched["exp_id"] == "B1" and launched["gpu"] == "cpu"
+
+    again = lenstui("--config", cfg, "launch", "B1", "--host", "local")
+    assert again.returncode == 3 and "already running" in again.stderr
+
+    def running():
+        snap = json.loads(lenstui("--config", cfg, "status", "--json").stdout)
+        entry = snap["local"]["status"]["runs"].get("B1") or {}
+        return entry.get("epoch") is not None and snap
+    snap = wait_for(running, timeout=30)
+    assert snap["local"]["connected"] and snap["far"]["configured"] is False
+    assert snap["local"]["status"]["runs"]["B1"]["state"] == "running"
+    text = lenstui("--config", cfg, "status")
+    assert text.returncode == 0 and "B1" in text.stdout and "running" in text.stdout and "far: not configured" in text.stdout
+
+    logs = lenstui("--config", cfg, "logs", "B1", "--host", "local")
+    assert logs.returncode == 0 and "lenstui launch of B1" in logs.stdout and "--epoch-seconds 0.05" in logs.stdout
+
+    stopped = lenstui("--config", cfg, "abort", "B1", "--host", "local", "--grace", "10")
+    assert stopped.returncode == 0 and "stopped by SIGTERM" in stopped.stdout
+    assert group_alive(launched["pgid"]) == []
+
+
+def test_logs_follow_prints_new_lines_as_they_come(project):
+    cfg = project["config"]
+    assert lenstui("--config", cfg, "launch", "B2", "--host", "local", "--", "--epoch-seconds", "0.1").returncode == 0
+    follow = subprocess.Popen([sys.executable, "-m", "lenstui.cli", "--config", cfg, "logs", "B2", "--host", "local",
+                               "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+    try:
+        seen = ""
+        while "epoch 3 done" not in seen:
+            line = follow.stdout.readline()
+            assert line, follow.stderr.read()
+            seen += line
+    finally:
+        follow.send_signal(signal.SIGINT)
+        follow.wait(timeout=10)
+        lenstui("--config", cfg, "abort", "B2", "--host", "local", "--grace", "5")
+    assert "epoch 0 done" in seen and "epoch 2 done" in seen
+
+
+@pytest.mark.parametrize("args, code, words", [
+    (["launch", "A7", "--host", "local"], 2, "unknown experiment 'A7'"),
+    (["launch", "A1", "--host", "nowhere"], 2, "unknown host 'nowhere'"),
+    (["launch", "A1", "--host", "far"], 2, "not configured"),
+    (["launch", "A1", "--host", "local", "--base", "B1"], 2, "only a Phase-4 experiment"),
+    (["abort", "A1", "--host", "local"], 0, "never launched"),
+    (["logs", "A1", "--host", "local"], 2, "no log on local yet"),
+    (["status", "--host", "far"], 0, "not configured"),
+])
+def test_refusals_have_meaningful_exit_codes_and_words(project, args, code, words):
+    done = lenstui("--config", project["config"], *args)
+    assert done.returncode == code, done.stderr
+    assert words in done.stdout + done.stderr and "Traceback" not in done.stderr
+
+
+def test_subcommands_never_import_textual_or_torch(project):
+    probe = ("import sys, lenstui.cli as c; c.main(['--config', sys.argv[1], 'status']); "
+             "print(sorted(m for m in ('textual', 'torch', 'numpy', 'sklearn') if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", probe, project["config"]], capture_output=True, text=True,
+                          cwd=PROJECT_ROOT, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_with_no_command_the_app_is_opened_with_the_chosen_host(project, monkeypatch):
+    import lenstui.app
+    import lenstui.cli
+
+    opened = []
+    monkeypatch.setattr(lenstui.app, "run_app", lambda path, host: opened.append((path, host)))
+    assert lenstui.cli.main(["--config", project["config"], "--host", "local"]) == 0
+    assert opened == [(Path(project["config"]), "local")]

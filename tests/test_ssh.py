@@ -1,0 +1,325 @@
+"""Remote control through real OpenSSH servers on loopback (tests/sshd.py): three hosts h1, h2, h3."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import rundir
+from engine.config import Host, load_config
+from lenstui.fleet import Fleet, FleetError
+from lenstui.transport.base import AuthError, HostKeyError
+from lenstui.transport.ssh import SshTransport
+from sshd import PROJECT_ROOT, STANDIN_TRAIN, group_alive, keygen, ssh_lab, wait_for  # noqa: F401 (fixture)
+
+pytestmark = pytest.mark.ssh
+ECHO = [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))"]
+
+
+@pytest.fixture
+def lab_fleet(ssh_lab, tmp_path):
+    config = ssh_lab.write_config(tmp_path / "experiments.toml", tmp_path / "local-runs")
+    fleet = Fleet(load_config(config), config, ssh_options=ssh_lab.options())
+    yield ssh_lab, fleet, config
+    fleet.close()
+    for server in ssh_lab.servers.values():  # no stand-in outlives its test
+        for d in server.runs_root.glob("*"):
+            pgid = (rundir.read_run_info(d).data or {}).get("pgid")
+            if pgid and group_alive(pgid):
+                os.killpg(pgid, signal.SIGKILL)
+
+
+def install_standin(work_dir: Path) -> None:
+    (work_dir / "engine" / "train.py").write_text(STANDIN_TRAIN)
+
+
+def ssh_fingerprint(pub_key: Path) -> str:
+    out = subprocess.run(["ssh-keygen", "-lf", str(pub_key)], capture_output=True, text=True, check=True).stdout
+    return re.search(r"SHA256:\S+", out).group(0)
+
+
+def test_sync_launch_status_logs_abort_and_fetch_through_sshd(lab_fleet, tmp_path):
+    lab, fleet, _ = lab_fleet
+    h1 = lab.servers["h1"]
+    synced = fleet.sync("h1")
+    assert any(p.endswith("/engine/config.py") for p in synced.sent)
+    assert (h1.work_dir / "experiments.toml").exists()
+    assert json.loads((h1.work_dir / "engine" / "code_version.json").read_text())["code_version"] == synced.code_version
+    assert [p for p in fleet.sync("h1").sent if not p.endswith("code_version.json")] == []  # nothing changed
+    install_standin(h1.work_dir)
+
+    result = fleet.launch("A1", "h1", extra_args=["--epoch-seconds", "0.1"])
+    assert result.run_dir == f"{h1.runs_root}/A1"
+    entry = wait_for(lambda: (e := (fleet.poll("h1").status or {}).get("runs", {}).get("A1")) and e["epoch"] and e,
+                     timeout=30)
+    assert entry["state"] == "running" and entry["pgid"] == result.pgid and entry["history"]
+    with pytest.raises(FleetError, match="already running") as err:
+        fleet.launch("A1", "h1")
+    assert err.value.code == 3
+    assert "lenstui launch of A1 on" in fleet.logs("A1", "h1")
+
+    grandchild = int((h1.runs_root / "A1" / "grandchild.pid").read_text())
+    aborted = fleet.abort("A1", "h1", grace=10)
+    assert aborted.signalled and aborted.remaining == []
+    assert group_alive(result.pgid) == [] and rundir.process_identity(grandchild) is None
+
+    dest = fleet.fetch("A1", "h1", tmp_path / "fetched")
+    assert json.loads((dest / "metrics.json").read_text())["status"] == "aborted"
+    assert "stand-in: aborted" in (dest / "stdout.log").read_text()
+
+
+def test_a_host_without_the_engine_is_told_to_sync(lab_fleet, tmp_path):
+    lab, _, config = lab_fleet
+    # -S: no site-packages, so nothing but the work_dir could provide `engine` (as on a fresh host)
+    bare = tmp_path / "bare-python"
+    bare.write_text(f"#!/bin/sh\nexec {sys.executable} -S \"$@\"\n")
+    bare.chmod(0o755)
+    h2 = lab.servers["h2"]
+    config.write_text(config.read_text().replace(
+        f'work_dir = "{h2.work_dir}"\npython = "{sys.executable}"', f'work_dir = "{h2.work_dir}"\npython = "{bare}"'))
+    fleet = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        snap = fleet.poll("h2")
+        assert snap.connected and snap.status is None
+        assert f"not installed in {h2.work_dir}" in snap.error and "lenstui sync --host h2" in snap.error
+        fleet.sync("h2")
+        assert fleet.poll("h2").error is None  # engine.status needs nothing beyond the standard library
+    finally:
+        fleet.close()
+
+
+def test_arguments_and_paths_never_run_as_shell_on_the_host(lab_fleet, tmp_path):
+    lab, fleet, config = lab_fleet
+    mark = tmp_path / "pwned"
+    nasty = [f"$(touch {mark}1)", f"; touch {mark}2", f"`touch {mark}3`", "a'b\"c", f"| touch {mark}4", "*", "~"]
+    odd_dir = tmp_path / "dir $(touch x) ; rm -rf y"
+    odd_dir.mkdir()
+    t = fleet.transport("h2")
+    done = t.run([*ECHO, *nasty], cwd=str(odd_dir), timeout=30)
+    assert done.rc == 0 and json.loads(done.stdout) == nasty
+    with pytest.raises(ValueError, match="newline"):
+        t.run([*ECHO, "x\ntouch y"], timeout=30)
+    # A runs_root with shell syntax in it is just a strange folder name.
+    h2 = lab.servers["h2"]
+    text = config.read_text().replace(f'runs_root = "{h2.runs_root}"', f'runs_root = "{h2.root}/runs $(touch {mark}5); touch {mark}6"')
+    config.write_text(text)
+    odd = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        odd.sync("h2")
+        install_standin(h2.work_dir)
+        odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0", f"$(touch {mark}7)"])
+        snap = wait_for(lambda: (s := odd.poll("h2")).status and s.status["runs"].get("B1") and s, timeout=30)
+        assert snap.error is None and snap.status["runs_root"] == odd.paths("h2").runs_root
+        assert odd.paths("h2").runs_root.endswith(f"/runs $(touch {mark}5); touch {mark}6")
+    finally:
+        odd.close()
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_an_unknown_host_key_is_refused_with_its_fingerprint_until_trusted(lab_fleet):
+    lab, _, config = lab_fleet
+    lab.known_hosts.write_text("")
+    fleet = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        snap = fleet.poll("h1")
+    finally:
+        fleet.close()
+    expected = ssh_fingerprint(lab.servers["h1"].host_key.with_suffix(".pub"))
+    assert not snap.connected and snap.configured and snap.since is not None
+    assert "unknown" in snap.error and expected in snap.error and "lenstui trust h1" in snap.error
+
+    trusted = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "trust", "h1", "--yes"],
+                             env=lab.env(), capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+    assert trusted.returncode == 0, trusted.stderr
+    assert expected in trusted.stdout
+    assert lab.known_hosts.read_text().startswith(f"[127.0.0.1]:{lab.servers['h1'].port} ssh-ed25519 ")
+    fleet = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        assert fleet.poll("h1").connected
+        assert not fleet.poll("h2").connected  # trusting one host trusts nothing else
+    finally:
+        fleet.close()
+
+
+def test_a_changed_host_key_is_refused_and_trust_will_not_overwrite_it(lab_fleet):
+    lab, _, config = lab_fleet
+    h1, h2 = lab.servers["h1"], lab.servers["h2"]
+    impostor = h2.known_hosts_line.replace(f"]:{h2.port} ", f"]:{h1.port} ")  # h1's name, h2's key
+    lab.known_hosts.write_text(impostor + "\n")
+    t = SshTransport(load_config(config).host("h1"), lab.options())
+    with pytest.raises(HostKeyError) as err:
+        t.run(["true"], timeout=10)
+    t.close()
+    message = str(err.value)
+    assert "CHANGED" in message and ssh_fingerprint(h1.host_key.with_suffix(".pub")) in message
+    assert ssh_fingerprint(h2.host_key.with_suffix(".pub")) in message and "ssh-keygen -R" in message
+    refused = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "trust", "h1", "--yes"],
+                             env=lab.env(), capture_output=True, text=True, timeout=60, cwd=PROJECT_ROOT)
+    assert refused.returncode == 3 and "ssh-keygen -R" in refused.stderr
+    assert lab.known_hosts.read_text() == impostor + "\n"
+
+
+def test_refused_credentials_say_which_keys_were_tried(lab_fleet, tmp_path):
+    lab, _, _ = lab_fleet
+    stranger = tmp_path / "stranger_key"
+    keygen(stranger)
+    host = Host("h1", "ssh", True, ".", "python3", "runs", "lab", ssh_host="h1", identity_file=str(stranger))
+    options = lab.options()
+    config_text = lab.ssh_config.read_text().replace(str(lab.client_key), str(stranger))
+    (tmp_path / "ssh_config").write_text(config_text)
+    from dataclasses import replace
+    t = SshTransport(host, replace(options, ssh_config=tmp_path / "ssh_config"))
+    with pytest.raises(AuthError, match="refused our credentials") as err:
+        t.run(["true"], timeout=10)
+    assert str(stranger) in str(err.value)
+
+
+def test_proxyjump_reaches_a_host_through_a_gateway(lab_fleet):
+    lab, _, _ = lab_fleet
+    h1, h3 = lab.servers["h1"], lab.servers["h3"]
+    with lab.ssh_config.open("a") as f:
+        f.write(f"Host h3-via-h1\n  HostName 127.0.0.1\n  Port {h3.port}\n  User {lab.user}\n"
+                f"  IdentityFile {lab.client_key}\n  IdentitiesOnly yes\n  ProxyJump h1\n")
+    t = SshTransport(Host("far", "ssh", True, ".", "python3", "runs", "lab", ssh_host="h3-via-h1"), lab.options())
+    try:
+        done = t.run(["sh", "-c", "echo $SSH_CONNECTION"], timeout=30)
+        assert done.rc == 0 and done.stdout.split()[2:4] == ["127.0.0.1", str(h3.port)]
+        assert len(t._gateways) == 1
+        assert re.search(r"Accepted publickey", h1.log.read_text())
+    finally:
+        t.close()
+
+
+def test_a_dead_host_turns_disconnected_within_15s_while_others_keep_updating_and_it_comes_back(lab_fleet):
+    lab, fleet, _ = lab_fleet
+    for name in ("h1", "h2", "h3"):
+        fleet.sync(name)
+    seen: dict[str, list[tuple[float, object]]] = {n: [] for n in ("h1", "h2", "h3")}
+    stop = threading.Event()
+
+    def poller(name: str) -> None:  # what the app does: one worker per host, a poll every second
+        while not stop.is_set():
+            seen[name].append((time.monotonic(), fleet.poll(name)))
+            stop.wait(1.0)
+
+    threads = [threading.Thread(target=poller, args=(n,), daemon=True) for n in seen]
+    for t in threads:
+        t.start()
+    try:
+        wait_for(lambda: all(s and s[-1][1].connected and s[-1][1].status for s in seen.values()), timeout=30)
+        frozen_at = time.monotonic()
+        lab.servers["h2"].freeze()  # no FIN, no RST: only silence, as when a network path dies
+        down = wait_for(lambda: next((s for t, s in seen["h2"] if t > frozen_at and not s.connected), None),
+                        timeout=25)
+        noticed = time.monotonic() - frozen_at
+        print(f"h2 frozen: disconnected after {noticed:.1f} s")
+        assert noticed < 15, f"took {noticed:.1f} s"
+        assert down.since is not None and "h2" in down.error
+        for other in ("h1", "h3"):  # kept updating meanwhile
+            fresh = [s for t, s in seen[other] if t > frozen_at and s.connected and s.status]
+            assert len(fresh) >= 3 and fresh[-1].status["time"] > fresh[0].status["time"]
+
+        lab.servers["h2"].restart()  # the host returns: same port, same key
+        back_at = time.monotonic()
+        wait_for(lambda: any(t > back_at and s.connected and s.status for t, s in seen["h2"]), timeout=20)
+        print(f"h2 restarted: connected again after {time.monotonic() - back_at:.1f} s")
+        assert time.monotonic() - back_at < 15
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(timeout=30)
+
+
+def test_two_launches_at_the_same_instant_from_two_connections_start_one_run(lab_fleet):
+    lab, fleet, config = lab_fleet
+    fleet.sync("h3")
+    install_standin(lab.servers["h3"].work_dir)
+    other = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        fleet.poll("h3"), other.poll("h3")  # both connected before the race
+        barrier, outcomes = threading.Barrier(2), []
+
+        def go(f: Fleet) -> None:
+            barrier.wait()
+            try:
+                outcomes.append(f.launch("B4", "h3"))
+            except FleetError as exc:
+                outcomes.append(exc)
+
+        threads = [threading.Thread(target=go, args=(f,)) for f in (fleet, other)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        other.close()
+    started = [o for o in outcomes if not isinstance(o, FleetError)]
+    refused = [o for o in outcomes if isinstance(o, FleetError)]
+    assert len(started) == 1 and len(refused) == 1 and refused[0].code == 3
+    fleet.abort("B4", "h3", grace=5)
+    assert group_alive(started[0].pgid) == []
+
+
+def test_a_disabled_host_is_not_configured_rather_than_an_error(lab_fleet):
+    lab, _, config = lab_fleet
+    config.write_text(config.read_text().replace('[hosts.h3]\n', '[hosts.h3]\nenabled = false\n'))
+    fleet = Fleet(load_config(config), config, ssh_options=lab.options())
+    snap = fleet.poll("h3")
+    assert (snap.configured, snap.connected, snap.error) == (False, False, None)
+    with pytest.raises(FleetError, match="not configured"):
+        fleet.launch("A1", "h3")
+
+
+# -- real training, once engine/train.py exists ------------------------------------------
+
+
+TINY = {"gate_every_epochs": 1, "gate_n_samples": 40, "thetae_min_positives": 3, "batch_size": 32,
+        "sample_fraction": 1.0}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not (PROJECT_ROOT / "engine" / "train.py").exists(), reason="engine/train.py not written yet")
+def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
+    from engine.synth import write_dataset
+
+    lab, _, config = lab_fleet
+    h1 = lab.servers["h1"]
+    write_dataset(tmp_path / "synth", rows={"train": 96, "val": 96, "test": 96}, seed=42)
+    text = config.read_text().replace('root = "data/none"', f'root = "{tmp_path / "synth"}"')
+    for key, value in TINY.items():
+        text, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", text)
+        assert n == 1, key
+    # One thread, as every training test here: the host's "python" is a wrapper that says so.
+    wrapper = tmp_path / "python1"
+    wrapper.write_text(f"#!/bin/sh\nOMP_NUM_THREADS=1 MKL_NUM_THREADS=1 exec {sys.executable} \"$@\"\n")
+    wrapper.chmod(0o755)
+    text = text.replace(f'[hosts.h1]\ntransport = "ssh"\nssh_host = "h1"\nwork_dir = "{h1.work_dir}"\npython = "{sys.executable}"',
+                        f'[hosts.h1]\ntransport = "ssh"\nssh_host = "h1"\nwork_dir = "{h1.work_dir}"\npython = "{wrapper}"')
+    config.write_text(text)
+    fleet = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        fleet.sync("h1")
+        launched = fleet.launch("A1", "h1", extra_args=["--epochs", "2", "--limit-train", "64", "--limit-val", "64"])
+
+        def finished():
+            entry = (fleet.poll("h1").status or {}).get("runs", {}).get("A1") or {}
+            return entry if entry.get("state") in ("done", "failed", "lost") else None
+        entry = wait_for(finished, timeout=280, interval=1.0)
+        log = fleet.logs("A1", "h1")
+        assert entry["state"] == "done", log
+        assert [row["epoch"] for row in entry["history"]] == [0, 1]
+        assert entry["gates"] and entry["run"]["code_version"]
+        wait_for(lambda: group_alive(launched.pgid) == [], timeout=60)  # it exits after its last write
+        dest = fleet.fetch("A1", "h1", tmp_path / "fetched")
+        assert json.loads((dest / "metrics.json").read_text())["status"] == "done"
+    finally:
+        fleet.close()

@@ -1,0 +1,170 @@
+"""The host-side status probe (engine.status): GPUs, runs reconciled with the process table, one JSON answer."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from engine import rundir, status
+from sshd import install_engine, local_host_toml, wait_for, write_config
+
+FAKE_SMI = r'''#!/bin/sh
+# A fake nvidia-smi: two GPUs; GPU 0 runs process $FAKE_GPU_PID.
+case "$1" in
+  --query-gpu=*) printf '0, GPU-aaaa, NVIDIA H100 80GB HBM3, 97, 40123, 81559, 71, 512.25\n1, GPU-bbbb, NVIDIA H100 80GB HBM3, 0, 3, 81559, 33, [N/A]\n' ;;
+  --query-compute-apps=*) printf 'GPU-aaaa, %s, 40000\n' "$FAKE_GPU_PID" ;;
+  *) echo "unexpected $*" >&2; exit 9 ;;
+esac
+'''
+
+
+@pytest.fixture
+def no_nvml(monkeypatch):
+    """Make the probe fall back past NVML, as on a machine without the NVIDIA driver."""
+    monkeypatch.setattr(status, "_gpus_from_nvml", lambda: (None, "NVML unavailable (test)"))
+
+
+@pytest.fixture
+def fake_smi(tmp_path, monkeypatch, no_nvml):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    smi = bin_dir / "nvidia-smi"
+    smi.write_text(FAKE_SMI)
+    smi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return smi
+
+
+def test_a_machine_without_gpus_says_so(tmp_path, monkeypatch, no_nvml):
+    monkeypatch.setenv("PATH", str(tmp_path))  # no nvidia-smi anywhere
+    answer = status.probe(tmp_path / "runs")
+    assert answer["gpus"] == [] and answer["gpu_source"] == "none"
+    assert answer["gpu_note"].startswith("no GPU") and "nvidia-smi not found" in answer["gpu_note"]
+    assert answer["runs"] == {} and answer["runs_root_exists"] is False
+
+
+def test_nvidia_smi_csv_is_parsed_and_the_gpu_process_named_by_its_run(tmp_path, monkeypatch, fake_smi):
+    run = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"], start_new_session=True)
+    try:
+        directory = tmp_path / "runs" / "B2"
+        directory.mkdir(parents=True)
+        ident = rundir.process_identity(run.pid)
+        rundir.write_run_info(directory, {**rundir.identity_record(ident), "pgid": run.pid, "status": "running"})
+        rundir.write_metrics(directory, rundir.new_metrics("B2", 50, {}))
+        monkeypatch.setenv("FAKE_GPU_PID", str(run.pid))
+        answer = status.probe(tmp_path / "runs")
+    finally:
+        run.kill()
+        run.wait()
+    assert answer["gpu_source"] == "nvidia-smi"
+    g0, g1 = answer["gpus"]
+    assert (g0["index"], g0["name"], g0["utilization"], g0["memory_used_mib"], g0["memory_total_mib"],
+            g0["temperature_c"], g0["power_w"]) == (0, "NVIDIA H100 80GB HBM3", 97, 40123, 81559, 71, 512.25)
+    assert g0["processes"] == [{"pid": run.pid, "used_memory_mib": 40000, "experiment": "B2"}]
+    assert g1["power_w"] is None and g1["processes"] == []  # "[N/A]" is a missing value
+    assert answer["runs"]["B2"]["state"] == "running" and answer["runs"]["B2"]["gpu"] == "0"
+
+
+def test_the_status_command_prints_one_json_object_and_watch_prints_lines(tmp_path, fake_smi):
+    env = dict(os.environ, FAKE_GPU_PID="999999")
+    done = subprocess.run([sys.executable, "-m", "engine.status", "--runs-root", str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert {"engine_version", "host", "time", "gpus", "gpu_source", "gpu_note", "runs"} <= answer.keys()
+    watch = subprocess.Popen([sys.executable, "-m", "engine.status", "--runs-root", str(tmp_path), "--watch", "0.05"],
+                             env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first, second = json.loads(watch.stdout.readline()), json.loads(watch.stdout.readline())
+    assert second["time"] > first["time"]
+    watch.stdout.close()  # the reader goes away: the watcher ends by itself, quietly
+    assert watch.wait(timeout=10) == 0
+    assert "Traceback" not in watch.stderr.read()
+
+
+def launched_standin(tmp_path) -> tuple[Path, int]:
+    """A stand-in run started through engine.launch; returns (run dir, pgid)."""
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    install_engine(work)
+    config = write_config(tmp_path / "experiments.toml", [local_host_toml(runs, work)])
+    done = subprocess.run([sys.executable, "-m", "engine.launch", "start", "--experiment", "A1", "--runs-root",
+                           str(runs), "--", sys.executable, "-m", "engine.train", "--experiment", "A1", "--host",
+                           "local", "--config", str(config), "--epoch-seconds", "0.05"],
+                          cwd=work, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return runs / "A1", json.loads(done.stdout)["pgid"]
+
+
+def test_a_run_killed_with_sigkill_is_lost_not_running(tmp_path, no_nvml):
+    directory, pgid = launched_standin(tmp_path)
+    try:
+        entry = wait_for(lambda: (e := status.probe(directory.parent)["runs"]["A1"])["epoch"] is not None and e)
+        assert entry["state"] == "running" and entry["pgid"] == pgid
+        assert entry["history"][0]["train_loss"] == 1.0 and entry["epochs_planned"] == 1000
+    finally:
+        os.killpg(pgid, signal.SIGKILL)
+    entry = wait_for(lambda: (e := status.probe(directory.parent)["runs"]["A1"])["state"] == "lost" and e)
+    assert "is gone" in entry["reason"] and entry["written_status"] == "running"
+
+
+def test_a_pid_reused_by_another_process_is_lost(tmp_path, no_nvml):
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        directory = tmp_path / "runs" / "B1"
+        directory.mkdir(parents=True)
+        real = rundir.process_identity(other.pid)
+        rundir.write_run_info(directory, {"pid": other.pid, "pgid": other.pid, "cmdline": "python -m engine.train",
+                                          "pid_start_ticks": real.start_ticks + 7, "status": "running"})
+        rundir.write_metrics(directory, rundir.new_metrics("B1", 50, {}))
+        entry = status.probe(tmp_path / "runs")["runs"]["B1"]
+    finally:
+        other.kill()
+        other.wait()
+    assert entry["state"] == "lost" and "belongs to another process" in entry["reason"]
+
+
+def test_a_garbled_metrics_file_is_reported_per_run_and_history_is_capped(tmp_path, no_nvml):
+    bad = tmp_path / "runs" / "B3"
+    bad.mkdir(parents=True)
+    (bad / rundir.METRICS_FILE).write_text('{"status": "runn')
+    long = tmp_path / "runs" / "B4"
+    long.mkdir()
+    metrics = rundir.new_metrics("B4", 1000, {})
+    metrics["status"] = "done"
+    metrics["history"] = [{"epoch": e, "val_auroc": 0.5} for e in range(status.HISTORY_CAP + 50)]
+    metrics["gates"] = [{"after_epochs": 0, "core_lr_auc": 0.7}, {"after_epochs": 5, "core_lr_auc": 0.58}]
+    metrics["best_val_auroc"] = 0.93
+    rundir.write_metrics(long, metrics)
+    (tmp_path / "runs" / "not-a-run").mkdir()
+    aside = tmp_path / "runs" / "B4.20260101-120000"  # an old run `train --fresh` moved aside
+    aside.mkdir()
+    rundir.write_metrics(aside, rundir.new_metrics("B4", 50, {}))
+    runs = status.probe(tmp_path / "runs")["runs"]
+    assert set(runs) == {"B3", "B4"}
+    assert "not valid JSON" in runs["B3"]["errors"][0]
+    b4 = runs["B4"]
+    assert b4["state"] == "done" and b4["best_val_auroc"] == 0.93
+    assert len(b4["history"]) == status.HISTORY_CAP and b4["history_truncated"]
+    assert b4["history"][-1]["epoch"] == status.HISTORY_CAP + 49 and b4["epoch"] == status.HISTORY_CAP + 49
+    assert b4["gate"]["after_epochs"] == 5 and len(b4["gates"]) == 2
+
+
+def test_preflight_names_a_missing_module_with_the_install_command_and_a_missing_data_root(tmp_path):
+    broken = tmp_path / "site" / "torch"
+    broken.mkdir(parents=True)
+    (broken / "__init__.py").write_text("raise ImportError('no torch on this host (test)')\n")
+    env = dict(os.environ, PYTHONPATH=str(tmp_path / "site"))  # this Python's torch is "missing"
+    done = subprocess.run([sys.executable, "-m", "engine.status", "--preflight", "--data-root", str(tmp_path / "nope")],
+                          capture_output=True, text=True, timeout=120, env=env)
+    answer = json.loads(done.stdout)
+    assert done.returncode == 0
+    assert set(answer["modules"]) == {"torch", "torchvision", "numpy", "sklearn", "pyarrow"}
+    assert answer["modules"]["torch"] is None and answer["modules"]["numpy"]
+    assert answer["missing"][:2] == ["torch", "torchvision"] and answer["ok"] is False
+    assert any("pip install torch torchvision" in p for p in answer["problems"])
+    assert any("does not exist" in p for p in answer["problems"])

@@ -1,0 +1,162 @@
+"""The local transport and the Fleet on the local host: argv without a shell, files, launch/status/logs/abort."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from engine import rundir
+from engine.config import load_config
+from lenstui.fleet import Fleet, FleetError, host_paths
+from lenstui.transport.base import CommandTimeout, RemoteFileNotFound, TransportError
+from lenstui.transport.local import LocalTransport
+from sshd import PROJECT_ROOT, group_alive, install_engine, local_host_toml, wait_for, write_config
+
+ECHO = [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))"]
+NASTY = ["$(touch {m}1)", "; touch {m}2", "`touch {m}3`", "a'b\"c", "| touch {m}4", "&& touch {m}5", "*", "~"]
+
+
+def test_arguments_reach_the_program_literally_and_never_run_as_shell(tmp_path):
+    mark = tmp_path / "pwned"
+    args = [a.format(m=mark) for a in NASTY]
+    cwd = tmp_path / "dir $(touch x) ; rm -rf y"
+    cwd.mkdir()
+    done = LocalTransport().run([*ECHO, *args], cwd=str(cwd), timeout=30)
+    assert done.rc == 0 and json.loads(done.stdout) == args
+    assert not list(tmp_path.glob("pwned*"))
+
+
+def test_newlines_and_nul_in_arguments_are_refused(tmp_path):
+    with pytest.raises(ValueError, match="newline"):
+        LocalTransport().run([*ECHO, "a\nb"], timeout=5)
+
+
+def test_a_slow_command_times_out_and_a_missing_folder_is_named(tmp_path):
+    with pytest.raises(CommandTimeout, match="did not finish within 0.3 s"):
+        LocalTransport().run([sys.executable, "-c", "import time; time.sleep(5)"], timeout=0.3)
+    with pytest.raises(TransportError, match="nowhere"):
+        LocalTransport().run(ECHO, cwd=str(tmp_path / "nowhere"), timeout=5)
+
+
+def test_read_and_tail_files(tmp_path):
+    t, log = LocalTransport(), tmp_path / "stdout.log"
+    log.write_bytes(b"0123456789")
+    assert t.read_file(str(log), 100) == b"0123456789"
+    with pytest.raises(TransportError, match="larger than 5 bytes"):
+        t.read_file(str(log), 5)
+    assert t.tail_file(str(log), -4) == (b"6789", 10)
+    with log.open("ab") as f:
+        f.write(b"abc")
+    assert t.tail_file(str(log), 10) == (b"abc", 13)
+    assert t.tail_file(str(log), 13) == (b"", 13)
+    log.write_bytes(b"new")  # replaced by a shorter file: start again
+    assert t.tail_file(str(log), 13) == (b"new", 3)
+    with pytest.raises(RemoteFileNotFound):
+        t.tail_file(str(tmp_path / "missing.log"), 0)
+
+
+def test_put_files_copies_only_what_changed(tmp_path):
+    t, src = LocalTransport(), tmp_path / "src"
+    src.mkdir()
+    (src / "a.py").write_text("a = 1\n")
+    (src / "b.py").write_text("b = 2\n")
+    pairs = [(src / n, str(tmp_path / "dest" / "pkg" / n)) for n in ("a.py", "b.py")]
+    assert len(t.put_files(pairs).sent) == 2
+    again = t.put_files(pairs)
+    assert again.sent == [] and again.skipped == 2
+    (src / "b.py").write_text("b = 22\n")
+    assert t.put_files(pairs).sent == [str(tmp_path / "dest" / "pkg" / "b.py")]
+    assert (tmp_path / "dest" / "pkg" / "b.py").read_text() == "b = 22\n"
+    t.get_file(str(tmp_path / "dest" / "pkg" / "a.py"), tmp_path / "back" / "a.py")
+    assert (tmp_path / "back" / "a.py").read_text() == "a = 1\n"
+
+
+def test_the_local_host_resolves_dot_to_the_config_folder_and_the_venv_inside_it(tmp_path):
+    text = write_config(tmp_path / "x.toml", [local_host_toml(Path("runs"))]).read_text()
+    text = text.replace(f'work_dir = "{PROJECT_ROOT}"', 'work_dir = "."').replace(
+        f'python = "{sys.executable}"', 'python = ".venv/bin/python"').replace('runs_root = "runs"', 'runs_root = "runs"')
+    config_path = tmp_path / "clone" / "experiments.toml"
+    config_path.parent.mkdir()
+    config_path.write_text(text)
+    config = load_config(config_path)
+    paths = host_paths(config, config.host("local"), config_path)
+    assert paths.work_dir == str(tmp_path / "clone")
+    assert paths.python == str(tmp_path / "clone" / ".venv" / "bin" / "python")
+    assert paths.runs_root == str(tmp_path / "clone" / "runs")
+    assert paths.config_file == str(config_path)
+
+
+# -- the Fleet on the local host ------------------------------------------------------------
+
+
+@pytest.fixture
+def fleet(tmp_path):
+    work, runs = tmp_path / "work", tmp_path / "runs"
+    install_engine(work)
+    config_path = write_config(tmp_path / "experiments.toml", [local_host_toml(runs, work)])
+    f = Fleet(load_config(config_path), config_path)
+    yield f
+    f.close()
+    for d in runs.glob("*"):
+        info = rundir.read_run_info(d).data or {}
+        if info.get("pgid") and group_alive(info["pgid"]):
+            os.killpg(info["pgid"], signal.SIGKILL)
+
+
+def test_fleet_launches_polls_tails_and_aborts_a_local_run(fleet):
+    snap = fleet.poll("local")
+    assert snap.connected and snap.configured and snap.status["runs"] == {}
+    result = fleet.launch("A1", "local", extra_args=["--epoch-seconds", "0.05"])
+    assert result.gpu == "cpu" and result.pid == result.pgid
+    entry = wait_for(lambda: (e := fleet.poll("local").status["runs"].get("A1")) and e["epoch"] is not None and e)
+    assert entry["state"] == "running" and entry["pid"] == result.pid
+    with pytest.raises(FleetError, match="already running") as err:
+        fleet.launch("A1", "local")
+    assert err.value.code == 3
+    assert "lenstui launch of A1" in fleet.logs("A1", "local")
+    assert "epoch 0 done" in wait_for(lambda: "epoch 0 done" in fleet.logs("A1", "local") and fleet.logs("A1", "local"))
+    aborted = fleet.abort("A1", "local", grace=10)
+    assert aborted.signalled and aborted.remaining == []
+    assert group_alive(result.pgid) == []
+    assert fleet.poll("local").status["runs"]["A1"]["state"] == "aborted"
+
+
+def test_fleet_refuses_unknown_experiments_bad_gpus_and_disabled_hosts(fleet, tmp_path):
+    with pytest.raises(FleetError, match="unknown experiment 'A9'") as err:
+        fleet.launch("A9", "local")
+    assert err.value.code == 2
+    with pytest.raises(FleetError, match="expected a GPU index"):
+        fleet.launch("A1", "local", gpu="$(reboot)")
+    with pytest.raises(FleetError, match="unknown host"):
+        fleet.poll("nowhere")
+    with pytest.raises(FleetError, match="has no log on local yet"):
+        fleet.logs("B1", "local")
+
+
+def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(fleet, tmp_path):
+    (tmp_path / "work" / "engine" / "config.py").unlink()  # the host's copy is missing one file
+    (tmp_path / "work" / "engine" / "rundir.py").write_text("# stale\n")  # and has an old one
+    first = fleet.sync("local")
+    pushed = sorted(Path(p).name for p in first.sent)
+    # (train.py too: the fixture put the stand-in where the real one goes)
+    assert [n for n in pushed if n != "train.py"] == ["code_version.json", "config.py", "experiments.toml",
+                                                      "rundir.py"]
+    assert first.skipped > 3  # the rest was already there, same size and mtime
+    assert (tmp_path / "work" / "experiments.toml").exists()
+    version = json.loads((tmp_path / "work" / "engine" / "code_version.json").read_text())
+    assert version["code_version"] == first.code_version and "engine-" in first.code_version
+    again = fleet.sync("local")
+    assert [p for p in again.sent if not p.endswith("code_version.json")] == []
+    run = tmp_path / "runs" / "B1"
+    run.mkdir(parents=True)
+    rundir.write_metrics(run, rundir.new_metrics("B1", 3, {}))
+    (run / rundir.LOG_FILE).write_text("hello\n")
+    (run / "last.pt").write_bytes(b"x" * 10)
+    dest = fleet.fetch("B1", "local", tmp_path / "fetched")
+    assert sorted(p.name for p in dest.iterdir()) == ["metrics.json", "stdout.log"]
