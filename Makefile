@@ -5,7 +5,6 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed-stamp
 # This machine's torch pair lies on local disk; a GPU host brings its own torch.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
-DEMO_DATA := data/synthetic-demo
 
 .PHONY: setup test demo demo-data bench clean
 
@@ -21,7 +20,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q
 
 demo-data: $(STAMP)
-	$(PY) -m engine.synth --out $(DEMO_DATA) --scale 0.01 --seed 42 --if-missing
+	$(PY) -m engine.synth --config experiments.toml --host local --if-missing
 
 demo: demo-data
 	$(VENV)/bin/lenstui --config experiments.toml --host local

@@ -1,0 +1,232 @@
+"""The synthetic dataset: the real shards' format, paired controls, split hygiene, and the CLI."""
+
+from __future__ import annotations
+
+import io
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+
+from engine import physics as P
+from engine import synth as S
+
+TINY = {"train": 30, "val": 20, "test": 20}
+TINY_KW = dict(rows=TINY, seed=7, rows_per_lrg=5, shard_rows=12, lrgs_per_batch=3)
+
+
+def _decode(blob: bytes) -> np.ndarray:
+    with np.load(io.BytesIO(blob)) as npz:
+        assert sorted(npz.files) == ["image_g", "image_r", "image_z"]
+        return np.stack([npz[f"image_{b}"] for b in "grz"])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, S.DatasetSummary]:
+    root = tmp_path_factory.mktemp("synth") / "data"
+    return root, S.write_dataset(root, **TINY_KW)
+
+
+def _split(root: Path, split: str):
+    return pq.ParquetDataset(sorted((root / split).glob("*.parquet"))).read().to_pandas()
+
+
+# ---------------------------------------------------------------------------
+# Format
+
+
+def test_layout_schema_and_row_counts(dataset) -> None:
+    root, summary = dataset
+    assert summary.rows == TINY
+    for split, n in TINY.items():
+        shards = sorted((root / split).glob("*.parquet"))
+        assert [s.name for s in shards] == summary.shards[split]
+        assert len(shards) == -(-n // 12) and shards[0].name == "shard-00000.parquet"
+        assert all(pq.ParquetFile(s).metadata.num_rows <= 12 for s in shards)
+        df = _split(root, split)
+        assert len(df) == n
+        assert list(df.columns) == [f.name for f in S.SCHEMA]
+    df = _split(root, "train")
+    assert df["lens_model"].eq("SIE+shear").all()
+    assert df["brickname"].str.fullmatch(r"\d{4}[pm]\d{3}").all()
+    assert df["theta_e_arcsec"].between(0.5, 3.0, inclusive="left").all()
+    assert set(df["psf_bin"]) <= {0, 1, 2, 3} and set(df["depth_bin"]) <= {0, 1, 2, 3}
+    assert df["psf_bin"].dtype.kind == "i" and df["ra"].dtype == np.float64
+    marker = json.loads((root / S.MARKER).read_text())
+    assert marker["rows"] == TINY and marker["seed"] == 7
+
+
+def test_blobs_are_npz_images_with_the_lrg_on_the_centre_pixel(dataset) -> None:
+    root, _ = dataset
+    df = _split(root, "val")
+    for _, row in df.head(4).iterrows():
+        stamp, ctrl = _decode(row["stamp_npz"]), _decode(row["ctrl_stamp_npz"])
+        assert stamp.shape == ctrl.shape == (3, 64, 64) and stamp.dtype == np.float32
+        for band in ctrl:
+            assert band[32, 32] > band[29:36, 29:36].mean() > band[:8, :8].mean()
+        arc = stamp.astype(np.float64) - ctrl
+        # The arc is added without new noise: non-negative up to float32 rounding of ctrl + arc.
+        assert arc.min() > -1e-6 * np.abs(ctrl).max()
+        assert arc[1].sum() > 0
+
+
+def test_an_lrg_shares_one_control_and_its_rows_differ(dataset) -> None:
+    root, _ = dataset
+    df = _split(root, "train")
+    key = list(zip(df["ra"].round(6), df["dec"].round(6)))
+    df["lrg"] = key
+    groups = df.groupby("lrg")
+    assert groups.ngroups == 6 and groups.size().eq(5).all()
+    for _, g in groups:
+        assert g["ctrl_stamp_npz"].nunique() == 1
+        assert g["stamp_npz"].nunique() == len(g)
+        assert g["theta_e_arcsec"].nunique() == len(g)
+        assert g[["psfsize_r", "psfdepth_r", "brickname"]].nunique().eq(1).all()
+
+
+def test_splits_are_disjoint_regions_of_sky(dataset) -> None:
+    root, _ = dataset
+    ras = {split: _split(root, split)["ra"] for split in S.SPLITS}
+    for split, ra in ras.items():
+        lo, hi = S.SPLIT_RA[split]
+        assert ra.between(lo, hi).all()
+    keys = [set(zip(_split(root, s)["ra"].round(6), _split(root, s)["dec"].round(6))) for s in S.SPLITS]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+
+
+def test_metadata_matches_the_pixels(dataset) -> None:
+    root, _ = dataset
+    df = _split(root, "test")
+    row = df.iloc[3]
+    stamp, ctrl = _decode(row["stamp_npz"]), _decode(row["ctrl_stamp_npz"])
+    arc = stamp.astype(np.float64) - ctrl
+    sigma = P.sky_sigma_from_depth(row["psfdepth_r"], P.moffat_kernel(row["psfsize_r"]))
+    # float32 storage of ctrl + arc rounds the arc by ~1e-7 of the LRG's core.
+    assert arc[1].max() / sigma == pytest.approx(row["arc_snr"], rel=1e-3)
+    assert row["magnification"] > 1.0
+    assert 0.15 <= row["src_reff_arcsec"] <= 0.5
+
+
+def test_same_seed_same_data_with_worker_processes(dataset, tmp_path: Path) -> None:
+    root, _ = dataset
+    again = S.write_dataset(tmp_path / "again", **{**TINY_KW, "jobs": 2})
+    assert again.rows == TINY
+    a, b = _split(root, "val"), _split(tmp_path / "again", "val")
+    assert (a["stamp_npz"] == b["stamp_npz"]).all() and (a["ctrl_stamp_npz"] == b["ctrl_stamp_npz"]).all()
+    assert a["theta_e_arcsec"].tolist() == b["theta_e_arcsec"].tolist()
+
+
+# ---------------------------------------------------------------------------
+# Sizes
+
+
+def test_scale_one_gives_the_plan_sizes_and_small_scales_keep_a_few_lrgs() -> None:
+    assert S.rows_for_scale(1.0) == {"train": 29_108, "val": 100_240, "test": 88_528}
+    assert S.rows_for_scale(0.01) == {"train": 291, "val": 1002, "test": 885}
+    assert S.rows_for_scale(1e-6) == {s: S.MIN_LRGS_PER_SPLIT * 12 for s in S.SPLITS}
+    for bad in (0, -1, float("nan"), float("inf"), 1e6):
+        with pytest.raises(S.SynthError, match="scale"):
+            S.rows_for_scale(bad)
+
+
+def test_rows_per_lrg_are_about_twelve() -> None:
+    counts = S.allocate_rows(29_108, 12)
+    assert counts.sum() == 29_108 and set(counts) <= {11, 12, 13}
+    assert S.allocate_rows(10, 12).tolist() == [3, 3, 2, 2]
+
+
+# ---------------------------------------------------------------------------
+# Physics of the population
+
+
+def test_theta_e_fills_every_plan_bin() -> None:
+    p = S.sample_systems([12] * 500, np.random.default_rng(0))
+    counts, _ = np.histogram(p.theta_e, bins=S.THETA_E_BINS)
+    assert counts.sum() == len(p) and (counts > 0.08 * len(p)).all()
+    beta = np.hypot(p.src_x, p.src_y) / p.theta_e
+    assert beta.min() >= 0.1 and beta.max() <= 0.4
+
+
+def test_arcs_are_as_faint_as_real_injections_and_leak_into_the_core() -> None:
+    rng = np.random.default_rng(1)
+    p = S.sample_systems([12] * 20, rng)
+    out = S.render_batch(p, rng)
+    snr = out.arc[:, 1].max(axis=(1, 2)) / out.sky_sigma[p.lrg_index, 1]
+    assert 2.0 < np.median(snr) < 8.0  # real injections: median ≈ 4
+    r = np.hypot(*(np.indices((64, 64)) - 32))
+    core = out.arc[:, 1][:, r < 5].sum(axis=1) / out.arc[:, 1].sum(axis=(1, 2))
+    small, large = p.theta_e < 1.0, p.theta_e >= 2.0
+    assert np.median(core[small]) > 0.25 > np.median(core[large])
+    # Stamp = control + arc, and the arc's flux is the magnified source flux.
+    mu = out.arc[:, 1].sum(axis=(1, 2)) / out.src_flux[:, 1]
+    assert np.median(mu) > 2.0
+
+
+def test_control_noise_matches_the_depth() -> None:
+    rng = np.random.default_rng(2)
+    p = S.sample_systems([1] * 8, rng)
+    out = S.render_batch(p, rng)
+    r = np.hypot(*(np.indices((64, 64)) - 32))
+    outer = out.ctrl[:, :, r >= 24]
+    # Far from the LRG the control is sky noise; MAD -> σ for a Gaussian.
+    mad_sigma = 1.4826 * np.median(np.abs(outer - np.median(outer, axis=2, keepdims=True)), axis=2)
+    np.testing.assert_allclose(mad_sigma, out.sky_sigma, rtol=0.15)
+
+
+def test_lrg_rendering_conserves_flux_against_brute_force() -> None:
+    re, n, q = np.array([0.5, 1.2]), np.array([4.0, 3.6]), np.array([0.65, 0.95])
+    fast = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=S.LRG_LEVELS)
+    slow = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=((1e3, 8), (1.0, 24), (0.1, 96)))
+    np.testing.assert_allclose(fast.sum(axis=(1, 2)), slow.sum(axis=(1, 2)), rtol=5e-3)
+
+
+# ---------------------------------------------------------------------------
+# Command line and atomicity
+
+
+def test_cli_writes_then_reuses_with_if_missing(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    out = tmp_path / "demo"
+    assert S.main(["--out", str(out), "--scale", "1e-6", "--seed", "3"]) == 0
+    assert "wrote" in capsys.readouterr().out
+    marker = out / S.MARKER
+    stamp = marker.stat().st_mtime_ns
+    assert S.main(["--out", str(out), "--scale", "1e-6", "--seed", "3", "--if-missing"]) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert marker.stat().st_mtime_ns == stamp
+    assert not list(tmp_path.glob(".demo.*"))
+
+
+@pytest.mark.parametrize("scale", ["0", "-2", "nan", "1e9"])
+def test_cli_rejects_a_bad_scale_without_a_traceback(tmp_path: Path, capsys: pytest.CaptureFixture, scale: str) -> None:
+    assert S.main(["--out", str(tmp_path / "x"), "--scale", scale]) == 2
+    err = capsys.readouterr().err
+    assert "scale must be" in err and "Traceback" not in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_cli_refuses_to_overwrite_a_folder_that_is_not_a_dataset(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    assert S.main(["--out", str(tmp_path / "mine"), "--scale", "1e-6"]) == 2
+    assert "not a synthetic dataset" in capsys.readouterr().err
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = S.batch_table
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(S, "batch_table", failing)
+    with pytest.raises(KeyboardInterrupt):
+        S.write_dataset(tmp_path / "data", **TINY_KW)
+    assert not (tmp_path / "data").exists()
+    assert S.load_summary(tmp_path / "data") is None
+    assert list(tmp_path.iterdir()) == []
