@@ -1,0 +1,138 @@
+"""The one entry point training and evaluation use to get a split's arrays.
+
+    arrays = load_split(root, mode="unpaired", sample="10pct", split="train", preprocessing="residual")
+
+Under the hood: the index-only manifests (engine.manifest, built once per data root
+and settings), then the packed stamp cache of that split (engine.stampcache, built
+once per manifest view, split and preprocessing). Both live under
+`<data_root>/.lenstui-cache` unless `cache_dir` says otherwise. Bad rows (a blob that
+does not decode, NaN/Inf pixels, a wrong shape, a missing column or value) are dropped
+and returned while they stay under `bad_row_limit`; above it, loading fails with the list.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from engine import shards, stampcache
+from engine.manifest import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETAE_BINS, MODES, SAMPLES, build_manifests,
+                             check_bad_rows)
+from engine.preprocess import PREPROCESSINGS
+from engine.shards import BadRow
+
+CACHE_DIR_NAME = ".lenstui-cache"
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """One split of one data view, ready for a model (or, from load_raw_examples, for eyes)."""
+
+    images: np.ndarray    # (N, 3, 63, 63) float16, preprocessed, C-contiguous (may be a read-only memmap)
+    labels: np.ndarray    # (N,) uint8, 1 = lens (stamp), 0 = non-lens (control)
+    theta_e: np.ndarray   # (N,) float32, θ_E of the row (for negatives: of the row the control came from)
+    lrg_id: np.ndarray    # (N,) int64, group id (same LRG -> same id) for grouped CV
+    psf_bin: np.ndarray   # (N,) int8
+    depth_bin: np.ndarray # (N,) int8
+    bad_rows: tuple[BadRow, ...]  # what was dropped: (shard, row, reason) records
+    info: dict            # provenance: manifest path + hash, counts, cache path
+
+    def __len__(self) -> int:
+        return int(len(self.labels))
+
+    def bad_rows_summary(self, limit: int = 100) -> dict:
+        """What to put in metrics.json `bad_rows[split]`: the count and the first `limit` rows."""
+        return {"count": len(self.bad_rows), "of": int(self.info.get("requested", len(self))),
+                "rows": [{"shard": b.shard, "row": b.row, "reason": b.reason} for b in self.bad_rows[:limit]]}
+
+
+def default_cache_dir(data_root: str | Path) -> Path:
+    """`<data_root>/.lenstui-cache`: manifests/ and stamps/ live under it."""
+    return Path(data_root) / CACHE_DIR_NAME
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    if value not in choices:
+        raise ValueError(f"unknown {name} {value!r}; expected one of {', '.join(choices)}")
+
+
+def load_split(data_root: str | Path, *, mode: str, sample: str, split: str, preprocessing: str,
+               cache_dir: str | Path | None = None, seed: int = 42, sample_fraction: float = DEFAULT_FRACTION,
+               thetae_bins: Sequence[float] = DEFAULT_THETAE_BINS,
+               bad_row_limit: float = 0.001, strata: Sequence[str] = DEFAULT_STRATA) -> SplitArrays:
+    """The preprocessed arrays of one split of one view; builds the manifests and the cache on first use.
+
+    `seed`, `sample_fraction`, `thetae_bins` and `strata` are the config's sampling.seed,
+    sampling.sample_fraction, metrics.thetae_bins and sampling.stratify: they pick the manifest.
+    """
+    started = time.perf_counter()
+    _check_choice("data mode", mode, MODES)
+    _check_choice("sample", sample, SAMPLES)
+    _check_choice("split", split, shards.SPLITS)
+    _check_choice("preprocessing", preprocessing, PREPROCESSINGS)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root)
+    ms = build_manifests(data_root, cache / "manifests", seed=seed, sample_fraction=sample_fraction,
+                         thetae_bins=thetae_bins, strata=strata)
+    entries = ms.entries(mode, sample, split)
+    view_sha = ms.sha256(mode, sample)
+    key = stampcache.stamp_cache_key(view_sha, mode=mode, sample=sample, split=split, preprocessing=preprocessing)
+    sc = stampcache.load_or_build(data_root, entries, cache_root=cache / "stamps",
+                                  name=f"{split}-{mode}-{sample}-{preprocessing}", key=key,
+                                  preprocessing=preprocessing)
+    bad = ms.bad_rows(split) + sc.bad_rows
+    # Index-time bad rows are counted against the split's shard rows, decode-time ones
+    # against the entries asked for: each is a share of what that step looked at.
+    check_bad_rows(ms.bad_rows(split), ms.summary["shard_rows"][split], bad_row_limit, f"{split} (index columns)")
+    check_bad_rows(sc.bad_rows, sc.requested, bad_row_limit, f"{split} ({mode}/{sample} blobs)")
+    labels = sc.meta["label"]
+    info = {"data_root": str(Path(data_root).resolve()), "mode": mode, "sample": sample, "split": split,
+            "preprocessing": preprocessing, "manifest": str(ms.path(mode, sample)),
+            "manifest_sha256": view_sha, "manifest_key": ms.key, "cache": str(sc.directory),
+            "cache_hit": not sc.built, "requested": sc.requested, "count": int(len(labels)),
+            "positive": int(np.count_nonzero(labels == 1)), "negative": int(np.count_nonzero(labels == 0)),
+            "bad_rows": len(bad), "load_seconds": round(time.perf_counter() - started, 3)}
+    return SplitArrays(sc.images, labels, sc.meta["theta_e"], sc.meta["lrg_id"], sc.meta["psf_bin"],
+                       sc.meta["depth_bin"], tuple(bad), info)
+
+
+def load_raw_examples(data_root: str | Path, *, mode: str, split: str, n_per_class: int, seed: int,
+                      cache_dir: str | Path | None = None) -> SplitArrays:
+    """A few un-preprocessed stamps per class (cropped to 63×63, float32 nanomaggies), for the cutout view.
+
+    Draws at random (seeded) from the full view's manifest and decodes only those
+    blobs; rows that fail to decode are listed in `bad_rows` and left out.
+    """
+    _check_choice("data mode", mode, MODES)
+    _check_choice("split", split, shards.SPLITS)
+    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root)
+    ms = build_manifests(data_root, cache / "manifests")
+    entries = ms.entries(mode, "full", split)
+    rng = np.random.default_rng(seed)
+    labels = entries["label"].to_numpy()
+    pick = np.sort(np.concatenate([
+        rng.choice(np.flatnonzero(labels == lab), size=min(n_per_class, int(np.count_nonzero(labels == lab))),
+                   replace=False) for lab in (1, 0)]))
+    chosen = entries.iloc[pick].reset_index(drop=True)
+    images, keep, bad = [], [], []
+    for shard, group in chosen.groupby("shard", sort=False):
+        for chunk in shards.iter_decoded(Path(data_root) / shard, group["row"].to_numpy(),
+                                         group["blob"].to_numpy(), shard_name=shard):
+            bad.extend(chunk.bad)
+            images.append(chunk.images)
+            keep.append(group.index.to_numpy()[chunk.index])
+    keep_idx = np.concatenate(keep) if keep else np.zeros(0, np.int64)
+    kept = chosen.iloc[keep_idx]
+    stack = np.concatenate(images) if images else np.zeros((0, *stampcache.IMAGE_SHAPE), np.float32)
+    info = {"data_root": str(Path(data_root).resolve()), "mode": mode, "sample": "full", "split": split,
+            "preprocessing": "none (nanomaggies, float32)", "manifest": str(ms.path(mode, "full")),
+            "manifest_sha256": ms.sha256(mode, "full"), "requested": int(len(chosen)), "count": int(len(kept)),
+            "seed": seed}
+    return SplitArrays(np.ascontiguousarray(stack, dtype=np.float32), kept["label"].to_numpy(np.uint8),
+                       kept["theta_e"].to_numpy(np.float32), kept["lrg_id"].to_numpy(np.int64),
+                       kept["psf_bin"].to_numpy(np.int8), kept["depth_bin"].to_numpy(np.int8), tuple(bad), info)
+
+

@@ -1,0 +1,167 @@
+"""Manifests: the paired and unpaired views, the stratified sample, leakage refused, built once."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from data_fixtures import tiny_rows, write_index_dataset, write_shard, write_tiny_dataset
+from engine import manifest
+from engine.manifest import ManifestError, build_manifests, describe_lrg, lrg_ids
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture(scope="module")
+def large(tmp_path_factory):
+    """Index-only data large enough for every stratum of ≥100 members to be held to 1 pp."""
+    root = write_index_dataset(tmp_path_factory.mktemp("large") / "data",
+                               rows={"train": 24_000, "val": 12_000, "test": 12_000}, seed=5)
+    return build_manifests(root, seed=42)
+
+
+def test_lrg_id_is_ra_dec_rounded_to_six_decimals():
+    ids = lrg_ids(np.array([150.1234564, 150.1234566, 0.0, 359.999999]), np.array([-2.5, -2.5, -90.0, 90.0]))
+    assert ids[0] != ids[1]                       # 150.123456 vs 150.123457
+    assert lrg_ids(np.array([150.12345640001]), np.array([-2.5]))[0] == ids[0]
+    assert describe_lrg(ids[0]) == "ra=150.123456 dec=-2.500000"
+    assert describe_lrg(ids[3]) == "ra=359.999999 dec=90.000000"
+    assert ids.dtype == np.int64 and ids.min() >= 0
+
+
+def test_paired_view_gives_every_row_its_stamp_and_its_control(large):
+    full = large.entries("paired", "full")
+    for split, n in (("train", 24_000), ("val", 12_000), ("test", 12_000)):
+        part = full[full["split"] == split]
+        assert len(part) == 2 * n
+        twins = part.assign(is_stamp=part["blob"] == "stamp").groupby(["shard", "row"])["is_stamp"]
+        assert twins.size().eq(2).all() and twins.sum().eq(1).all()
+    assert (full["label"] == (full["blob"] == "stamp")).all()
+    assert large.summary["views"]["paired-full"]["counts"]["train"] == {
+        "total": 48_000, "positive": 24_000, "negative": 24_000}
+
+
+def test_paired_sample_keeps_both_twins_of_every_sampled_row(large):
+    sample = large.entries("paired", "10pct")
+    assert sample.groupby(["shard", "row"]).size().eq(2).all()
+    counts = large.summary["views"]["paired-10pct"]["counts"]
+    assert counts["train"] == {"total": 4_800, "positive": 2_400, "negative": 2_400}
+
+
+def test_unpaired_positive_and_negative_lrgs_are_disjoint_and_matched_per_cell(large):
+    view = large.entries("unpaired", "full")
+    for split in ("train", "val", "test"):
+        v = view[view["split"] == split]
+        pos, neg = v[v["label"] == 1], v[v["label"] == 0]
+        assert set(pos["lrg_id"]).isdisjoint(set(neg["lrg_id"]))
+        assert (pos["blob"] == "stamp").all() and (neg["blob"] == "ctrl").all()
+        per_cell = v.groupby(["psf_bin", "depth_bin", "label"]).size().unstack("label")
+        assert (per_cell[0] == per_cell[1]).all(), per_cell
+        # roughly half the LRGs give positives, and nearly every row is used
+        n_lrg = v["lrg_id"].nunique()
+        assert abs(pos["lrg_id"].nunique() - n_lrg / 2) < 0.05 * n_lrg
+        assert len(pos) > 0.45 * {"train": 24_000, "val": 12_000, "test": 12_000}[split]
+
+
+def test_a_cell_short_of_negatives_drops_positives_and_says_so():
+    # One cell, three LRGs of 1, 5 and 2 rows: whenever the 5-row LRG is the positive one,
+    # the negative pool (the other two LRGs' controls) is short.
+    rows = pd.DataFrame({
+        "split": "train", "shard": "train/s.parquet", "row": np.arange(8, dtype=np.int32),
+        "theta_e": np.float32(1.0), "psf_bin": np.int8(0), "depth_bin": np.int8(0),
+        "lrg_id": np.array([1, 2, 2, 2, 2, 2, 3, 3], dtype=np.int64)})
+    for seed in range(20):
+        view, short = manifest.unpaired_view(rows, seed)
+        pos, neg = view[view["label"] == 1], view[view["label"] == 0]
+        assert len(pos) == len(neg) > 0
+        assert set(pos["lrg_id"]).isdisjoint(neg["lrg_id"])
+        if short:
+            assert short[0].positives > short[0].negatives_available == len(neg)
+            assert "random positives dropped" in short[0].describe()
+    assert any(manifest.unpaired_view(rows, s)[1] for s in range(20))
+
+
+def test_sample_preserves_every_stratum_share_within_one_point(large):
+    for mode in ("paired", "unpaired"):
+        shares = large.summary["views"][f"{mode}-10pct"]["shares"]
+        for split, s in shares.items():
+            assert s["joint_checked"] > 20, (mode, split)
+            assert s["joint_max_delta_pp"] <= 1.0, (mode, split)
+            for m in s["marginal"]:
+                if m["full"] >= 100:
+                    assert abs(m["delta_pp"]) <= 1.0, (mode, split, m)
+        # and the sample's label balance is exact
+        for split, c in large.summary["views"][f"{mode}-10pct"]["counts"].items():
+            assert c["positive"] == c["negative"]
+
+
+def test_sample_sizes_follow_the_plan_rounding():
+    # Plan §2: 29,108 -> 2,910; 100,240 -> 10,024; 88,528 -> 8,852 (fraction × total, floored).
+    rng = np.random.default_rng(0)
+    for total, expected in ((29_108, 2_910), (100_240, 10_024), (88_528, 8_852)):
+        counts = rng.multinomial(total, np.full(48, 1 / 48))
+        take = manifest.allocate(counts, 0.10, rng)
+        assert take.sum() == expected
+        assert np.all(np.abs(take - counts * 0.10) < 1.0)
+
+
+def test_the_sample_is_random_not_the_first_rows(large):
+    full = large.entries("unpaired", "full")
+    sample = large.entries("unpaired", "10pct")
+    train_full = full[full["split"] == "train"]
+    train_sample = sample[sample["split"] == "train"]
+    assert train_full["shard"].nunique() == 5
+    assert train_sample["shard"].nunique() == 5          # a "first N rows" sample would touch one shard
+    per_shard = train_sample.groupby("shard", observed=True).size()
+    assert per_shard.min() > 0.7 * per_shard.max()
+
+
+def test_an_lrg_in_two_splits_is_refused_with_its_name(tmp_path):
+    root = write_tiny_dataset(tmp_path / "data")
+    leak = tiny_rows(1, 2, seed=1, ra0=10.0)           # the train split's first LRG: ra 10.0
+    leak["dec"] = [pd.read_parquet(root / "train" / "shard-0000.parquet", columns=["dec"])["dec"][0]] * 2
+    write_shard(root / "val" / "shard-0100.parquet", leak)
+    with pytest.raises(ManifestError) as err:
+        build_manifests(root)
+    text = str(err.value)
+    assert "ra=10.000000" in text and "train (train/shard-0000.parquet row 0)" in text
+    assert "val (val/shard-0100.parquet row 0)" in text
+    proc = subprocess.run([sys.executable, "-m", "engine.manifest", "--data-root", str(root), "--out",
+                           str(tmp_path / "m")], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert "split leakage: LRG ra=10.000000" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_manifests_are_built_once_and_rebuilt_when_a_shard_changes(tmp_path):
+    root = write_tiny_dataset(tmp_path / "data")
+    first = build_manifests(root, tmp_path / "m")
+    again = build_manifests(root, tmp_path / "m")
+    assert first.built and not again.built and again.directory == first.directory
+    assert (first.directory / "unpaired-10pct.parquet").is_file()
+    # the manifest is an index: it never holds pixels
+    assert "stamp_npz" not in again.entries("paired", "full").columns
+    assert list(again.entries("paired", "full").columns) == list(manifest.ENTRY_COLUMNS)
+    shard = root / "train" / "shard-0000.parquet"
+    os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
+    changed = build_manifests(root, tmp_path / "m")
+    assert changed.built and changed.directory != first.directory
+    other_seed = build_manifests(root, tmp_path / "m", seed=7)
+    assert other_seed.directory not in (first.directory, changed.directory)
+
+
+def test_cli_prints_the_plan_tables_and_the_strata(tmp_path):
+    root = write_tiny_dataset(tmp_path / "data")
+    proc = subprocess.run([sys.executable, "-m", "engine.manifest", "--data-root", str(root), "--out",
+                           str(tmp_path / "m"), "--seed", "42"], cwd=ROOT, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr
+    out = proc.stdout
+    for title in ("paired, full dataset", "paired, 10% sample", "unpaired, full dataset", "unpaired, 10% sample"):
+        assert title in out
+    assert "| Train | 36 | 18 | 18 |" in out          # 6 LRGs × 3 rows, paired
+    assert "stratum shares" in out and "theta_e_bin=" in out
+    assert "sampling settings from experiments.toml" in out

@@ -1,0 +1,179 @@
+"""The stamp cache and load_split: built once, reused without decoding, safe under concurrent builders."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from data_fixtures import write_tiny_dataset
+from engine import shards
+from engine.data import load_raw_examples, load_split
+from engine.manifest import build_manifests
+from engine.preprocess import preprocess
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+TESTS = os.path.dirname(os.path.abspath(__file__))
+
+
+@pytest.fixture
+def root(tmp_path):
+    return write_tiny_dataset(tmp_path / "data", n_lrgs={"train": 8, "val": 6, "test": 6})
+
+
+def test_load_split_returns_the_contracted_arrays(root):
+    a = load_split(root, mode="unpaired", sample="full", split="train", preprocessing="residual")
+    n = len(a)
+    assert a.images.shape == (n, 3, 63, 63) and a.images.dtype == np.float16 and a.images.flags.c_contiguous
+    assert a.labels.dtype == np.uint8 and a.theta_e.dtype == np.float32 and a.lrg_id.dtype == np.int64
+    assert a.psf_bin.dtype == np.int8 and a.depth_bin.dtype == np.int8
+    assert all(len(x) == n for x in (a.labels, a.theta_e, a.lrg_id, a.psf_bin, a.depth_bin))
+    assert a.info["positive"] == a.info["negative"] == n // 2 > 0
+    assert a.info["cache"].startswith(str(root / ".lenstui-cache" / "stamps"))
+    assert a.info["manifest"].endswith("unpaired-full.parquet") and len(a.info["manifest_sha256"]) == 64
+    assert a.bad_rows == ()
+
+
+def test_cached_images_are_the_preprocessed_decoded_blobs_in_manifest_order(root):
+    a = load_split(root, mode="paired", sample="full", split="val", preprocessing="raw_robust")
+    entries = build_manifests(root, root / ".lenstui-cache" / "manifests").entries("paired", "full", "val")
+    assert len(entries) == len(a)
+    np.testing.assert_array_equal(entries["label"].to_numpy(), a.labels)
+    for i in (0, 1, len(a) - 1):
+        e = entries.iloc[i]
+        table = shards.read_columns(root / e["shard"], [shards.BLOB_COLUMNS[e["blob"]]])
+        raw = shards.crop(shards.decode_blob(table.column(0)[int(e["row"])].as_py()))
+        expected = preprocess(raw[None], "raw_robust")[0].astype(np.float16)
+        np.testing.assert_array_equal(np.asarray(a.images[i]), expected)
+
+
+def test_a_second_load_reuses_the_cache_without_decoding(root, monkeypatch):
+    first = load_split(root, mode="unpaired", sample="full", split="val", preprocessing="residual")
+    assert first.info["cache_hit"] is False
+
+    def no_decoding(*args, **kwargs):
+        raise AssertionError("the second load decoded a blob")
+
+    monkeypatch.setattr(shards, "decode_blob", no_decoding)
+    monkeypatch.setattr(shards, "iter_decoded", no_decoding)
+    second = load_split(root, mode="unpaired", sample="full", split="val", preprocessing="residual")
+    assert second.info["cache_hit"] is True and second.info["cache"] == first.info["cache"]
+    assert isinstance(second.images, np.memmap) and not second.images.flags.writeable
+    np.testing.assert_array_equal(np.asarray(second.images), np.asarray(first.images))
+    np.testing.assert_array_equal(second.lrg_id, first.lrg_id)
+
+
+def test_each_preprocessing_and_view_has_its_own_cache(root):
+    paths = {load_split(root, mode=m, sample="full", split="train", preprocessing=p).info["cache"]
+             for m in ("paired", "unpaired") for p in ("raw_robust", "residual")}
+    assert len(paths) == 4
+
+
+def test_a_changed_shard_is_never_read_from_a_stale_cache(root):
+    before = load_split(root, mode="paired", sample="full", split="test", preprocessing="residual")
+    write_tiny_dataset(root.parent / "other", n_lrgs={"train": 8, "val": 6, "test": 6}, seed=99)
+    for p in (root / "test").iterdir():
+        p.write_bytes((root.parent / "other" / "test" / p.name).read_bytes())
+    after = load_split(root, mode="paired", sample="full", split="test", preprocessing="residual")
+    assert after.info["cache"] != before.info["cache"] and after.info["cache_hit"] is False
+    assert not np.array_equal(np.asarray(after.images), np.asarray(before.images))
+
+
+_BUILDER = """
+import json, os, pathlib, sys, time
+sys.path.insert(0, {tests!r})
+from engine.data import load_split
+# A barrier: both processes are imported and ready before either starts to build.
+barrier = pathlib.Path({barrier!r})
+(barrier / str(os.getpid())).touch()
+while len(list(barrier.iterdir())) < 2:
+    time.sleep(0.01)
+a = load_split({root!r}, mode="paired", sample="full", split="train", preprocessing="residual")
+print(json.dumps({{"cache": a.info["cache"], "hit": a.info["cache_hit"], "n": len(a)}}))
+"""
+
+
+def test_two_processes_building_the_same_cache_both_succeed_with_identical_content(root):
+    barrier = root.parent / "barrier"
+    barrier.mkdir()
+    code = _BUILDER.format(tests=TESTS, root=str(root), barrier=str(barrier))
+    procs = [subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for _ in range(2)]
+    results = []
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+        results.append(json.loads(out))
+    assert results[0]["cache"] == results[1]["cache"] and results[0]["n"] == results[1]["n"] > 0
+    assert sorted(r["hit"] for r in results) == [False, True]       # built once, found by the other
+    stamps = root / ".lenstui-cache" / "stamps"
+    assert not [p for p in stamps.iterdir() if ".tmp-" in p.name]
+    # the content is what a fresh build in another folder gives
+    fresh = load_split(root, mode="paired", sample="full", split="train", preprocessing="residual",
+                       cache_dir=root.parent / "fresh-cache")
+    digest = hashlib.sha256(open(os.path.join(results[0]["cache"], "images.f16"), "rb").read()).hexdigest()
+    assert digest == hashlib.sha256(np.asarray(fresh.images).tobytes()).hexdigest()
+
+
+def test_a_crashed_build_leaves_nothing_that_a_later_load_trusts(root, monkeypatch):
+    calls = {"n": 0}
+    real = shards.iter_decoded
+
+    def crash_midway(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        yield from real(*args, **kwargs)
+
+    monkeypatch.setattr(shards, "iter_decoded", crash_midway)
+    with pytest.raises(KeyboardInterrupt):
+        load_split(root, mode="paired", sample="full", split="train", preprocessing="residual")
+    stamps = root / ".lenstui-cache" / "stamps"
+    assert not [p for p in stamps.iterdir() if p.is_dir()]
+    monkeypatch.setattr(shards, "iter_decoded", real)
+    a = load_split(root, mode="paired", sample="full", split="train", preprocessing="residual")
+    assert a.info["cache_hit"] is False and len(a) == a.info["requested"]
+
+
+def test_load_raw_examples_gives_unpreprocessed_cropped_stamps_per_class(root):
+    ex = load_raw_examples(root, mode="paired", split="val", n_per_class=3, seed=1)
+    assert ex.images.shape == (6, 3, 63, 63) and ex.images.dtype == np.float32
+    assert sorted(ex.labels.tolist()) == [0, 0, 0, 1, 1, 1]
+    # nanomaggies, not preprocessed: the LRG's centre is its brightest pixel, values are small
+    assert (ex.images[:, 1, 31, 31] >= ex.images[:, 1].reshape(6, -1).max(axis=1) - 1e-6).all()
+    assert np.abs(ex.images).max() < 10
+    again = load_raw_examples(root, mode="paired", split="val", n_per_class=3, seed=1)
+    np.testing.assert_array_equal(again.images, ex.images)
+
+
+def test_bad_arguments_name_the_choices(root):
+    with pytest.raises(ValueError, match="unknown data mode 'pairs'; expected one of paired, unpaired"):
+        load_split(root, mode="pairs", sample="full", split="train", preprocessing="residual")
+    with pytest.raises(ValueError, match="unknown sample '5pct'"):
+        load_split(root, mode="paired", sample="5pct", split="train", preprocessing="residual")
+
+
+def test_the_synthetic_twin_loads_through_the_same_path(tmp_path):
+    synth = pytest.importorskip("engine.synth")
+    root = tmp_path / "synth"
+    synth.write_dataset(root, rows={"train": 48, "val": 48, "test": 48}, rows_per_lrg=4, seed=3)
+    a = load_split(root, mode="paired", sample="full", split="val", preprocessing="residual")
+    assert len(a) == 96 and a.bad_rows == () and a.info["positive"] == 48
+    assert len(np.unique(a.lrg_id)) == 12
+    assert np.isfinite(np.asarray(a.images, dtype=np.float32)).all()
+    u = load_split(root, mode="unpaired", sample="full", split="val", preprocessing="raw_robust")
+    assert u.info["positive"] == u.info["negative"]
+    assert set(u.lrg_id[u.labels == 1]).isdisjoint(u.lrg_id[u.labels == 0])
+    raw = load_raw_examples(root, mode="paired", split="train", n_per_class=6, seed=0)
+    ctrl = raw.images[raw.labels == 0][:, 1]                        # r band of the controls
+    # the LRG sits on the centre pixel: the light centroid of the central 11×11 is (31, 31)
+    box = ctrl[:, 26:37, 26:37].mean(axis=0)
+    box = box - np.median(ctrl[:, :5, :])
+    yy, xx = np.mgrid[26:37, 26:37]
+    centroid = ((box * yy).sum() / box.sum(), (box * xx).sum() / box.sum())
+    assert np.allclose(centroid, (31, 31), atol=0.35), centroid
