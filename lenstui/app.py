@@ -1,0 +1,426 @@
+"""The Textual control center: wiring of widgets, screens, workers and the Fleet.
+
+The UI thread only draws and keeps state. Every call to the Fleet (poll,
+launch, abort, logs, sync) runs in a thread worker and reports back with a
+message from `lenstui.messages`, so a slow or dead host never freezes the
+screen. Nothing here imports torch or NumPy: the app starts on a laptop.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+from textual import work
+from textual.app import App
+from textual.binding import Binding
+from textual.screen import ModalScreen
+
+from engine.config import Config, ConfigError, load_config
+from lenstui import format as fmt
+from lenstui.fleet import Fleet, FleetError
+from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
+                              SyncFinished)
+from lenstui.palette import LensCommands
+from lenstui.screens.confirm import ConfirmScreen
+from lenstui.screens.detail import DetailScreen
+from lenstui.screens.decision import DecisionScreen
+from lenstui.screens.help import HelpScreen
+from lenstui.screens.launch import HostChoice, LaunchChoice, LaunchScreen
+from lenstui.screens.main import MainScreen
+from lenstui.widgets.matrix import ExperimentMatrix
+
+ABORT_GRACE_S = 30
+REPORT_DIR = "planb"  # plan §9.2, beside experiments.toml
+
+
+class LensTUI(App[None]):
+    """The control center: the fleet's latest state, the workers that talk to it, the actions."""
+
+    CSS_PATH = "app.tcss"
+    TITLE = "lenstui"
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    COMMANDS = App.COMMANDS | {LensCommands}
+    BINDINGS = [
+        Binding("question_mark", "help", "Help", key_display="?"),
+        Binding("q", "request_quit", "Quit"),
+    ]
+
+    def __init__(self, config: Config, config_path: Path, fleet: Any, host: str | None = None,
+                 refresh_s: float = 2.0, train_args: Sequence[str] = ()) -> None:
+        super().__init__()
+        self.config = config
+        self.config_path = Path(config_path)
+        self.sub_title = config.plan_name
+        self.fleet = fleet
+        self.refresh_s = refresh_s
+        self.train_args = tuple(train_args)
+        self.host_order: list[str] = list(config.hosts)
+        self.enabled_hosts = [h for h in self.host_order if config.hosts[h].enabled]
+        if host is not None:
+            config.host(host)  # an unknown name fails here, with the known ones listed
+        self.default_host = host or ("local" if "local" in self.enabled_hosts else
+                                     next(iter(self.enabled_hosts), None))
+        self.snapshots: dict[str, Any] = {}   # host -> latest HostSnapshot (enabled hosts only)
+        self._polling: set[str] = set()
+        self._seen: dict[tuple[str, str], tuple[str, int]] = {}   # (exp, host) -> (state, gates)
+        self.runs: dict[str, fmt.RunRef] = {}
+
+    # -- screens ----------------------------------------------------------------
+
+    def get_default_screen(self) -> MainScreen:
+        self.main = MainScreen()
+        return self.main
+
+    def main_screen_ready(self) -> None:
+        """Called by the main screen once its widgets exist: draw, then start polling."""
+        self._redraw()
+        self.poll_hosts()
+        self.set_interval(self.refresh_s, self.poll_hosts)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        # A dialog is answered first: the app's own keys wait until it is closed.
+        if action in ("help", "request_quit") and isinstance(self.screen, ModalScreen):
+            return False
+        return True
+
+    @property
+    def experiment_ids(self) -> list[str]:
+        """The plan's experiments, in matrix order (for the palette)."""
+        return list(self.config.experiments)
+
+    @property
+    def matrix(self) -> ExperimentMatrix:
+        """The main screen's matrix (it exists while any screen is on top of it)."""
+        return self.main.matrix
+
+    # -- polling --------------------------------------------------------------
+
+    def poll_hosts(self) -> None:
+        """Start a poll of every enabled host that has none in flight."""
+        for host in self.enabled_hosts:
+            if host not in self._polling:  # a hung host keeps one thread, never a pile
+                self._polling.add(host)
+                self._poll_worker(host)
+
+    @work(thread=True, group="poll")
+    def _poll_worker(self, host: str) -> None:
+        try:
+            snapshot = self.fleet.poll(host)
+        except Exception as exc:  # Fleet.poll must not raise; if it does, say so on screen
+            self.post_message(HostPolled(host, None, f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(HostPolled(host, snapshot))
+
+    def on_host_polled(self, message: HostPolled) -> None:
+        self._polling.discard(message.host)
+        if not self.is_running:  # a poll that lands while the app shuts down has nowhere to go
+            return
+        if message.snapshot is None:
+            self.notify(f"Polling {message.host} failed: {message.error}", severity="error",
+                        title="lenstui bug or Fleet error")
+            return
+        self.snapshots[message.host] = message.snapshot
+        self._notify_transitions(message.host, message.snapshot)
+        self._redraw()
+
+    def action_refresh(self) -> None:
+        self.poll_hosts()
+
+    def _notify_transitions(self, host: str, snapshot: Any) -> None:
+        """Tell the user when a run ends, fails, is lost, or a gate FAILs."""
+        for exp_id, entry in fmt.runs_of(snapshot).items():
+            state, n_gates = str(entry.get("state") or "pending"), len(fmt.gates(entry))
+            before = self._seen.get((exp_id, host))
+            self._seen[(exp_id, host)] = (state, n_gates)
+            if before is None:
+                continue  # first sight: the user already knows how things stood
+            where = f"{exp_id} on {host}"
+            if state != before[0]:
+                if state == "done":
+                    best = fmt.fmt_float(fmt.best_val_auroc(entry))
+                    self.notify(f"{where} finished: best val AUROC {best}", title="Run done")
+                elif state == "failed":
+                    self.notify(f"{where} failed. Press enter on it for the log.",
+                                severity="error", title="Run failed", timeout=30)
+                elif state == "lost":
+                    self.notify(f"{where} is lost: {entry.get('reason') or 'process gone'}",
+                                severity="error", title="Run lost", timeout=30)
+                elif state == "aborted":
+                    self.notify(f"{where} aborted", title="Run aborted")
+            if n_gates > before[1]:
+                self._notify_gate(where, fmt.latest_gate(entry))
+
+    def _notify_gate(self, where: str, gate: dict[str, Any] | None) -> None:
+        if gate is None:
+            return
+        bands = {"core_lr_auc": self.config.thresholds.core_lr_auc,
+                 "radial_lr_auc": self.config.thresholds.radial_lr_auc}
+        failed = [f"{k} {gate[k]:.3f} ({band.describe()})" for k, band in bands.items()
+                  if band.classify(gate.get(k)) == "FAIL"]
+        if failed:
+            self.notify(f"{where}: gate after {gate.get('after_epochs', '?')} epochs FAIL: "
+                        + "; ".join(failed), severity="warning", title="Gate FAIL", timeout=30)
+
+    # -- drawing --------------------------------------------------------------
+
+    def _redraw(self) -> None:
+        """Bring every view up to date with the latest snapshots."""
+        self.runs = fmt.primary_runs(self.snapshots, self.host_order)
+        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config)
+                for exp_id, exp in self.config.experiments.items()}
+        disabled = [h for h in self.host_order if h not in self.enabled_hosts]
+        self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled)
+        for screen in self.screen_stack:
+            # A screen still being composed draws itself from the app when it mounts.
+            if isinstance(screen, (DetailScreen, DecisionScreen)) and screen.is_mounted:
+                screen.refresh_from_app()
+
+    # -- launch ---------------------------------------------------------------
+
+    def host_choices(self) -> list[HostChoice]:
+        """Enabled hosts with their state and GPUs, for the launch dialog."""
+        out = []
+        for host in self.enabled_hosts:
+            snap = self.snapshots.get(host)
+            state = "connecting…" if snap is None else ("connected" if snap.connected else "disconnected")
+            status = snap.status if snap is not None and isinstance(snap.status, dict) else {}
+            gpus = tuple((f"GPU {g.get('index')} {g.get('name', '')}", str(g.get("index")))
+                         for g in status.get("gpus") or [] if isinstance(g, dict))
+            label = f"{host} ({state}{'' if gpus or snap is None else ', CPU only'})"
+            out.append(HostChoice(host, label, gpus))
+        return out
+
+    def action_launch(self, exp_id: str | None = None) -> None:
+        exp_id = exp_id or self.matrix.selected_id
+        if exp_id is None:
+            self.notify("No experiment selected", severity="warning")
+            return
+        if not self.enabled_hosts:
+            self.notify("No host is enabled: set enabled = true on one in experiments.toml",
+                        severity="error")
+            return
+        exp = self.config.experiment(exp_id)
+        bases = [e.id for e in self.config.experiments.values() if e.base is None] if exp.base else []
+        screen = LaunchScreen(exp_id, self.host_choices(), self.default_host, bases=bases,
+                              base=exp.base, extra_args=self.train_args)
+        self.push_screen(screen, self._launch_chosen)
+
+    def _launch_chosen(self, choice: LaunchChoice | None) -> None:
+        if choice is None:
+            return
+        self.confirm_launch([(choice.exp_id, choice.host, choice.gpu, choice.base)], choice.extra_args)
+
+    def confirm_launch(self, plan: list[tuple[str, str, str, str | None]],
+                       extra_args: Sequence[str] = ()) -> None:
+        """Ask, listing what runs where; on yes, launch each item of `plan` in a worker."""
+        lines = []
+        for exp_id, host, gpu, base in plan:
+            exp = self.config.experiment(exp_id, base)
+            dataset = self.config.dataset_for(self.config.host(host))
+            lines.append(f"{exp_id} on {host} (GPU {gpu}): {exp.data_mode}, {exp.preprocessing}, "
+                         f"masking {exp.masking.describe()}, dataset {dataset.name}"
+                         + (f", base {base}" if base else ""))
+            before = self.run_on(exp_id, host)
+            if before is not None and before.state == "done" and "--fresh" not in extra_args:
+                lines.append(f"  {exp_id} is already done on {host}: the engine refuses unless "
+                             "--fresh is among the extra arguments (the old run is kept)")
+            elif before is not None and before.state in ("failed", "aborted", "lost"):
+                lines.append(f"  {exp_id} {before.state} on {host}: it resumes from last.pt "
+                             "(the log is appended, never overwritten)")
+        if extra_args:
+            lines.append("extra arguments: " + " ".join(extra_args))
+        lines.append("Runs are detached: they keep going if lenstui quits.")
+        title = "Launch " + ", ".join(p[0] for p in plan) + "?"
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                for exp_id, host, gpu, base in plan:
+                    self._launch_worker(exp_id, host, gpu, base, tuple(extra_args))
+
+        self.push_screen(ConfirmScreen(title, lines, confirm_label="Launch"), answered)
+
+    @work(thread=True, group="launch")
+    def _launch_worker(self, exp_id: str, host: str, gpu: str, base: str | None,
+                       extra_args: tuple[str, ...]) -> None:
+        try:
+            result = self.fleet.launch(exp_id, host, gpu=gpu, base=base, extra_args=extra_args)
+        except Exception as exc:  # FleetError carries words for the user; anything else too
+            self.post_message(LaunchFinished(exp_id, host, False, _words(exc)))
+        else:
+            self.post_message(LaunchFinished(exp_id, host, True, _result_words(result)))
+
+    def on_launch_finished(self, message: LaunchFinished) -> None:
+        if message.ok:
+            self.notify(f"{message.exp_id} launched on {message.host}. {message.message}",
+                        title="Launched")
+        else:
+            self.notify(f"{message.exp_id} on {message.host}: {message.message}",
+                        severity="error", title="Launch failed", timeout=30)
+        self.poll_hosts()
+
+    # -- abort ----------------------------------------------------------------
+
+    def run_on(self, exp_id: str, host: str) -> fmt.RunRef | None:
+        """`exp_id`'s run on `host` as last polled, or None."""
+        entry = fmt.runs_of(self.snapshots.get(host)).get(exp_id)
+        return fmt.RunRef(exp_id, host, entry) if entry is not None else None
+
+    def action_abort(self, exp_id: str | None = None, host: str | None = None) -> None:
+        exp_id = exp_id or self.matrix.selected_id
+        if exp_id is None:
+            return
+        run = self.run_on(exp_id, host) if host else self.runs.get(exp_id)
+        if run is None or run.state not in ("running", "pending"):
+            state = run.state if run else "not running"
+            self.notify(f"{exp_id} is {state}: nothing to abort", severity="warning")
+            return
+        lines = [f"Run: {exp_id}", f"Host: {run.host}", f"Epoch: {fmt.epoch_cell(run.entry)}",
+                 f"SIGTERM to its process group (pgid {run.entry.get('pgid', '?')}); it saves "
+                 f"last.pt and stops. SIGKILL after {ABORT_GRACE_S} s."]
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._abort_worker(exp_id, run.host)
+
+        self.push_screen(ConfirmScreen(f"Abort {exp_id} on {run.host}?", lines,
+                                       confirm_label="Abort", danger=True), answered)
+
+    @work(thread=True, group="abort")
+    def _abort_worker(self, exp_id: str, host: str) -> None:
+        try:
+            result = self.fleet.abort(exp_id, host, grace=ABORT_GRACE_S)
+        except Exception as exc:
+            self.post_message(AbortFinished(exp_id, host, False, _words(exc)))
+        else:
+            self.post_message(AbortFinished(exp_id, host, True, _result_words(result)))
+
+    def on_abort_finished(self, message: AbortFinished) -> None:
+        if message.ok:
+            self.notify(f"{message.exp_id} on {message.host}: {message.message}", title="Aborted")
+        else:
+            self.notify(f"Abort {message.exp_id} on {message.host} failed: {message.message}",
+                        severity="error", title="Abort failed", timeout=30)
+        self.poll_hosts()
+
+    # -- detail, decision, help -----------------------------------------------
+
+    def action_detail(self, exp_id: str | None = None) -> None:
+        exp_id = exp_id or self.matrix.selected_id
+        if exp_id is None:
+            return
+        run = self.runs.get(exp_id)
+        if run is None:
+            self.notify(f"{exp_id} has not run on any host yet: press l to launch it",
+                        severity="warning")
+            return
+        self.push_screen(DetailScreen(exp_id, run.host))
+
+    def action_filter(self) -> None:
+        """Back to the matrix (closing views on top of it) and open its filter."""
+        while self.screen is not self.main:
+            self.pop_screen()
+        self.main.action_filter()
+
+    def action_decision(self) -> None:
+        self.push_screen(DecisionScreen())
+
+    def action_help(self) -> None:
+        self.push_screen(HelpScreen())
+
+    # -- sync and report --------------------------------------------------------
+
+    def action_sync(self) -> None:
+        remote = [h for h in self.enabled_hosts if self.config.hosts[h].transport != "local"]
+        if not remote:
+            self.notify("No enabled remote host to sync: local runs use this folder's code",
+                        title="Sync")
+            return
+        for host in remote:
+            self._sync_worker(host)
+        self.notify(f"Syncing code to {', '.join(remote)}…", title="Sync")
+
+    @work(thread=True, group="sync")
+    def _sync_worker(self, host: str) -> None:
+        try:
+            result = self.fleet.sync(host)
+        except Exception as exc:
+            self.post_message(SyncFinished(host, False, _words(exc)))
+        else:
+            self.post_message(SyncFinished(host, True, _result_words(result)))
+
+    def on_sync_finished(self, message: SyncFinished) -> None:
+        self.notify(f"{message.host}: {message.message}", title="Synced" if message.ok else "Sync failed",
+                    severity="information" if message.ok else "error")
+
+    def action_report(self) -> None:
+        out = self.config_path.resolve().parent / REPORT_DIR
+        self.notify(f"Writing the report to {out} …", title="Report")
+        self._report_worker(self.results(), out)
+
+    @work(thread=True, group="report")
+    def _report_worker(self, results: dict[str, dict[str, Any]], out: Path) -> None:
+        try:
+            from engine import report  # torch-free, but only needed on demand
+            files = report.write_report(results, self.config, out)
+        except Exception as exc:
+            self.post_message(ReportFinished(False, _words(exc)))
+        else:
+            self.post_message(ReportFinished(True, f"wrote {files.summary}"))
+
+    def on_report_finished(self, message: ReportFinished) -> None:
+        self.notify(message.message, title="Report" if message.ok else "Report failed",
+                    severity="information" if message.ok else "error")
+
+    def results(self) -> dict[str, dict[str, Any]]:
+        """Each experiment's shown run as a metrics-like dict, for the decision tree and report."""
+        return {exp_id: dict(run.entry) for exp_id, run in self.runs.items()
+                if exp_id in self.config.experiments}
+
+    # -- quit -----------------------------------------------------------------
+
+    def action_request_quit(self) -> None:
+        live = [f"{r.exp_id} on {r.host}" for r in fmt.all_runs(self.snapshots, self.host_order)
+                if r.state == "running"]
+        if not live:
+            self.exit()
+            return
+        lines = [f"{len(live)} run(s) keep going on their hosts: {', '.join(live)}.",
+                 "Start lenstui again to see them."]
+        self.push_screen(ConfirmScreen("Quit lenstui?", lines, confirm_label="Quit"),
+                         lambda yes: self.exit() if yes else None)
+
+
+def _words(exc: BaseException) -> str:
+    """An exception as words for a notification (FleetError and ConfigError are already worded)."""
+    if isinstance(exc, (FleetError, ConfigError)):
+        return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _result_words(result: Any) -> str:
+    """A Fleet result (LaunchResult, AbortResult, SyncResult) as its one-line message."""
+    return getattr(result, "message", None) or str(result)
+
+
+def make_app(config_path: Path | str, host: str | None = None, fleet: Any | None = None,
+             refresh_s: float = 2.0, train_args: Sequence[str] = ()) -> LensTUI:
+    """Build the app (used by the CLI and the tests); raises ConfigError for a bad config."""
+    config = load_config(config_path)
+    if fleet is None:
+        fleet = Fleet(config, Path(config_path))
+    return LensTUI(config, Path(config_path), fleet, host=host, refresh_s=refresh_s, train_args=train_args)
+
+
+def run_app(config_path: Path, host: str | None = None) -> None:
+    """Run the control center until the user quits; runs keep going after."""
+    try:
+        app = make_app(config_path, host)
+    except ConfigError as exc:
+        print(f"lenstui: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    try:
+        app.run()
+    finally:
+        app.fleet.close()

@@ -1,0 +1,526 @@
+"""Pure functions that turn status and metrics into table cells and small charts.
+
+Nothing here touches the screen, the network or NumPy: every function takes
+plain values (the `engine.status` JSON, a metrics dict, the Config) and returns
+strings or Rich `Text`, so it is tested without an app.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass
+from typing import Any, Iterable, Mapping, Sequence
+
+from rich.text import Text
+
+from engine.config import Config, Experiment
+
+# A verdict is shown as its word in its colour: never colour alone.
+VERDICT_STYLES = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
+STATE_STYLES = {
+    "running": "bold cyan",
+    "pending": "cyan",
+    "done": "green",
+    "failed": "bold red",
+    "aborted": "yellow",
+    "lost": "bold magenta",
+}
+# Which run to show in the matrix when an experiment has runs on several hosts.
+STATE_PRIORITY = {"running": 0, "pending": 1, "lost": 2, "failed": 3, "aborted": 4, "done": 5}
+DASH = "–"
+SPARK_CHARS = "▁▂▃▄▅▆▇█"
+BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
+
+# Live columns first so an 80-column terminal shows what changes; the plan's
+# configuration columns (data mode, preprocessing, masking) follow.
+MATRIX_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("id", "ID"),
+    ("status", "Status"),
+    ("host", "Host"),
+    ("epoch", "Epoch"),
+    ("val", "Val AUC"),
+    ("best", "Best"),
+    ("gates", "Gates c/r"),
+    ("reliance", "Reliance"),
+    ("mode", "Data"),
+    ("prep", "Prep"),
+    ("mask", "Masking"),
+)
+EPOCH_COLUMNS: tuple[tuple[str, str], ...] = (
+    ("epoch", "Epoch"),
+    ("train_loss", "train_loss"),
+    ("val_auroc", "val_auroc"),
+    ("val_loss", "val_loss"),
+    ("learning_rate", "learning_rate"),
+    ("epoch_time_sec", "epoch_time_sec"),
+)
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One experiment's run on one host, as the status probe reported it."""
+
+    exp_id: str
+    host: str
+    entry: Mapping[str, Any]
+
+    @property
+    def state(self) -> str:
+        return str(self.entry.get("state") or "pending")
+
+
+# ---------------------------------------------------------------------------
+# Reading the status entry (tolerant of a run that has written nothing yet)
+
+
+def _num(value: Any) -> float | None:
+    """A finite float, or None for missing, non-numeric or NaN values."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return None
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def history(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """The per-epoch rows of a status entry or metrics document."""
+    rows = entry.get("history")
+    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
+
+
+def epochs_done(entry: Mapping[str, Any]) -> int | None:
+    """Completed epochs: the history's length, else the probe's `epoch` count."""
+    if isinstance(entry.get("history"), list):
+        return len(history(entry))
+    epoch = entry.get("epoch")  # the probe's newest 0-based epoch
+    return epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+
+
+def gates(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Every gate evaluation present: the `gates` list, or the probe's latest `gate`."""
+    rows = entry.get("gates")
+    if isinstance(rows, list):
+        return [g for g in rows if isinstance(g, dict)]
+    gate = entry.get("gate")
+    return [gate] if isinstance(gate, dict) else []
+
+
+def latest_gate(entry: Mapping[str, Any]) -> dict[str, Any] | None:
+    """The most recent gate evaluation, or None before the first."""
+    rows = gates(entry)
+    return rows[-1] if rows else None
+
+
+def last_val_auroc(entry: Mapping[str, Any]) -> float | None:
+    """The newest epoch's val AUROC (the probe's field, else the history's)."""
+    value = _num(entry.get("val_auroc"))
+    if value is None:
+        rows = history(entry)
+        value = _num(rows[-1].get("val_auroc")) if rows else None
+    return value
+
+
+def best_val_auroc(entry: Mapping[str, Any]) -> float | None:
+    """The best val AUROC so far (written at the end, else the history's max)."""
+    value = _num(entry.get("best_val_auroc"))
+    if value is None:
+        values = [v for v in (_num(r.get("val_auroc")) for r in history(entry)) if v is not None]
+        value = max(values) if values else None
+    return value
+
+
+def verdict_of(entry: Mapping[str, Any], name: str) -> tuple[str | None, float | None]:
+    """(verdict, value) the engine wrote for `name`, or (None, None)."""
+    verdicts = entry.get("verdicts")
+    item = verdicts.get(name) if isinstance(verdicts, dict) else None
+    if not isinstance(item, dict):
+        return None, None
+    verdict = item.get("verdict")
+    return (verdict if verdict in VERDICT_STYLES else None), _num(item.get("value"))
+
+
+def runs_of(snapshot: Any) -> dict[str, dict[str, Any]]:
+    """A host snapshot's runs (exp_id -> status entry); empty when it has no status."""
+    status = getattr(snapshot, "status", None)
+    runs = status.get("runs") if isinstance(status, dict) else None
+    return {e: r for e, r in runs.items() if isinstance(r, dict)} if isinstance(runs, dict) else {}
+
+
+def all_runs(snapshots: Mapping[str, Any], host_order: Sequence[str]) -> list[RunRef]:
+    """Every run on every host, host order then experiment order."""
+    return [RunRef(e, host, entry) for host in host_order
+            for e, entry in runs_of(snapshots.get(host)).items()]
+
+
+def primary_runs(snapshots: Mapping[str, Any], host_order: Sequence[str]) -> dict[str, RunRef]:
+    """For each experiment, the run to show: a live one first, then by host order."""
+    best: dict[str, RunRef] = {}
+    for ref in all_runs(snapshots, host_order):
+        have = best.get(ref.exp_id)
+        if have is None or STATE_PRIORITY.get(ref.state, 9) < STATE_PRIORITY.get(have.state, 9):
+            best[ref.exp_id] = ref
+    return best
+
+
+# ---------------------------------------------------------------------------
+# Cells
+
+
+def fmt_float(value: Any, digits: int = 3) -> str:
+    """A number with `digits` decimals, or a dash when there is none."""
+    value = _num(value)
+    return DASH if value is None else f"{value:.{digits}f}"
+
+
+def fmt_lr(value: Any) -> str:
+    """A learning rate in short scientific form (1.0e-04)."""
+    value = _num(value)
+    return DASH if value is None else f"{value:.1e}"
+
+
+def fmt_seconds(value: Any) -> str:
+    """A duration: 12.3s, 4m05s, 1h02m."""
+    value = _num(value)
+    if value is None:
+        return DASH
+    if value < 60:
+        return f"{value:.1f}s"
+    minutes, seconds = divmod(int(round(value)), 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m"
+
+
+def verdict_text(verdict: str | None, value: float | None = None, digits: int = 3) -> Text:
+    """'0.612 WARN' in the verdict's colour; a dash when there is nothing yet."""
+    if verdict is None and value is None:
+        return Text(DASH, style="dim")
+    parts = [] if value is None else [f"{value:.{digits}f}"]
+    if verdict:
+        parts.append(verdict)
+    return Text(" ".join(parts), style=VERDICT_STYLES.get(verdict or "", ""))
+
+
+def state_text(state: str | None, reason: str = "") -> Text:
+    """A run state in its colour (`lost` stands out: the process died silently)."""
+    if not state:
+        return Text(DASH, style="dim")
+    return Text(state, style=STATE_STYLES.get(state, ""))
+
+
+def gate_cell(gate: Mapping[str, Any] | None, config: Config) -> Text:
+    """'PASS/WARN': the core and radial LR gates of one evaluation, as words."""
+    if gate is None:
+        return Text(DASH, style="dim")
+    out = Text()
+    bands = (("core_lr_auc", config.thresholds.core_lr_auc),
+             ("radial_lr_auc", config.thresholds.radial_lr_auc))
+    for i, (key, band) in enumerate(bands):
+        if i:
+            out.append("/")
+        verdict = band.classify(_num(gate.get(key)))
+        out.append(verdict or "?", style=VERDICT_STYLES.get(verdict or "", "dim"))
+    return out
+
+
+def reliance_cell(entry: Mapping[str, Any], config: Config) -> Text:
+    """core_reliance with its §6.2 verdict, once training has ended."""
+    verdict, value = verdict_of(entry, "core_reliance")
+    if value is None:
+        value = _num(entry.get("core_reliance"))
+    if verdict is None:
+        verdict = config.thresholds.core_reliance.classify(value)
+    return verdict_text(verdict, value)
+
+
+def epoch_cell(entry: Mapping[str, Any]) -> str:
+    """'3/50': completed epochs over the planned ones."""
+    done, planned = epochs_done(entry), entry.get("epochs_planned")
+    if done is None and planned is None:
+        return DASH
+    return f"{DASH if done is None else done}/{planned if isinstance(planned, int) else '?'}"
+
+
+def matrix_row(exp: Experiment, run: RunRef | None, config: Config) -> dict[str, str | Text]:
+    """The matrix cells of one experiment, keyed by MATRIX_COLUMNS."""
+    row: dict[str, str | Text] = {
+        "id": Text(exp.id, style="bold"),
+        "mode": exp.data_mode,
+        "prep": exp.preprocessing,
+        "mask": exp.masking.describe() if exp.base is None else f"from {exp.base}",
+    }
+    if run is None:
+        row.update(host=DASH, status=Text("not run", style="dim"), epoch=DASH, val=DASH,
+                   best=DASH, gates=Text(DASH, style="dim"), reliance=Text(DASH, style="dim"))
+        return row
+    entry = run.entry
+    row.update(
+        host=run.host,
+        status=state_text(run.state),
+        epoch=epoch_cell(entry),
+        val=fmt_float(last_val_auroc(entry)),
+        best=fmt_float(best_val_auroc(entry)),
+        gates=gate_cell(latest_gate(entry), config),
+        reliance=reliance_cell(entry, config),
+    )
+    return row
+
+
+def epoch_row(row: Mapping[str, Any]) -> dict[str, str]:
+    """One §5.1 history row as cells keyed by EPOCH_COLUMNS."""
+    epoch = row.get("epoch")
+    return {
+        "epoch": str(epoch) if isinstance(epoch, int) else DASH,
+        "train_loss": fmt_float(row.get("train_loss"), 4),
+        "val_auroc": fmt_float(row.get("val_auroc"), 4),
+        "val_loss": fmt_float(row.get("val_loss"), 4),
+        "learning_rate": fmt_lr(row.get("learning_rate")),
+        "epoch_time_sec": fmt_seconds(row.get("epoch_time_sec")),
+    }
+
+
+def row_matches(cells: Mapping[str, Any], query: str) -> bool:
+    """Whether any cell's plain text contains every word of `query` (case-insensitive)."""
+    words = query.lower().split()
+    if not words:
+        return True
+    haystack = " ".join(c.plain if isinstance(c, Text) else str(c) for c in cells.values()).lower()
+    return all(w in haystack for w in words)
+
+
+# ---------------------------------------------------------------------------
+# Hosts
+
+
+def ago(since: float | None, now: float | None = None) -> str:
+    """'12s', '4m', '2h' since a Unix time; a dash for None."""
+    if since is None:
+        return DASH
+    seconds = max(0.0, (time.time() if now is None else now) - since)
+    if seconds < 60:
+        return f"{seconds:.0f}s"
+    if seconds < 3600:
+        return f"{seconds // 60:.0f}m"
+    return f"{seconds // 3600:.0f}h{(seconds % 3600) // 60:02.0f}m"
+
+
+def not_configured_line(host: str) -> Text:
+    """A host with `enabled = false`: shown plainly, not as an error."""
+    return Text.assemble((host, "bold"), "  ", ("not configured", "dim"))
+
+
+def host_headline(snapshot: Any, now: float | None = None) -> Text:
+    """'local  connected' / 'lambda  not configured' / 'lambda2  disconnected since 14:02:11 (3m)'."""
+    if not snapshot.configured:
+        return not_configured_line(snapshot.host)
+    out = Text(snapshot.host, style="bold")
+    out.append("  ")
+    if snapshot.connected:
+        out.append("connected", style="green")
+    else:
+        out.append("disconnected", style="bold red")
+        if snapshot.since is not None:
+            clock = time.strftime("%H:%M:%S", time.localtime(snapshot.since))
+            out.append(f" since {clock} ({ago(snapshot.since, now)})", style="red")
+    return out
+
+
+def gpu_line(gpu: Mapping[str, Any], run_ids: Sequence[str]) -> Text:
+    """'GPU0 H100  45%  12.3/80.0G  61°C  A1': one GPU with the run on it."""
+    name = str(gpu.get("name") or "GPU").replace("NVIDIA ", "")
+    out = Text(f"GPU{gpu.get('index', '?')} {name[:14]}", style="bold")
+    util = _num(gpu.get("utilization"))
+    used, total = _num(gpu.get("memory_used_mib")), _num(gpu.get("memory_total_mib"))
+    temp = _num(gpu.get("temperature_c"))
+    out.append(f"  {DASH if util is None else f'{util:.0f}%':>4}")
+    if used is not None and total:
+        out.append(f"  {used / 1024:.1f}/{total / 1024:.0f}G")
+    if temp is not None:
+        out.append(f"  {temp:.0f}°C", style="red" if temp >= 85 else "")
+    out.append("  " + (", ".join(run_ids) if run_ids else "idle"),
+               style="cyan" if run_ids else "dim")
+    return out
+
+
+def host_lines(snapshot: Any, now: float | None = None) -> list[Text]:
+    """The hosts panel's lines for one host: headline, error, then one per GPU."""
+    lines = [host_headline(snapshot, now)]
+    if not snapshot.configured:
+        return lines
+    if snapshot.error:
+        lines.append(Text("  " + snapshot.error.splitlines()[0][:200], style="red"))
+    status = snapshot.status if isinstance(snapshot.status, dict) else None
+    if status is None:
+        return lines
+    live = {e: r for e, r in runs_of(snapshot).items() if r.get("state") == "running"}
+    gpus = [g for g in status.get("gpus") or [] if isinstance(g, dict)]
+    if not gpus:
+        line = Text("  no GPU (CPU)", style="dim")
+        if live:
+            line.append("  " + ", ".join(live), style="cyan")
+        lines.append(line)
+        return lines
+    for gpu in gpus:
+        on_it = [e for e, r in live.items() if str(r.get("gpu")) == str(gpu.get("index"))]
+        lines.append(Text("  ").append_text(gpu_line(gpu, on_it)))
+    return lines
+
+
+# ---------------------------------------------------------------------------
+# Small charts
+
+
+def sparkline(values: Iterable[Any], width: int | None = None) -> str:
+    """A one-line chart of `values` (missing values as spaces), newest on the right."""
+    nums = [_num(v) for v in values]
+    if width is not None and len(nums) > width:
+        nums = nums[-width:]
+    present = [v for v in nums if v is not None]
+    if not present:
+        return ""
+    lo, hi = min(present), max(present)
+    span = hi - lo
+    out = []
+    for v in nums:
+        if v is None:
+            out.append(" ")
+        elif span == 0:
+            out.append(SPARK_CHARS[len(SPARK_CHARS) // 2])
+        else:
+            out.append(SPARK_CHARS[round((v - lo) / span * (len(SPARK_CHARS) - 1))])
+    return "".join(out)
+
+
+def bar(value: float | None, lo: float, hi: float, width: int) -> str:
+    """A horizontal bar of `width` cells for `value` on [lo, hi], in eighths."""
+    value = _num(value)
+    if value is None or width <= 0 or hi <= lo:
+        return ""
+    frac = min(1.0, max(0.0, (value - lo) / (hi - lo)))
+    eighths = round(frac * width * 8)
+    full, rest = divmod(eighths, 8)
+    return ("█" * full + (BAR_EIGHTHS[rest] if rest else "")).ljust(width)
+
+
+def braille_plot(series: Sequence[Sequence[Any]], width: int, height: int) -> list[str]:
+    """Line plot of one or more series in braille dots (2×4 per cell), shared y scale.
+
+    Returns `height` strings of `width` characters; consecutive samples are
+    joined by straight segments, a missing value breaks the line.
+    """
+    width, height = max(1, width), max(1, height)
+    clean = [[_num(v) for v in s] for s in series]
+    present = [v for s in clean for v in s if v is not None]
+    grid = [[0] * width for _ in range(height)]
+    if present:
+        lo, hi = min(present), max(present)
+        span = (hi - lo) or 1.0
+        px_w, px_h = width * 2, height * 4
+        for s in clean:
+            prev: tuple[int, int] | None = None
+            for i, v in enumerate(s):
+                if v is None:
+                    prev = None
+                    continue
+                x = 0 if len(s) == 1 else round(i * (px_w - 1) / (len(s) - 1))
+                y = px_h - 1 - round((v - lo) / span * (px_h - 1))
+                _segment(grid, prev or (x, y), (x, y))
+                prev = (x, y)
+    return ["".join(chr(0x2800 + cell) for cell in row) for row in grid]
+
+
+def _segment(grid: list[list[int]], a: tuple[int, int], b: tuple[int, int]) -> None:
+    """Dots along the straight line from a to b, one per pixel step."""
+    steps = max(abs(b[0] - a[0]), abs(b[1] - a[1]), 1)
+    for k in range(steps + 1):
+        _dot(grid, round(a[0] + (b[0] - a[0]) * k / steps), round(a[1] + (b[1] - a[1]) * k / steps))
+
+
+_BRAILLE_BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
+
+
+def _dot(grid: list[list[int]], x: int, y: int) -> None:
+    cy, cx = y // 4, x // 2
+    if 0 <= cy < len(grid) and 0 <= cx < len(grid[0]):
+        grid[cy][cx] |= _BRAILLE_BITS[y % 4][x % 2]
+
+
+
+# ---------------------------------------------------------------------------
+# Run detail: θ_E bins, core sensitivity, gate history
+
+
+def _bar_line(label: str, value: float | None, width: int, note: str = "",
+              lo: float = 0.5, hi: float = 1.0) -> Text:
+    """'[0.50,0.75)  ██████▍     0.873  n=212' on an AUROC axis from `lo` to `hi`."""
+    out = Text(f"{label:<13}")
+    if value is None:
+        out.append(" " * width, style="dim")
+        out.append(f"  {DASH:>5}", style="dim")
+    else:
+        out.append(bar(value, lo, hi, width), style="cyan")
+        out.append(f"  {value:5.3f}")
+    if note:
+        out.append(f"  {note}", style="dim")
+    return out
+
+
+def thetae_lines(bins: Sequence[Mapping[str, Any]] | None, width: int = 24) -> list[Text]:
+    """One bar per θ_E bin (AUROC of its positives vs all negatives) with its count."""
+    if not bins:
+        return [Text("no θ_E bins yet (first gate at epoch 0)", style="dim")]
+    lines = []
+    for item in bins:
+        lo_hi = item.get("bin") if isinstance(item, Mapping) else None
+        label = f"[{lo_hi[0]:.2f},{lo_hi[1]:.2f})" if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 else "?"
+        note = f"n={item.get('count', '?')}"
+        if item.get("note"):
+            note += f" {item['note']}"
+        lines.append(_bar_line(label, _num(item.get("auroc")), width, note))
+    return lines
+
+
+def sensitivity_lines(curve: Sequence[Mapping[str, Any]] | None, width: int = 24) -> list[Text]:
+    """One bar per mask radius: AUROC with the central R pixels zeroed (plan §5.5)."""
+    if not curve:
+        return [Text("no core sensitivity curve yet (end of training)", style="dim")]
+    return [_bar_line(f"R={item.get('radius', '?')}", _num(item.get("auroc")), width)
+            for item in curve if isinstance(item, Mapping)]
+
+
+def gate_history_lines(entry: Mapping[str, Any], config: Config) -> list[Text]:
+    """One line per gate evaluation: after N epochs, core and radial LR AUC with verdicts."""
+    rows = gates(entry)
+    if not rows:
+        return [Text("no gate evaluated yet", style="dim")]
+    t = config.thresholds
+    lines = [Text(f"{'after':>5}  {'core_lr_auc':<16}{'radial_lr_auc':<16}n", style="bold")]
+    for g in rows:
+        core, radial = _num(g.get("core_lr_auc")), _num(g.get("radial_lr_auc"))
+        line = Text(f"{g.get('after_epochs', '?'):>5}  ")
+        for cell in (verdict_text(t.core_lr_auc.classify(core), core),
+                     verdict_text(t.radial_lr_auc.classify(radial), radial)):
+            line.append_text(cell)
+            line.append(" " * max(1, 16 - len(cell.plain)))
+        line.append(str(g.get("gate_n_samples", DASH)))
+        lines.append(line)
+    return lines
+
+
+def verdict_lines(entry: Mapping[str, Any]) -> list[Text]:
+    """The engine's §6 verdicts: name, value, verdict word, rule."""
+    verdicts = entry.get("verdicts")
+    if not isinstance(verdicts, dict) or not verdicts:
+        return [Text("no verdicts yet (written at the end of training)", style="dim")]
+    lines = []
+    for name, item in verdicts.items():
+        if not isinstance(item, dict):
+            continue
+        verdict = item.get("verdict") if item.get("verdict") in VERDICT_STYLES else None
+        line = Text(f"{name:<22}")
+        line.append_text(verdict_text(verdict, _num(item.get("value"))))
+        if item.get("rule"):
+            line.append(f"  {item['rule']}", style="dim")
+        lines.append(line)
+    return lines

@@ -1,0 +1,165 @@
+"""Run detail: per-epoch table, curves, θ_E bins, core sensitivity, gates, log tail."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.text import Text
+from textual import work
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import Container, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Footer, Header, Log, Static
+
+from lenstui import format as fmt
+from lenstui.messages import LogFetched
+from lenstui.screens.cutouts import CutoutScreen
+from lenstui.widgets.curves import Curves
+from lenstui.widgets.metrics_table import MetricsTable
+
+LOG_TAIL_BYTES = 20000
+LOG_OVERLAP = 200  # characters used to find where a newer tail continues the shown one
+
+
+class DetailScreen(Screen[None]):
+    """One run on one host, live; escape goes back to the matrix."""
+
+    BINDINGS = [
+        Binding("escape", "back", "Back"),
+        Binding("c", "cutouts", "Cutouts"),
+        Binding("a", "abort", "Abort"),
+        Binding("question_mark", "app.help", "Help", key_display="?"),
+    ]
+
+    def __init__(self, exp_id: str, host: str) -> None:
+        super().__init__()
+        self.exp_id, self.host = exp_id, host
+        self._log_text = ""
+        self._log_in_flight = False
+        self._drawn: dict[str, tuple] = {}
+
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield Static(id="detail-title")
+        with Container(id="detail-grid"):
+            with Vertical(id="epochs-box"):
+                yield MetricsTable(id="epochs")
+            with Vertical(id="curves-box"):
+                yield Curves(id="curves")
+            with VerticalScroll(id="analysis-box"):
+                yield Static(id="analysis")
+            with Vertical(id="log-box"):
+                yield Log(id="log", max_lines=2000)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        titles = {"#epochs-box": "Epochs (§5.1)", "#curves-box": "Curves",
+                  "#analysis-box": "θ_E bins · core sensitivity · gates · verdicts",
+                  "#log-box": "stdout.log (following)"}
+        for selector, title in titles.items():
+            self.query_one(selector).border_title = title
+        self.refresh_from_app()
+        self.fetch_log()
+        self.set_interval(self.app.refresh_s, self.fetch_log)
+
+    @property
+    def entry(self) -> dict[str, Any] | None:
+        """This run's latest status entry, or None if its host no longer reports it."""
+        run = self.app.run_on(self.exp_id, self.host)
+        return dict(run.entry) if run else None
+
+    def refresh_from_app(self) -> None:
+        """Redraw from the app's latest snapshot of this host (called after each poll)."""
+        entry = self.entry or {}
+        title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
+        title.append_text(fmt.state_text(entry.get("state") or "unknown"))
+        title.append(f"  epoch {fmt.epoch_cell(entry)}  val AUROC {fmt.fmt_float(fmt.last_val_auroc(entry))}"
+                     f"  best {fmt.fmt_float(fmt.best_val_auroc(entry))}")
+        if entry.get("reason"):
+            title.append(f"  ({entry['reason']})", style="dim")
+        for error in entry.get("errors") or []:
+            title.append(f"\n{error}", style="red")
+        history = fmt.history(entry)
+        self.query_one(MetricsTable).show((self.exp_id, self.host), history)
+        self.query_one(Curves).show(history)
+        for selector, text in (("#detail-title", title), ("#analysis", self._analysis(entry))):
+            key = (text.plain, tuple(text.spans))
+            if self._drawn.get(selector) != key:  # an idle poll redraws nothing
+                self._drawn[selector] = key
+                self.query_one(selector, Static).update(text)
+
+    def _analysis(self, entry: dict[str, Any]) -> Text:
+        gate = fmt.latest_gate(entry) or {}
+        parts: list[tuple[str, list[Text]]] = [
+            (f"Val AUROC by θ_E (gate after {gate.get('after_epochs', '?')} epochs)",
+             fmt.thetae_lines(gate.get("val_auroc_by_thetae"))),
+            ("Core sensitivity (val)", fmt.sensitivity_lines(entry.get("core_sensitivity"))),
+            ("Gate history", fmt.gate_history_lines(entry, self.app.config)),
+            ("Verdicts (§6)", fmt.verdict_lines(entry)),
+        ]
+        if entry.get("test_auroc") is not None:
+            parts += [
+                (f"Test AUROC {fmt.fmt_float(entry.get('test_auroc'))} — by θ_E",
+                 fmt.thetae_lines(entry.get("test_auroc_by_thetae"))),
+                ("Core sensitivity (test)", fmt.sensitivity_lines(entry.get("test_core_sensitivity"))),
+            ]
+        out = Text()
+        for i, (heading, lines) in enumerate(parts):
+            out.append(("\n\n" if i else "") + heading, style="bold underline")
+            for line in lines:
+                out.append("\n")
+                out.append_text(line)
+        return out
+
+    # -- the log tail, fetched in a worker ---------------------------------------
+
+    def fetch_log(self) -> None:
+        """Fetch the log tail unless a fetch is already in flight."""
+        if not self._log_in_flight:
+            self._log_in_flight = True
+            self._log_worker()
+
+    @work(thread=True, group="log")
+    def _log_worker(self) -> None:
+        try:
+            text = self.app.fleet.logs(self.exp_id, self.host, tail_bytes=LOG_TAIL_BYTES)
+        except Exception as exc:
+            self.post_message(LogFetched(self.exp_id, self.host, "", f"{type(exc).__name__}: {exc}"))
+        else:
+            self.post_message(LogFetched(self.exp_id, self.host, text))
+
+    def on_log_fetched(self, message: LogFetched) -> None:
+        self._log_in_flight = False
+        log = self.query_one(Log)
+        if message.error:
+            self.query_one("#log-box").border_subtitle = f"cannot read the log: {message.error}"[:120]
+            return
+        self.query_one("#log-box").border_subtitle = ""
+        new = message.text
+        if new == self._log_text:
+            return
+        old, self._log_text = self._log_text, new
+        anchor = old[-LOG_OVERLAP:]
+        at = new.rfind(anchor) if anchor else -1
+        if anchor and at >= 0:
+            log.write(new[at + len(anchor):])  # append what is new; the view keeps following
+        else:
+            log.clear()
+            log.write(new)
+
+    @property
+    def log_text(self) -> str:
+        """The log tail as last fetched."""
+        return self._log_text
+
+    # -- keys -----------------------------------------------------------------
+
+    def action_back(self) -> None:
+        self.dismiss(None)
+
+    def action_abort(self) -> None:
+        self.app.action_abort(self.exp_id, self.host)
+
+    def action_cutouts(self) -> None:
+        self.app.push_screen(CutoutScreen(self.exp_id, self.host))

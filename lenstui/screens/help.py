@@ -1,0 +1,63 @@
+"""The help screen: every key, what the colours mean, where runs keep going."""
+
+from __future__ import annotations
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+from lenstui.format import VERDICT_STYLES
+
+KEYS: tuple[tuple[str, str], ...] = (
+    ("l", "launch the selected experiment (choose host and GPU, then confirm)"),
+    ("a", "abort the selected run (confirm: run, host, epoch); SIGTERM, then SIGKILL after a grace"),
+    ("enter", "run detail: epochs, curves, θ_E bins, core sensitivity, gates, log tail"),
+    ("c", "in the detail view: cutouts, raw and preprocessed (local datasets)"),
+    ("escape", "back / close a dialog / clear the filter"),
+    ("/", "filter the matrix (words match any column: id, host, status, …)"),
+    ("d", "decision panel: plan §10 on the results so far; launch the next phase"),
+    ("s", "sync code (engine + experiments.toml) to every enabled remote host"),
+    ("r", "write the results report (EXPERIMENT_RESULTS.md, experiment_metrics.csv)"),
+    ("ctrl+p", "command palette: every action by name"),
+    ("?", "this help"),
+    ("q", "quit; runs keep going on their hosts"),
+)
+
+
+class HelpScreen(ModalScreen[None]):
+    """Keys and legend; any of escape, q or ? closes it."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 90; max-width: 100%; height: auto; max-height: 100%;
+        border: thick $accent; background: $surface; padding: 1 2;
+    }
+    """
+    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+
+    def compose(self) -> ComposeResult:
+        keys = Table.grid(padding=(0, 2))
+        keys.add_column(style="bold cyan", no_wrap=True)
+        keys.add_column()
+        for key, what in KEYS:
+            keys.add_row(key, what)
+        legend = Text("\nVerdicts (plan §6): ")
+        for word, style in VERDICT_STYLES.items():
+            legend.append(word, style=style).append("  ")
+        legend.append("\nA run shown as ")
+        legend.append("lost", style="bold magenta")
+        legend.append(" stopped without writing a final status (process gone).")
+        legend.append("\nRuns are detached from this screen: quitting, or losing the network, "
+                      "does not stop them.\nMouse: click a row to select it, click it again for its detail.")
+        with VerticalScroll():
+            yield Static(Text("lenstui — keys", style="bold"))
+            yield Static(keys)
+            yield Static(legend)
+
+    def action_close(self) -> None:
+        self.dismiss(None)

@@ -1,0 +1,1 @@
+"""The app's widgets, one per file, named for the part of the screen they draw."""

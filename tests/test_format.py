@@ -1,0 +1,176 @@
+"""The pure formatting functions behind every cell, panel and chart (no app needed)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from engine.config import load_config
+from lenstui import format as fmt
+from lenstui.fleet import HostSnapshot
+from lenstui.widgets.cutout import halfblock_strips, stretch_rgb
+
+PLAN = Path(__file__).resolve().parents[1] / "experiments.toml"
+
+
+@pytest.fixture(scope="module")
+def config():
+    return load_config(PLAN)
+
+
+def snap(host, runs=None, gpus=(), connected=True, since=None, error=None, configured=True):
+    status = None if runs is None else {"gpus": list(gpus), "runs": runs}
+    return HostSnapshot(host, connected, configured, since, error, status)
+
+
+def styles(text):
+    return [str(span.style) for span in text.spans] + ([str(text.style)] if text.style else [])
+
+
+def test_verdicts_are_words_in_their_colour_never_colour_alone():
+    for word, colour in (("PASS", "green"), ("WARN", "yellow"), ("FAIL", "red")):
+        cell = fmt.verdict_text(word, 0.6123)
+        assert cell.plain == f"0.612 {word}"
+        assert colour in str(cell.style)
+    assert fmt.verdict_text(None, None).plain == fmt.DASH
+    assert fmt.verdict_text(None, 0.5).plain == "0.500"
+
+
+def test_gate_cell_classifies_both_gates_with_the_plan_bands(config):
+    cell = fmt.gate_cell({"core_lr_auc": 0.62, "radial_lr_auc": 0.61}, config)
+    assert cell.plain == "WARN/FAIL"          # §6.1: core 0.60–0.65 WARN, radial > 0.60 FAIL
+    assert any("yellow" in s for s in styles(cell)) and any("red" in s for s in styles(cell))
+    assert fmt.gate_cell({"core_lr_auc": 0.59, "radial_lr_auc": None}, config).plain == "PASS/?"
+    assert fmt.gate_cell(None, config).plain == fmt.DASH
+
+
+def test_epochs_count_from_history_or_the_probe_epoch():
+    assert fmt.epoch_cell({"history": [{}, {}, {}], "epochs_planned": 50}) == "3/50"
+    assert fmt.epoch_cell({"history": [], "epochs_planned": 50}) == "0/50"
+    assert fmt.epoch_cell({"epoch": 4, "epochs_planned": 50}) == "5/50", "the probe's epoch is 0-based"
+    assert fmt.epoch_cell({}) == fmt.DASH
+
+
+def test_matrix_row_before_and_during_a_run(config):
+    b3 = config.experiment("B3")
+    empty = fmt.matrix_row(b3, None, config)
+    assert empty["mask"] == "sched 7/5/3" and empty["status"].plain == "not run"
+    entry = {"state": "running", "epochs_planned": 50,
+             "history": [{"epoch": 0, "val_auroc": 0.81}, {"epoch": 1, "val_auroc": 0.79}],
+             "gates": [{"after_epochs": 0, "core_lr_auc": 0.70, "radial_lr_auc": 0.50}],
+             "verdicts": {"core_reliance": {"verdict": "WARN", "value": 0.04, "rule": "…"}}}
+    row = fmt.matrix_row(b3, fmt.RunRef("B3", "lambda", entry), config)
+    assert (row["host"], row["epoch"], row["val"], row["best"]) == ("lambda", "2/50", "0.790", "0.810")
+    assert row["gates"].plain == "FAIL/PASS"
+    assert row["reliance"].plain == "0.040 WARN"
+    assert set(row) == {key for key, _ in fmt.MATRIX_COLUMNS}
+    full = fmt.matrix_row(config.experiment("FULL"), None, config)
+    assert full["mask"] == "from B1"
+
+
+def test_primary_run_prefers_a_live_run_over_an_old_one():
+    snaps = {"lambda": snap("lambda", {"B1": {"state": "done"}}),
+             "lambda2": snap("lambda2", {"B1": {"state": "running"}, "B2": {"state": "failed"}})}
+    runs = fmt.primary_runs(snaps, ["local", "lambda", "lambda2"])
+    assert (runs["B1"].host, runs["B1"].state) == ("lambda2", "running")
+    assert runs["B2"].host == "lambda2"
+    assert [r.exp_id for r in fmt.all_runs(snaps, ["lambda", "lambda2"])] == ["B1", "B1", "B2"]
+
+
+def test_host_lines_connected_disconnected_not_configured_and_cpu():
+    now = 1_000_000.0
+    assert fmt.host_lines(snap("lambda", configured=False, connected=False))[0].plain == "lambda  not configured"
+    down = fmt.host_lines(snap("lambda2", connected=False, since=now - 200, error="connection refused\nmore"), now)
+    assert down[0].plain.startswith("lambda2  disconnected since ") and down[0].plain.endswith("(3m)")
+    assert down[1].plain.strip() == "connection refused"
+    cpu = fmt.host_lines(snap("local", {"A1": {"state": "running"}}))
+    assert [line.plain for line in cpu] == ["local  connected", "  no GPU (CPU)  A1"]
+    gpu = {"index": 1, "name": "NVIDIA A100-SXM4-40GB", "utilization": 5, "memory_used_mib": 1024,
+           "memory_total_mib": 40960, "temperature_c": 40}
+    lines = fmt.host_lines(snap("lambda3", {"B4": {"state": "running", "gpu": "1"}}, gpus=[gpu]))
+    assert lines[1].plain == "  GPU1 A100-SXM4-40GB    5%  1.0/40G  40°C  B4"
+
+
+def test_filter_matches_every_word_anywhere_in_the_row(config):
+    row = fmt.matrix_row(config.experiment("B2"), None, config)
+    assert fmt.row_matches(row, "b2 unpaired")
+    assert fmt.row_matches(row, "R=5")
+    assert not fmt.row_matches(row, "b2 paired running")
+    assert fmt.row_matches(row, "  ")
+
+
+def test_numbers_and_durations():
+    assert fmt.fmt_float(float("nan")) == fmt.DASH and fmt.fmt_float(True) == fmt.DASH
+    assert fmt.fmt_lr(1e-4) == "1.0e-04"
+    assert [fmt.fmt_seconds(s) for s in (12.34, 245, 3725)] == ["12.3s", "4m05s", "1h02m"]
+
+
+def test_sparkline_and_bar():
+    assert fmt.sparkline([0, 1, 2, 3, 4, 5, 6, 7]) == "▁▂▃▄▅▆▇█"
+    assert fmt.sparkline([1, None, 1]) == "▅ ▅"
+    assert fmt.sparkline([1, 2, 3], width=2) == "▁█"
+    assert fmt.sparkline([]) == ""
+    assert fmt.bar(1.0, 0.5, 1.0, 4) == "████"
+    assert fmt.bar(0.75, 0.5, 1.0, 4) == "██  "
+    assert fmt.bar(0.5 + 0.5 / 32, 0.5, 1.0, 4) == "▏   "
+    assert fmt.bar(None, 0.5, 1.0, 4) == ""
+
+
+def test_braille_plot_draws_a_rising_line_corner_to_corner():
+    rows = fmt.braille_plot([[0.0, 1.0]], width=4, height=2)
+    assert len(rows) == 2 and all(len(r) == 4 for r in rows)
+    # rising: the bottom-left and the top-right cells hold dots, the other corners do not
+    assert rows[1][0] != "⠀" and rows[0][3] != "⠀"
+    assert rows[0][0] == "⠀" and rows[1][3] == "⠀"
+    flat = fmt.braille_plot([[0.5, 0.5, 0.5]], width=3, height=1)
+    assert all(c != "⠀" for c in flat[0]), "a flat series is a continuous line"
+    assert fmt.braille_plot([[None, None]], 3, 1) == ["⠀⠀⠀"]
+
+
+def test_thetae_and_sensitivity_bars_and_gate_history(config):
+    bins = [{"bin": [0.5, 0.75], "auroc": 0.9, "count": 120, "note": None},
+            {"bin": [2.5, 3.0], "auroc": None, "count": 3, "note": "3 positives, fewer than 50"}]
+    lines = [line.plain for line in fmt.thetae_lines(bins, width=10)]
+    assert lines[0] == "[0.50,0.75)  ████████    0.900  n=120"
+    assert lines[1].startswith("[2.50,3.00)") and "n=3 3 positives, fewer than 50" in lines[1]
+    assert "no θ_E bins yet" in fmt.thetae_lines(None)[0].plain
+    curve = [{"radius": 0, "auroc": 0.95}, {"radius": 7, "auroc": 0.91}]
+    assert [line.plain.split()[0] for line in fmt.sensitivity_lines(curve)] == ["R=0", "R=7"]
+    history = fmt.gate_history_lines({"gates": [{"after_epochs": 5, "core_lr_auc": 0.66,
+                                                 "radial_lr_auc": 0.5, "gate_n_samples": 2000}]}, config)
+    assert history[1].plain.split() == ["5", "0.660", "FAIL", "0.500", "PASS", "2000"]
+
+
+def test_halfblock_cutout_pixels_become_fg_over_bg_cells():
+    red, blue, green = (255, 0, 0), (0, 0, 255), (0, 255, 0)
+    strips = halfblock_strips([[red, green], [blue, blue], [green, red]])
+    assert [strip.text for strip in strips] == ["▀▀", "▀▀"]   # 3 pixel rows -> 2 cell rows
+    first = list(strips[0])[0].style
+    assert first.color.triplet == red and first.bgcolor.triplet == blue
+    assert list(strips[1])[0].style.bgcolor is None          # odd height: the last row has no lower pixel
+
+
+def test_asinh_stretch_maps_z_r_g_to_red_green_blue():
+    np = pytest.importorskip("numpy")
+    bands = np.zeros((3, 4, 4), dtype=np.float32)
+    bands[2, 0, 0] = 10.0      # z only -> red
+    bands[0, 3, 3] = 10.0      # g only -> blue
+    rgb = stretch_rgb(bands)
+    assert rgb[0][0][0] > 200 and rgb[0][0][1:] == (0, 0)
+    assert rgb[3][3][2] > 200 and rgb[3][3][:2] == (0, 0)
+    assert rgb[1][1] == (0, 0, 0)
+    assert len(stretch_rgb(np.ones((3, 63, 63)), factor=2)) == 31
+
+
+def test_decision_text_names_the_branch_numbers_and_next_launch(config):
+    from engine.decision import decide
+    from lenstui.widgets.decision_panel import decision_text
+
+    waiting = decide({}, config)
+    text = decision_text(waiting, []).plain
+    assert waiting.title in text
+    assert ["B1.final_core_lr_auc", "–"] in [line.split() for line in text.splitlines()], "no value: a dash"
+    assert "A1, B1 should run next, but no enabled host is connected" in text
+    ready = decision_text(waiting, [("A1", "local", "auto", None), ("B1", "lambda", "0", None)]).plain
+    assert "A1 on local (GPU auto)" in ready and "B1 on lambda (GPU 0)" in ready
