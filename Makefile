@@ -25,5 +25,8 @@ demo-data: $(STAMP)
 demo: demo-data
 	$(VENV)/bin/lenstui --config experiments.toml --host local
 
+bench: $(STAMP)
+	$(PY) -m bench.run_all
+
 clean:
 	rm -rf $(VENV) .pytest_cache build *.egg-info

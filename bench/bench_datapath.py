@@ -1,0 +1,315 @@
+"""Benchmark 1, the data path alone (no model): a per-sample pipeline like the public work's against ours.
+
+naive     a torch DataLoader over a Dataset that, for every sample of every epoch, decodes
+          its NPZ blob (held in memory as read from the Parquet shard), preprocesses it
+          (residual) and flips/rotates it on the CPU with NumPy; default collation.
+ours      decode + preprocess once into the stamp cache (engine.data.load_split), then the
+          split as one resident float16 tensor and, per batch, the gather and
+          engine.augment.training_batch exactly as engine/train.py calls them.
+proposed  the same batches, bit for bit (checked on every batch of the first epoch), made
+          the way docs/PERFORMANCE.md proposes for engine/augment.py and engine/train.py:
+          index_select instead of advanced indexing, one copy per distinct dihedral
+          transform (at most 8) in place instead of ~12 full-batch where/flip/rot90
+          passes, and the core mask written in place on the disk's bounding box only.
+
+All serve the same examples (the paired view's train split of one synthetic dataset) as
+float32 batches of 128 for one epoch, in one process, one after the other. The naive side
+uses our own decoder and preprocessing, called per sample, so the ratio measures the
+structure (once vs every epoch, batched vs per sample), not a slower re-implementation.
+samples/s is per wall second; samples per CPU second (this process and its loader
+workers) is steadier on a shared machine.
+
+    .venv/bin/python -m bench.bench_datapath [--quick] [--workers 0,2] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import random
+import resource
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+
+from bench.common import REPO, Report, bench_dataset, median, parser, peak_rss_mib, progress, ratio, set_threads
+from engine.augment import core_disk, seeded_generator, training_batch
+from engine.config import AugmentationConfig, Masking, load_config
+from engine.data import load_split
+from engine.manifest import build_manifests
+from engine.preprocess import preprocess
+from engine.shards import BLOB_COLUMNS, crop, decode_blob
+
+BATCH = 128
+SEED = 42
+PLAN_EPOCHS = 50
+MASKED = ("A1", "B2", "B3")   # no mask; stochastic R=5 p=0.5; a schedule (R=7 p=0.7 in epoch 0)
+
+
+# ---------------------------------------------------------------------------
+# The naive pipeline
+
+
+class NaiveDataset(torch.utils.data.Dataset):
+    """One example per manifest entry, decoded, preprocessed and augmented on every access."""
+
+    def __init__(self, data_root: Path, entries) -> None:
+        # The blobs as Python bytes, read once: like a DataFrame from pd.read_parquet, the
+        # public work's starting point. Reading is not what is measured; decoding is.
+        self.blobs: dict[tuple[str, str], list[bytes]] = {}
+        for shard in entries["shard"].unique():
+            table = pq.read_table(Path(data_root) / shard, columns=list(BLOB_COLUMNS.values()))
+            for kind, column in BLOB_COLUMNS.items():
+                self.blobs[(shard, kind)] = table.column(column).to_pylist()
+        self.shard = entries["shard"].to_numpy()
+        self.row = entries["row"].to_numpy()
+        self.kind = entries["blob"].to_numpy()
+        self.label = entries["label"].to_numpy().astype(np.float32)
+
+    def __len__(self) -> int:
+        return len(self.label)
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
+        stamp = crop(decode_blob(self.blobs[(self.shard[i], self.kind[i])][int(self.row[i])]))
+        x = preprocess(stamp[None], "residual")[0]
+        if random.random() < 0.5:
+            x = x[:, :, ::-1]
+        if random.random() < 0.5:
+            x = x[:, ::-1, :]
+        x = np.rot90(x, k=random.randrange(4), axes=(1, 2))
+        return torch.from_numpy(np.ascontiguousarray(x)), torch.tensor(self.label[i])
+
+
+@dataclass(frozen=True)
+class Clock:
+    """Wall and CPU seconds (this process plus its finished children: the loader's workers)."""
+
+    wall: float
+    cpu: float
+
+    @staticmethod
+    def now() -> "Clock":
+        me = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return Clock(time.perf_counter(), me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime)
+
+    def __sub__(self, other: "Clock") -> "Clock":
+        return Clock(self.wall - other.wall, self.cpu - other.cpu)
+
+
+def naive_epoch(dataset: NaiveDataset, workers: int, epoch: int) -> Clock:
+    """One epoch of the naive DataLoader (its workers' start-up included: every epoch pays it)."""
+    random.seed(epoch)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
+                                         generator=torch.Generator().manual_seed(epoch))
+    sink = 0.0
+    start = Clock.now()
+    for x, y in loader:
+        sink += float(x[0, 0, 31, 31]) + float(y[0])   # touch every batch
+    del loader   # the workers exit and are reaped, so their CPU time is counted
+    return Clock.now() - start
+
+
+# ---------------------------------------------------------------------------
+# Our pipeline, today and proposed
+
+BatchMaker = Callable[..., torch.Tensor]
+
+
+def current_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
+                  masking: Masking) -> torch.Tensor:
+    """A training batch exactly as engine/train.py makes it today."""
+    x, _ = training_batch(images[idx], seed=SEED, epoch=epoch, batch=batch, aug=aug, masking=masking)
+    return x
+
+
+def proposed_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
+                   masking: Masking) -> torch.Tensor:
+    """The same batch as current_batch (same draws, same pixels), made the proposed way."""
+    radius, p = masking.at_epoch(epoch)
+    gen = seeded_generator(images.device, SEED, epoch, batch)
+    # index_select, not images[idx]: ~7x faster for float16 on CPU. The result is a fresh
+    # tensor, so everything after may work in place.
+    x = images.index_select(0, idx).to(torch.float32, copy=True)
+    n = x.shape[0]
+    hflip = torch.rand(n, device=x.device, generator=gen) < aug.hflip_p
+    vflip = torch.rand(n, device=x.device, generator=gen) < aug.vflip_p
+    k = torch.randint(0, 4, (n,), device=x.device, generator=gen)
+    proposed_dihedral_(x, hflip, vflip, k if aug.rot90 else torch.zeros_like(k))
+    coins = torch.rand(n, device=x.device, generator=gen) < p
+    if radius > 0 and p > 0:
+        proposed_mask_(x, radius, coins)
+    return x
+
+
+def proposed_dihedral_(x: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor, k: torch.Tensor) -> None:
+    """In place: hflip, then vflip, then rot90 by k, per image; one copy per distinct transform.
+
+    A vflip is an hflip plus a half turn, so (h, v, k) is the transform (h xor v, k + 2v mod 4):
+    8 distinct ones, each applied once to the images that drew it (the identity to none).
+    """
+    flip = hflip ^ vflip
+    turns = (k + 2 * vflip.long()) % 4
+    code = flip.long() + 2 * turns
+    for c in code.unique().tolist():
+        if c == 0:
+            continue
+        pos = (code == c).nonzero().squeeze(1)
+        part = x.index_select(0, pos)
+        if c & 1:
+            part = part.flip(-1)
+        if c >> 1:
+            part = torch.rot90(part, c >> 1, dims=(-2, -1))
+        x.index_copy_(0, pos, part)
+
+
+def proposed_mask_(x: torch.Tensor, radius: float, coins: torch.Tensor) -> None:
+    """In place: zero r < radius in the images whose coin is set, touching only the disk's bounding box."""
+    size = x.shape[-1]
+    centre, reach = (size - 1) // 2, int(np.ceil(radius)) - 1
+    box = slice(max(centre - reach, 0), min(centre + reach + 1, size))
+    disk = core_disk(x.shape[-2], size, float(radius), str(x.device))[box, box]
+    x[:, :, box, box].masked_fill_(coins.view(-1, 1, 1, 1) & disk, 0)
+
+
+def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor, epoch: int,
+              aug: AugmentationConfig, masking: Masking, check: BatchMaker | None = None) -> Clock:
+    """One epoch of our path: permutation, gather, batched augmentation (as engine/train.py's loop).
+
+    `check`, if given, makes each batch again, untimed, and the two must be identical.
+    """
+    n = images.shape[0]
+    n_batches = n // BATCH + (1 if n % BATCH > 1 else 0)
+    sink, untimed = 0.0, Clock(0.0, 0.0)
+    start = Clock.now()
+    order = torch.randperm(n, generator=seeded_generator(images.device, SEED, epoch, "order"))
+    for b in range(n_batches):
+        idx = order[b * BATCH:(b + 1) * BATCH]
+        x = make_batch(images, idx, epoch=epoch, batch=b, aug=aug, masking=masking)
+        y = labels[idx]
+        sink += float(x[0, 0, 31, 31]) + float(y[0])
+        if check is not None:
+            t = Clock.now()
+            want = check(images, idx, epoch=epoch, batch=b, aug=aug, masking=masking)
+            if not torch.equal(x, want):
+                raise AssertionError(f"batch {b} of epoch {epoch}: the proposed path differs from engine.augment's")
+            untimed = Clock(untimed.wall + (Clock.now() - t).wall, untimed.cpu + (Clock.now() - t).cpu)
+    spent = Clock.now() - start
+    return Clock(spent.wall - untimed.wall, spent.cpu - untimed.cpu)
+
+
+def typical(clocks: Sequence[Clock]) -> Clock:
+    """The median wall and median CPU of several epochs."""
+    return Clock(median([c.wall for c in clocks]), median([c.cpu for c in clocks]))
+
+
+# ---------------------------------------------------------------------------
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.split("\n")[0])
+    p.add_argument("--workers", default=None,
+                   help="naive DataLoader worker counts to measure, comma-separated (default 0,2; --quick: 0)")
+    p.add_argument("--epochs", type=int, default=None, help="timed epochs of our path today (default 2); "
+                   "the proposed path gets 3x as many")
+    args = p.parse_args(argv)
+    # One intra-op thread unless told otherwise: the naive loader's main process is one thread
+    # too, and on this shared machine two threads measured slower than one for these ops.
+    set_threads(args.threads or 1)
+    report = Report("bench_datapath", argv)
+    workers = [int(w) for w in (args.workers or ("0" if args.quick else "0,2")).split(",")]
+    epochs = args.epochs or 2
+    root = bench_dataset(args)
+    config = load_config(REPO / "experiments.toml")
+    aug = config.augmentation
+
+    with tempfile.TemporaryDirectory(prefix="bench-datapath-") as tmp:
+        cache = Path(tmp) / "cache"
+        started = time.perf_counter()
+        entries = build_manifests(root, cache / "manifests").entries("paired", "full", "train")
+        manifest_s = time.perf_counter() - started
+        n = len(entries)
+        progress(f"datapath: {n} examples (the paired train split of {root})")
+
+        # Ours, once: decode + preprocess into a cold stamp cache.
+        started = time.perf_counter()
+        arrays = load_split(root, mode="paired", sample="full", split="train", preprocessing="residual",
+                            cache_dir=cache)
+        build_s = time.perf_counter() - started
+        images = torch.from_numpy(np.array(arrays.images, dtype=np.float16))
+        labels = torch.from_numpy(arrays.labels.astype(np.float32))
+        if len(images) != n:
+            raise SystemExit(f"the stamp cache holds {len(images)} examples, the manifest {n}: bad rows?")
+        progress(f"datapath: stamp cache built in {build_s:.1f}s ({n / build_s:,.0f} samples/s, once)")
+
+        rows: dict[str, list[tuple[str, Clock, int]]] = {"naive": [], "ours": [], "proposed": []}
+        for name in MASKED:
+            masking = config.experiments[name].masking
+            current_batch(images, torch.arange(min(BATCH, n)), epoch=0, batch=0, aug=aug, masking=masking)  # warm
+            clocks = [our_epoch(current_batch, images, labels, e, aug, masking) for e in range(epochs)]
+            rows["ours"].append((f"ours today, mask {masking.describe()} ({name})", typical(clocks), len(clocks)))
+            # Epoch 0 of the proposal is checked batch by batch against today's path, then dropped.
+            clocks = [our_epoch(proposed_batch, images, labels, e, aug, masking,
+                                check=current_batch if e == 0 else None) for e in range(3 * epochs + 1)][1:]
+            rows["proposed"].append((f"ours proposed, mask {masking.describe()} ({name})", typical(clocks),
+                                     len(clocks)))
+            progress(f"datapath: {name}: today {n / rows['ours'][-1][1].wall:,.0f}, proposed "
+                     f"{n / rows['proposed'][-1][1].wall:,.0f} samples/s")
+
+        dataset = NaiveDataset(root, entries)
+        for w in workers:
+            clock = naive_epoch(dataset, w, epoch=0)
+            rows["naive"].append((f"naive per-sample DataLoader, workers={w}", clock, 1))
+            progress(f"datapath: naive workers={w}: {n / clock.wall:,.0f} samples/s")
+
+    table = report.table(f"Data path, one epoch of {n:,} examples (batch {BATCH}, float32 out)",
+                         ["pipeline", "epoch s", "samples/s", "samples/CPU-s", "epochs timed"])
+    for group in ("naive", "ours", "proposed"):
+        for label, clock, count in rows[group]:
+            table.add(label, clock.wall, n / clock.wall, n / clock.cpu if clock.cpu > 0 else None, count)
+
+    naive = min((c for _, c, _ in rows["naive"]), key=lambda c: c.wall)
+    ours, ours_worst = rows["ours"][0][1], max((c for _, c, _ in rows["ours"]), key=lambda c: c.wall)
+    prop, prop_worst = rows["proposed"][0][1], max((c for _, c, _ in rows["proposed"]), key=lambda c: c.wall)
+    once = report.table(f"The one-off cost of our path (a cold stamp cache), and {PLAN_EPOCHS} epochs",
+                        ["step", "seconds", "samples/s"])
+    once.add("manifests (index only, all splits)", manifest_s, None)
+    once.add("stamp cache: decode + residual once (manifests included)", build_s, n / build_s)
+    totals = {"naive (best worker count)": PLAN_EPOCHS * naive.wall,
+              "ours today (cold cache + slowest mask)": build_s + PLAN_EPOCHS * ours_worst.wall,
+              "ours proposed (cold cache + slowest mask)": build_s + PLAN_EPOCHS * prop_worst.wall}
+    for label, seconds in totals.items():
+        once.add(f"{PLAN_EPOCHS} epochs, {label}", seconds, PLAN_EPOCHS * n / seconds)
+
+    v = report.values
+    v.update(examples=n, threads=torch.get_num_threads(), cache_build_s=build_s,
+             naive_samples_per_s=n / naive.wall, ours_samples_per_s=n / ours.wall,
+             proposed_samples_per_s=n / prop.wall, ours_worst_mask_samples_per_s=n / ours_worst.wall,
+             proposed_worst_mask_samples_per_s=n / prop_worst.wall,
+             speedup=ratio(naive.wall, ours.wall), speedup_cpu=ratio(naive.cpu, ours.cpu),
+             proposed_speedup=ratio(naive.wall, prop.wall), proposed_speedup_cpu=ratio(naive.cpu, prop.cpu),
+             proposed_vs_today=ratio(ours.wall, prop.wall),
+             speedup_50_epochs=ratio(*[totals[k] for k in list(totals)[:2]]),
+             proposed_speedup_50_epochs=ratio(totals[list(totals)[0]], totals[list(totals)[2]]),
+             peak_rss_mib=peak_rss_mib())
+    report.note(f"per epoch, wall: ours today {v['speedup']:.1f}x the best naive, proposed "
+                f"{v['proposed_speedup']:.1f}x; per CPU second: {v['speedup_cpu']:.1f}x and "
+                f"{v['proposed_speedup_cpu']:.1f}x; the proposal is {v['proposed_vs_today']:.1f}x today's path")
+    report.note(f"over {PLAN_EPOCHS} epochs with our cold cache build: today {v['speedup_50_epochs']:.1f}x, "
+                f"proposed {v['proposed_speedup_50_epochs']:.1f}x")
+    report.note(f"torch intra-op threads: {torch.get_num_threads()}; the machine is shared, so compare ratios "
+                "and samples per CPU second rather than absolute rates")
+    report.goal("ours / naive per epoch (engine.augment today)", v["speedup"], 20, unit="x")
+    report.goal("ours samples/s (engine.augment today)", v["ours_samples_per_s"], 50_000)
+    report.goal("ours / naive per epoch (proposed)", v["proposed_speedup"], 20, unit="x")
+    report.goal("ours samples/s (proposed)", v["proposed_samples_per_s"], 50_000)
+    report.finish(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,222 @@
+"""Benchmark 3, synthetic data: engine.synth's batched renderer against lenstronomy one system at a time.
+
+Both render the same systems (engine.synth's priors, one seed): the lensed Sérsic source
+through SIE + external shear, convolved with each LRG's per-band Moffat PSF, in g, r, z,
+as flux per pixel. Ours is timed as engine.synth.render_batch, the production path, which
+also renders each LRG's noisy control (so ours does more work); the NPZ + Parquet writing
+of engine.synth.write_dataset is in the second table.
+
+lenstronomy gets its best case: one ImageModel per LRG and band (PSF kernels differ per
+LRG and band), reused for that LRG's ~12 rows; `image()` per row and band. Its accuracy
+depends on `supersampling_factor`; every renderer's worst pixel error (as a fraction of
+the arc's peak, the measure test_physics.py uses) is measured against lenstronomy at
+supersampling 12 on a few systems, and the speed ratio is quoted against the cheapest
+lenstronomy setting at least as accurate as ours (and against no supersampling, for
+the floor). For that check ours runs through engine.physics with the b_n lenstronomy uses
+(its approximation differs from our Ciotti & Bertin series by up to 3%, a model choice,
+not a numerical error).
+
+    .venv/bin/python -m bench.bench_synth [--quick] [--json FILE]
+"""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from bench.common import Report, median, parser, peak_rss_mib, progress, ratio
+from engine import physics as P
+from engine import synth
+
+ROWS_PER_LRG = 12
+SUPERSAMPLING = (1, 2, 3, 5)     # lenstronomy settings timed
+REFERENCE_SUPERSAMPLING = 12     # the accuracy reference
+# Worst-pixel errors over a few systems are noisy: a setting within this factor of ours counts as
+# "as accurate" when choosing the one the ratio is quoted against.
+ACCURACY_SLACK = 1.25
+S = P.PIXEL_SCALE
+
+
+def draw(n_rows: int, seed: int) -> synth.SystemParams:
+    """n_rows systems from engine.synth's priors, ~12 per LRG as in the dataset."""
+    return synth.sample_systems(synth.allocate_rows(n_rows, ROWS_PER_LRG), np.random.default_rng(seed))
+
+
+def ours_arcs(params: synth.SystemParams, b_n: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3, 64, 64): the lensed, PSF-convolved source in g, r, z, batched (engine.physics)."""
+    optics = synth.lrg_optics(params.lrg)
+    unit = P.render_lensed_sersic(
+        theta_e=params.theta_e, lens_q=params.lens_q, lens_phi=params.lens_phi, gamma1=params.gamma1,
+        gamma2=params.gamma2, src_x=params.src_x, src_y=params.src_y, src_r_eff=params.src_r_eff,
+        src_n=params.src_n, src_q=params.src_q, src_phi=params.src_phi, levels=synth.ARC_LEVELS, b_n=b_n)
+    flux = synth._band_fluxes(params.src_mag_r, params.src_g_r, params.src_r_z)
+    conv = P.fft_convolve(unit[:, None], optics.psf_fft_arc[params.lrg_index])
+    return conv * flux[:, :, None, None]
+
+
+class Lenstronomy:
+    """lenstronomy ImageModels for one LRG's three bands, reused across its rows."""
+
+    def __init__(self, kernels: np.ndarray, supersampling: int) -> None:
+        from lenstronomy.Data.imaging_data import ImageData
+        from lenstronomy.Data.psf import PSF
+        from lenstronomy.ImSim.image_model import ImageModel
+        from lenstronomy.LensModel.lens_model import LensModel
+        from lenstronomy.LightModel.light_model import LightModel
+
+        # Pixel (row i, col j) at x = (j - 32)·s, y = (i - 32)·s: the stamp's convention.
+        data = ImageData(image_data=np.zeros((64, 64)), ra_at_xy_0=-32 * S, dec_at_xy_0=-32 * S,
+                         transform_pix2angle=np.array([[S, 0.0], [0.0, S]]))
+        self.models = []
+        for kernel in kernels:   # lenstronomy wants an odd kernel: ours less its first row and column
+            psf = PSF(psf_type="PIXEL", kernel_point_source=kernel[1:, 1:] / kernel[1:, 1:].sum())
+            self.models.append(ImageModel(
+                data, psf, lens_model_class=LensModel(["SIE", "SHEAR"]),
+                source_model_class=LightModel(["SERSIC_ELLIPSE"]),
+                kwargs_numerics={"supersampling_factor": supersampling, "supersampling_convolution": False}))
+
+    def render(self, params: synth.SystemParams, i: int, flux: np.ndarray) -> np.ndarray:
+        """(3, 64, 64) for row i."""
+        from lenstronomy.Util import param_util
+
+        e1, e2 = param_util.phi_q2_ellipticity(params.lens_phi[i], params.lens_q[i])
+        se1, se2 = param_util.phi_q2_ellipticity(params.src_phi[i], params.src_q[i])
+        n = params.src_n[i]
+        bn = 1.9992 * n - 0.3271   # lenstronomy's b_n
+        kwargs_lens = [dict(theta_E=params.theta_e[i], e1=e1, e2=e2, center_x=0.0, center_y=0.0),
+                       dict(gamma1=params.gamma1[i], gamma2=params.gamma2[i], ra_0=0.0, dec_0=0.0)]
+        out = np.empty((3, 64, 64))
+        for band, model in enumerate(self.models):
+            amp = float(P.sersic_amplitude(flux[i, band], params.src_r_eff[i], n, b_n=bn))
+            kwargs_source = [dict(amp=amp, R_sersic=params.src_r_eff[i], n_sersic=n, e1=se1, e2=se2,
+                                  center_x=params.src_x[i], center_y=params.src_y[i])]
+            out[band] = model.image(kwargs_lens=kwargs_lens, kwargs_source=kwargs_source)
+        return out
+
+
+def lenstronomy_arcs(params: synth.SystemParams, supersampling: int) -> tuple[np.ndarray, float]:
+    """(N, 3, 64, 64) rendered one row and one band at a time, models reused per LRG; and the set-up seconds."""
+    kernels = P.moffat_kernel(params.lrg.psf_fwhm)      # (L, 3, 64, 64), the same kernels as ours
+    flux = synth._band_fluxes(params.src_mag_r, params.src_g_r, params.src_r_z)
+    out = np.empty((len(params), 3, 64, 64))
+    current, models, setup = -1, None, 0.0
+    for i in range(len(params)):
+        lrg = int(params.lrg_index[i])
+        if lrg != current:
+            started = time.perf_counter()
+            current, models = lrg, Lenstronomy(kernels[lrg], supersampling)
+            setup += time.perf_counter() - started
+        out[i] = models.render(params, i, flux)
+    return out, setup
+
+
+def worst_error(images: np.ndarray, reference: np.ndarray) -> float:
+    """Worst |pixel difference| over the arc's peak, over systems and bands."""
+    peak = np.abs(reference).max(axis=(-2, -1), keepdims=True)
+    return float((np.abs(images - reference) / peak).max())
+
+
+def _lenstronomy_version() -> str:
+    import lenstronomy
+
+    return lenstronomy.__version__
+
+
+def timed(fn, repeat: int) -> float:
+    times = []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return median(times)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = parser(__doc__.split("\n")[0])
+    args = p.parse_args(argv)
+    try:
+        import lenstronomy  # noqa: F401
+    except ImportError:
+        print("bench_synth compares against lenstronomy, which is not installed here: "
+              f"{sys.executable} -m pip install lenstronomy", file=sys.stderr)
+        return 2
+    report = Report("bench_synth", argv)
+    n_ours = 48 if args.quick else 480          # rows rendered by ours, per timing
+    n_lens = 12 if args.quick else 48           # rows rendered by lenstronomy, per setting
+    n_check = 1 if args.quick else 6            # rows in the accuracy check
+    settings = (1, 3) if args.quick else SUPERSAMPLING
+    reference_s = 6 if args.quick else REFERENCE_SUPERSAMPLING
+    params = draw(n_ours, seed=11)
+
+    # Accuracy: everyone against lenstronomy at supersampling 12 on the same few systems.
+    check = params.take_lrgs(0, 1)
+    check = synth.SystemParams(**{**check.__dict__, **{k: getattr(check, k)[:n_check] for k in (
+        "lrg_index", "theta_e", "lens_q", "lens_phi", "gamma1", "gamma2", "src_x", "src_y", "src_mag_r",
+        "src_g_r", "src_r_z", "src_r_eff", "src_n", "src_q", "src_phi")}})
+    progress(f"synth: accuracy reference, lenstronomy supersampling {reference_s} on {n_check} rows")
+    reference, _ = lenstronomy_arcs(check, reference_s)
+    error = {"ours": worst_error(ours_arcs(check, b_n=1.9992 * check.src_n - 0.3271), reference)}
+    for s in settings:
+        error[s] = worst_error(lenstronomy_arcs(check, s)[0], reference)
+
+    # Speed: the shared work (lensed source + PSF, three bands); ours also renders the controls.
+    rng = np.random.default_rng(3)
+    synth.render_batch(params.take_lrgs(0, 1), rng)   # warm-up
+    ours_s = timed(lambda: synth.render_batch(params, rng), repeat=3)
+    progress(f"synth: ours {n_ours / ours_s:,.0f} stamps/s")
+    lens_params = params.take_lrgs(0, max(1, n_lens // ROWS_PER_LRG))
+    lens_rate, setup_share = {}, {}
+    lenstronomy_arcs(check, 1)   # warm-up: imports, and anything lenstronomy compiles on first use
+    for s in settings:
+        started = time.perf_counter()
+        _, setup = lenstronomy_arcs(lens_params, s)
+        seconds = time.perf_counter() - started
+        lens_rate[s], setup_share[s] = len(lens_params) / seconds, setup / seconds
+        progress(f"synth: lenstronomy supersampling {s}: {lens_rate[s]:,.1f} stamps/s")
+
+    ours_rate = n_ours / ours_s
+    table = report.table("Lensed source + PSF in g, r, z (the work both do), stamps/s",
+                         ["renderer", "rows timed", "stamps/s", "ms per stamp", "model set-up share",
+                          "worst pixel error / peak", "ours is x faster"])
+    table.add("ours: engine.synth.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate, None,
+              error["ours"], 1.0)
+    for s in settings:
+        table.add(f"lenstronomy {_lenstronomy_version()}, one by one, supersampling {s}", len(lens_params),
+                  lens_rate[s], 1e3 / lens_rate[s], setup_share[s], error[s], ratio(ours_rate, lens_rate[s]))
+
+    # Ours alone: the whole dataset write (render + NPZ + Parquet).
+    rows = report.table("engine.synth, whole rows written", ["step", "rows", "rows/s"])
+    rows.add("render_batch: control (LRG + noise) + arc per row", n_ours, ours_rate)
+    n_write = 48 * 3 if args.quick else 1200
+    with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
+        per_split = {s: n_write // 3 for s in synth.SPLITS}
+        summary = synth.write_dataset(Path(tmp) / "ds", rows=per_split, seed=5)
+    rows.add("write_dataset: render + NPZ + Parquet, 1 process", n_write, n_write / summary.seconds)
+
+    matched = [s for s in settings if error[s] <= ACCURACY_SLACK * error["ours"]]
+    fair = min(matched) if matched else max(settings)
+    report.values.update(ours_stamps_per_s=ours_rate, lenstronomy_stamps_per_s={str(k): v for k, v in lens_rate.items()},
+                         errors={str(k): v for k, v in error.items()}, matched_supersampling=fair,
+                         speedup_matched=ratio(ours_rate, lens_rate[fair]),
+                         speedup_no_supersampling=ratio(ours_rate, lens_rate[1]),
+                         write_rows_per_s=n_write / summary.seconds,
+                         peak_rss_mib=peak_rss_mib())
+    if matched:
+        report.note(f"the cheapest lenstronomy setting as accurate as ours (worst error within "
+                    f"{ACCURACY_SLACK:g}x of ours) is supersampling {fair}")
+    else:
+        report.note(f"no lenstronomy setting timed (up to {fair}) is as accurate as ours; the ratio is quoted "
+                    f"against supersampling {fair}, the most accurate timed")
+    report.note("write_dataset rows/s is one process; `python -m engine.synth --jobs N` spreads batches over N")
+    report.goal(f"ours / lenstronomy (supersampling {fair})", ratio(ours_rate, lens_rate[fair]), 20, unit="x")
+    report.finish(args.json)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
