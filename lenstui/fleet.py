@@ -133,8 +133,10 @@ def host_paths(config: Config, host: Host, config_path: Path) -> HostPaths:
     base = Path(config_path).resolve().parent
 
     def absolute(path: str, root: Path) -> str:
+        # normpath, not resolve(): a venv's bin/python is a symlink to the base
+        # interpreter, and following it would lose the venv's packages.
         p = Path(os.path.expanduser(path))
-        return str(p if p.is_absolute() else (root / p).resolve())
+        return os.path.normpath(p if p.is_absolute() else root / p)
 
     work = Path(absolute(host.work_dir, base))
     python = host.python if "/" not in host.python else absolute(host.python, work)

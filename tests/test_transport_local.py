@@ -160,3 +160,15 @@ def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(
     (run / "last.pt").write_bytes(b"x" * 10)
     dest = fleet.fetch("B1", "local", tmp_path / "fetched")
     assert sorted(p.name for p in dest.iterdir()) == ["metrics.json", "stdout.log"]
+
+
+def test_local_python_keeps_the_venv_symlink(tmp_path):
+    """A venv's bin/python is a symlink to the base interpreter; following it loses the venv's packages."""
+    (tmp_path / "venv" / "bin").mkdir(parents=True)
+    link = tmp_path / "venv" / "bin" / "python"
+    link.symlink_to(sys.executable)
+    shipped = (PROJECT_ROOT / "experiments.toml").read_text()
+    config_path = tmp_path / "experiments.toml"
+    config_path.write_text(shipped.replace('python = ".venv/bin/python"', 'python = "venv/bin/python"'))
+    paths = host_paths(load_config(config_path), load_config(config_path).host("local"), config_path)
+    assert paths.python == str(link)
