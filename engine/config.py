@@ -21,7 +21,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on Python 3.10 hosts only
     import tomli as tomllib
 
-ID_PATTERN = re.compile(r"^[A-Za-z0-9_.-]+$")
+ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 DATA_MODES = ("paired", "unpaired")
 PREPROCESSINGS = ("raw_robust", "residual")
 SAMPLES = ("10pct", "full")
@@ -456,7 +456,8 @@ def _did_you_mean(name: str, known: Any) -> str:
 
 def _check_id(t: _Table, name: str, what: str) -> None:
     if not ID_PATTERN.match(name):
-        raise ConfigError(t.source, t.path, f"{what} id {name!r} has characters outside [A-Za-z0-9_.-]",
+        raise ConfigError(t.source, t.path, f"{what} id {name!r} is not a plain name: use [A-Za-z0-9_.-] "
+                          "and start with a letter or digit",
                           "ids become directory names and command arguments; rename it")
 
 

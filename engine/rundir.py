@@ -277,6 +277,12 @@ def observe_run(directory: Path) -> RunView:
     if r.data is None and r.error is None:
         r = read_json(directory / LAUNCH_FILE)  # launched, engine not yet started
     errors = tuple(e for e in (m.error, r.error) if e)
+    if r.data is not None:
+        # Relaunched: launch.json names a newer, live process that has not written run.json yet.
+        launch = read_json(directory / LAUNCH_FILE).data
+        if launch is not None and launch.get("pid") != r.data.get("pid") and is_same_process(launch)[0] \
+                and not is_same_process(r.data)[0]:
+            return RunView(directory.name, RunState.PENDING, "starting again", m.data, launch, errors)
     written = _parse_state((m.data or {}).get("status")) or _parse_state((r.data or {}).get("status"))
     state, reason = written or RunState.PENDING, ""
     if state in (RunState.RUNNING, RunState.PENDING) and r.data is not None:

@@ -225,6 +225,8 @@ def format_snapshot(snap: HostSnapshot) -> str:
         return f"{snap.host}: connected, but: {snap.error}"
     s = snap.status
     lines = [f"{snap.host}: connected ({s.get('host')}, engine {s.get('engine_version')})"]
+    if snap.error:
+        lines.append(f"  ! {snap.error}")
     if not s.get("gpus"):
         lines.append(f"  GPUs: none ({s.get('gpu_note')})")
     for g in s.get("gpus") or []:

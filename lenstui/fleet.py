@@ -223,7 +223,7 @@ class Fleet:
         except json.JSONDecodeError:
             return HostSnapshot(host, True, True, None,
                                 f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None)
-        return HostSnapshot(host, True, True, None, None, status)
+        return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
 
     def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
         tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
@@ -426,3 +426,20 @@ def _last_json(text: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
+
+
+def _version(text: object) -> tuple[int, ...]:
+    """(major, minor) of a version string; (0,) when it is not one."""
+    try:
+        return tuple(int(p) for p in str(text).split(".")[:2])
+    except ValueError:
+        return (0,)
+
+
+def _old_engine(host: str, status: dict[str, Any]) -> str | None:
+    """The message for a host whose engine is older (major.minor) than this lenstui's, else None."""
+    theirs = status.get("engine_version")
+    if _version(theirs) >= _version(ENGINE_VERSION):
+        return None
+    need = ".".join(str(p) for p in _version(ENGINE_VERSION))
+    return f"host {host} runs engine {theirs}, this lenstui needs ≥ {need}; run `lenstui sync --host {host}`"

@@ -106,7 +106,10 @@ BAD_CONFIGS = {
         [r"duplicate experiment id: 'b3' and 'B3' differ only in case"]),
     "id outside the allowed characters": (
         ("[experiments.B4]", '[experiments."B4;rm -rf ~"]'),
-        [r"experiment id 'B4;rm -rf ~' has characters outside \[A-Za-z0-9_\.-\]"]),
+        [r"experiment id 'B4;rm -rf ~' is not a plain name: use \[A-Za-z0-9_\.-\]"]),
+    "id that is a path component": (
+        ("[experiments.B4]", '[experiments.".."]'),
+        [r"experiment id '\.\.' is not a plain name: .*start with a letter or digit"]),
     "schedule epochs not increasing": (
         ("{ from_epoch = 30, radius = 3, p = 0.3 }", "{ from_epoch = 10, radius = 3, p = 0.3 }"),
         [r"experiments\.B3\.masking\.schedule\[2\]\.from_epoch: 10 does not increase after 10"]),

@@ -38,7 +38,7 @@ from lenstui.transport.base import (TAIL_CHUNK, AuthError, CommandTimeout, Compl
                                     check_arg, check_argv, tail_window)
 
 RECONNECT_FIRST = 0.5     # seconds before the first retry after a failure
-RECONNECT_CAP = 8.0       # backoff cap: a returning host is back within one cap plus a poll
+RECONNECT_CAP = 4.0       # backoff cap: with the app's 2 s refresh a returning host is back within ~7 s
 SFTP_TIMEOUT = 10.0       # an SFTP request unanswered this long is checked against a probe
 
 
