@@ -1,0 +1,138 @@
+"""Augmentation and core masks: per sample, fresh every epoch, batched, exactly the pixels r < R."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+
+from engine.augment import (core_disk, mask_core, random_core_mask, random_dihedral, seeded_generator,
+                            training_batch)
+from engine.config import AugmentationConfig, load_config
+
+torch.set_num_threads(1)
+PLAN = load_config(Path(__file__).resolve().parent.parent / "experiments.toml")
+AUG = PLAN.augmentation
+
+
+def _dihedral(x: torch.Tensor) -> list[torch.Tensor]:
+    """The 8 flips/rotations of one (C, H, W) image."""
+    out = []
+    for flipped in (x, x.flip(-1)):
+        out += [torch.rot90(flipped, k, dims=(-2, -1)) for k in range(4)]
+    return out
+
+
+def _constant_images(n: int, size: int = 63) -> torch.Tensor:
+    """Image i is the constant i + 1 in every band: zeros can only come from a mask."""
+    return (torch.arange(n, dtype=torch.float32) + 1).view(-1, 1, 1, 1).expand(n, 3, size, size).clone()
+
+
+def test_disk_is_the_pixels_closer_than_r_to_the_centre_pixel():
+    disk = core_disk(63, 63, 3.0, "cpu")
+    assert disk[31, 31] and disk[31, 33] and disk[33, 31] and disk[29, 31]
+    assert not disk[31, 34] and not disk[28, 31]  # distance exactly 3 is not < 3
+    assert disk[33, 33] and not disk[34, 33]      # sqrt(8) < 3 < sqrt(13)
+    assert int(disk.sum()) == 25                  # lattice points with x² + y² < 9: a 5x5 square
+    assert torch.equal(disk, disk.flip(0)) and torch.equal(disk, disk.flip(1)) and torch.equal(disk, disk.T)
+
+
+def test_deterministic_mask_zeroes_the_core_in_all_bands_and_nothing_else():
+    x = torch.randn(4, 3, 63, 63) + 10
+    out = mask_core(x, 7)
+    disk = core_disk(63, 63, 7.0, "cpu")
+    assert (out[:, :, disk] == 0).all()
+    assert torch.equal(out[:, :, ~disk], x[:, :, ~disk])
+    assert torch.equal(mask_core(x, 0), x)
+
+
+def test_each_image_gets_its_own_flip_and_rotation_and_all_eight_occur_equally():
+    n = 4000
+    x = torch.arange(n * 25, dtype=torch.float32).view(n, 1, 5, 5)  # every pixel unique
+    out = random_dihedral(x, seeded_generator("cpu", 1, 0, 0), hflip_p=0.5, vflip_p=0.5, rot90=True)
+    which = []
+    for i in range(n):
+        matches = [k for k, v in enumerate(_dihedral(x[i])) if torch.equal(v, out[i])]
+        assert len(matches) == 1, f"image {i} is not a flip/rotation of its input"
+        which.append(matches[0])
+    counts = torch.bincount(torch.tensor(which), minlength=8).float()
+    # h, v flips at 0.5 and k uniform make the 8 group elements equally likely (1/8 each).
+    assert ((counts / n - 1 / 8).abs() < 0.025).all(), counts
+
+
+def test_flip_probabilities_are_honoured():
+    x = torch.arange(2000 * 9, dtype=torch.float32).view(2000, 1, 3, 3)
+    out = random_dihedral(x, seeded_generator("cpu", 2), hflip_p=1.0, vflip_p=0.0, rot90=False)
+    assert torch.equal(out, x.flip(-1))
+    out = random_dihedral(x, seeded_generator("cpu", 3), hflip_p=0.25, vflip_p=0.0, rot90=False)
+    flipped = (out != x).flatten(1).any(1).float().mean()
+    assert abs(float(flipped) - 0.25) < 0.04
+
+
+@pytest.mark.parametrize("radius,p", [(5, 0.5), (3, 0.3), (7, 0.7)])
+def test_stochastic_mask_is_per_sample_with_fraction_p(radius, p):
+    n = 3000
+    x = _constant_images(n, size=21)
+    out, masked = random_core_mask(x, radius, p, seeded_generator("cpu", 42, radius))
+    disk = core_disk(21, 21, float(radius), "cpu")
+    zero = out == 0
+    for i in range(n):
+        expected = disk.expand(3, 21, 21) if masked[i] else torch.zeros(3, 21, 21, dtype=torch.bool)
+        assert torch.equal(zero[i], expected)
+    assert abs(float(masked.float().mean()) - p) < 0.03
+
+
+@pytest.mark.parametrize("exp_id", ["B2", "B3", "B4"])
+def test_the_plans_mask_variants_differ_by_sample_and_by_epoch(exp_id):
+    """Training batches as train.py makes them: each sample draws its own coin every epoch."""
+    masking = PLAN.experiment(exp_id).masking
+    n, epochs = 256, 12
+    images = _constant_images(n).half()
+    seen = torch.zeros(epochs, n, dtype=torch.bool)
+    for epoch in range(epochs):
+        radius, p = masking.at_epoch(epoch)
+        x, masked = training_batch(images, seed=42, epoch=epoch, batch=0, aug=AUG, masking=masking)
+        assert x.dtype == torch.float32
+        disk = core_disk(63, 63, float(radius), "cpu")
+        zero = (x == 0).all(1)  # zero in all bands
+        assert torch.equal(zero[masked], disk.expand(int(masked.sum()), 63, 63))
+        assert not zero[~masked].any()
+        assert abs(float(masked.float().mean()) - p) < 0.1, (epoch, float(masked.float().mean()), p)
+        seen[epoch] = masked
+    # Different samples are masked in different epochs, and no sample keeps one coin throughout.
+    assert not torch.equal(seen[0], seen[1])
+    per_sample = seen.float().mean(0)
+    assert (per_sample > 0).float().mean() > 0.9 and (per_sample < 1).float().mean() > 0.9
+
+
+def test_the_b3_schedule_switches_at_epochs_10_and_30():
+    masking = PLAN.experiment("B3").masking
+    assert [masking.at_epoch(e) for e in (0, 9, 10, 29, 30, 49)] == \
+        [(7, 0.7), (7, 0.7), (5, 0.5), (5, 0.5), (3, 0.3), (3, 0.3)]
+    images = _constant_images(512).half()
+    for epoch, radius, p in ((9, 7, 0.7), (10, 5, 0.5), (29, 5, 0.5), (30, 3, 0.3)):
+        x, masked = training_batch(images, seed=1, epoch=epoch, batch=3, aug=AUG, masking=masking)
+        zero = (x[masked] == 0).all(1)
+        assert torch.equal(zero[0], core_disk(63, 63, float(radius), "cpu")), epoch
+        assert abs(float(masked.float().mean()) - p) < 0.07, epoch
+
+
+def test_unmasked_experiments_are_never_masked_and_batches_are_reproducible():
+    images = _constant_images(64).half()
+    x, masked = training_batch(images, seed=5, epoch=3, batch=2, aug=AUG, masking=PLAN.experiment("B1").masking)
+    assert not masked.any() and not (x == 0).any()
+    again, _ = training_batch(images, seed=5, epoch=3, batch=2, aug=AUG, masking=PLAN.experiment("B1").masking)
+    assert torch.equal(x, again)
+    noise = torch.randn(64, 3, 63, 63).half()
+    a, _ = training_batch(noise, seed=5, epoch=3, batch=2, aug=AUG, masking=PLAN.experiment("B2").masking)
+    b, _ = training_batch(noise, seed=5, epoch=3, batch=2, aug=AUG, masking=PLAN.experiment("B2").masking)
+    c, _ = training_batch(noise, seed=5, epoch=4, batch=2, aug=AUG, masking=PLAN.experiment("B2").masking)
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_no_augmentation_when_the_config_turns_it_off():
+    x = torch.randn(16, 3, 63, 63)
+    off = AugmentationConfig(hflip_p=0.0, vflip_p=0.0, rot90=False)
+    out, _ = training_batch(x, seed=0, epoch=0, batch=0, aug=off, masking=PLAN.experiment("A1").masking)
+    assert torch.equal(out, x)
