@@ -566,8 +566,9 @@ class Trainer:
                 row.update(mask_radius=radius, mask_p=mask_p)
             p.metrics["history"].append(row)
             improved = val_auroc is not None and val_auroc > p.best_val_auroc
-            if improved:
+            if improved:  # best so far, live: the matrix's "Best" column reads it every refresh
                 p.best_val_auroc, p.best_epoch = val_auroc, epoch
+                p.metrics["best_val_auroc"], p.metrics["best_epoch"] = val_auroc, epoch
             p.epoch, p.batch, p.loss_sum, p.seen, p.elapsed = epoch + 1, 0, 0.0, 0, 0.0
             if (epoch + 1) % m.gate_every_epochs == 0:
                 self.gate(p, after_epochs=epoch + 1, scores=scores)
