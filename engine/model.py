@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 from torchvision.models import resnet18
+
+from engine.rundir import replace_via_temp
 
 STEMS = ("stock", "cifar")
 
@@ -58,21 +59,16 @@ def save_checkpoint(path: Path, obj: dict[str, Any]) -> None:
     and the reason; the previous file at `path` is left as it was.
     """
     path = Path(path)
-    try:
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise CheckpointError(f"cannot write {path}: {exc.strerror}; the previous {path.name} is kept") from exc
-    try:
-        with os.fdopen(fd, "wb") as f:
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as f:
             torch.save(obj, f)
             f.flush()
             os.fsync(f.fileno())
-        os.replace(tmp, path)
+
+    try:
+        replace_via_temp(path, fill)
     except BaseException as exc:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
         # torch reports a full disk as "unexpected pos" with the OSError only in the chain.
         cause = _os_error_in(exc)
         if cause is not None:

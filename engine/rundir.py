@@ -23,7 +23,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
@@ -80,15 +80,18 @@ def run_dir(runs_root: str | Path, exp_id: str) -> Path:
 # Atomic files
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` so that `path` is either the old file or the new one, never half."""
+def replace_via_temp(path: Path, fill: Callable[[str], None]) -> None:
+    """Let `fill` write a temp file beside `path`, then rename it over `path`.
+
+    The one way every part writes a file that someone may be reading: `path` is
+    either the old file or the new one, never half; on any failure the temp
+    file is removed and the old file is left as it was.
+    """
     path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        fill(tmp)
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -96,7 +99,19 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         except OSError:
             pass
         raise
-    _fsync_dir(path.parent)
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` durably (fsync) so that `path` is either the old file or the new one."""
+
+    def fill(tmp: str) -> None:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+
+    replace_via_temp(Path(path), fill)
+    _fsync_dir(Path(path).parent)
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:

@@ -5,9 +5,10 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 from typing import Sequence
+
+from engine.rundir import replace_via_temp
 
 from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, PutStats, RemoteFileNotFound,
                                     Transport, TransportError, check_arg, check_argv, tail_window)
@@ -118,14 +119,4 @@ class LocalTransport(Transport):
 
 def _atomic_copy(src: Path, dest: Path) -> None:
     """Copy with the mtime kept (so the next sync skips it), renamed into place."""
-    fd, tmp = tempfile.mkstemp(dir=dest.parent, prefix=f".{dest.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        shutil.copy2(src, tmp)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    replace_via_temp(dest, lambda tmp: shutil.copy2(src, tmp))

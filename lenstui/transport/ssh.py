@@ -22,7 +22,6 @@ import os
 import shlex
 import socket
 import stat
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
@@ -32,6 +31,7 @@ from typing import Any, Sequence
 import paramiko
 
 from engine.config import Host
+from engine.rundir import replace_via_temp
 from lenstui.transport import SshOptions
 from lenstui.transport.base import (TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
                                     HostUnreachable, PutStats, RemoteFileNotFound, Transport, TransportError,
@@ -488,17 +488,12 @@ class SshTransport(Transport):
     def get_file(self, remote: str, local: Path) -> None:
         source = sftp_path(remote)
         local.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=local.parent, prefix=f".{local.name}.", suffix=".tmp")
-        try:
-            with os.fdopen(fd, "wb") as f:
+
+        def fill(tmp: str) -> None:
+            with open(tmp, "wb") as f:
                 self._sftp_call(f"download {remote}", lambda sftp: sftp.getfo(source, f))
-            os.replace(tmp, local)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+
+        replace_via_temp(local, fill)
 
 
 def _makedirs(sftp: paramiko.SFTPClient, path: str, made: set[str]) -> None:
