@@ -4,13 +4,14 @@ naive     a torch DataLoader over a Dataset that, for every sample of every epoc
           its NPZ blob (held in memory as read from the Parquet shard), preprocesses it
           (residual) and flips/rotates it on the CPU with NumPy; default collation.
 ours      decode + preprocess once into the stamp cache (engine.data.load_split), then the
-          split as one resident float16 tensor and, per batch, the gather and
-          engine.augment.training_batch exactly as engine/train.py calls them.
-proposed  the same batches, bit for bit (checked on every batch of the first epoch), made
-          the way docs/PERFORMANCE.md proposes for engine/augment.py and engine/train.py:
-          index_select instead of advanced indexing, one copy per distinct dihedral
-          transform (at most 8) in place instead of ~12 full-batch where/flip/rot90
-          passes, and the core mask written in place on the disk's bounding box only.
+          split as one resident float16 tensor and, per batch, the gather
+          (index_select) and engine.augment.training_batch exactly as engine/train.py
+          calls them: one copy per distinct dihedral transform (at most 8), in place,
+          and the core mask written on the disk's bounding box only.
+before    the same batches, bit for bit (every batch of ours' first epoch is checked
+          against it), made the way the engine made them before that change: advanced
+          indexing, ~12 full-batch torch.where/flip/rot90 passes and a whole-image mask.
+          Kept here as the baseline and the reference (`before_batch`).
 
 All serve the same examples (the paired view's train split of one synthetic dataset) as
 float32 batches of 128 for one epoch, in one process, one after the other. The naive side
@@ -115,65 +116,46 @@ def naive_epoch(dataset: NaiveDataset, workers: int, epoch: int) -> Clock:
 
 
 # ---------------------------------------------------------------------------
-# Our pipeline, today and proposed
+# Our pipeline, and as it was before the in-place data path
 
 BatchMaker = Callable[..., torch.Tensor]
 
 
 def current_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
                   masking: Masking) -> torch.Tensor:
-    """A training batch exactly as engine/train.py makes it today."""
-    x, _ = training_batch(images[idx], seed=SEED, epoch=epoch, batch=batch, aug=aug, masking=masking)
+    """A training batch exactly as engine/train.py makes it."""
+    x, _ = training_batch(images.index_select(0, idx), seed=SEED, epoch=epoch, batch=batch, aug=aug,
+                          masking=masking)
     return x
 
 
-def proposed_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
-                   masking: Masking) -> torch.Tensor:
-    """The same batch as current_batch (same draws, same pixels), made the proposed way."""
+def before_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
+                 masking: Masking) -> torch.Tensor:
+    """The same batch (same draws, same pixels) as engine/train.py made it up to commit fe64e86.
+
+    Advanced indexing for the gather, ~12 full-batch torch.where/flip/rot90 passes, and a
+    (B, 1, H, W) mask over the whole image: kept here as the measured baseline and as the
+    reference every batch of the engine's first epoch is checked against.
+    """
     radius, p = masking.at_epoch(epoch)
     gen = seeded_generator(images.device, SEED, epoch, batch)
-    # index_select, not images[idx]: ~7x faster for float16 on CPU. The result is a fresh
-    # tensor, so everything after may work in place.
-    x = images.index_select(0, idx).to(torch.float32, copy=True)
+    x = images[idx].float()
     n = x.shape[0]
     hflip = torch.rand(n, device=x.device, generator=gen) < aug.hflip_p
     vflip = torch.rand(n, device=x.device, generator=gen) < aug.vflip_p
     k = torch.randint(0, 4, (n,), device=x.device, generator=gen)
-    proposed_dihedral_(x, hflip, vflip, k if aug.rot90 else torch.zeros_like(k))
+    x = torch.where(hflip.view(-1, 1, 1, 1), x.flip(-1), x)
+    x = torch.where(vflip.view(-1, 1, 1, 1), x.flip(-2), x)
+    if aug.rot90:
+        out = x
+        for turns in (1, 2, 3):
+            out = torch.where((k == turns).view(-1, 1, 1, 1), torch.rot90(x, turns, dims=(-2, -1)), out)
+        x = out
     coins = torch.rand(n, device=x.device, generator=gen) < p
     if radius > 0 and p > 0:
-        proposed_mask_(x, radius, coins)
+        disk = core_disk(x.shape[-2], x.shape[-1], float(radius), str(x.device))
+        x = x.masked_fill(coins.view(-1, 1, 1, 1) & disk, 0)
     return x
-
-
-def proposed_dihedral_(x: torch.Tensor, hflip: torch.Tensor, vflip: torch.Tensor, k: torch.Tensor) -> None:
-    """In place: hflip, then vflip, then rot90 by k, per image; one copy per distinct transform.
-
-    A vflip is an hflip plus a half turn, so (h, v, k) is the transform (h xor v, k + 2v mod 4):
-    8 distinct ones, each applied once to the images that drew it (the identity to none).
-    """
-    flip = hflip ^ vflip
-    turns = (k + 2 * vflip.long()) % 4
-    code = flip.long() + 2 * turns
-    for c in code.unique().tolist():
-        if c == 0:
-            continue
-        pos = (code == c).nonzero().squeeze(1)
-        part = x.index_select(0, pos)
-        if c & 1:
-            part = part.flip(-1)
-        if c >> 1:
-            part = torch.rot90(part, c >> 1, dims=(-2, -1))
-        x.index_copy_(0, pos, part)
-
-
-def proposed_mask_(x: torch.Tensor, radius: float, coins: torch.Tensor) -> None:
-    """In place: zero r < radius in the images whose coin is set, touching only the disk's bounding box."""
-    size = x.shape[-1]
-    centre, reach = (size - 1) // 2, int(np.ceil(radius)) - 1
-    box = slice(max(centre - reach, 0), min(centre + reach + 1, size))
-    disk = core_disk(x.shape[-2], size, float(radius), str(x.device))[box, box]
-    x[:, :, box, box].masked_fill_(coins.view(-1, 1, 1, 1) & disk, 0)
 
 
 def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor, epoch: int,
@@ -196,7 +178,7 @@ def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor
             t = Clock.now()
             want = check(images, idx, epoch=epoch, batch=b, aug=aug, masking=masking)
             if not torch.equal(x, want):
-                raise AssertionError(f"batch {b} of epoch {epoch}: the proposed path differs from engine.augment's")
+                raise AssertionError(f"batch {b} of epoch {epoch}: engine.augment differs from the reference (before_batch)")
             untimed = Clock(untimed.wall + (Clock.now() - t).wall, untimed.cpu + (Clock.now() - t).cpu)
     spent = Clock.now() - start
     return Clock(spent.wall - untimed.wall, spent.cpu - untimed.cpu)
@@ -214,8 +196,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--workers", default=None,
                    help="naive DataLoader worker counts to measure, comma-separated (default 0,2; --quick: 0)")
-    p.add_argument("--epochs", type=int, default=None, help="timed epochs of our path today (default 2); "
-                   "the proposed path gets 3x as many")
+    p.add_argument("--epochs", type=int, default=None, help="timed epochs of the before path (default 2); "
+                   "ours gets 3x as many")
     args = p.parse_args(argv)
     # One intra-op thread unless told otherwise: the naive loader's main process is one thread
     # too, and on this shared machine two threads measured slower than one for these ops.
@@ -246,19 +228,20 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"the stamp cache holds {len(images)} examples, the manifest {n}: bad rows?")
         progress(f"datapath: stamp cache built in {build_s:.1f}s ({n / build_s:,.0f} samples/s, once)")
 
-        rows: dict[str, list[tuple[str, Clock, int]]] = {"naive": [], "ours": [], "proposed": []}
+        rows: dict[str, list[tuple[str, Clock, int]]] = {"naive": [], "before": [], "ours": []}
         for name in MASKED:
             masking = config.experiments[name].masking
-            current_batch(images, torch.arange(min(BATCH, n)), epoch=0, batch=0, aug=aug, masking=masking)  # warm
-            clocks = [our_epoch(current_batch, images, labels, e, aug, masking) for e in range(epochs)]
-            rows["ours"].append((f"ours today, mask {masking.describe()} ({name})", typical(clocks), len(clocks)))
-            # Epoch 0 of the proposal is checked batch by batch against today's path, then dropped.
-            clocks = [our_epoch(proposed_batch, images, labels, e, aug, masking,
-                                check=current_batch if e == 0 else None) for e in range(3 * epochs + 1)][1:]
-            rows["proposed"].append((f"ours proposed, mask {masking.describe()} ({name})", typical(clocks),
-                                     len(clocks)))
-            progress(f"datapath: {name}: today {n / rows['ours'][-1][1].wall:,.0f}, proposed "
-                     f"{n / rows['proposed'][-1][1].wall:,.0f} samples/s")
+            before_batch(images, torch.arange(min(BATCH, n)), epoch=0, batch=0, aug=aug, masking=masking)  # warm
+            clocks = [our_epoch(before_batch, images, labels, e, aug, masking) for e in range(epochs)]
+            rows["before"].append((f"before (where form), mask {masking.describe()} ({name})", typical(clocks),
+                                   len(clocks)))
+            # Epoch 0 of ours is checked batch by batch against the reference, then dropped.
+            clocks = [our_epoch(current_batch, images, labels, e, aug, masking,
+                                check=before_batch if e == 0 else None) for e in range(3 * epochs + 1)][1:]
+            rows["ours"].append((f"ours (engine.augment), mask {masking.describe()} ({name})", typical(clocks),
+                                 len(clocks)))
+            progress(f"datapath: {name}: before {n / rows['before'][-1][1].wall:,.0f}, ours "
+                     f"{n / rows['ours'][-1][1].wall:,.0f} samples/s")
 
         dataset = NaiveDataset(root, entries)
         for w in workers:
@@ -268,45 +251,46 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     table = report.table(f"Data path, one epoch of {n:,} examples (batch {BATCH}, float32 out)",
                          ["pipeline", "epoch s", "samples/s", "samples/CPU-s", "epochs timed"])
-    for group in ("naive", "ours", "proposed"):
+    for group in ("naive", "before", "ours"):
         for label, clock, count in rows[group]:
             table.add(label, clock.wall, n / clock.wall, n / clock.cpu if clock.cpu > 0 else None, count)
 
     naive = min((c for _, c, _ in rows["naive"]), key=lambda c: c.wall)
     ours, ours_worst = rows["ours"][0][1], max((c for _, c, _ in rows["ours"]), key=lambda c: c.wall)
-    prop, prop_worst = rows["proposed"][0][1], max((c for _, c, _ in rows["proposed"]), key=lambda c: c.wall)
+    old, old_worst = rows["before"][0][1], max((c for _, c, _ in rows["before"]), key=lambda c: c.wall)
     once = report.table(f"The one-off cost of our path (a cold stamp cache), and {PLAN_EPOCHS} epochs",
                         ["step", "seconds", "samples/s"])
     once.add("manifests (index only, all splits)", manifest_s, None)
     once.add("stamp cache: decode + residual once (manifests included)", build_s, n / build_s)
     totals = {"naive (best worker count)": PLAN_EPOCHS * naive.wall,
-              "ours today (cold cache + slowest mask)": build_s + PLAN_EPOCHS * ours_worst.wall,
-              "ours proposed (cold cache + slowest mask)": build_s + PLAN_EPOCHS * prop_worst.wall}
+              "before (cold cache + slowest mask)": build_s + PLAN_EPOCHS * old_worst.wall,
+              "ours (cold cache + slowest mask)": build_s + PLAN_EPOCHS * ours_worst.wall}
     for label, seconds in totals.items():
         once.add(f"{PLAN_EPOCHS} epochs, {label}", seconds, PLAN_EPOCHS * n / seconds)
 
     v = report.values
     v.update(examples=n, threads=torch.get_num_threads(), cache_build_s=build_s,
              naive_samples_per_s=n / naive.wall, ours_samples_per_s=n / ours.wall,
-             proposed_samples_per_s=n / prop.wall, ours_worst_mask_samples_per_s=n / ours_worst.wall,
-             proposed_worst_mask_samples_per_s=n / prop_worst.wall,
+             before_samples_per_s=n / old.wall, ours_worst_mask_samples_per_s=n / ours_worst.wall,
+             before_worst_mask_samples_per_s=n / old_worst.wall,
              speedup=ratio(naive.wall, ours.wall), speedup_cpu=ratio(naive.cpu, ours.cpu),
-             proposed_speedup=ratio(naive.wall, prop.wall), proposed_speedup_cpu=ratio(naive.cpu, prop.cpu),
-             proposed_vs_today=ratio(ours.wall, prop.wall),
-             speedup_50_epochs=ratio(*[totals[k] for k in list(totals)[:2]]),
-             proposed_speedup_50_epochs=ratio(totals[list(totals)[0]], totals[list(totals)[2]]),
+             before_speedup=ratio(naive.wall, old.wall), before_speedup_cpu=ratio(naive.cpu, old.cpu),
+             ours_vs_before=ratio(old.wall, ours.wall), ours_vs_before_cpu=ratio(old.cpu, ours.cpu),
+             ours_vs_before_worst_mask=ratio(old_worst.wall, ours_worst.wall),
+             speedup_50_epochs=ratio(totals[list(totals)[0]], totals[list(totals)[2]]),
+             before_speedup_50_epochs=ratio(*[totals[k] for k in list(totals)[:2]]),
              peak_rss_mib=peak_rss_mib())
-    report.note(f"per epoch, wall: ours today {v['speedup']:.1f}x the best naive, proposed "
-                f"{v['proposed_speedup']:.1f}x; per CPU second: {v['speedup_cpu']:.1f}x and "
-                f"{v['proposed_speedup_cpu']:.1f}x; the proposal is {v['proposed_vs_today']:.1f}x today's path")
-    report.note(f"over {PLAN_EPOCHS} epochs with our cold cache build: today {v['speedup_50_epochs']:.1f}x, "
-                f"proposed {v['proposed_speedup_50_epochs']:.1f}x")
+    report.note(f"per epoch, wall: ours {v['speedup']:.1f}x the best naive, before {v['before_speedup']:.1f}x; "
+                f"per CPU second: {v['speedup_cpu']:.1f}x and {v['before_speedup_cpu']:.1f}x")
+    report.note(f"ours vs before, side by side: {v['ours_vs_before']:.1f}x per wall second, "
+                f"{v['ours_vs_before_cpu']:.1f}x per CPU second (no mask); {v['ours_vs_before_worst_mask']:.1f}x "
+                "wall with the slowest mask")
+    report.note(f"over {PLAN_EPOCHS} epochs with our cold cache build: ours {v['speedup_50_epochs']:.1f}x naive, "
+                f"before {v['before_speedup_50_epochs']:.1f}x")
     report.note(f"torch intra-op threads: {torch.get_num_threads()}; the machine is shared, so compare ratios "
                 "and samples per CPU second rather than absolute rates")
     report.goal("ours / naive per epoch (engine.augment today)", v["speedup"], 20, unit="x")
     report.goal("ours samples/s (engine.augment today)", v["ours_samples_per_s"], 50_000)
-    report.goal("ours / naive per epoch (proposed)", v["proposed_speedup"], 20, unit="x")
-    report.goal("ours samples/s (proposed)", v["proposed_samples_per_s"], 50_000)
     report.finish(args.json)
     return 0
 

@@ -536,7 +536,7 @@ class Trainer:
             self.model.train()
             for b in range(p.batch, n_batches):
                 idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-                x, _ = training_batch(train.images[idx], seed=plan.seed, epoch=epoch, batch=b,
+                x, _ = training_batch(train.images.index_select(0, idx), seed=plan.seed, epoch=epoch, batch=b,
                                       aug=self.cfg.augmentation, masking=plan.experiment.masking)
                 y = labels[idx]
                 with self.precision.autocast(self.device):

@@ -136,3 +136,87 @@ def test_no_augmentation_when_the_config_turns_it_off():
     off = AugmentationConfig(hflip_p=0.0, vflip_p=0.0, rot90=False)
     out, _ = training_batch(x, seed=0, epoch=0, batch=0, aug=off, masking=PLAN.experiment("A1").masking)
     assert torch.equal(out, x)
+
+
+# --- The in-place CPU path against a straightforward reference ------------------------------------
+
+
+def _reference_batch(images: torch.Tensor, idx: torch.Tensor, *, seed: int, epoch: int, batch: int,
+                     aug: AugmentationConfig, masking) -> tuple[torch.Tensor, torch.Tensor]:
+    """A batch the plain way: gather, float32, per image hflip, vflip, rot90 by k, then the full-disk mask."""
+    radius, p = masking.at_epoch(epoch)
+    gen = seeded_generator("cpu", seed, epoch, batch)
+    x = images[idx].float()
+    n = x.shape[0]
+    hflip = torch.rand(n, generator=gen) < aug.hflip_p
+    vflip = torch.rand(n, generator=gen) < aug.vflip_p
+    k = torch.randint(0, 4, (n,), generator=gen)
+    coins = torch.rand(n, generator=gen) < p
+    out = []
+    for i in range(n):
+        img = x[i]
+        if hflip[i]:
+            img = img.flip(-1)
+        if vflip[i]:
+            img = img.flip(-2)
+        if aug.rot90:
+            img = torch.rot90(img, int(k[i]), dims=(-2, -1))
+        if radius > 0 and p > 0 and coins[i]:
+            img = img.masked_fill(core_disk(img.shape[-2], img.shape[-1], float(radius), "cpu"), 0)
+        out.append(img)
+    masked = coins if radius > 0 and p > 0 else torch.zeros_like(coins)
+    return torch.stack(out), masked
+
+
+@pytest.mark.parametrize("exp_id", ["A1", "B2", "B3", "B4"])
+def test_training_batches_are_bit_identical_to_the_per_image_reference(exp_id):
+    """Same seeds, same batches: the grouped in-place path draws and moves exactly the reference's pixels."""
+    masking = PLAN.experiment(exp_id).masking
+    images = torch.randn(300, 3, 63, 63).half()
+    order = torch.randperm(300, generator=torch.Generator().manual_seed(7))
+    for epoch in (0, 10, 30):
+        for b in range(3):
+            idx = order[b * 100:(b + 1) * 100]
+            before = images.clone()
+            x, masked = training_batch(images.index_select(0, idx), seed=42, epoch=epoch, batch=b, aug=AUG,
+                                       masking=masking)
+            want, want_masked = _reference_batch(images, idx, seed=42, epoch=epoch, batch=b, aug=AUG,
+                                                 masking=masking)
+            assert x.dtype == torch.float32 and torch.equal(x, want), (exp_id, epoch, b)
+            assert torch.equal(masked, want_masked)
+            assert torch.equal(images, before)   # the resident split is never written
+
+
+@pytest.mark.parametrize("aug", [AugmentationConfig(hflip_p=0.5, vflip_p=0.5, rot90=False),
+                                 AugmentationConfig(hflip_p=0.0, vflip_p=1.0, rot90=True),
+                                 AugmentationConfig(hflip_p=0.3, vflip_p=0.8, rot90=True)])
+def test_every_flip_and_rotation_setting_matches_the_reference(aug):
+    images = torch.randn(200, 3, 63, 63)
+    masking = PLAN.experiment("B2").masking
+    idx = torch.arange(200)
+    x, masked = training_batch(images, seed=3, epoch=1, batch=5, aug=aug, masking=masking)
+    want, want_masked = _reference_batch(images, idx, seed=3, epoch=1, batch=5, aug=aug, masking=masking)
+    assert torch.equal(x, want) and torch.equal(masked, want_masked)
+
+
+def test_public_functions_leave_their_input_alone_and_match_the_where_form():
+    """random_dihedral and random_core_mask return new tensors; the where form (CUDA's) gives the same pixels."""
+    from engine.augment import _dihedral_where
+
+    x = torch.randn(64, 3, 15, 15)
+    before = x.clone()
+    out = random_dihedral(x, seeded_generator("cpu", 9), hflip_p=0.5, vflip_p=0.5, rot90=True)
+    gen = seeded_generator("cpu", 9)
+    hflip, vflip = torch.rand(64, generator=gen) < 0.5, torch.rand(64, generator=gen) < 0.5
+    k = torch.randint(0, 4, (64,), generator=gen)
+    assert torch.equal(out, _dihedral_where(x, hflip, vflip, k, True))
+    masked_out, masked = random_core_mask(x, 4.5, 0.5, seeded_generator("cpu", 10))
+    assert masked.any() and torch.equal(masked_out, torch.where(masked.view(-1, 1, 1, 1), mask_core(x, 4.5), x))
+    assert torch.equal(x, before)
+
+
+@pytest.mark.parametrize("size,radius", [(64, 5.0), (21, 30.0), (8, 0.5), (63, 0.9)])
+def test_the_bounding_box_mask_matches_the_full_disk_for_any_size_and_radius(size, radius):
+    x = torch.randn(40, 3, size, size) + 10
+    out, masked = random_core_mask(x, radius, 0.5, seeded_generator("cpu", size, radius))
+    assert torch.equal(out, torch.where(masked.view(-1, 1, 1, 1), mask_core(x, radius), x))
