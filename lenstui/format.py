@@ -8,6 +8,7 @@ strings or Rich `Text`, so it is tested without an app.
 from __future__ import annotations
 
 import math
+import re
 import time
 from dataclasses import dataclass
 from typing import Any, Iterable, Mapping, Sequence
@@ -327,9 +328,13 @@ def host_headline(snapshot: Any, now: float | None = None) -> Text:
 
 
 def gpu_line(gpu: Mapping[str, Any], run_ids: Sequence[str]) -> Text:
-    """'GPU0 H100  45%  12.3/80.0G  61°C  A1': one GPU with the run on it."""
-    name = str(gpu.get("name") or "GPU").replace("NVIDIA ", "")
-    out = Text(f"GPU{gpu.get('index', '?')} {name[:14]}", style="bold")
+    """'GPU0 H100  45%  12.3/80G  61°C  A1': one GPU with the run on it.
+
+    The model's first word only ('H100' of 'NVIDIA H100 80GB HBM3', 'A100' of 'A100-SXM4-40GB'): the memory column
+    already says 80G, and the whole line must fit the hosts panel without wrapping.
+    """
+    model = re.split(r"[\s-]+", str(gpu.get("name") or "GPU").replace("NVIDIA ", "").strip())[0] or "GPU"
+    out = Text(f"GPU{gpu.get('index', '?')} {model[:10]}", style="bold")
     util = _num(gpu.get("utilization"))
     used, total = _num(gpu.get("memory_used_mib")), _num(gpu.get("memory_total_mib"))
     temp = _num(gpu.get("temperature_c"))
