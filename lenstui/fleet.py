@@ -17,9 +17,10 @@ import subprocess
 import tempfile
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from engine import ENGINE_VERSION, rundir
 from engine.config import ID_PATTERN, Config, ConfigError, Host
@@ -44,6 +45,17 @@ class FleetError(Exception):
     def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
         super().__init__(message)
         self.message, self.code = message, code
+
+
+@contextmanager
+def _as_fleet_error(what: str) -> Iterator[None]:
+    """Transport trouble as a FleetError: host unreachable (exit 4), anything else (exit 2)."""
+    try:
+        yield
+    except (HostUnreachable, HostKeyError, AuthError) as exc:
+        raise FleetError(f"{what}: {exc}", EXIT_UNREACHABLE) from None
+    except TransportError as exc:
+        raise FleetError(f"{what}: {exc}", EXIT_BAD_INPUT) from None
 
 
 @dataclass(frozen=True)
@@ -280,12 +292,8 @@ class Fleet:
     def _engine_call(self, host: str, argv: list[str], timeout: float, what: str) -> dict[str, Any]:
         """Run an engine CLI on `host` and return its JSON answer; FleetError with its words otherwise."""
         t, paths = self.transport(host), self.paths(host)
-        try:
+        with _as_fleet_error(f"{what} on {host}"):
             done = t.run(argv, cwd=paths.work_dir, timeout=timeout)
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            raise FleetError(f"{what} on {host}: {exc}", EXIT_UNREACHABLE) from None
-        except TransportError as exc:
-            raise FleetError(f"{what} on {host}: {exc}", EXIT_BAD_INPUT) from None
         answer = _last_json(done.stdout)
         if done.rc == 0 and answer is not None and "error" not in answer:
             return answer
@@ -313,14 +321,11 @@ class Fleet:
     def log_chunk(self, exp_id: str, host: str, offset: int) -> tuple[bytes, int]:
         """New log bytes from `offset` (negative: the last -offset bytes) and the next offset (for `logs -f`)."""
         path = self.log_path(exp_id, host)
-        try:
-            return self.transport(host).tail_file(path, offset)
-        except RemoteFileNotFound:
-            raise FleetError(f"{exp_id} has no log on {host} yet ({path})", EXIT_BAD_INPUT) from None
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            raise FleetError(f"logs from {host}: {exc}", EXIT_UNREACHABLE) from None
-        except TransportError as exc:
-            raise FleetError(f"logs from {host}: {exc}", EXIT_BAD_INPUT) from None
+        with _as_fleet_error(f"logs from {host}"):
+            try:
+                return self.transport(host).tail_file(path, offset)
+            except RemoteFileNotFound:
+                raise FleetError(f"{exp_id} has no log on {host} yet ({path})", EXIT_BAD_INPUT) from None
 
     # -- sync, preflight, fetch -------------------------------------------------------
 
@@ -333,7 +338,7 @@ class Fleet:
         pairs.append((self.config_path.resolve(), f"{work}/{REMOTE_CONFIG_NAME}"))
         same_tree = self.host(host).transport == "local" and Path(work).resolve() == PROJECT_ROOT
         version = code_version(files)
-        try:
+        with _as_fleet_error(f"sync to {host}"):
             stats = t.put_files(pairs)
             if not same_tree:  # never write into the tree lenstui itself runs from
                 with tempfile.TemporaryDirectory() as tmp:
@@ -342,10 +347,6 @@ class Fleet:
                                                   "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
                                                   "synced_from": socket.gethostname()}, indent=1) + "\n")
                     stats.sent += t.put_files([(record, f"{work}/{CODE_VERSION_FILE}")]).sent
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            raise FleetError(f"sync to {host}: {exc}", EXIT_UNREACHABLE) from None
-        except TransportError as exc:
-            raise FleetError(f"sync to {host}: {exc}", EXIT_BAD_INPUT) from None
         sent = list(stats.sent)
         message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged; code {version}" if not same_tree
                    else f"{host} runs this folder's code ({version}); nothing to push")
@@ -356,12 +357,8 @@ class Fleet:
         paths = self.paths(host)
         argv = [paths.python, "-m", "engine.status", "--preflight", "--data-root", paths.data_root]
         t = self.transport(host)
-        try:
+        with _as_fleet_error(f"preflight on {host}"):
             done = t.run(argv, cwd=paths.work_dir, timeout=PREFLIGHT_TIMEOUT)
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            raise FleetError(f"preflight on {host}: {exc}", EXIT_UNREACHABLE) from None
-        except TransportError as exc:
-            raise FleetError(f"preflight on {host}: {exc}", EXIT_BAD_INPUT) from None
         answer = _last_json(done.stdout)
         if answer is None:
             raise FleetError(f"preflight on {host} failed: {self._engine_failure(host, paths, done.stderr)}")
@@ -379,21 +376,15 @@ class Fleet:
         self._check_id(exp_id)
         t, paths = self.transport(host), self.paths(host)
         remote_dir = f"{paths.runs_root.rstrip('/')}/{exp_id}"
-        try:
-            names = t.list_dir(remote_dir)
-        except RemoteFileNotFound:
-            raise FleetError(f"{exp_id} has no run directory on {host} ({remote_dir})") from None
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            raise FleetError(f"fetch from {host}: {exc}", EXIT_UNREACHABLE) from None
         wanted = set(FETCH_FILES) | ({rundir.BEST_CKPT, rundir.LAST_CKPT} if checkpoints else set())
         local_dir = Path(dest) / exp_id
-        try:
+        with _as_fleet_error(f"fetch from {host}"):
+            try:
+                names = t.list_dir(remote_dir)
+            except RemoteFileNotFound:
+                raise FleetError(f"{exp_id} has no run directory on {host} ({remote_dir})") from None
             for name in sorted(n for n in names if n in wanted):
                 t.get_file(f"{remote_dir}/{name}", local_dir / name)
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            raise FleetError(f"fetch from {host}: {exc}", EXIT_UNREACHABLE) from None
-        except TransportError as exc:
-            raise FleetError(f"fetch from {host}: {exc}") from None
         return local_dir
 
 
