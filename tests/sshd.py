@@ -20,8 +20,10 @@ import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -342,3 +344,16 @@ def wait_for(predicate, timeout: float = 10.0, interval: float = 0.05):
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
         time.sleep(interval)
+
+
+@contextmanager
+def running_lab(root: Path, names: tuple[str, ...] = ("h1", "h2")) -> Iterator[SshLab]:
+    """Started OpenSSH servers under `root`, closed afterwards; skips only when sshd is not installed."""
+    reason = sshd_missing()
+    if reason:
+        pytest.skip(reason)
+    lab = SshLab(root, names=names).start()
+    try:
+        yield lab
+    finally:
+        lab.close()

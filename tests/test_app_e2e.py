@@ -26,7 +26,7 @@ from lenstui.screens.launch import LaunchScreen
 from lenstui.widgets.hosts import HostsPanel
 
 from data_fixtures import write_tiny_dataset
-from sshd import SshLab, install_engine, local_host_toml, sshd_missing, write_config
+from sshd import SshLab, install_engine, local_host_toml, running_lab, write_config
 
 pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 
@@ -100,14 +100,8 @@ def cell(app, exp_id: str, column: str) -> str:
 @pytest.fixture
 def lab(tmp_path: Path):
     """Two OpenSSH servers on loopback (h1, h2); skipped only when sshd is not installed."""
-    reason = sshd_missing()
-    if reason:
-        pytest.skip(reason)
-    lab = SshLab(tmp_path / "lab", names=("h1", "h2")).start()
-    try:
+    with running_lab(tmp_path / "lab") as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 async def test_launch_on_ssh_host_watch_epochs_and_abort_from_the_keyboard(tmp_path, lab, monkeypatch):

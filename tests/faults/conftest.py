@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterator
 import pytest
 
 from engine import rundir
-from sshd import (PROJECT_ROOT, SshLab, group_alive, install_engine, sshd_missing,  # noqa: F401 (re-exported)
+from sshd import (PROJECT_ROOT, SshLab, group_alive, install_engine, running_lab, sshd_missing,  # noqa: F401 (re-exported)
                   wait_for, write_config)
 
 # The plan's settings shrunk for a tiny CPU run: one gate (before training), small batches
@@ -176,14 +176,8 @@ def one_thread_python(path: Path) -> Path:
 @pytest.fixture
 def lab(tmp_path: Path) -> Iterator[SshLab]:
     """Two OpenSSH servers on loopback (h1, h2), under tmp_path so reap_runs finds their runs."""
-    reason = sshd_missing()
-    if reason:
-        pytest.skip(reason)
-    lab = SshLab(tmp_path / "lab", names=("h1", "h2")).start()
-    try:
+    with running_lab(tmp_path / "lab") as lab:
         yield lab
-    finally:
-        lab.close()
 
 
 # ---------------------------------------------------------------------------
