@@ -65,6 +65,15 @@ def pick_precision(device: torch.device, mixed_precision: bool) -> Precision:
     return Precision("fp16", torch.float16, True)
 
 
+def memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on a GPU (cuDNN's tensor-core convolutions want NHWC), the default layout on the CPU.
+
+    On this project's CPU channels_last measured 0.97x for training (docs/PERFORMANCE.md), so
+    the CPU keeps NCHW; the model and every batch it sees use the same layout.
+    """
+    return torch.channels_last if device.type == "cuda" else torch.contiguous_format
+
+
 def describe(device: torch.device) -> str:
     """'cpu (2 threads)' or 'cuda:0 NVIDIA H100 80GB HBM3' for logs and run.json."""
     if device.type == "cuda":

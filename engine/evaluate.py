@@ -29,7 +29,7 @@ from torch import nn
 from engine import rundir
 from engine.augment import mask_core
 from engine.config import Config, ConfigError, Experiment, MetricsConfig, load_config
-from engine.device import FP32, DeviceError, Precision, pick_device, pick_precision
+from engine.device import FP32, DeviceError, Precision, memory_format, pick_device, pick_precision
 from engine.model import CheckpointError, load_model
 from engine.runlog import RunLog
 
@@ -48,8 +48,9 @@ def predict(model: nn.Module, images: torch.Tensor, *, precision: Precision = FP
     was_training = model.training
     model.eval()
     out = torch.empty(images.shape[0], dtype=torch.float32, device=images.device)
+    layout = memory_format(images.device)
     for start in range(0, images.shape[0], batch_size):
-        x = mask_core(images[start:start + batch_size].float(), mask_radius)
+        x = mask_core(images[start:start + batch_size].float(), mask_radius).contiguous(memory_format=layout)
         with precision.autocast(images.device):
             out[start:start + batch_size] = model(x).squeeze(1).float()
     model.train(was_training)

@@ -21,6 +21,7 @@ import torch
 from torch import nn
 from torchvision.models import resnet18
 
+from engine.device import memory_format
 from engine.rundir import replace_via_temp
 
 STEMS = ("stock", "cifar")
@@ -117,7 +118,8 @@ def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Modul
     ckpt = load_checkpoint(path, device)
     model = build_model(ckpt.get("stem", "stock"), int(ckpt.get("in_channels", 3)))
     model.load_state_dict(ckpt["model"])
-    return model.to(device).eval(), ckpt
+    device = torch.device(device)
+    return model.to(device, memory_format=memory_format(device)).eval(), ckpt
 
 
 # ---------------------------------------------------------------------------

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from engine import ENGINE_VERSION, rundir
 from engine.augment import seeded_generator, training_batch
 from engine.config import Config, ConfigError, Experiment, load_config
-from engine.device import DeviceError, describe, pick_device, pick_precision
+from engine.device import DeviceError, describe, memory_format, pick_device, pick_precision
 from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_reliance, core_sensitivity,
                              gate_record, load_device_split, predict, with_verdicts)
 from engine.model import (CheckpointError, build_model, load_checkpoint, remove_stale_temp_files,
@@ -69,6 +69,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--base", default=None, help="for a Phase-4 run: the experiment whose config it takes")
     p.add_argument("--limit-train", type=int, default=None, help="use N training rows (smoke runs; recorded)")
     p.add_argument("--limit-val", type=int, default=None, help="use N val rows, and N test rows (recorded)")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the training step's model (a speed option, not recorded as an override; "
+                        "its first steps compile for up to a minute: docs/PERFORMANCE.md)")
     return p
 
 
@@ -88,6 +91,7 @@ class RunPlan:
     limit_train: int | None
     limit_val: int | None
     fresh: bool
+    compile: bool
     overrides: dict[str, Any]
     command: list[str]
 
@@ -162,7 +166,8 @@ def make_plan(argv: Sequence[str]) -> RunPlan:
         config=config, experiment=experiment, host=host.name, dataset=dataset,
         data_root=data_root.resolve(), run_dir=rundir.run_dir(runs_root, experiment.id),
         epochs=args.epochs or t.epochs, seed=t.seed if args.seed is None else args.seed, device=device,
-        limit_train=args.limit_train, limit_val=args.limit_val, fresh=args.fresh, overrides=overrides,
+        limit_train=args.limit_train, limit_val=args.limit_val, fresh=args.fresh, compile=args.compile,
+        overrides=overrides,
         command=[sys.executable, "-m", "engine.train", *argv],
     )
 
@@ -407,7 +412,9 @@ class Trainer:
                                                                              if plan.experiment.base else ""),
             "training": f"resnet18 stem={t.stem} epochs={plan.epochs} batch={t.batch_size} lr={t.learning_rate:g} "
                         f"wd={t.weight_decay:g} patience={t.early_stopping_patience} seed={plan.seed}",
-            "device": f"{describe(self.device)} precision={self.precision.name}",
+            "device": f"{describe(self.device)} precision={self.precision.name} "
+                      f"layout={'channels_last' if self.device.type == 'cuda' else 'nchw'}"
+                      + (" torch.compile" if plan.compile else ""),
             "overrides": json.dumps(plan.overrides) if plan.overrides else "none (the plan's settings)",
         })
         if plan.overrides:
@@ -492,7 +499,10 @@ class Trainer:
         random.seed(self.plan.seed)
         if self.device.type == "cuda":
             torch.backends.cudnn.benchmark = True
-        self.model = build_model(t.stem, t.in_channels).to(self.device)
+        self.layout = memory_format(self.device)
+        self.model = build_model(t.stem, t.in_channels).to(self.device, memory_format=self.layout)
+        # The compiled module shares the parameters: checkpoints and evaluation use self.model.
+        self.forward = torch.compile(self.model) if self.plan.compile else self.model
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.plan.epochs)
         self.scaler = self.precision.grad_scaler(self.device)
@@ -538,9 +548,9 @@ class Trainer:
                 idx = order[b * t.batch_size:(b + 1) * t.batch_size]
                 x, _ = training_batch(train.images.index_select(0, idx), seed=plan.seed, epoch=epoch, batch=b,
                                       aug=self.cfg.augmentation, masking=plan.experiment.masking)
-                y = labels[idx]
+                x, y = x.contiguous(memory_format=self.layout), labels[idx]
                 with self.precision.autocast(self.device):
-                    logits = self.model(x).squeeze(1)
+                    logits = self.forward(x).squeeze(1)
                 loss = F.binary_cross_entropy_with_logits(logits.float(), y)
                 self.optimizer.zero_grad(set_to_none=True)
                 self.scaler.scale(loss).backward()
