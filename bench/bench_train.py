@@ -33,7 +33,7 @@ from engine.augment import training_batch
 from engine.config import load_config
 from engine.device import DeviceError, pick_device, pick_precision
 from engine.evaluate import predict
-from engine.model import build_model, count_parameters
+from engine.model import build_model, build_optimizer, count_parameters
 
 SEED = 42
 IMAGE = (3, 63, 63)
@@ -52,7 +52,7 @@ def step_rate(stem: str, variant: str, device: torch.device, *, batch: int, step
     channels_last = variant in ("channels_last", "compile")
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+    opt = build_optimizer(model, t.learning_rate, t.weight_decay, device)
     scaler = precision.grad_scaler(device)
     forward = torch.compile(model) if variant == "compile" else model
     model.train()
@@ -219,6 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_e2e(args, device.type, report)
     report.values["peak_rss_mib"] = peak_rss_mib()
     report.finish(args.json)
+    if not results:   # every variant failed: say so in the exit status too (gpu.sh records it)
+        print("bench_train: every variant failed; see the notes above", file=sys.stderr)
+        return 1
     return 0
 
 

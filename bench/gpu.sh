@@ -117,10 +117,10 @@ else
     step bench_train 150 "$OUT/bench_train.log" "$PY" -m bench.bench_train --device "$DEVICE" \
         --work "$WORK/bench" --json "$OUT/bench_train.json" ${TRAIN_BENCH[@]+"${TRAIN_BENCH[@]}"} || true
     if [ "$SMOKE" != 1 ]; then
-        # Last: torch.compile's first step can take a minute; the budget cuts it, not the rest.
-        step bench_compile 120 "$OUT/bench_compile.log" "$PY" -m bench.bench_train --device "$DEVICE" \
-            --stems stock --variants compile --eval-batches 2048 --work "$WORK/bench" \
-            --json "$OUT/bench_train_compile.json" || true
+        # Last: where a step's time goes (eager foreach/fused AdamW, a CUDA-graph step, torch.compile,
+        # whose first step can take a minute; the budget cuts it, not the rest).
+        step step_probe 150 "$OUT/step_probe.log" "$PY" -m bench.gpu_step_probe --device "$DEVICE" --batch 128 \
+            --steps 40 --json "$OUT/step_probe.json" || true
     fi
 
     kill "$SAMPLER" 2>/dev/null || true

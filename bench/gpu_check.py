@@ -283,6 +283,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     cache = _load(out / "cache.json")
     train = (_load(out / "bench_train.json") or {}).get("values", {})
     compiled = (_load(out / "bench_train_compile.json") or {}).get("values", {})
+    probe = _load(out / "step_probe.json") or {}
     run = run_summary(out / "A1") if (out / "A1" / "metrics.json").exists() else {}
     phases = phase_times(read_timestamped(out / "train.log")) if (out / "train.log").exists() else {}
     util, util_note = gpu_utilisation(out / "gpu-samples.csv", out / "phases.tsv")
@@ -325,6 +326,12 @@ def cmd_report(args: argparse.Namespace) -> int:
                   ", ".join(f"{b}: {v:,.0f}" for b, v in r["eval_img_s"].items()), r.get("first_step_s"),
                   r.get("cuda_peak_mib"))
         tables.append(t)
+    if probe.get("img_s"):
+        t = Table(f"Where a training step's time goes (bench.gpu_step_probe, batch {probe.get('batch')})",
+                  ["what", "ms per step", "img/s"])
+        for name, rate in probe["img_s"].items():
+            t.add(name, 1e3 * probe["batch"] / rate, rate)
+        tables.append(t)
     projection, total, more = project_full_run(train, run, phases, cache)
     notes += more
     tables.append(projection)
@@ -341,7 +348,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     failed = [k for k, v in steps.items() if v != 0]
     summary = {"ok": not failed, "failed_steps": failed, "env": env, "steps": steps, "synth": synth, "cache": cache,
                "a1": {"phases": phases, **run}, "bench_train": train.get("results", []),
-               "bench_train_compile": compiled.get("results", []), "gpu_utilisation": util,
+               "bench_train_compile": compiled.get("results", []), "step_probe": probe, "gpu_utilisation": util,
                "projected_full_run_s": total, "projected_full_run_h": None if total is None else total / 3600,
                "tables": [x.as_dict() for x in tables], "notes": notes}
     write_json(out / "gpu-check.json", summary)

@@ -38,7 +38,7 @@ from engine.config import Config, ConfigError, Experiment, load_config
 from engine.device import DeviceError, describe, memory_format, pick_device, pick_precision
 from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_reliance, core_sensitivity,
                              gate_record, load_device_split, predict, with_verdicts)
-from engine.model import (CheckpointError, build_model, load_checkpoint, remove_stale_temp_files,
+from engine.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, remove_stale_temp_files,
                           save_checkpoint)
 from engine.runlog import RunLog
 
@@ -503,7 +503,7 @@ class Trainer:
         self.model = build_model(t.stem, t.in_channels).to(self.device, memory_format=self.layout)
         # The compiled module shares the parameters: checkpoints and evaluation use self.model.
         self.forward = torch.compile(self.model) if self.plan.compile else self.model
-        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay)
+        self.optimizer = build_optimizer(self.model, t.learning_rate, t.weight_decay, self.device)
         self.scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(self.optimizer, T_max=self.plan.epochs)
         self.scaler = self.precision.grad_scaler(self.device)
         if resume is not None:
