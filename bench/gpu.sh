@@ -112,6 +112,16 @@ else
         for f in metrics.json run.json stdout.log; do
             if [ -f "$WORK/runs/A1/$f" ]; then cp "$WORK/runs/A1/$f" "$OUT/A1/$f"; fi
         done
+        if [ "$SMOKE" != 1 ]; then
+            # The same run with the step captured as a CUDA graph (engine/step.py): speed and AUROC side by side.
+            step train_A1_graph 120 "$OUT/train_graph.log" "$PY" -m engine.train --experiment A1 \
+                --config experiments.toml --data-root "$WORK/data" --runs-root "$WORK/runs-graph" \
+                --epochs "$EPOCHS" --device "$DEVICE" --fresh --cuda-graph || true
+            mkdir -p "$OUT/A1-graph"
+            for f in metrics.json run.json; do
+                if [ -f "$WORK/runs-graph/A1/$f" ]; then cp "$WORK/runs-graph/A1/$f" "$OUT/A1-graph/$f"; fi
+            done
+        fi
     fi
 
     step bench_train 150 "$OUT/bench_train.log" "$PY" -m bench.bench_train --device "$DEVICE" \

@@ -326,6 +326,14 @@ def cmd_report(args: argparse.Namespace) -> int:
                   ", ".join(f"{b}: {v:,.0f}" for b, v in r["eval_img_s"].items()), r.get("first_step_s"),
                   r.get("cuda_peak_mib"))
         tables.append(t)
+    graph_run = run_summary(out / "A1-graph") if (out / "A1-graph" / "metrics.json").exists() else {}
+    if graph_run:
+        t = Table("A1 with the training step as a CUDA graph (engine.train --cuda-graph) beside the eager run",
+                  ["measure", "eager", "--cuda-graph"])
+        for key, label in (("first_epoch_time", "first epoch s"), ("epoch_time_median", "median epoch s"),
+                           ("best_val_auroc", "best val AUROC"), ("test_auroc", "test AUROC")):
+            t.add(label, run.get(key), graph_run.get(key))
+        tables.append(t)
     if probe.get("img_s"):
         t = Table(f"Where a training step's time goes (bench.gpu_step_probe, batch {probe.get('batch')})",
                   ["what", "ms per step", "img/s"])
@@ -348,7 +356,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     failed = [k for k, v in steps.items() if v != 0]
     summary = {"ok": not failed, "failed_steps": failed, "env": env, "steps": steps, "synth": synth, "cache": cache,
                "a1": {"phases": phases, **run}, "bench_train": train.get("results", []),
-               "bench_train_compile": compiled.get("results", []), "step_probe": probe, "gpu_utilisation": util,
+               "bench_train_compile": compiled.get("results", []), "step_probe": probe, "a1_cuda_graph": graph_run, "gpu_utilisation": util,
                "projected_full_run_s": total, "projected_full_run_h": None if total is None else total / 3600,
                "tables": [x.as_dict() for x in tables], "notes": notes}
     write_json(out / "gpu-check.json", summary)

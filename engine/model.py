@@ -114,15 +114,43 @@ def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str,
 
 
 def build_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
-                    device: torch.device) -> torch.optim.AdamW:
+                    device: torch.device, *, cuda_graph: bool = False) -> torch.optim.AdamW:
     """AdamW; on a GPU its fused kernel (one launch per step instead of hundreds).
 
-    On one H100 the default foreach AdamW cost 8.6 ms per step for ResNet18 and the fused
-    one 0.33 ms (bench/gpu_step_probe.py, docs/PERFORMANCE.md §2): at the plan's batch of 128
-    the optimiser was most of the step. Same update rule, same state_dict format.
+    On one H100 the default foreach AdamW cost 6.8 ms per step for ResNet18 and the fused
+    one 0.35 ms (bench/gpu_step_probe.py, docs/PERFORMANCE.md): at the plan's batch of 128
+    the optimiser was half the step. Same update rule, same state_dict format.
+    `cuda_graph`: also capturable (engine/step.py; it moves the learning rate into a device
+    tensor once the schedule is set up, so the schedule's base rate stays a plain float).
     """
+    if cuda_graph:
+        return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
+                                 fused=True, capturable=True)
     return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
                              fused=device.type == "cuda")
+
+
+BUILD_FLAGS = ("fused", "capturable", "foreach", "differentiable")
+
+
+def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
+    """A checkpoint's optimiser state into `optimizer`, keeping how `optimizer` was built.
+
+    The saved param_groups carry the flags of the device the run was on when it saved
+    (fused, capturable, lr as a float or, under a CUDA graph, a tensor); a run may resume
+    elsewhere (CPU to GPU, with or without a CUDA graph), so the flags are put back as
+    built, the learning rate comes back as a float, and each `step` counter moves to where
+    the built optimiser keeps it (the parameter's device when fused or capturable, else the CPU).
+    """
+    built = [{k: g[k] for k in BUILD_FLAGS if k in g} for g in optimizer.param_groups]
+    optimizer.load_state_dict(saved)
+    for group, flags in zip(optimizer.param_groups, built):
+        group.update(flags, lr=float(group["lr"]))
+        on_device = bool(group.get("fused") or group.get("capturable"))
+        for param in group["params"]:
+            state = optimizer.state.get(param)
+            if state and torch.is_tensor(state.get("step")):
+                state["step"] = state["step"].to(device=param.device if on_device else "cpu", dtype=torch.float32)
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -278,6 +278,8 @@ def test_bad_input_is_a_message_and_exit_2(config, data_root, tmp_path, capsys):
     assert main(_argv(config, data_root, tmp_path, "B1", "--epochs", "0")) == 2
     assert main(["--experiment", "A1", "--config", str(tmp_path / "missing.toml")]) == 2
     assert "file not found" in capsys.readouterr().err
+    assert main(_argv(config, data_root, tmp_path, "B1", "--device", "cpu", "--cuda-graph")) == 2
+    assert "--cuda-graph: the training device is cpu; CUDA graphs need a GPU" in capsys.readouterr().err
     assert not (tmp_path / "B9").exists() and not (tmp_path / "A1").exists()
 
 
