@@ -324,7 +324,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(source, "", f"not valid TOML: {exc}",
                           "a table declared twice means a duplicate id or key") from None
-    root = _Table(data, "", source)
+    root = _Table(data, "", source, expected=TOP_LEVEL_TABLES)
     config = Config(
         source=source,
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
@@ -344,14 +344,25 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
     return replace(config, hosts=MappingProxyType(hosts))
 
 
+TOP_LEVEL_TABLES = frozenset({"plan", "training", "augmentation", "sampling", "metrics", "thresholds", "targets",
+                              "experiments", "datasets", "hosts"})
+
+
 class _Table:
     """A TOML table being read: tracks the key path and which keys were used."""
 
-    def __init__(self, data: Any, path: str, source: str) -> None:
+    def __init__(self, data: Any, path: str, source: str, expected: frozenset[str] = frozenset()) -> None:
         if not isinstance(data, dict):
             raise ConfigError(source, path, f"expected a table, found {_kind(data)}")
         self.data, self.path, self.source = data, path, source
         self.used: set[str] = set()
+        self.expected = expected   # names known here before they are read: never taken for a typo
+
+    def misspelling_of(self, name: str) -> str | None:
+        """A key present here that looks like a misspelt `name` (and is not a known name itself)."""
+        others = [k for k in self.data if k != name and k not in self.expected and k not in self.used]
+        typo = difflib.get_close_matches(name, others, n=1, cutoff=0.6)
+        return typo[0] if typo else None
 
     def key(self, name: str) -> str:
         return f"{self.path}.{name}" if self.path else name
@@ -363,9 +374,9 @@ class _Table:
         self.used.add(name)
         if name not in self.data:
             if default is ...:
-                typo = difflib.get_close_matches(name, [k for k in self.data if k != name], n=1, cutoff=0.6)
+                typo = self.misspelling_of(name)
                 if typo:  # a misspelt required key: point at the misspelling, not at the gap
-                    raise self.error(typo[0], "unknown key", f"did you mean {name!r}?")
+                    raise self.error(typo, "unknown key", f"did you mean {name!r}?")
                 raise self.error(name, f"missing; expected {expected}")
             return default
         value = self.data[name]
@@ -417,6 +428,9 @@ class _Table:
     def table(self, name: str) -> "_Table":
         self.used.add(name)
         if name not in self.data:
+            typo = self.misspelling_of(name)
+            if typo:  # [trainng] for [training]: point at the misspelling, not at the gap
+                raise self.error(typo, "unknown table", f"did you mean [{self.key(name)}]?")
             raise self.error(name, "missing table", f"add a [{self.key(name)}] section")
         return _Table(self.data[name], self.key(name), self.source)
 

@@ -137,6 +137,9 @@ BAD_CONFIGS = {
     "missing section": (
         ("[targets]\nval_auroc = 0.90\ntest_auroc = 0.88\n", ""),
         [r"targets: missing table", r"add a \[targets\] section"]),
+    "misspelt section": (
+        ("[training]\n", "[trainng]\n"),
+        [r"trainng: unknown table", r"did you mean \[training\]\?"]),
     "port out of range": (
         ('user = "ubuntu"\nwork_dir = "/home/ubuntu/lenstui"\npython = "python3"\nruns_root = "/home/ubuntu/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]',
          'user = "ubuntu"\nport = 70000\nwork_dir = "/home/ubuntu/lenstui"\npython = "python3"\nruns_root = "/home/ubuntu/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]'),
