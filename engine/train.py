@@ -40,9 +40,13 @@ from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_reli
 from engine.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, load_optimizer_state,
                           remove_stale_temp_files, save_checkpoint)
 from engine.step import CudaGraphStep, EagerStep
+from engine.manifest import CacheError, ManifestError
 from engine.runlog import RunLog
+from engine.shards import BadRowsError, BlobError, ShardError
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
+# Errors of the data layer, whose messages name the shard, the row and what is wrong.
+DATA_ERRORS = (ShardError, BlobError, BadRowsError, ManifestError, CacheError)
 CHECKPOINT_FORMAT = 1
 
 
@@ -450,6 +454,9 @@ class Trainer:
         except UsageError as exc:
             p.status = "failed"
             self.log.line(f"FAILED: {exc}")
+        except DATA_ERRORS as exc:   # bad shards or rows: the message names them; a traceback would bury it
+            p.status = "failed"
+            self.log.line(f"FAILED: bad data: {exc}")
         except Exception as exc:
             p.status = "failed"
             # The reason on one line a person reads, then the traceback for whoever debugs it.

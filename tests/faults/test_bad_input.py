@@ -203,6 +203,7 @@ def test_training_on_bad_data_fails_naming_the_shard_and_row(name, synth_root, t
     # One line of the log says it all: which shard, which row, what is wrong with it.
     assert any(all(words in line for words in expected) for line in log.splitlines()), \
         f"no line names {expected}:\n{log[-2000:]}"
+    assert "FAILED: bad data:" in log and "Traceback" not in log, log[-2000:]
     assert not (run / rundir.LAST_CKPT).exists()  # it failed before training: nothing pretends otherwise
 
 
