@@ -168,7 +168,8 @@ class LensTUI(App[None]):
     def _redraw(self) -> None:
         """Bring every view up to date with the latest snapshots."""
         self.runs = fmt.primary_runs(self.snapshots, self.host_order)
-        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config)
+        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config, other_hosts=max(
+                    len(fmt.hosts_with(exp_id, self.snapshots, self.host_order)) - 1, 0))
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
         self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled)

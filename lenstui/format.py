@@ -163,6 +163,11 @@ def primary_runs(snapshots: Mapping[str, Any], host_order: Sequence[str]) -> dic
     return best
 
 
+def hosts_with(exp_id: str, snapshots: Mapping[str, Any], host_order: Sequence[str]) -> list[str]:
+    """The hosts that report a run of `exp_id`, in host order."""
+    return [host for host in host_order if exp_id in runs_of(snapshots.get(host))]
+
+
 # ---------------------------------------------------------------------------
 # Cells
 
@@ -243,8 +248,12 @@ def epoch_cell(entry: Mapping[str, Any]) -> str:
     return f"{DASH if done is None else done}/{planned if isinstance(planned, int) else '?'}"
 
 
-def matrix_row(exp: Experiment, run: RunRef | None, config: Config) -> dict[str, str | Text]:
-    """The matrix cells of one experiment, keyed by MATRIX_COLUMNS."""
+def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hosts: int = 0) -> dict[str, str | Text]:
+    """The matrix cells of one experiment, keyed by MATRIX_COLUMNS.
+
+    `other_hosts`: how many more hosts have a run of it (shown as "+N"; the detail view's
+    `h` key steps through them).
+    """
     row: dict[str, str | Text] = {
         "id": Text(exp.id, style="bold"),
         "mode": exp.data_mode,
@@ -256,8 +265,12 @@ def matrix_row(exp: Experiment, run: RunRef | None, config: Config) -> dict[str,
                    best=DASH, gates=Text(DASH, style="dim"), reliance=Text(DASH, style="dim"))
         return row
     entry = run.entry
+    host: str | Text = run.host
+    if other_hosts:
+        host = Text(run.host)
+        host.append(f" +{other_hosts}", style="dim")
     row.update(
-        host=run.host,
+        host=host,
         status=state_text(run.state),
         epoch=epoch_cell(entry),
         val=fmt_float(last_val_auroc(entry)),

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Select
 
+from lenstui import format as fmt
 from lenstui.app import LensTUI, make_app
 from lenstui.fleet import FleetError, HostSnapshot
 from lenstui.screens.confirm import ConfirmScreen
@@ -391,6 +392,35 @@ async def test_detail_shows_epochs_bins_gates_log_and_back():
         assert [line for line in detail.query_one("#log").lines if line][-2:] == ["line 499", "epoch 2 done"]
         await pilot.press("escape")
         assert not isinstance(app.screen, DetailScreen)
+
+
+async def test_an_experiment_run_on_two_hosts_shows_plus_one_and_h_switches_the_detail(tmp_path):
+    fleet = FakeFleet(["local", "lambda"])
+    fleet.runs["local"]["A1"] = {"state": "done", "epochs_planned": 2, "history": [epoch(0, 0.70), epoch(1, 0.74)],
+                                 "gates": [], "verdicts": {}, "errors": []}
+    fleet.runs["lambda"]["A1"] = {"state": "running", "epochs_planned": 50, "history": [epoch(0, 0.81)],
+                                  "gates": [], "verdicts": {}, "errors": []}
+    logs = {"local": "local run log\n", "lambda": "lambda run log\n"}
+    fleet.logs = lambda exp_id, host, tail_bytes=20000: logs[host]
+    app = app_with(fleet, with_lambda_enabled(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        # The live run is the one shown; the other host's run is counted, not hidden.
+        await wait_for(pilot, lambda: cell(app, "A1", "host") == "lambda +1")
+        assert cell(app, "A1", "status") == "running"
+        assert cell(app, "B1", "host") == fmt.DASH
+        app.matrix.select("A1")
+        await pilot.press("enter")
+        detail = app.screen
+        assert isinstance(detail, DetailScreen) and detail.host == "lambda"
+        await wait_for(pilot, lambda: detail.log_text == "lambda run log\n")
+        await pilot.press("h")
+        assert detail.host == "local"
+        await wait_for(pilot, lambda: detail.log_text == "local run log\n")
+        await wait_for(pilot, lambda: len(detail.query_one(MetricsTable).row_texts) == 2)
+        assert "A1 on local" in str(detail.query_one("#detail-title").render())
+        await pilot.press("h")
+        assert detail.host == "lambda"
+        await wait_for(pilot, lambda: len(detail.query_one(MetricsTable).row_texts) == 1)
 
 
 async def test_main_screen_keys_do_nothing_on_other_screens():

@@ -29,6 +29,7 @@ class DetailScreen(Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("c", "cutouts", "Cutouts"),
         Binding("a", "abort", "Abort"),
+        Binding("h", "other_host", "Other host"),
         Binding("question_mark", "app.help", "Help", key_display="?"),
     ]
 
@@ -131,6 +132,9 @@ class DetailScreen(Screen[None]):
 
     def on_log_fetched(self, message: LogFetched) -> None:
         self._log_in_flight = False
+        if message.host != self.host:   # fetched before `h` switched hosts
+            self.fetch_log()
+            return
         log = self.query_one(Log)
         if message.error:
             self.query_one("#log-box").border_subtitle = f"cannot read the log: {message.error}"[:120]
@@ -160,6 +164,20 @@ class DetailScreen(Screen[None]):
 
     def action_abort(self) -> None:
         self.app.action_abort(self.exp_id, self.host)
+
+    def action_other_host(self) -> None:
+        """The same experiment's run on the next host that has one (when several hosts ran it)."""
+        hosts = fmt.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order)
+        others = [h for h in hosts if h != self.host]
+        if not others:
+            self.notify(f"{self.exp_id} has no run on another host", severity="warning")
+            return
+        after = [h for h in hosts if hosts.index(h) > hosts.index(self.host)] if self.host in hosts else []
+        self.host = (after or others)[0]
+        self._log_text, self._drawn = "", {}
+        self.query_one(Log).clear()
+        self.refresh_from_app()
+        self.fetch_log()
 
     def action_cutouts(self) -> None:
         self.app.push_screen(CutoutScreen(self.exp_id, self.host))

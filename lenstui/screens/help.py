@@ -17,6 +17,7 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("a", "abort the selected run (confirm: run, host, epoch); SIGTERM, then SIGKILL after a grace"),
     ("enter", "run detail: epochs, curves, θ_E bins, core sensitivity, gates, log tail"),
     ("c", "in the detail view: cutouts, raw and preprocessed (local datasets)"),
+    ("h", "in the detail view: the same experiment's run on the next host (matrix shows +N)"),
     ("escape", "back / close a dialog / clear the filter"),
     ("/", "filter the matrix (words match any column: id, host, status, …)"),
     ("d", "decision panel: plan §10 on the results so far; launch the next phase"),
