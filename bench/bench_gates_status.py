@@ -6,8 +6,10 @@ gates   engine.gates.shortcut_gates (core + radial, 5-fold grouped CV) on 2,000 
         not on which pixels they are). 100,000 (the final gate on full val) is projected
         per component from 2k -> 20k, never below linear.
 status  one refresh of one host with 10 run directories: engine.status.probe in-process
-        (what Fleet does for `local`), `python -m engine.status` as a subprocess (the
-        local transport), and over a real OpenSSH sshd on loopback (when sshd exists).
+        (what Fleet does for `local`), `python -m engine.status` as a subprocess, the
+        local host through `engine.status --serve` on a pipe, and over a real OpenSSH
+        sshd on loopback (when sshd exists): one exec per refresh (before) against the
+        long-lived `--serve` channel (now), alternating on one connection.
 tui     the real app (lenstui.app.make_app, the real Fleet) headless under App.run_test(),
         4 hosts (local; an ssh host pointing at a closed port; two disabled) and 10 run
         directories, polling every 2 s; process CPU time over ~10 s idle / wall time.
@@ -248,6 +250,7 @@ def ssh_options(tmp: Path):
 def run_status(args, report: Report) -> None:
     from engine.config import load_config
     from engine.status import probe
+    from lenstui.fleet import Fleet
 
     reps = 3 if args.quick else 20
     with tempfile.TemporaryDirectory(prefix="bench-status-") as tmp:
@@ -257,27 +260,80 @@ def run_status(args, report: Report) -> None:
         config = load_config(config_path)
         write_runs(runs, config)
         table = report.table("Status probe: one refresh of one host with 10 runs, milliseconds",
-                             ["path", "first", "median", "answer bytes"])
+                             ["path", "first", "median", "p90", "answer bytes"])
         times = [_timed(lambda: probe(runs)) for _ in range(reps + 1)]
-        size = len(json.dumps(probe(runs)))
+        size, delta_size = answer_sizes(runs)
         table.add("in-process engine.status.probe (Fleet's local host)", times[0] * 1e3, median(times[1:]) * 1e3,
-                  size)
+                  p90(times[1:]) * 1e3, size)
         in_process = median(times[1:])
         argv = [sys.executable, "-m", "engine.status", "--runs-root", str(runs)]
         times = [_timed(lambda: subprocess.run(argv, cwd=REPO, capture_output=True, check=True))
                  for _ in range(max(2, reps // 4) + 1)]
-        table.add("subprocess `python -m engine.status` (local transport)", times[0] * 1e3,
-                  median(times[1:]) * 1e3, size)
+        table.add("subprocess `python -m engine.status`, one per refresh (before)", times[0] * 1e3,
+                  median(times[1:]) * 1e3, p90(times[1:]) * 1e3, size)
         subprocess_s = median(times[1:])
-        ssh_s = _ssh_round_trip(args, tmp, runs, table, reps)
+        fleet = Fleet(config, config_path, ssh_options=ssh_options(tmp), local_status_in_process=False)
+        try:
+            times = [_timed(lambda: _polled(fleet, "local")) for _ in range(2 * reps + 1)]
+        finally:
+            fleet.close()
+        table.add("Fleet.poll, local host through `engine.status --serve` on a pipe", times[0] * 1e3,
+                  median(times[1:]) * 1e3, p90(times[1:]) * 1e3, delta_size)
+        served_s = median(times[1:])
+        ssh = _ssh_round_trip(args, tmp, runs, table, reps)
     report.values.update(status_in_process_ms=in_process * 1e3, status_subprocess_ms=subprocess_s * 1e3,
-                         status_ssh_ms=None if ssh_s is None else ssh_s * 1e3)
-    report.note("every round trip over SSH starts a Python on the host (`python -m engine.status`): "
-                "its start-up, not the probe, is most of the time")
+                         status_served_local_ms=served_s * 1e3, status_answer_bytes=size,
+                         status_answer_bytes_unchanged=delta_size,
+                         status_ssh_ms=None if ssh is None else ssh["median"] * 1e3,
+                         status_ssh_p90_ms=None if ssh is None else ssh["p90"] * 1e3,
+                         status_ssh_exec_ms=None if ssh is None else ssh["exec_median"] * 1e3)
+    report.note("`engine.status --serve` is started once per host over the open connection; each refresh is "
+                "one request line and one answer line, computed when the request arrives; a run's history and "
+                "gates are sent only when they changed (answer bytes: when nothing changed)")
+    if ssh is not None:
+        report.note(f"over SSH the channel is {ssh['exec_median'] / ssh['median']:.0f}x faster than one exec of "
+                    "`python -m engine.status` per refresh (before), measured on the same connection")
     report.goal("status round trip, in-process", in_process * 1e3, 300, higher_is_better=False, unit=" ms")
-    report.goal("status round trip, subprocess", subprocess_s * 1e3, 300, higher_is_better=False, unit=" ms")
-    if ssh_s is not None:
-        report.goal("status round trip, SSH on loopback", ssh_s * 1e3, 300, higher_is_better=False, unit=" ms")
+    report.goal("status round trip, local status server", served_s * 1e3, 300, higher_is_better=False, unit=" ms")
+    if ssh is not None:
+        report.goal("status round trip, SSH on loopback (median)", ssh["median"] * 1e3, 300, higher_is_better=False,
+                    unit=" ms")
+        report.goal("status round trip, SSH on loopback (p90)", ssh["p90"] * 1e3, 300, higher_is_better=False,
+                    unit=" ms")
+
+
+def answer_sizes(runs: Path) -> tuple[int, int]:
+    """Bytes of a whole status answer, and of the --serve answer when no run changed since the last one."""
+    from engine.status import _leave_out_unchanged, probe
+
+    first, second = probe(runs), probe(runs)
+    size = len(json.dumps(first))
+    _leave_out_unchanged(second["runs"], _leave_out_unchanged(first["runs"], {}))
+    return size, len(json.dumps(second))
+
+
+def add_epoch(runs_root: Path) -> None:
+    """One more epoch in every run's metrics.json (so no history is unchanged at the next poll)."""
+    from engine import rundir
+
+    for d in sorted(runs_root.iterdir()):
+        metrics = rundir.read_metrics(d).data
+        last = dict(metrics["history"][-1])
+        last["epoch"] += 1
+        metrics["history"].append(last)
+        rundir.write_metrics(d, metrics)
+
+
+def p90(values: Sequence[float]) -> float:
+    """The 90th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
+def _polled(fleet, host: str) -> None:
+    snap = fleet.poll(host)
+    if snap.status is None or snap.error:
+        raise SystemExit(f"status bench: polling {host} failed: {snap.error}")
 
 
 def _timed(fn) -> float:
@@ -286,20 +342,20 @@ def _timed(fn) -> float:
     return time.perf_counter() - start
 
 
-def _ssh_round_trip(args, tmp: Path, runs: Path, table, reps: int) -> float | None:
-    """Fleet.poll over a real sshd on 127.0.0.1 (tests/sshd.py's SshLab), or None without sshd."""
+def _ssh_round_trip(args, tmp: Path, runs: Path, table, reps: int) -> dict[str, float] | None:
+    """Fleet.poll over a real sshd on 127.0.0.1 (tests/sshd.py's SshLab), before and now; None without sshd."""
     if args.quick:
-        table.add("SSH on loopback: not in --quick (needs an sshd started for it)", None, None, None)
+        table.add("SSH on loopback: not in --quick (needs an sshd started for it)", None, None, None, None)
         return None
     sys.path.insert(0, str(REPO / "tests"))
     try:
         import sshd as lab_module   # the test suite's real-sshd helper; benchmarks may borrow it
     except ImportError as exc:
-        table.add(f"SSH on loopback: skipped ({exc})", None, None, None)
+        table.add(f"SSH on loopback: skipped ({exc})", None, None, None, None)
         return None
     reason = lab_module.sshd_missing()
     if reason:
-        table.add(f"SSH on loopback: skipped ({reason})", None, None, None)
+        table.add(f"SSH on loopback: skipped ({reason})", None, None, None, None)
         return None
     from engine.config import load_config
     from lenstui.fleet import Fleet
@@ -311,27 +367,36 @@ def _ssh_round_trip(args, tmp: Path, runs: Path, table, reps: int) -> float | No
         config_path = lab.write_config(tmp / "lab.toml", runs)
         config = load_config(config_path)
         write_runs(server.runs_root, config)
+        size, delta_size = answer_sizes(server.runs_root)
         fleet = Fleet(config, config_path, ssh_options=lab.options())
         try:
-            times = []
-            for _ in range(max(3, reps // 2) + 1):
-                start = time.perf_counter()
-                snap = fleet.poll("h1")
-                times.append(time.perf_counter() - start)
-                if snap.status is None:
-                    table.add(f"SSH on loopback: poll failed ({snap.error})", None, None, None)
-                    return None
-            size = len(json.dumps(snap.status))
-            transport = fleet.transport("h1")
-            bare = [_timed(lambda: transport.run(["true"], timeout=10)) for _ in range(max(3, reps // 2))]
+            transport, paths = fleet.transport("h1"), fleet.paths("h1")
+            # Before: one exec of `python -m engine.status` per refresh (what Fleet still does for an
+            # engine without --serve), timed on the same connection, alternating with the channel.
+            once, served = [], []
+            first_served = _timed(lambda: _polled(fleet, "h1"))   # connects, starts the server
+            for i in range(2 * reps):
+                served.append(_timed(lambda: _polled(fleet, "h1")))
+                if i % 4 == 0:
+                    once.append(_timed(lambda: fleet._poll_once("h1", transport, paths)))
+            changed = []
+            for _ in range(max(3, reps // 2)):   # every run's history grew since the last poll: whole answers
+                add_epoch(server.runs_root)
+                changed.append(_timed(lambda: _polled(fleet, "h1")))
+            bare = [_timed(lambda: transport.run(["true"], timeout=10)) for _ in range(max(3, reps // 4))]
         finally:
             fleet.close()
     finally:
         lab.close()
-    table.add("Fleet.poll over SSH to sshd on 127.0.0.1 (first includes connecting)", times[0] * 1e3,
-              median(times[1:]) * 1e3, size)
-    table.add("the same connection running `true` (sshd's cost per command here)", None, median(bare) * 1e3, 0)
-    return median(times[1:])
+    table.add("Fleet.poll over SSH, one exec of `python -m engine.status` per refresh (before)", None,
+              median(once) * 1e3, p90(once) * 1e3, size)
+    table.add("Fleet.poll over SSH, the `engine.status --serve` channel (first: connect + start)",
+              first_served * 1e3, median(served) * 1e3, p90(served) * 1e3, delta_size)
+    table.add("the same channel when every run's history changed since the last poll", None,
+              median(changed) * 1e3, p90(changed) * 1e3, answer_sizes(server.runs_root)[0])
+    table.add("the same connection running `true` (sshd's cost per exec here)", None, median(bare) * 1e3,
+              p90(bare) * 1e3, 0)
+    return {"median": median(served), "p90": p90(served), "exec_median": median(once)}
 
 
 # ---------------------------------------------------------------------------

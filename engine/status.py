@@ -6,6 +6,11 @@ round trip: the GPUs (NVML through nvidia-ml-py, `nvidia-smi` CSV as fallback)
 and each run's state reconciled against the process table (so a dead run reads
 `lost`), with its latest metrics and full history for the curves.
 
+`python -m engine.status --serve --runs-root DIR` is the same answer as a
+long-lived server, so a refresh costs neither an SSH exec nor a Python start:
+one JSON request line on stdin, one JSON answer line on stdout, computed fresh
+for each request (see `serve`). It exits when stdin closes.
+
 `python -m engine.status --preflight [--data-root DIR]` checks that this Python
 has what training needs (torch, torchvision, numpy, scikit-learn, pyarrow) and
 sees GPUs; only that mode imports torch.
@@ -19,6 +24,7 @@ import argparse
 import json
 import os
 import re
+import select
 import shutil
 import socket
 import subprocess
@@ -40,6 +46,10 @@ SUMMARY_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radi
                 "test_core_sensitivity", "overrides", "updated_at", "bad_rows")
 RUN_INFO_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
                  "device", "started_at", "ended_at", "exit_status")
+
+SERVE_PROTOCOL = 1       # bumped when the --serve request or answer changes incompatibly
+SERVE_IDLE_EXIT = 600.0  # a server with no request for this long exits (a half-open link, a vanished client)
+DELTA_KEYS = ("history", "gates")   # the bulk of an answer: sent again only when it changed
 
 
 # ---------------------------------------------------------------------------
@@ -267,6 +277,112 @@ def probe(runs_root: str | Path) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------
+# Serve: one request line in, one answer line out
+
+
+def serve(runs_root: str | Path, stdin_fd: int = 0, stdout: Any = None,
+          idle_exit: float = SERVE_IDLE_EXIT) -> int:
+    """Answer status requests on stdin until it closes; returns the exit status.
+
+    Protocol (one JSON object per line): first a hello,
+    `{"serve": SERVE_PROTOCOL, "engine_version": ..., "pid": ...}`; then for each
+    request `{"id": N, "full": bool}` the answer `{"id": N, "status": <probe()>}`,
+    computed when the request arrives. In an answer each run's `history` and
+    `gates` are left out, and named in its `unchanged` list, when they equal what
+    this server last sent for that run (unless `full`): a client keeps the last
+    answer. `{"id": N, "error": TEXT}` when the probe fails (the server goes on);
+    `{"id": N, "restart": TEXT}` when the engine's code on disk changed since the
+    server started (after `lenstui sync`): the server exits, the client starts
+    the new code. End of stdin, or no request for `idle_exit` seconds, ends it.
+    """
+    out = stdout if stdout is not None else sys.stdout
+    code = _code_stamp()
+    _hold_nvml()
+    sent: dict[str, dict[str, Any]] = {}
+    _emit(out, {"serve": SERVE_PROTOCOL, "engine_version": ENGINE_VERSION, "pid": os.getpid()})
+    pending = b""
+    while True:
+        line, pending = _read_request(stdin_fd, pending, idle_exit)
+        if line is None:
+            return 0
+        try:
+            request = json.loads(line)
+            if not isinstance(request, dict):
+                raise ValueError("not a JSON object")
+        except ValueError as exc:
+            _emit(out, {"id": None, "error": f"engine.status --serve: bad request {line[:100]!r}: {exc}"})
+            continue
+        rid = request.get("id")
+        if _code_stamp() != code:
+            _emit(out, {"id": rid, "restart": "the engine's code on this host changed since this server started"})
+            return 0
+        try:
+            answer = probe(runs_root)
+        except Exception as exc:  # a bug in the probe is reported to the screen; the next request may work
+            _emit(out, {"id": rid, "error": f"status probe failed: {type(exc).__name__}: {exc}"})
+            continue
+        if request.get("full"):
+            sent = {}
+        sent = _leave_out_unchanged(answer["runs"], sent)
+        _emit(out, {"id": rid, "status": answer})
+
+
+def _read_request(fd: int, pending: bytes, idle_exit: float) -> tuple[str | None, bytes]:
+    """The next line from `fd` and what followed it; None at end of input or after `idle_exit` s of silence."""
+    while b"\n" not in pending:
+        ready, _, _ = select.select([fd], [], [], idle_exit)
+        if not ready:
+            return None, b""
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            return None, b""
+        pending += chunk
+    line, rest = pending.split(b"\n", 1)
+    return line.decode("utf-8", "replace"), rest
+
+
+def _leave_out_unchanged(runs: dict[str, dict[str, Any]],
+                         sent: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Drop each run's DELTA_KEYS equal to what was last sent (naming them in `unchanged`); returns the new memory."""
+    memory: dict[str, dict[str, Any]] = {}
+    for name, entry in runs.items():
+        memory[name] = {key: entry.get(key) for key in DELTA_KEYS}
+        before = sent.get(name)
+        # Compared by value, not by metrics.json's updated_at: that has a resolution of one second.
+        same = [key for key in DELTA_KEYS if before is not None and key in entry and before[key] == entry[key]]
+        for key in same:
+            del entry[key]
+        if same:
+            entry["unchanged"] = same
+    return memory
+
+
+def _code_stamp() -> dict[str, tuple[int, int, int] | None]:
+    """Identity (inode, size, mtime) of every engine module this process loaded: `sync` replaces them."""
+    stamp: dict[str, tuple[int, int, int] | None] = {}
+    for module in list(sys.modules.values()):
+        spec = getattr(module, "__spec__", None)   # `python -m engine.status` is __main__, spec engine.status
+        name, path = getattr(spec, "name", "") or "", getattr(module, "__file__", None)
+        if path and (name == "engine" or name.startswith("engine.")):
+            try:
+                st = os.stat(path)
+                stamp[path] = (st.st_ino, st.st_size, st.st_mtime_ns)
+            except OSError:
+                stamp[path] = None
+    return stamp
+
+
+def _hold_nvml() -> None:
+    """Keep NVML initialised for the server's life, so each probe's init/shutdown is a reference count."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+    except Exception:  # no nvidia-ml-py or no driver: each probe says why, as without --serve
+        pass
+
+
+# ---------------------------------------------------------------------------
 # Preflight
 
 
@@ -325,34 +441,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs-root", help="the host's runs root (one directory per experiment)")
     parser.add_argument("--watch", type=float, metavar="SECONDS",
                         help="print one JSON line every SECONDS until stdout closes")
+    parser.add_argument("--serve", action="store_true",
+                        help="answer one JSON line per request line on stdin, until stdin closes")
+    parser.add_argument("--idle-exit", type=float, default=SERVE_IDLE_EXIT, metavar="SECONDS",
+                        help=f"with --serve: exit after SECONDS without a request (default {SERVE_IDLE_EXIT:g})")
     parser.add_argument("--preflight", action="store_true", help="check this Python can train")
     parser.add_argument("--data-root", help="with --preflight: the dataset root to check")
     args = parser.parse_args(argv)
     try:
         if args.preflight:
-            _emit(preflight(args.data_root))
+            _emit(sys.stdout, preflight(args.data_root))
             return 0
         if not args.runs_root:
             parser.error("--runs-root is required (or --preflight)")
+        if args.serve:
+            if args.watch is not None:
+                parser.error("--serve and --watch do not go together")
+            if args.idle_exit <= 0:
+                parser.error("--idle-exit needs a positive number of seconds")
+            return serve(args.runs_root, idle_exit=args.idle_exit)
         if args.watch is None:
-            _emit(probe(args.runs_root))
+            _emit(sys.stdout, probe(args.runs_root))
             return 0
         if args.watch <= 0:
             parser.error("--watch needs a positive number of seconds")
         while True:
-            _emit(probe(args.runs_root))
+            _emit(sys.stdout, probe(args.runs_root))
             time.sleep(args.watch)
     except BrokenPipeError:
-        # The reader went away (the TUI closed the channel): that ends a watch normally.
+        # The reader went away (the TUI closed the channel): that ends a watch or a server normally.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
     except KeyboardInterrupt:
         return 130
 
 
-def _emit(obj: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(rundir._json_safe(obj), allow_nan=False) + "\n")
-    sys.stdout.flush()
+def _emit(out: Any, obj: dict[str, Any]) -> None:
+    out.write(json.dumps(rundir._json_safe(obj), allow_nan=False) + "\n")
+    out.flush()
 
 
 if __name__ == "__main__":

@@ -3,8 +3,9 @@
 Each host has its own transport (its own connection), so a dead host only ever
 blocks the worker that asked about it. What runs on a host is the engine's
 torch-free CLI (`engine.status`, `engine.launch`), run with the host's Python
-in its work_dir; for the local host the status probe runs in-process, which
-is the same code without a Python start-up per refresh.
+in its work_dir. A refresh asks the host's long-lived status server
+(`engine.status --serve`, lenstui/status_channel.py) over the open connection;
+for the local host the probe runs in-process, the same code without a process.
 """
 
 from __future__ import annotations
@@ -24,12 +25,15 @@ from typing import Any, Iterator, Sequence
 
 from engine import ENGINE_VERSION, rundir
 from engine.config import ID_PATTERN, Config, ConfigError, Host
+from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
 from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
-                                    RemoteFileNotFound, Transport, TransportError, check_arg, local_tree)
+                                    RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
+                                    local_tree)
 
 EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
+SERVE_RETRY_S = 60.0       # a host whose engine lacks --serve is polled the old way this long, then asked again
 LAUNCH_TIMEOUT = 60.0
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
 CODE_VERSION_FILE = "engine/code_version.json"   # written by sync into the host's work_dir
@@ -166,6 +170,8 @@ class Fleet:
         self.ssh_options = ssh_options
         self.local_status_in_process = local_status_in_process
         self._transports: dict[str, Transport] = {}
+        self._status: dict[str, StatusChannel] = {}
+        self._one_shot_until: dict[str, float] = {}   # hosts whose engine has no --serve (monotonic time)
         self._lock = threading.Lock()
 
     # -- hosts and links --------------------------------------------------------
@@ -198,11 +204,31 @@ class Fleet:
             return self._transports[name]
 
     def close(self) -> None:
-        """Close every connection (runs keep going on their hosts)."""
+        """Stop the status servers and close every connection (runs keep going on their hosts)."""
         with self._lock:
+            channels, self._status = list(self._status.values()), {}
             transports, self._transports = list(self._transports.values()), {}
+        for c in channels:
+            c.close(final=True)
         for t in transports:
             t.close()
+
+    def status_channel(self, name: str) -> StatusChannel:
+        """The host's status server channel (created on first use, started on first ask)."""
+        t, paths = self.transport(name), self.paths(name)
+        argv = [paths.python, "-m", "engine.status", "--serve", "--runs-root", paths.runs_root]
+        with self._lock:
+            if name not in self._status:
+                self._status[name] = StatusChannel(t, argv, paths.work_dir)
+            return self._status[name]
+
+    def _restart_status(self, name: str) -> None:
+        """Stop the host's status server, so the next poll starts the code now on the host."""
+        with self._lock:
+            channel = self._status.get(name)
+            self._one_shot_until.pop(name, None)
+        if channel is not None:
+            channel.close()
 
     # -- status -------------------------------------------------------------------
 
@@ -221,12 +247,30 @@ class Fleet:
             except Exception as exc:  # a bug in the probe must show on screen, with the host named
                 return HostSnapshot(host, True, True, None, f"status probe failed: {type(exc).__name__}: {exc}",
                                     None)
+        try:
+            if time.monotonic() < self._one_shot_until.get(host, 0.0):
+                return self._poll_once(host, t, paths)
+            status = self.status_channel(host).ask(POLL_TIMEOUT)
+        except (HostUnreachable, HostKeyError, AuthError) as exc:
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None)
+        except StreamClosed as exc:  # the server could not start: the engine's own words say why
+            if _lacks_serve(exc.stderr):  # an engine from before --serve: the old way, until it is synced
+                self._one_shot_until[host] = time.monotonic() + SERVE_RETRY_S
+                return self._poll_once(host, t, paths)
+            message = self._engine_failure(host, paths, exc.stderr) if exc.stderr.strip() else str(exc)
+            return HostSnapshot(host, True, True, None, message, None)
+        except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
+            return HostSnapshot(host, True, True, None, str(exc), None)
+        return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
+
+    def _poll_once(self, host: str, t: Transport, paths: HostPaths) -> HostSnapshot:
+        """One exec of `engine.status` per refresh: for a host whose engine has no --serve yet."""
         argv = [paths.python, "-m", "engine.status", "--runs-root", paths.runs_root]
         try:
             done = t.run(argv, cwd=paths.work_dir, timeout=POLL_TIMEOUT)
         except (HostUnreachable, HostKeyError, AuthError) as exc:
             return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None)
-        except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
+        except TransportError as exc:
             return HostSnapshot(host, True, True, None, str(exc), None)
         if done.rc != 0:
             return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None)
@@ -348,6 +392,7 @@ class Fleet:
                                                   "synced_from": socket.gethostname()}, indent=1) + "\n")
                     stats.sent += t.put_files([(record, f"{work}/{CODE_VERSION_FILE}")]).sent
         sent = list(stats.sent)
+        self._restart_status(host)  # its server runs the code just replaced (it would notice, too)
         message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged; code {version}" if not same_tree
                    else f"{host} runs this folder's code ({version}); nothing to push")
         return SyncResult(host, sent, stats.skipped, version, message)
@@ -417,6 +462,11 @@ def _last_json(text: str) -> dict[str, Any] | None:
         if isinstance(value, dict):
             return value
     return None
+
+
+def _lacks_serve(stderr: str) -> bool:
+    """Whether engine.status refused --serve as an unknown option (argparse's words): an engine before it."""
+    return "unrecognized arguments" in stderr and "--serve" in stderr
 
 
 def _version(text: object) -> tuple[int, ...]:

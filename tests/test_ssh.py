@@ -20,6 +20,7 @@ from lenstui.fleet import Fleet, FleetError
 from lenstui.transport.base import AuthError, HostKeyError
 from lenstui.transport.ssh import SshTransport
 from sshd import PROJECT_ROOT, STANDIN_TRAIN, group_alive, keygen, ssh_lab, wait_for  # noqa: F401 (fixture)
+from status_servers import OLD_STATUS, status_servers
 
 pytestmark = pytest.mark.ssh
 ECHO = [sys.executable, "-c", "import sys, json; print(json.dumps(sys.argv[1:]))"]
@@ -233,10 +234,120 @@ def test_a_dead_host_turns_disconnected_within_15s_while_others_keep_updating_an
         wait_for(lambda: any(t > back_at and s.connected and s.status for t, s in seen["h2"]), timeout=20)
         print(f"h2 restarted: connected again after {time.monotonic() - back_at:.1f} s")
         assert time.monotonic() - back_at < 15
+        # The status server of the frozen connection ended with it; one new one serves h2.
+        wait_for(lambda: len(status_servers(lab.servers["h2"].runs_root)) == 1, timeout=10)
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
+
+
+def _done_run(runs: Path, exp: str, epochs: int) -> None:
+    (runs / exp).mkdir(parents=True, exist_ok=True)
+    m = rundir.new_metrics(exp, 50, {})
+    m["status"] = "done"
+    m["history"] = [{"epoch": e, "val_auroc": 0.7 + 0.01 * e} for e in range(epochs)]
+    rundir.write_metrics(runs / exp, m)
+
+
+def test_one_status_server_per_host_answers_every_poll_and_ends_with_its_connection(lab_fleet):
+    lab, fleet, _ = lab_fleet
+    h1 = lab.servers["h1"]
+    fleet.sync("h1")
+    _done_run(h1.runs_root, "A1", 3)
+    for epochs in (3, 3, 4):   # every poll is a fresh answer: a new epoch shows at the next poll
+        _done_run(h1.runs_root, "A1", epochs)
+        snap = fleet.poll("h1")
+        assert snap.error is None and [r["epoch"] for r in snap.status["runs"]["A1"]["history"]] == list(range(epochs))
+    (pid,) = status_servers(h1.runs_root)   # one server, started once, for all three polls
+
+    h1.stop()   # sshd dies with its sessions: the server notices the end of its input and exits
+    wait_for(lambda: status_servers(h1.runs_root) == [], timeout=10)
+    assert not fleet.poll("h1").connected
+    h1.start()
+    snap = wait_for(lambda: (s := fleet.poll("h1")).status and s, timeout=20)
+    assert snap.error is None and len(snap.status["runs"]["A1"]["history"]) == 4
+    (again,) = status_servers(h1.runs_root)
+    assert again != pid
+    fleet.close()   # the app or the CLI closes: so do its servers
+    wait_for(lambda: status_servers(h1.runs_root) == [], timeout=10)
+
+
+CLIENT = r'''
+import sys, time
+from pathlib import Path
+from engine.config import load_config
+from lenstui.fleet import Fleet
+from lenstui.transport import SshOptions
+
+config, ssh_config, known_hosts = map(Path, sys.argv[1:4])
+fleet = Fleet(load_config(config), config, local_status_in_process=False,
+              ssh_options=SshOptions(ssh_config=ssh_config, known_hosts=known_hosts, system_known_hosts=None))
+for host in ("local", "h1"):
+    assert fleet.poll(host).error is None, host
+print("polled", flush=True)
+time.sleep(120)
+'''
+
+
+def test_a_client_killed_outright_leaves_no_status_server_behind(lab_fleet, tmp_path):
+    lab, fleet, config = lab_fleet
+    h1 = lab.servers["h1"]
+    fleet.sync("h1")
+    fleet.close()
+    script = tmp_path / "client.py"
+    script.write_text(CLIENT)
+    client = subprocess.Popen([sys.executable, str(script), str(config), str(lab.ssh_config), str(lab.known_hosts)],
+                              cwd=PROJECT_ROOT, env={**lab.env(), "PYTHONPATH": str(PROJECT_ROOT)},
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert client.stdout.readline() == "polled\n", client.stderr.read()
+        local_runs = tmp_path / "local-runs"
+        assert len(status_servers(local_runs)) == 1 and len(status_servers(h1.runs_root)) == 1
+        client.kill()   # no close, no goodbye: the pipe and the TCP connection just end
+        client.wait()
+        wait_for(lambda: status_servers(local_runs) == [] and status_servers(h1.runs_root) == [], timeout=10)
+    finally:
+        if client.poll() is None:
+            client.kill()
+            client.wait()
+
+
+def test_a_host_whose_engine_has_no_serve_is_polled_the_old_way_and_told_to_sync(lab_fleet):
+    lab, fleet, _ = lab_fleet
+    h3 = lab.servers["h3"]
+    fleet.sync("h3")
+    (h3.work_dir / "engine" / "status.py").write_text(OLD_STATUS)   # as synced before --serve existed
+    init = h3.work_dir / "engine" / "__init__.py"
+    init.write_text(init.read_text().replace('ENGINE_VERSION = "', 'ENGINE_VERSION = "0.0.1"  # was "'))
+    started = time.monotonic()
+    snap = fleet.poll("h3")
+    print(f"old engine answered in {time.monotonic() - started:.1f} s")
+    assert snap.connected and snap.status["host"] == "old", snap.error
+    assert "h3 runs engine 0.0.1" in snap.error and "run `lenstui sync --host h3`" in snap.error
+    assert status_servers(h3.runs_root) == []
+    fleet.sync("h3")
+    snap = fleet.poll("h3")
+    assert snap.error is None and snap.status["host"] != "old" and len(status_servers(h3.runs_root)) == 1
+
+
+def test_an_exec_request_the_host_never_answers_is_a_dead_link_not_a_hang(lab_fleet):
+    from lenstui.transport.base import HostUnreachable
+
+    lab, fleet, _ = lab_fleet
+    t = fleet.transport("h1")
+    t.connect()
+    client = t._client
+    chan = t._session(client)      # the channel opened; then the host stops answering (paramiko itself
+    lab.servers["h1"].freeze()     # would wait for the exec reply for ever)
+    try:
+        started = time.monotonic()
+        with pytest.raises(HostUnreachable, match="no reply to a command request"):
+            t._exec(client, chan, "true")
+        assert time.monotonic() - started < 15
+        assert not t.is_connected
+    finally:
+        lab.servers["h1"].thaw()
 
 
 def test_two_launches_at_the_same_instant_from_two_connections_start_one_run(lab_fleet):

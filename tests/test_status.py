@@ -168,3 +168,104 @@ def test_preflight_names_a_missing_module_with_the_install_command_and_a_missing
     assert answer["missing"][:2] == ["torch", "torchvision"] and answer["ok"] is False
     assert any("pip install torch torchvision" in p for p in answer["problems"])
     assert any("does not exist" in p for p in answer["problems"])
+
+
+# -- the long-lived server: engine.status --serve ---------------------------------------------
+
+
+class Served:
+    """`python -m engine.status --serve` as a child process, read one line at a time."""
+
+    def __init__(self, runs: Path, *extra: str, cwd: Path | None = None) -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "engine.status", "--serve", "--runs-root", str(runs),
+                                      *extra], cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                     stderr=subprocess.PIPE, text=True)
+        self.hello = self.line()
+
+    def ask(self, request: dict | str) -> dict:
+        self.proc.stdin.write((request if isinstance(request, str) else json.dumps(request)) + "\n")
+        self.proc.stdin.flush()
+        return self.line()
+
+    def line(self) -> dict:
+        return json.loads(self.proc.stdout.readline())
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+
+
+def _done_run(runs: Path, exp: str, epochs: int) -> Path:
+    directory = runs / exp
+    directory.mkdir(parents=True, exist_ok=True)
+    metrics = rundir.new_metrics(exp, 50, {})
+    metrics["status"] = "done"
+    metrics["history"] = [{"epoch": e, "val_auroc": 0.6 + 0.01 * e} for e in range(epochs)]
+    metrics["gates"] = [{"after_epochs": 0, "core_lr_auc": 0.6}]
+    rundir.write_metrics(directory, metrics)
+    return directory
+
+
+def test_serve_answers_every_request_afresh_and_resends_history_only_when_it_changed(tmp_path, no_nvml):
+    runs = tmp_path / "runs"
+    _done_run(runs, "A1", 3)
+    _done_run(runs, "B1", 2)
+    server = Served(runs)
+    try:
+        assert server.hello["serve"] == status.SERVE_PROTOCOL and server.hello["pid"] == server.proc.pid
+        first = server.ask({"id": 1, "full": True})
+        assert first["id"] == 1
+        assert [r["epoch"] for r in first["status"]["runs"]["A1"]["history"]] == [0, 1, 2]
+        assert "unchanged" not in first["status"]["runs"]["A1"]
+
+        second = server.ask({"id": 2})
+        assert second["status"]["time"] > first["status"]["time"]  # computed for this request, not cached
+        for exp in ("A1", "B1"):
+            entry = second["status"]["runs"][exp]
+            assert entry["unchanged"] == ["history", "gates"] and "history" not in entry and "gates" not in entry
+            assert entry["state"] == "done" and entry["epoch"] == first["status"]["runs"][exp]["epoch"]
+
+        _done_run(runs, "A1", 4)   # a new epoch: A1's history changed (its gates did not), B1 did not
+        _done_run(runs, "C1", 1)   # and a new run appeared
+        third = server.ask({"id": 3})["status"]["runs"]
+        assert [r["epoch"] for r in third["A1"]["history"]] == [0, 1, 2, 3] and third["A1"]["unchanged"] == ["gates"]
+        assert third["B1"]["unchanged"] == ["history", "gates"]
+        assert "unchanged" not in third["C1"] and third["C1"]["history"]
+
+        assert "history" in server.ask({"id": 4, "full": True})["status"]["runs"]["B1"]  # full: everything
+        bad = server.ask("this is not JSON")
+        assert bad["id"] is None and "bad request" in bad["error"]
+        assert server.ask({"id": 5})["id"] == 5   # and it goes on
+        server.proc.stdin.close()                 # end of input: the server ends, quietly
+        assert server.proc.wait(timeout=10) == 0
+        assert "Traceback" not in server.proc.stderr.read()
+    finally:
+        server.close()
+
+
+def test_serve_ends_after_idling_and_asks_to_be_restarted_when_its_engine_code_changes(tmp_path, no_nvml):
+    idle = Served(tmp_path / "runs", "--idle-exit", "0.5")   # a client that vanished without closing the link
+    try:
+        assert idle.proc.wait(timeout=10) == 0
+    finally:
+        idle.close()
+
+    work = tmp_path / "work"
+    install_engine(work)
+    server = Served(tmp_path / "runs", cwd=work)  # runs this copy of the engine, as a host does
+    try:
+        assert "status" in server.ask({"id": 1})
+        rundir_py = work / "engine" / "rundir.py"   # `lenstui sync` replaces a module the server has loaded
+        rundir_py.write_text(rundir_py.read_text() + "\n# changed\n")
+        answer = server.ask({"id": 2})
+        assert answer["id"] == 2 and "changed" in answer["restart"] and "status" not in answer
+        assert server.proc.wait(timeout=10) == 0
+    finally:
+        server.close()
+
+
+def test_serve_refuses_to_go_with_watch(tmp_path):
+    done = subprocess.run([sys.executable, "-m", "engine.status", "--serve", "--watch", "1", "--runs-root",
+                           str(tmp_path)], capture_output=True, text=True, timeout=30, stdin=subprocess.DEVNULL)
+    assert done.returncode == 2 and "--serve and --watch" in done.stderr

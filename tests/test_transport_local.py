@@ -172,3 +172,138 @@ def test_local_python_keeps_the_venv_symlink(tmp_path):
     config_path.write_text(shipped.replace('python = ".venv/bin/python"', 'python = "venv/bin/python"'))
     paths = host_paths(load_config(config_path), load_config(config_path).host("local"), config_path)
     assert paths.python == str(link)
+
+
+# -- long-lived programs: line streams and the status server ---------------------------------
+
+LINE_SERVER = r'''
+import os, sys, time
+print(os.getpid(), flush=True)
+for line in sys.stdin:
+    word = line.strip()
+    if word == "quit":
+        print("bye from the server", file=sys.stderr)
+        sys.exit(3)
+    if word == "sleep":
+        time.sleep(60)
+    print(word.upper(), flush=True)
+'''
+
+
+def _alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return not stat[stat.rfind(")") + 2:].startswith("Z")
+
+
+def test_a_line_stream_talks_to_a_program_and_says_how_it_ended(tmp_path):
+    from lenstui.transport.base import StreamClosed
+
+    t, script = LocalTransport(), tmp_path / "line_server.py"
+    script.write_text(LINE_SERVER)
+    stream = t.start([sys.executable, str(script)], cwd=str(tmp_path))
+    pid = int(stream.read_line(10))
+    stream.send_line("hello")
+    assert stream.read_line(10) == "HELLO"
+    with pytest.raises(ValueError, match="newline"):
+        stream.send_line("two\nlines")
+    stream.send_line("sleep")
+    with pytest.raises(CommandTimeout, match="did not answer within 0.3 s"):
+        stream.read_line(0.3)
+    stream.close()   # a program that does not end by itself is killed
+    assert not _alive(pid)
+
+    stream = t.start([sys.executable, str(script)])
+    stream.read_line(10)
+    stream.send_line("quit")
+    with pytest.raises(StreamClosed, match="exited with status 3: bye from the server") as ended:
+        stream.read_line(10)
+    assert ended.value.rc == 3 and "bye from the server" in ended.value.stderr
+    stream.close()
+    with pytest.raises(TransportError, match="nowhere"):
+        t.start(ECHO, cwd=str(tmp_path / "nowhere"))
+
+
+def _done_runs(runs: Path) -> None:
+    for exp, epochs in (("A1", 3), ("B1", 2)):
+        d = runs / exp
+        d.mkdir(parents=True)
+        m = rundir.new_metrics(exp, 50, {})
+        m["status"] = "done"
+        m["history"] = [{"epoch": e, "val_auroc": 0.7} for e in range(epochs)]
+        m["gates"] = [{"after_epochs": 0, "core_lr_auc": 0.6}]
+        rundir.write_metrics(d, m)
+
+
+def _as_sent(obj):
+    return json.loads(json.dumps(rundir._json_safe(obj)))
+
+
+def test_the_local_host_through_its_status_server_answers_as_the_probe_and_survives_the_server(fleet, tmp_path):
+    from engine.status import probe
+    from status_servers import status_servers
+
+    runs = tmp_path / "runs"
+    _done_runs(runs)
+    fleet.local_status_in_process = False   # the same protocol as an SSH host, over a pipe
+    first = fleet.poll("local")
+    assert first.connected and first.error is None
+    (pid,) = status_servers(runs)
+    for _ in range(2):  # later answers leave unchanged histories out; the Fleet puts them back
+        snap = fleet.poll("local")
+        assert snap.error is None and snap.status["runs"] == _as_sent(probe(runs)["runs"])
+    assert status_servers(runs) == [pid]   # one server for every poll
+
+    os.kill(pid, signal.SIGKILL)   # the server dies between two polls: the next poll starts another
+    wait_for(lambda: pid not in status_servers(runs))
+    snap = fleet.poll("local")
+    assert snap.error is None and snap.status["runs"]["A1"]["history"][-1]["epoch"] == 2
+    (again,) = status_servers(runs)
+    assert again != pid
+    fleet.close()
+    assert status_servers(runs) == []
+
+
+def test_a_hung_status_server_is_reported_killed_and_replaced(fleet, tmp_path, monkeypatch):
+    import lenstui.fleet as fleet_module
+    from status_servers import status_servers
+
+    status_py = tmp_path / "work" / "engine" / "status.py"   # the host's engine hangs while HANG exists
+    text = status_py.read_text()
+    hook = "    root = Path(os.path.expanduser(str(runs_root)))\n"
+    assert hook in text
+    status_py.write_text(text.replace(hook, hook + "    while (root / 'HANG').exists():\n        time.sleep(0.05)\n"))
+    runs = tmp_path / "runs"
+    _done_runs(runs)
+    monkeypatch.setattr(fleet_module, "POLL_TIMEOUT", 1.0)
+    fleet.local_status_in_process = False
+    assert fleet.poll("local").error is None
+    (pid,) = status_servers(runs)
+    (runs / "HANG").write_text("")
+    snap = fleet.poll("local")
+    assert snap.connected and snap.status is None and "did not answer within 1 s" in snap.error
+    assert not _alive(pid) and status_servers(runs) == []   # killed, not left hanging
+    (runs / "HANG").unlink()
+    assert fleet.poll("local").error is None   # a new server
+    fleet.close()
+
+
+def test_an_engine_without_serve_is_polled_the_old_way_and_told_to_sync(fleet, tmp_path):
+    from status_servers import OLD_STATUS, status_servers
+
+    engine = tmp_path / "work" / "engine"   # a host synced before --serve existed
+    (engine / "status.py").write_text(OLD_STATUS)
+    init = engine / "__init__.py"
+    init.write_text(init.read_text().replace('ENGINE_VERSION = "', 'ENGINE_VERSION = "0.0.1"  # was "'))
+    fleet.local_status_in_process = False
+    for _ in range(2):
+        snap = fleet.poll("local")
+        assert snap.connected and snap.status and snap.status["host"] == "old", snap.error  # the old way works
+        assert "runs engine 0.0.1" in snap.error and "run `lenstui sync --host local`" in snap.error
+    fleet.sync("local")   # the current engine: served from now on
+    snap = fleet.poll("local")
+    assert snap.error is None and snap.status["host"] != "old"
+    assert len(status_servers(tmp_path / "runs")) == 1
+    fleet.close()

@@ -1,4 +1,4 @@
-"""The transport interface: run an argv on a host, move files, and say whether the link is up.
+"""The transport interface: run an argv on a host, talk to a long-lived one, move files, say whether the link is up.
 
 Two implementations behave the same (toolong's watcher pattern): `local`
 (subprocess + the filesystem) and `ssh` (paramiko). A transport only executes
@@ -40,6 +40,14 @@ class CommandTimeout(TransportError):
 
 class RemoteFileNotFound(TransportError, FileNotFoundError):
     """A file or directory does not exist on the host."""
+
+
+class StreamClosed(TransportError):
+    """The program behind a line stream ended: its exit status (None if unknown) and the end of its stderr."""
+
+    def __init__(self, message: str, rc: int | None = None, stderr: str = "") -> None:
+        super().__init__(message)
+        self.rc, self.stderr = rc, stderr
 
 
 @dataclass(frozen=True)
@@ -89,6 +97,31 @@ def local_tree(root: Path, exclude_dirs: Iterable[str] = ("__pycache__",),
     return out
 
 
+class LineStream(ABC):
+    """A program started on a host, spoken to one line at a time through its stdin and stdout.
+
+    It lives as long as the stream: `close()`, or the link going down, closes its stdin,
+    and a program written for this (`engine.status --serve`) exits on that.
+    """
+
+    @abstractmethod
+    def send_line(self, line: str) -> None:
+        """Write one line (no newline inside) to the program's stdin."""
+
+    @abstractmethod
+    def read_line(self, timeout: float) -> str:
+        """The next line of the program's stdout, without its newline.
+
+        StreamClosed when the program ended (with its exit status and stderr);
+        CommandTimeout when no line came within `timeout` seconds though the link
+        answers; HostUnreachable when the link died meanwhile.
+        """
+
+    @abstractmethod
+    def close(self) -> None:
+        """End the program (its stdin closed; killed if it lingers) and free what the stream holds."""
+
+
 class Transport(ABC):
     """One host's link. Thread-safe: the app polls, launches and tails from worker threads."""
 
@@ -107,6 +140,10 @@ class Transport(ABC):
     @abstractmethod
     def run(self, argv: Sequence[str], *, cwd: str | None = None, timeout: float) -> Completed:
         """Run `argv` (no shell interprets it) in `cwd` and wait at most `timeout` seconds."""
+
+    @abstractmethod
+    def start(self, argv: Sequence[str], *, cwd: str | None = None) -> LineStream:
+        """Start `argv` (no shell interprets it) in `cwd`, its stdin and stdout kept open as a LineStream."""
 
     @abstractmethod
     def read_file(self, path: str, max_bytes: int) -> bytes:

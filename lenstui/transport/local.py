@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import selectors
 import shutil
 import subprocess
+import tempfile
+import threading
+import time
 from pathlib import Path
 from typing import Sequence
 
 from engine.rundir import replace_via_temp
 
-from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, PutStats, RemoteFileNotFound,
-                                    Transport, TransportError, check_arg, check_argv, tail_window)
+from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
+                                    RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
+                                    check_argv, tail_window)
+
+STDERR_KEPT = 4096   # bytes of a stream program's stderr kept for its error message
+CLOSE_GRACE = 1.0    # seconds a stream program gets to exit on end of stdin before it is killed
 
 
 class LocalTransport(Transport):
@@ -43,6 +51,12 @@ class LocalTransport(Transport):
             raise TransportError(f"{self.name}: cannot run {argv[0]!r}: {exc.strerror}") from None
         return Completed(done.returncode, done.stdout.decode("utf-8", "replace"),
                          done.stderr.decode("utf-8", "replace"))
+
+    def start(self, argv: Sequence[str], *, cwd: str | None = None) -> LineStream:
+        argv = check_argv(argv)
+        if cwd is not None:
+            check_arg(cwd, "working directory")
+        return _LocalLineStream(self.name, argv, cwd)
 
     def read_file(self, path: str, max_bytes: int) -> bytes:
         path = os.path.expanduser(check_arg(path, "path"))
@@ -115,6 +129,97 @@ class LocalTransport(Transport):
 
     def close(self) -> None:
         pass
+
+
+class _LocalLineStream(LineStream):
+    """A child process with piped stdin and stdout; its stderr goes to a temporary file (nothing to drain)."""
+
+    def __init__(self, name: str, argv: list[str], cwd: str | None) -> None:
+        self.name, self.program = name, argv[0]
+        self._stderr = tempfile.TemporaryFile()
+        self._pending = b""
+        self._lock = threading.Lock()
+        try:
+            # Not a new session: the program belongs to lenstui, and ends when its stdin does.
+            self._proc = subprocess.Popen(argv, cwd=cwd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                          stderr=self._stderr)
+        except FileNotFoundError as exc:
+            self._stderr.close()
+            missing = cwd if cwd and not os.path.isdir(cwd) else argv[0]
+            raise TransportError(f"{name}: {missing!r} not found ({exc.strerror})") from None
+        except OSError as exc:
+            self._stderr.close()
+            raise TransportError(f"{name}: cannot run {argv[0]!r}: {exc.strerror}") from None
+
+    def send_line(self, line: str) -> None:
+        check_arg(line, "stream line")
+        try:
+            assert self._proc.stdin is not None
+            self._proc.stdin.write(line.encode("utf-8") + b"\n")
+            self._proc.stdin.flush()
+        except (BrokenPipeError, ValueError, OSError):
+            raise self._ended() from None
+
+    def read_line(self, timeout: float) -> str:
+        deadline = time.monotonic() + timeout
+        while b"\n" not in self._pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise CommandTimeout(f"{self.name}: `{self.program}` did not answer within {timeout:g} s")
+            try:
+                fd = self._proc.stdout.fileno()  # type: ignore[union-attr]
+                with selectors.DefaultSelector() as sel:
+                    sel.register(fd, selectors.EVENT_READ)
+                    if not sel.select(left):
+                        continue
+                chunk = os.read(fd, 1 << 16)
+            except (ValueError, OSError):  # closed by close() in another thread
+                chunk = b""
+            if not chunk:
+                raise self._ended()
+            self._pending += chunk
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def _ended(self) -> StreamClosed:
+        """The program's output ended: wait briefly for its exit status, read its stderr."""
+        try:
+            rc: int | None = self._proc.wait(timeout=CLOSE_GRACE)
+        except subprocess.TimeoutExpired:
+            rc = None
+        stderr = self._stderr_tail()
+        how = "was killed" if rc is not None and rc < 0 else f"exited with status {rc}" if rc is not None \
+            else "closed its output"
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        return StreamClosed(f"{self.name}: `{self.program}` {how}: {last}", rc, stderr)
+
+    def _stderr_tail(self) -> str:
+        try:
+            size = os.fstat(self._stderr.fileno()).st_size
+            self._stderr.seek(max(0, size - STDERR_KEPT))
+            return self._stderr.read().decode("utf-8", "replace")
+        except (ValueError, OSError):
+            return ""
+
+    def close(self) -> None:
+        with self._lock:
+            proc = self._proc
+            try:
+                if proc.stdin is not None:
+                    proc.stdin.close()  # end of input: a server exits by itself
+            except OSError:
+                pass
+            try:
+                proc.wait(timeout=CLOSE_GRACE)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+            for f in (proc.stdout, self._stderr):
+                try:
+                    if f is not None:
+                        f.close()
+                except OSError:
+                    pass
 
 
 def _atomic_copy(src: Path, dest: Path) -> None:

@@ -11,6 +11,9 @@
   while a command is silent the link is probed by opening a channel (the server
   must answer); `max_missed` unanswered probes in a row close the link.
   Reconnection backs off exponentially up to RECONNECT_CAP seconds.
+- A long-lived program (`start`, e.g. the status server) is one exec kept open:
+  a request it leaves unanswered for reply_timeout counts as a missed reply, so a
+  frozen host is noticed as fast as by a command.
 """
 
 from __future__ import annotations
@@ -34,12 +37,13 @@ from engine.config import Host
 from engine.rundir import replace_via_temp
 from lenstui.transport import SshOptions
 from lenstui.transport.base import (TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
-                                    HostUnreachable, PutStats, RemoteFileNotFound, Transport, TransportError,
-                                    check_arg, check_argv, tail_window)
+                                    HostUnreachable, LineStream, PutStats, RemoteFileNotFound, StreamClosed,
+                                    Transport, TransportError, check_arg, check_argv, tail_window)
 
 RECONNECT_FIRST = 0.5     # seconds before the first retry after a failure
 RECONNECT_CAP = 4.0       # backoff cap: with the app's 2 s refresh a returning host is back within ~7 s
 SFTP_TIMEOUT = 10.0       # an SFTP request unanswered this long is checked against a probe
+STDERR_KEPT = 4096        # bytes of a stream program's stderr kept for its error message
 
 
 # ---------------------------------------------------------------------------
@@ -207,6 +211,13 @@ def _connect_client(name: str, ep: Endpoint, options: SshOptions, sock: Any = No
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(options.keepalive_interval)
+    if isinstance(transport.sock, socket.socket):  # through a gateway it is a channel: the gateway's has it
+        # Small messages (a status request after paramiko's window adjusts) would otherwise wait for the
+        # server's delayed ACK: +40 ms on one poll in five, measured on loopback. OpenSSH's ssh does the same.
+        try:
+            transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        except OSError:
+            pass
     return client
 
 
@@ -314,10 +325,10 @@ class SshTransport(Transport):
                 except Exception:
                     pass
 
-    def _probe(self, client: paramiko.SSHClient) -> bool:
-        """Whether the server still answers: up to max_missed channel opens, each within reply_timeout."""
+    def _probe(self, client: paramiko.SSHClient, attempts: int | None = None) -> bool:
+        """Whether the server still answers: up to `attempts` (max_missed) channel opens, each within reply_timeout."""
         transport = client.get_transport()
-        for _ in range(self.options.max_missed):
+        for _ in range(self.options.max_missed if attempts is None else attempts):
             if transport is None or not transport.is_active():
                 return False
             try:
@@ -348,28 +359,57 @@ class SshTransport(Transport):
     def run(self, argv: Sequence[str], *, cwd: str | None = None, timeout: float) -> Completed:
         command = build_command(argv, cwd)
         client = self._connected_client()
-        transport = client.get_transport()
-        chan = None
-        for _ in range(self.options.max_missed):
-            try:
-                chan = transport.open_session(timeout=self.options.reply_timeout)  # type: ignore[union-attr]
-                break
-            except (paramiko.SSHException, EOFError, OSError, AttributeError):
-                if transport is None or not transport.is_active():
-                    break
-        if chan is None:
-            raise self._dead(client, "no channel opened")
+        chan = self._session(client)
         try:
-            return self._collect(client, chan, command, argv[0], timeout)
+            self._exec(client, chan, command)
+            return self._collect(client, chan, argv[0], timeout)
         finally:
             chan.close()
 
-    def _collect(self, client: paramiko.SSHClient, chan: paramiko.Channel, command: str, program: str,
-                 timeout: float) -> Completed:
+    def start(self, argv: Sequence[str], *, cwd: str | None = None) -> LineStream:
+        command = build_command(argv, cwd)
+        client = self._connected_client()
+        chan = self._session(client)
+        try:
+            self._exec(client, chan, command)
+        except BaseException:
+            chan.close()
+            raise
+        return _SshLineStream(self, client, chan, argv[0])
+
+    def _session(self, client: paramiko.SSHClient) -> paramiko.Channel:
+        """A new session channel; max_missed opens unanswered within reply_timeout mean the link is dead."""
+        transport = client.get_transport()
+        for _ in range(self.options.max_missed):
+            try:
+                return transport.open_session(timeout=self.options.reply_timeout)  # type: ignore[union-attr]
+            except (paramiko.SSHException, EOFError, OSError, AttributeError):
+                if transport is None or not transport.is_active():
+                    break
+        raise self._dead(client, "no channel opened")
+
+    def _exec(self, client: paramiko.SSHClient, chan: paramiko.Channel, command: str) -> None:
+        """Send the exec request; paramiko waits for the server's reply without a deadline, so one is set here."""
+        limit = self.options.reply_timeout * self.options.max_missed
+        fired = threading.Event()
+
+        def expire() -> None:
+            fired.set()
+            chan.close()  # wakes exec_command, which then raises
+
+        watchdog = threading.Timer(limit, expire)
+        watchdog.daemon = True
+        watchdog.start()
         try:
             chan.exec_command(command)
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise self._dead(client, f"exec failed: {exc}") from None
+            what = f"no reply to a command request within {limit:g} s" if fired.is_set() else f"exec failed: {exc}"
+            raise self._dead(client, what) from None
+        finally:
+            watchdog.cancel()
+
+    def _collect(self, client: paramiko.SSHClient, chan: paramiko.Channel, program: str,
+                 timeout: float) -> Completed:
         out, err = bytearray(), bytearray()
         start = last_data = time.monotonic()
         nap = 0.001
@@ -494,6 +534,92 @@ class SshTransport(Transport):
                 self._sftp_call(f"download {remote}", lambda sftp: sftp.getfo(source, f))
 
         replace_via_temp(local, fill)
+
+
+class _SshLineStream(LineStream):
+    """A program started by one exec on the host's connection, kept open; silence is checked like a command's."""
+
+    def __init__(self, owner: SshTransport, client: paramiko.SSHClient, chan: paramiko.Channel,
+                 program: str) -> None:
+        self.owner, self.client, self.chan, self.program = owner, client, chan, program
+        self._pending = b""
+        self._stderr = b""
+
+    def send_line(self, line: str) -> None:
+        check_arg(line, "stream line")
+        options = self.owner.options
+        try:
+            self.chan.settimeout(options.reply_timeout * options.max_missed)
+            self.chan.sendall(line.encode("utf-8") + b"\n")
+        except socket.timeout:  # the server's window stays shut: it is not reading
+            if self.owner._probe(self.client):
+                raise CommandTimeout(f"{self.owner.name}: `{self.program}` does not read its input") from None
+            raise self._lost("a command stopped reading") from None
+        except (paramiko.SSHException, EOFError, OSError):
+            raise self._ended() from None
+
+    def read_line(self, timeout: float) -> str:
+        owner, reply_timeout = self.owner, self.owner.options.reply_timeout
+        deadline = quiet_since = time.monotonic()
+        deadline += timeout
+        while b"\n" not in self._pending:
+            self._drain_stderr()
+            now = time.monotonic()
+            if now >= deadline:
+                if owner._probe(self.client):
+                    raise CommandTimeout(f"{owner.name}: `{self.program}` did not answer within {timeout:g} s")
+                raise self._lost("a command got no answer")
+            if now - quiet_since >= reply_timeout:
+                # An answer is owed: its silence is one missed reply; the probes are the rest.
+                if not owner._probe(self.client, owner.options.max_missed - 1):
+                    raise self._lost("a command went silent")
+                quiet_since = time.monotonic()
+                continue
+            self.chan.settimeout(max(0.001, min(deadline, quiet_since + reply_timeout) - now))
+            try:
+                data = self.chan.recv(1 << 16)
+            except socket.timeout:
+                continue
+            except (paramiko.SSHException, EOFError, OSError):
+                data = b""
+            if not data:
+                raise self._ended()
+            self._pending += data
+            quiet_since = time.monotonic()
+        line, self._pending = self._pending.split(b"\n", 1)
+        return line.decode("utf-8", "replace")
+
+    def _drain_stderr(self) -> None:
+        # Unread stderr would hold the channel's window shut; only its end is kept, for messages.
+        while self.chan.recv_stderr_ready():
+            self._stderr = (self._stderr + self.chan.recv_stderr(1 << 16))[-STDERR_KEPT:]
+
+    def _lost(self, what: str) -> TransportError:
+        """The link failed under the stream: HostUnreachable, or StreamClosed if a newer connection replaced it."""
+        if self.owner._client is not self.client:
+            return StreamClosed(f"{self.owner.name}: the connection `{self.program}` ran on was replaced")
+        return self.owner._dead(self.client, what)
+
+    def _ended(self) -> TransportError:
+        """Output ended: the program exited (StreamClosed with its status), or the link went down."""
+        transport = self.client.get_transport()
+        if transport is None or not transport.is_active():
+            return self._lost("connection lost during a command")
+        self.chan.status_event.wait(self.owner.options.reply_timeout)  # set by the exit status, or the close
+        self._drain_stderr()
+        rc: int | None = self.chan.recv_exit_status() if self.chan.exit_status_ready() else -1
+        rc = None if rc == -1 else rc   # paramiko's -1: closed without an exit status
+        stderr = self._stderr.decode("utf-8", "replace")
+        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        how = f"exited with status {rc}" if rc is not None else "ended"
+        return StreamClosed(f"{self.owner.name}: `{self.program}` {how}: {last}", rc, stderr)
+
+    def close(self) -> None:
+        try:
+            self.chan.shutdown_write()   # end of stdin for the program, then the channel
+            self.chan.close()
+        except (paramiko.SSHException, EOFError, OSError):
+            pass
 
 
 def _makedirs(sftp: paramiko.SFTPClient, path: str, made: set[str]) -> None:
