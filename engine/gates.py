@@ -7,7 +7,9 @@
 Both: features standardised inside each fold, 5-fold CV stratified *and grouped by LRG*
 (StratifiedGroupKFold: the twins of a pair never sit on both sides of a fold), AUROC of the
 out-of-fold probabilities, on a balanced random sample (1000/1000, fixed seed). An
-optional mask sets pixels with r < R to 0 before the features are taken.
+optional mask sets pixels with r < R to 0 before the features are taken. The command line
+also gives a 95% interval: the out-of-fold AUROC recomputed on LRGs drawn with replacement
+(an LRG's rows share its host, so the LRG, not the row, is the unit that varies).
 
     python -m engine.gates --data-root ROOT --mode paired --preprocessing residual [--mask-radius 7]
     python -m engine.gates --data-root ROOT --matrix      # the whole matrix beside the published one
@@ -39,6 +41,7 @@ PUBLISHED = {
     ("unpaired", "residual", 7): (0.518, "~0.50"),
 }
 MATRIX = tuple(PUBLISHED)
+BOOTSTRAP_DRAWS = 400
 SOLVER = "newton-cholesky"   # LogisticRegression's defaults otherwise (L2, C = 1)
 MAX_ITER = 200
 
@@ -50,6 +53,8 @@ class GateResult:
     core_lr_auc: float
     radial_lr_auc: float
     n_samples: int
+    core_interval: tuple[float, float] | None = None     # 95%, bootstrap over LRGs (when asked)
+    radial_interval: tuple[float, float] | None = None
 
 
 def balanced_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -129,6 +134,12 @@ def cv_splits(labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int 
 
 def cv_auc(features: np.ndarray, labels: np.ndarray, splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> float:
     """AUROC of out-of-fold probabilities of a standardised logistic regression over `splits`."""
+    return float(roc_auc_score(np.asarray(labels).astype(np.int64), cv_scores(features, labels, splits)))
+
+
+def cv_scores(features: np.ndarray, labels: np.ndarray,
+              splits: Sequence[tuple[np.ndarray, np.ndarray]]) -> np.ndarray:
+    """Out-of-fold probabilities of a standardised logistic regression over `splits`."""
     labels = np.asarray(labels).astype(np.int64)
     oof = np.empty(len(labels), dtype=np.float64)
     # One BLAS thread: on problems this small, thread start-up and contention with the
@@ -142,12 +153,41 @@ def cv_auc(features: np.ndarray, labels: np.ndarray, splits: Sequence[tuple[np.n
             model = LogisticRegression(solver=SOLVER, max_iter=MAX_ITER)
             model.fit(scaler.transform(features[train]), labels[train])
             oof[test] = model.predict_proba(scaler.transform(features[test]))[:, 1]
-    return float(roc_auc_score(labels, oof))
+    return oof
+
+
+def group_bootstrap_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, *,
+                             draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float]:
+    """95% percentile interval of the AUROC of fixed `scores` over LRGs resampled with replacement.
+
+    Each draw weights every row by how often its LRG was drawn; a draw with one class only
+    is skipped. It measures how much the number depends on which LRGs are in the sample,
+    which at a few hundred LRGs is most of the spread between datasets.
+    """
+    labels = np.asarray(labels).astype(np.int64)
+    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    n_groups = int(inverse.max()) + 1
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(draws):
+        weights = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)[inverse]
+        kept = weights > 0
+        if len(np.unique(labels[kept])) < 2:
+            continue
+        values.append(roc_auc_score(labels[kept], scores[kept], sample_weight=weights[kept]))
+    if not values:
+        raise ValueError("no bootstrap draw held both classes; the gate sample is too small")
+    low, high = np.percentile(values, [2.5, 97.5])
+    return float(low), float(high)
 
 
 def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, n_samples: int = 2000,
-                   folds: int = 5, seed: int = 1337, core_box: int = 10, mask_radius: int = 0) -> GateResult:
-    """core_lr_auc and radial_lr_auc on a balanced random sample of `n_samples` preprocessed images."""
+                   folds: int = 5, seed: int = 1337, core_box: int = 10, mask_radius: int = 0,
+                   intervals: bool = False) -> GateResult:
+    """core_lr_auc and radial_lr_auc on a balanced random sample of `n_samples` preprocessed images.
+
+    `intervals`: also their 95% intervals over LRGs (group_bootstrap_interval; ~0.2 s each).
+    """
     labels, groups = np.asarray(labels), np.asarray(groups)
     if not (len(images) == len(labels) == len(groups)):
         raise ValueError(f"images ({len(images)}), labels ({len(labels)}) and groups ({len(groups)}) differ in length")
@@ -155,9 +195,15 @@ def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *
     x = np.asarray(images[idx])
     y, g = labels[idx], groups[idx]
     splits = cv_splits(y, g, folds, seed)
-    core = cv_auc(core_features(x, core_box, mask_radius), y, splits)
-    radial = cv_auc(radial_features(x, mask_radius), y, splits)
-    return GateResult(core, radial, int(len(idx)))
+    core = cv_scores(core_features(x, core_box, mask_radius), y, splits)
+    radial = cv_scores(radial_features(x, mask_radius), y, splits)
+    y64 = y.astype(np.int64)
+    result = GateResult(float(roc_auc_score(y64, core)), float(roc_auc_score(y64, radial)), int(len(idx)))
+    if intervals:
+        result = GateResult(result.core_lr_auc, result.radial_lr_auc, result.n_samples,
+                            group_bootstrap_interval(y, core, g, seed=seed),
+                            group_bootstrap_interval(y, radial, g, seed=seed))
+    return result
 
 
 # ---------------------------------------------------------------------------
@@ -171,7 +217,8 @@ def _run_one(args: argparse.Namespace, mode: str, preprocessing: str, mask_radiu
                         preprocessing=preprocessing, cache_dir=args.cache_dir)
     started = time.perf_counter()
     result = shortcut_gates(arrays.images, arrays.labels, arrays.lrg_id, n_samples=args.n_samples,
-                            folds=args.folds, seed=args.seed, core_box=args.core_box, mask_radius=mask_radius)
+                            folds=args.folds, seed=args.seed, core_box=args.core_box, mask_radius=mask_radius,
+                            intervals=True)
     return result, time.perf_counter() - started
 
 
@@ -179,11 +226,16 @@ def format_row(mode: str, preprocessing: str, mask_radius: int, result: GateResu
     published = PUBLISHED.get((mode, preprocessing, mask_radius))
     pub = f"{published[0]:.3f} / {published[1]}" if published else "-"
     return (f"| {mode:<8} | {preprocessing:<10} | {mask_radius:>4} | {result.n_samples:>5} | "
-            f"{result.core_lr_auc:.3f} | {result.radial_lr_auc:.3f} | {pub:<14} | {seconds:5.2f} |")
+            f"{result.core_lr_auc:.3f} | {_interval(result.core_interval)} | "
+            f"{result.radial_lr_auc:.3f} | {_interval(result.radial_interval)} | {pub:<14} | {seconds:5.2f} |")
 
 
-HEADER = ("| mode     | preproc.   | mask |     n | core  | radial | published      | gate s |\n"
-          "|----------|------------|------|-------|-------|--------|----------------|--------|")
+def _interval(interval: tuple[float, float] | None) -> str:
+    return f"{interval[0]:.3f}–{interval[1]:.3f}" if interval else f"{'-':<11}"
+
+
+HEADER = ("| mode     | preproc.   | mask |     n | core  | core 95%    | radial | radial 95%  | published      | gate s |\n"
+          "|----------|------------|------|-------|-------|-------------|--------|-------------|----------------|--------|")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -204,7 +256,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     runs = MATRIX if args.matrix else ((args.mode, args.preprocessing, args.mask_radius),)
     print(f"shortcut gates on {args.data_root}: split {args.split}, sample {args.sample}, "
-          f"{args.folds}-fold StratifiedGroupKFold by LRG, seed {args.seed}")
+          f"{args.folds}-fold StratifiedGroupKFold by LRG, seed {args.seed}; 95% intervals from "
+          f"{BOOTSTRAP_DRAWS} bootstrap draws of LRGs")
     print(HEADER)
     try:
         for mode, preprocessing, radius in runs:

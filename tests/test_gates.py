@@ -51,6 +51,19 @@ def test_label_noise_gives_half():
     assert abs(result.radial_lr_auc - 0.5) < 0.07
 
 
+def test_intervals_over_lrgs_bracket_the_value_and_widen_when_few_lrgs_are_sampled():
+    images, labels, groups = _pairs(400, seed=5, core_signal=0.25)
+    many = shortcut_gates(images, labels, groups, n_samples=800, intervals=True)
+    few = shortcut_gates(images, labels, groups, n_samples=160, intervals=True)
+    for r in (many, few):
+        assert r.core_interval[0] < r.core_lr_auc < r.core_interval[1]
+        assert r.radial_interval[0] <= r.radial_lr_auc <= r.radial_interval[1]
+    width = lambda r: r.core_interval[1] - r.core_interval[0]
+    assert width(few) > 1.5 * width(many)
+    # Rows of one LRG move together: an interval over rows would be narrower than over LRGs.
+    assert shortcut_gates(images, labels, groups, n_samples=800).core_interval is None
+
+
 def test_a_mask_hides_a_shortcut_inside_its_radius():
     images, labels, groups = _pairs(300, seed=3, core_signal=1.0)
     masked = shortcut_gates(images, labels, groups, n_samples=600, mask_radius=3)
