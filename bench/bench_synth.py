@@ -1,10 +1,17 @@
-"""Benchmark 3, synthetic data: engine.synth's batched renderer against lenstronomy one system at a time.
+"""Benchmark 3, synthetic data: our stamps/s end to end, and our renderer against lenstronomy's.
 
-Both render the same systems (engine.synth's priors, one seed): the lensed Sérsic source
-through SIE + external shear, convolved with each LRG's per-band Moffat PSF, in g, r, z,
-as flux per pixel. Ours is timed as engine.synth.render_batch, the production path, which
-also renders each LRG's noisy control (so ours does more work); the NPZ + Parquet writing
-of engine.synth.write_dataset is in the second table.
+**End to end** (the issue's goal, >= 1,000 stamps/s on the 2-core development machine): the wall
+time of the real command, `python -m engine.synth --out TMP --scale S --seed 42 --jobs N`, from
+start to exit (interpreter start-up, parameters, rendering, NPZ encoding, Parquet writing, the
+marker). One stamp is one row: its `stamp_npz` together with its `ctrl_stamp_npz` (a row's
+control is rendered once per LRG and shared by its ~12 rows, as in the real injections). Also
+timed: encoding one blob with each deflate coder, against np.savez_compressed.
+
+**Against lenstronomy** (when it is installed): both render the same systems (engine.synth's
+priors, one seed): the lensed Sérsic source through SIE + external shear, convolved with each
+LRG's per-band Moffat PSF, in g, r, z, as flux per pixel. Ours is timed as
+engine.synth.render_batch, the production path, which also renders each LRG's noisy control
+(so ours does more work).
 
 lenstronomy gets its best case: one ImageModel per LRG and band (PSF kernels differ per
 LRG and band), reused for that LRG's ~12 rows; `image()` per row and band. Its accuracy
@@ -21,17 +28,24 @@ not a numerical error).
 
 from __future__ import annotations
 
+import argparse
+import io
+import json
+import os
+import resource
+import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from bench.common import Report, median, parser, peak_rss_mib, progress, ratio
+from bench.common import REPO, Report, median, parser, peak_rss_mib, progress, ratio
 from engine import physics as P
-from engine import synth
+from engine import shards, synth
 
 ROWS_PER_LRG = 12
 SUPERSAMPLING = (1, 2, 3, 5)     # lenstronomy settings timed
@@ -40,6 +54,9 @@ REFERENCE_SUPERSAMPLING = 12     # the accuracy reference
 # "as accurate" when choosing the one the ratio is quoted against.
 ACCURACY_SLACK = 1.25
 S = P.PIXEL_SCALE
+END_TO_END_SCALE = 0.05          # 10,893 rows: 10-20 s a run here, start-up a small share
+QUICK_SCALE = 1e-6               # synth's floor: 48 rows per split
+GOAL_STAMPS_PER_S = 1000         # issue #3, on the 2-core development machine
 
 
 def draw(n_rows: int, seed: int) -> synth.SystemParams:
@@ -136,22 +153,137 @@ def timed(fn, repeat: int) -> float:
     return median(times)
 
 
+def cli_write(out: Path, scale: float, jobs: int) -> dict:
+    """Run `python -m engine.synth` once; its wall seconds from start to exit, rows, CPU seconds, load."""
+    argv = [sys.executable, "-m", "engine.synth", "--out", str(out), "--scale", repr(scale), "--seed", "42",
+            "--jobs", str(jobs)]
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)   # the workers count: synth waits for them
+    load = os.getloadavg()[0]
+    started = time.perf_counter()
+    done = subprocess.run(argv, cwd=REPO, capture_output=True, text=True)
+    wall = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    marker = json.loads((out / synth.MARKER).read_text())
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    shown = ["python -m engine.synth", "--out", "TMP", *argv[5:]]   # the temporary folder's name says nothing
+    return {"command": " ".join(shown), "rows": sum(marker["rows"].values()),
+            "wall_s": wall, "cpu_s": cpu, "load_before": load, "load_after": os.getloadavg()[0],
+            "bytes": sum(f.stat().st_size for f in out.rglob("*.parquet")), "codec": marker.get("blob_codec")}
+
+
+def _zipfile_npz(stamp: np.ndarray, level: int) -> bytes:
+    """The NPZ as np.savez_compressed lays it out, through zipfile at deflate `level` (the old writer)."""
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=level) as zf:
+        for key, plane in zip(shards.BAND_KEYS, stamp):
+            with zf.open(f"{key}.npy", "w") as member:
+                np.lib.format.write_array(member, plane, allow_pickle=False)
+    return buf.getvalue()
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.save(buf, array)
+    return buf.getvalue()
+
+
+def _savez_compressed(stamp: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **dict(zip(shards.BAND_KEYS, stamp)))
+    return buf.getvalue()
+
+
+def encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
+    """Each way of writing one blob, by name."""
+    ways: dict[str, Callable[[np.ndarray], bytes]] = {
+        "np.savez_compressed (zlib level 6)": _savez_compressed,
+        "zipfile, zlib level 1 (the writer before)": lambda x: _zipfile_npz(x, 1),
+    }
+    for codec in shards.CODECS:
+        ways[f"engine.shards.encode_blob, {codec}"] = lambda x, c=codec: shards.encode_blob(x, codec=c)
+    return ways
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n")[0])
     args = p.parse_args(argv)
+    report = Report("bench_synth", argv)
+    n_ours = 48 if args.quick else 480          # rows rendered by ours, per timing
+    jobs = synth.default_jobs()
+
+    # 1. End to end: the real command, wall clock, one process and all of them.
+    scale = QUICK_SCALE if args.quick else END_TO_END_SCALE
+    runs = {}
+    with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
+        for n_jobs in dict.fromkeys([1, jobs]):
+            progress(f"synth: python -m engine.synth --scale {scale:g} --jobs {n_jobs}")
+            runs[n_jobs] = cli_write(Path(tmp) / f"jobs{n_jobs}", scale, n_jobs)
+            r = runs[n_jobs]
+            progress(f"synth: {r['rows'] / r['wall_s']:,.0f} stamps/s (load {r['load_before']:.1f})")
+    e2e = report.table("engine.synth end to end: one stamp = a row's stamp_npz with its ctrl_stamp_npz, wall clock "
+                       "from start to exit", ["command", "rows", "wall s", "stamps/s", "CPU s per 1,000 stamps",
+                                              "MB per 1,000 stamps", "load avg before / after"])
+    for r in runs.values():
+        e2e.add(f"`{r['command']}`", r["rows"], r["wall_s"], r["rows"] / r["wall_s"], 1e3 * r["cpu_s"] / r["rows"],
+                r["bytes"] / r["rows"] / 1e3, f"{r['load_before']:.2f} / {r['load_after']:.2f}")
+    best = runs[jobs]
+
+    # 2. One blob, each way of writing it: real stamps (LRG + arc + noise).
+    params = draw(n_ours, seed=11)
+    batch = synth.render_batch(params.take_lrgs(0, 4), np.random.default_rng(3))
+    stamps = batch.ctrl[params.take_lrgs(0, 4).lrg_index] + batch.arc
+    raw = sum(len(_npy(plane)) for plane in stamps[0])
+    enc = report.table(f"Encoding one (3, 64, 64) float32 blob ({len(stamps)} real stamps)",
+                       ["writer", "ms per blob", "bytes per blob", "of the raw .npy bytes"])
+    encode_ms = {}
+    for name, fn in encoders().items():
+        seconds = median([timed(lambda: [fn(x) for x in stamps], repeat=1) for _ in range(3)])
+        encode_ms[name] = 1e3 * seconds / len(stamps)
+        size = float(np.mean([len(fn(x)) for x in stamps]))
+        enc.add(name, encode_ms[name], size, size / raw)
+
+    # 3. The renderer alone, and against lenstronomy.
+    rng = np.random.default_rng(3)
+    synth.render_batch(params.take_lrgs(0, 1), rng)   # warm-up
+    ours_s = timed(lambda: synth.render_batch(params, rng), repeat=3)
+    ours_rate = n_ours / ours_s
+    progress(f"synth: render_batch {ours_rate:,.0f} stamps/s")
+    report.values.update(
+        ours_stamps_per_s=ours_rate,
+        end_to_end={str(k): v for k, v in runs.items()},
+        end_to_end_stamps_per_s=best["rows"] / best["wall_s"],
+        write_rows_per_s=best["rows"] / best["wall_s"],
+        encode_ms_per_blob=encode_ms, blob_codec=shards.BLOB_CODEC, jobs=jobs)
     try:
         import lenstronomy  # noqa: F401
     except ImportError:
-        print("bench_synth compares against lenstronomy, which is not installed here: "
-              f"{sys.executable} -m pip install lenstronomy", file=sys.stderr)
-        return 2
-    report = Report("bench_synth", argv)
-    n_ours = 48 if args.quick else 480          # rows rendered by ours, per timing
+        report.note("lenstronomy is not installed, so the renderer comparison is skipped: "
+                    f"{sys.executable} -m pip install lenstronomy")
+        _lenstronomy_less(report, ours_rate, n_ours)
+    else:
+        _against_lenstronomy(report, args, params, ours_rate, n_ours)
+    report.note(f"{jobs} worker processes is --jobs' default here (one per usable CPU); blobs deflated with "
+                f"{shards.BLOB_CODEC}")
+    report.goal(f"end-to-end stamps/s, --jobs {jobs} (a stamp with its control)", best["rows"] / best["wall_s"],
+                GOAL_STAMPS_PER_S)
+    report.values["peak_rss_mib"] = peak_rss_mib()
+    report.finish(args.json)
+    return 0
+
+
+def _lenstronomy_less(report: Report, ours_rate: float, n_ours: int) -> None:
+    table = report.table("Lensed source + PSF in g, r, z, plus the control: engine.synth.render_batch",
+                         ["renderer", "rows timed", "stamps/s", "ms per stamp"])
+    table.add("ours: engine.synth.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate)
+
+
+def _against_lenstronomy(report: Report, args: argparse.Namespace, params: synth.SystemParams, ours_rate: float, n_ours: int) -> None:
     n_lens = 12 if args.quick else 48           # rows rendered by lenstronomy, per setting
     n_check = 1 if args.quick else 6            # rows in the accuracy check
     settings = (1, 3) if args.quick else SUPERSAMPLING
     reference_s = 6 if args.quick else REFERENCE_SUPERSAMPLING
-    params = draw(n_ours, seed=11)
 
     # Accuracy: everyone against lenstronomy at supersampling 12 on the same few systems.
     check = params.take_lrgs(0, 1)
@@ -165,10 +297,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         error[s] = worst_error(lenstronomy_arcs(check, s)[0], reference)
 
     # Speed: the shared work (lensed source + PSF, three bands); ours also renders the controls.
-    rng = np.random.default_rng(3)
-    synth.render_batch(params.take_lrgs(0, 1), rng)   # warm-up
-    ours_s = timed(lambda: synth.render_batch(params, rng), repeat=3)
-    progress(f"synth: ours {n_ours / ours_s:,.0f} stamps/s")
     lens_params = params.take_lrgs(0, max(1, n_lens // ROWS_PER_LRG))
     lens_rate, setup_share = {}, {}
     lenstronomy_arcs(check, 1)   # warm-up: imports, and anything lenstronomy compiles on first use
@@ -179,7 +307,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         lens_rate[s], setup_share[s] = len(lens_params) / seconds, setup / seconds
         progress(f"synth: lenstronomy supersampling {s}: {lens_rate[s]:,.1f} stamps/s")
 
-    ours_rate = n_ours / ours_s
     table = report.table("Lensed source + PSF in g, r, z (the work both do), stamps/s",
                          ["renderer", "rows timed", "stamps/s", "ms per stamp", "model set-up share",
                           "worst pixel error / peak", "ours is x faster"])
@@ -189,33 +316,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         table.add(f"lenstronomy {_lenstronomy_version()}, one by one, supersampling {s}", len(lens_params),
                   lens_rate[s], 1e3 / lens_rate[s], setup_share[s], error[s], ratio(ours_rate, lens_rate[s]))
 
-    # Ours alone: the whole dataset write (render + NPZ + Parquet).
-    rows = report.table("engine.synth, whole rows written", ["step", "rows", "rows/s"])
-    rows.add("render_batch: control (LRG + noise) + arc per row", n_ours, ours_rate)
-    n_write = 48 * 3 if args.quick else 1200
-    with tempfile.TemporaryDirectory(prefix="bench-synth-") as tmp:
-        per_split = {s: n_write // 3 for s in synth.SPLITS}
-        summary = synth.write_dataset(Path(tmp) / "ds", rows=per_split, seed=5)
-    rows.add("write_dataset: render + NPZ + Parquet, 1 process", n_write, n_write / summary.seconds)
-
     matched = [s for s in settings if error[s] <= ACCURACY_SLACK * error["ours"]]
     fair = min(matched) if matched else max(settings)
-    report.values.update(ours_stamps_per_s=ours_rate, lenstronomy_stamps_per_s={str(k): v for k, v in lens_rate.items()},
+    report.values.update(lenstronomy_stamps_per_s={str(k): v for k, v in lens_rate.items()},
                          errors={str(k): v for k, v in error.items()}, matched_supersampling=fair,
                          speedup_matched=ratio(ours_rate, lens_rate[fair]),
-                         speedup_no_supersampling=ratio(ours_rate, lens_rate[1]),
-                         write_rows_per_s=n_write / summary.seconds,
-                         peak_rss_mib=peak_rss_mib())
+                         speedup_no_supersampling=ratio(ours_rate, lens_rate[1]))
     if matched:
         report.note(f"the cheapest lenstronomy setting as accurate as ours (worst error within "
                     f"{ACCURACY_SLACK:g}x of ours) is supersampling {fair}")
     else:
         report.note(f"no lenstronomy setting timed (up to {fair}) is as accurate as ours; the ratio is quoted "
                     f"against supersampling {fair}, the most accurate timed")
-    report.note("write_dataset rows/s is one process; `python -m engine.synth --jobs N` spreads batches over N")
     report.goal(f"ours / lenstronomy (supersampling {fair})", ratio(ours_rate, lens_rate[fair]), 20, unit="x")
-    report.finish(args.json)
-    return 0
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ to the same control pixels, as real injections do. Priors follow shared/SCIENCE.
 from __future__ import annotations
 
 import argparse
-import io
+import ctypes
 import json
 import math
 import multiprocessing
@@ -19,7 +19,6 @@ import os
 import shutil
 import sys
 import time
-import zipfile
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
@@ -30,6 +29,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine import physics as P
+from engine.shards import BLOB_CODEC, encode_blob
 
 SPLITS = ("train", "val", "test")
 # Plan §2.1 (unpaired manifest sizes); an unpaired view of a paired split has ≈ as many rows.
@@ -135,9 +135,12 @@ def sample_lrgs(n_lrgs: int, rng: np.random.Generator, ra_range: tuple[float, fl
     while len(set(zip(ra, dec))) < n_lrgs:  # astronomically unlikely; cheap to guarantee
         ra = np.round(ra + rng.uniform(0, 1e-5, n_lrgs), 6)
     # r in [17, 20.5] with galaxy number counts dN/dm ∝ 10^(0.5 m): faint hosts dominate
-    # (median r ≈ 19.9), as in a magnitude-limited LRG sample (our choice). The hosts' spread in
-    # brightness is what sets the raw core gate: a flat r prior gives core_lr_auc ≈ 0.76
-    # where SCIENCE.md's reference simulation gave 0.88.
+    # (median r ≈ 19.9), as in any magnitude-limited LRG sample (SDSS r-band galaxy counts rise
+    # by roughly 0.45-0.6 dex per mag here, Yasuda et al. 2001); SCIENCE.md gives only the range.
+    # It matters because raw_robust clips at ±50 sky-MADs and a host core already at the clip
+    # hides the injected core light: flat in r, 31% of the r/z core-box pixels clip and the raw
+    # core gate falls to ~0.77 (lenstronomy renders agree); with counts, ~8% and ~0.86.
+    # docs/DATA.md, "Gate matrix on the synthetic twin", has the measurements.
     slope = 0.5 * math.log(10.0)
     mag_r = 17.0 + np.log1p(rng.uniform(0, 1, n_lrgs) * math.expm1(slope * 3.5)) / slope
     # Brighter hosts are larger (median r_eff ≈ 0.9″).
@@ -296,20 +299,6 @@ def render_systems(params: SystemParams, rng: np.random.Generator) -> tuple[np.n
 # Encoding and writing
 
 
-def encode_npz(image: np.ndarray) -> bytes:
-    """(3, 64, 64) g, r, z -> the bytes of an .npz with keys image_g/_r/_z, as np.savez_compressed.
-
-    Same container as np.savez_compressed (zip, deflated .npy members), at zlib level 1: noise
-    barely compresses (~5% at any level) and level 1 is the fastest.
-    """
-    buf = io.BytesIO()
-    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED, compresslevel=1) as zf:
-        for band, plane in zip(BANDS, image):
-            with zf.open(f"image_{band}.npy", "w", force_zip64=False) as member:
-                np.lib.format.write_array(member, np.ascontiguousarray(plane, dtype=np.float32), allow_pickle=False)
-    return buf.getvalue()
-
-
 SCHEMA = pa.schema(
     [
         ("stamp_npz", pa.binary()),
@@ -340,8 +329,9 @@ def batch_table(params: SystemParams, rng: np.random.Generator, psf_edges: np.nd
     """Render a batch and lay it out as rows of the shard schema."""
     out = render_batch(params, rng)
     li = params.lrg_index
-    ctrl_blobs = [encode_npz(c) for c in out.ctrl]
-    stamp_blobs = [encode_npz(out.ctrl[i] + a) for i, a in zip(li, out.arc)]
+    stamps = out.ctrl[li] + out.arc  # one vectorised add for the batch (float32, as stored)
+    ctrl_blobs = [encode_blob(c) for c in out.ctrl]
+    stamp_blobs = [encode_blob(stamp) for stamp in stamps]
     psf_r = params.lrg.psf_fwhm[li, 1]
     depth_r = params.lrg.depth[li, 1]
     bricks = _brickname(params.lrg.ra, params.lrg.dec)
@@ -367,15 +357,30 @@ def batch_table(params: SystemParams, rng: np.random.Generator, psf_edges: np.nd
     return pa.table(columns, schema=SCHEMA)
 
 
-def _write_shard(table: pa.Table, path: Path) -> None:
-    # Dictionary-encoding the control blob stores each LRG's control once per shard, not ~12x.
-    pq.write_table(
-        table,
-        path,
-        use_dictionary=["ctrl_stamp_npz", "lens_model", "brickname"],
-        dictionary_pagesize_limit=256 << 20,
-        compression="none",  # the blobs are deflated already; the rest is small
-    )
+PARQUET_OPTIONS = dict(
+    # Dictionary-encoding the control blob stores each LRG's control once, not ~12x: an LRG's
+    # rows are all in one batch, so in one row group.
+    use_dictionary=["ctrl_stamp_npz", "lens_model", "brickname"],
+    dictionary_pagesize_limit=256 << 20,
+    compression="none",  # the blobs are deflated already; the rest is small
+)
+
+
+def render_shard(path: Path, params: SystemParams, seeds: Sequence[np.random.SeedSequence], lrgs_per_batch: int,
+                 psf_edges: np.ndarray, depth_edges: np.ndarray) -> np.ndarray:
+    """Render one shard's LRGs a batch at a time and write it, a row group per batch; returns its arc_snr.
+
+    Batch i of the shard draws its noise from `seeds[i]`. A worker process writes its own
+    shards, so no pixels travel between processes.
+    """
+    snr = []
+    with pq.ParquetWriter(path, SCHEMA, **PARQUET_OPTIONS) as writer:
+        for seed, start in zip(seeds, range(0, len(params.lrg), lrgs_per_batch), strict=True):
+            batch = params.take_lrgs(start, start + lrgs_per_batch)
+            table = batch_table(batch, np.random.default_rng(seed), psf_edges, depth_edges)
+            writer.write_table(table)
+            snr.append(table.column("arc_snr").to_numpy())
+    return np.concatenate(snr)
 
 
 # ---------------------------------------------------------------------------
@@ -400,6 +405,7 @@ class DatasetSummary:
     seconds: float
     reused: bool = False
     engine_version: str = ""
+    blob_codec: str = ""  # engine.shards.CODECS: how the NPZ members were deflated
 
     def to_json(self) -> str:
         """The marker file's text."""
@@ -482,15 +488,16 @@ def write_dataset(
     seed: int = 42,
     rows_per_lrg: int = 12,
     shard_rows: int = 2000,
-    lrgs_per_batch: int = 32,
+    lrgs_per_batch: int = 16,  # ~190 rows; larger batches render no faster (8–64 measured), only use more memory
     jobs: int = 1,
     progress: bool = False,
 ) -> DatasetSummary:
     """Write a complete synthetic dataset at `out` (atomically) and return its summary.
 
-    Give `scale` (the plan's sizes times scale) or `rows` (rows per split, explicit). The same
-    arguments give the same data whatever `jobs` (worker processes) is: every batch of
-    `lrgs_per_batch` LRGs has its own seeded generator.
+    Give `scale` (the plan's sizes times scale) or `rows` (rows per split, explicit). A shard
+    holds whole LRGs, at most `shard_rows` rows; each worker renders and writes whole shards.
+    The same arguments give the same bytes whatever `jobs` (worker processes) is: every batch
+    of `lrgs_per_batch` LRGs has its own seeded generator.
     """
     started = time.monotonic()
     out = Path(out)
@@ -524,35 +531,21 @@ def write_dataset(
     shutil.rmtree(tmp, ignore_errors=True)
     report = _progress(progress)
     total, written = sum(rows.values()), 0
-    shards: dict[str, list[str]] = {}
+    done = dict.fromkeys(SPLITS, 0)
+    shards: dict[str, list[str]] = {split: [] for split in SPLITS}
     snr: list[np.ndarray] = []
+    tasks = _shard_tasks(params, {s: seeds[s][1] for s in SPLITS}, shard_rows, lrgs_per_batch)
     try:
-        # Processes, not threads: zipfile's deflate and NumPy's small chunks hold the GIL too often.
+        for split in SPLITS:
+            (tmp / split).mkdir(parents=True)
+        # Processes, not threads: rendering is many small NumPy operations that hold the GIL.
         with _executor(jobs) as pool:
-            for split in SPLITS:
-                (tmp / split).mkdir(parents=True)
-                tables = _render_in_order(pool, params[split], seeds[split][1], lrgs_per_batch, jobs, psf_edges, depth_edges)
-                shards[split] = []
-                pending: list[pa.Table] = []
-                pending_rows, done = 0, 0
-                for table in tables:
-                    snr.append(table.column("arc_snr").to_numpy())
-                    pending.append(table)
-                    pending_rows += table.num_rows
-                    while pending_rows >= shard_rows:
-                        merged = pa.concat_tables(pending)
-                        name = f"shard-{len(shards[split]):05d}.parquet"
-                        _write_shard(merged.slice(0, shard_rows), tmp / split / name)
-                        shards[split].append(name)
-                        rest = merged.slice(shard_rows)
-                        pending, pending_rows = ([rest] if rest.num_rows else []), rest.num_rows
-                    done += table.num_rows
-                    written += table.num_rows
-                    report(split, done, rows[split], written, total)
-                if pending_rows:
-                    name = f"shard-{len(shards[split]):05d}.parquet"
-                    _write_shard(pa.concat_tables(pending), tmp / split / name)
-                    shards[split].append(name)
+            for task, shard_snr in _run_in_order(pool, tasks, tmp, jobs, lrgs_per_batch, psf_edges, depth_edges):
+                shards[task.split].append(task.name)
+                snr.append(shard_snr)
+                done[task.split] += len(task.params)
+                written += len(task.params)
+                report(task.split, done[task.split], rows[task.split], written, total)
         summary = _summary(out, seed, scale, params, shards, np.concatenate(snr), psf_edges, depth_edges, started)
         # The marker goes last and atomically: its presence means every shard is in place.
         (tmp / (MARKER + ".tmp")).write_text(summary.to_json())
@@ -579,34 +572,107 @@ class _InlineExecutor:
         return fut
 
 
+def default_jobs() -> int:
+    """Worker processes for --jobs by default: one per CPU this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # no sched_getaffinity (macOS)
+        return os.cpu_count() or 1
+
+
 def _executor(jobs: int) -> "ProcessPoolExecutor | _InlineExecutor":
     if jobs == 1:
         return _InlineExecutor()
     # spawn: forking a process that holds pyarrow's threads is unsafe.
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"))
+    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
+                               initializer=_worker_init)
 
 
-def _render_in_order(
+def _worker_init() -> None:
+    """Make a render worker keep its memory between batches instead of faulting it in again.
+
+    A batch allocates tens of MB of short-lived arrays and blobs; glibc hands blocks that large
+    back to the kernel on free, and faulting them in again cost ~30 page faults a row (0.1 ms or
+    more of system time a row on the development VM; docs/PERFORMANCE.md §3).
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+    except OSError:  # not glibc (macOS, musl): their allocators behave differently; leave them be
+        return
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's mallopt parameter numbers
+    libc.mallopt(m_mmap_threshold, 512 << 20)
+    libc.mallopt(m_trim_threshold, 1 << 30)
+    pa.set_memory_pool(pa.system_memory_pool())  # Arrow's buffers from the same, now sticky, heap
+
+
+@dataclass(frozen=True)
+class _ShardTask:
+    """One shard to render and write: whole LRGs, and a noise seed per batch of them."""
+
+    split: str
+    name: str
+    params: SystemParams
+    seeds: list[np.random.SeedSequence]
+
+
+def plan_shards(rows_per_lrg: np.ndarray, shard_rows: int) -> list[tuple[int, int]]:
+    """LRG ranges [start, stop) of a split's shards: whole LRGs, at most `shard_rows` rows (at least one LRG).
+
+    An LRG never straddles two files, so its control is stored once, beside all its rows.
+    """
+    ranges, start, rows = [], 0, 0
+    for i, count in enumerate(np.asarray(rows_per_lrg).tolist()):
+        if rows and rows + count > shard_rows:
+            ranges.append((start, i))
+            start, rows = i, 0
+        rows += count
+    ranges.append((start, len(rows_per_lrg)))
+    return ranges
+
+
+def _shard_tasks(params: Mapping[str, SystemParams], batch_seeds: Mapping[str, np.random.SeedSequence],
+                 shard_rows: int, lrgs_per_batch: int) -> list[_ShardTask]:
+    """Every shard of every split, in order; batch i of a split gets the split's i-th child seed.
+
+    The seeds depend only on the arguments of write_dataset, never on `jobs`: same data for any.
+    """
+    tasks = []
+    for split in SPLITS:
+        counts = np.bincount(params[split].lrg_index, minlength=len(params[split].lrg))
+        ranges = plan_shards(counts, shard_rows)
+        n_batches = [-(-(stop - start) // lrgs_per_batch) for start, stop in ranges]
+        children = batch_seeds[split].spawn(sum(n_batches))
+        first = 0
+        for k, ((start, stop), n) in enumerate(zip(ranges, n_batches)):
+            tasks.append(_ShardTask(split, f"shard-{k:05d}.parquet", params[split].take_lrgs(start, stop),
+                                    children[first:first + n]))
+            first += n
+    return tasks
+
+
+def _run_in_order(
     pool: "ProcessPoolExecutor | _InlineExecutor",
-    params: SystemParams,
-    batch_seeds: np.random.SeedSequence,
-    lrgs_per_batch: int,
+    tasks: Sequence[_ShardTask],
+    root: Path,
     jobs: int,
+    lrgs_per_batch: int,
     psf_edges: np.ndarray,
     depth_edges: np.ndarray,
-) -> Iterator[pa.Table]:
-    """Batch tables in LRG order, with at most 2·jobs batches in flight."""
-    n_lrgs = len(params.lrg)
-    starts = list(range(0, n_lrgs, lrgs_per_batch))
-    rngs = [np.random.default_rng(s) for s in batch_seeds.spawn(len(starts))]
-    inflight: list[Future] = []
-    for start, rng in zip(starts, rngs):
-        sub = params.take_lrgs(start, min(start + lrgs_per_batch, n_lrgs))
-        inflight.append(pool.submit(batch_table, sub, rng, psf_edges, depth_edges))
+) -> Iterator[tuple[_ShardTask, np.ndarray]]:
+    """(task, arc_snr) per written shard, in task order, with at most 2·jobs shards in flight.
+
+    One stream over all three splits: no worker waits while a split drains.
+    """
+    inflight: list[tuple[_ShardTask, Future]] = []
+    for task in tasks:
+        path = root / task.split / task.name
+        inflight.append((task, pool.submit(render_shard, path, task.params, task.seeds, lrgs_per_batch,
+                                           psf_edges, depth_edges)))
         if len(inflight) >= 2 * jobs:
-            yield inflight.pop(0).result()
-    for fut in inflight:
-        yield fut.result()
+            first, fut = inflight.pop(0)
+            yield first, fut.result()
+    for task, fut in inflight:
+        yield task, fut.result()
 
 
 def _summary(
@@ -636,6 +702,7 @@ def _summary(
         depth_edges=depth_edges.tolist(),
         seconds=round(time.monotonic() - started, 3),
         engine_version=getattr(engine, "ENGINE_VERSION", ""),
+        blob_codec=BLOB_CODEC,
     )
 
 
@@ -674,7 +741,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--config", type=Path, help="take --out, --scale and --seed from this experiments.toml ...")
     p.add_argument("--host", default="local", help="... for this host's synthetic dataset (default local)")
     p.add_argument("--if-missing", action="store_true", help="reuse a complete dataset already at --out")
-    p.add_argument("--jobs", type=int, default=1, help="worker processes (default 1; the output is the same for any value)")
+    p.add_argument("--jobs", type=int, default=None,
+                   help=f"worker processes (default: the CPUs this process may use, here {default_jobs()}; "
+                        "the output is the same for any value)")
     return p
 
 
@@ -718,6 +787,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                     note = f" (made with scale {found.scale}, seed {found.seed}; asked scale {args.scale}, seed {args.seed}; delete it to remake)"
                 print(f"synth: reusing the complete dataset at {args.out}{note}")
                 return 0
+        args.jobs = default_jobs() if args.jobs is None else args.jobs
         if args.jobs < 1:
             raise SynthError(f"--jobs must be at least 1, got {args.jobs}")
         summary = write_dataset(args.out, scale=args.scale, seed=args.seed, jobs=args.jobs, progress=sys.stderr.isatty())
@@ -728,10 +798,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("synth: interrupted; nothing was left at --out", file=sys.stderr)
         return 130
     rows = ", ".join(f"{s} {summary.rows[s]:,}" for s in SPLITS)
+    rate = sum(summary.rows.values()) / max(summary.seconds, 1e-9)
     print(
-        f"synth: wrote {args.out} ({rows} rows) in {summary.seconds:.1f}s; "
-        f"median arc_snr {summary.median_arc_snr:.2f}"
+        f"synth: wrote {args.out} ({rows} rows) in {summary.seconds:.1f}s, {rate:,.0f} rows/s "
+        f"with --jobs {args.jobs}; median arc_snr {summary.median_arc_snr:.2f}"
     )
+    if summary.blob_codec != "isal-1":
+        print(f"synth: blobs deflated with {summary.blob_codec}; `pip install isal` deflates them ~3x faster",
+              file=sys.stderr)
     return 0
 
 
