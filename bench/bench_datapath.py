@@ -4,23 +4,29 @@ naive     a torch DataLoader over a Dataset that, for every sample of every epoc
           its NPZ blob (held in memory as read from the Parquet shard), preprocesses it
           (residual) and flips/rotates it on the CPU with NumPy; default collation.
 ours      decode + preprocess once into the stamp cache (engine.data.load_split), then the
-          split as one resident float16 tensor and, per batch, the gather
-          (index_select) and engine.augment.training_batch exactly as engine/train.py
-          calls them: one copy per distinct dihedral transform (at most 8), in place,
-          and the core mask written on the disk's bounding box only.
-before    the same batches, bit for bit (every batch of ours' first epoch is checked
-          against it), made the way the engine made them before that change: advanced
-          indexing, ~12 full-batch torch.where/flip/rot90 passes and a whole-image mask.
-          Kept here as the baseline and the reference (`before_batch`).
+          split as one resident float16 tensor and, per batch,
+          engine.augment.training_batch: on the CPU one strided copy per image that
+          reads it flipped/rotated in its 16-bit form, one vectorised cast to float32,
+          and the core mask written to the disk's pixels only. Two call forms:
+            gather first   training_batch(images.index_select(0, idx), ...), the
+                           way engine/train.py has called it;
+            gather fused   training_batch(images, index=idx, ...): the per-image
+                           copy reads straight from the resident split, one pass less.
+floor     the gather and the float32 cast alone, no flips, no mask: the least any path
+          must do to hand the model float32 batches (the ceiling for ours).
+before    the same batches, bit for bit (every batch of ours' first epoch, in both call
+          forms, is checked against it), made the way the engine made them up to commit
+          fe64e86: advanced indexing, ~12 full-batch torch.where/flip/rot90 passes and a
+          whole-image mask. Kept here as the baseline and the reference (`before_batch`).
 
 All serve the same examples (the paired view's train split of one synthetic dataset) as
-float32 batches of 128 for one epoch, in one process, one after the other. The naive side
-uses our own decoder and preprocessing, called per sample, so the ratio measures the
-structure (once vs every epoch, batched vs per sample), not a slower re-implementation.
-samples/s is per wall second; samples per CPU second (this process and its loader
-workers) is steadier on a shared machine.
+float32 batches of experiments.toml's batch size (128) for one epoch, in one process, one
+after the other. The naive side uses our own decoder and preprocessing, called per
+sample, so the ratio measures the structure (once vs every epoch, batched vs per
+sample), not a slower re-implementation. samples/s is per wall second; samples per CPU
+second (this process and its loader workers) is steadier on a shared machine.
 
-    .venv/bin/python -m bench.bench_datapath [--quick] [--workers 0,2] [--json FILE]
+    .venv/bin/python -m bench.bench_datapath [--quick] [--workers 0,2] [--threads 1] [--json FILE]
 """
 
 from __future__ import annotations
@@ -45,7 +51,6 @@ from engine.manifest import build_manifests
 from engine.preprocess import preprocess
 from engine.shards import BLOB_COLUMNS, crop, decode_blob
 
-BATCH = 128
 SEED = 42
 PLAN_EPOCHS = 50
 MASKED = ("A1", "B2", "B3")   # no mask; stochastic R=5 p=0.5; a schedule (R=7 p=0.7 in epoch 0)
@@ -102,10 +107,10 @@ class Clock:
         return Clock(self.wall - other.wall, self.cpu - other.cpu)
 
 
-def naive_epoch(dataset: NaiveDataset, workers: int, epoch: int) -> Clock:
+def naive_epoch(dataset: NaiveDataset, workers: int, epoch: int, batch_size: int) -> Clock:
     """One epoch of the naive DataLoader (its workers' start-up included: every epoch pays it)."""
     random.seed(epoch)
-    loader = torch.utils.data.DataLoader(dataset, batch_size=BATCH, shuffle=True, num_workers=workers,
+    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=True, num_workers=workers,
                                          generator=torch.Generator().manual_seed(epoch))
     sink = 0.0
     start = Clock.now()
@@ -121,12 +126,29 @@ def naive_epoch(dataset: NaiveDataset, workers: int, epoch: int) -> Clock:
 BatchMaker = Callable[..., torch.Tensor]
 
 
-def current_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
-                  masking: Masking) -> torch.Tensor:
-    """A training batch exactly as engine/train.py makes it."""
+def gathered_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
+                   masking: Masking) -> torch.Tensor:
+    """A training batch with the gather first, then training_batch (engine/train.py's call until now)."""
     x, _ = training_batch(images.index_select(0, idx), seed=SEED, epoch=epoch, batch=batch, aug=aug,
                           masking=masking)
     return x
+
+
+def fused_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
+                masking: Masking) -> torch.Tensor:
+    """A training batch with the gather fused into training_batch's copy (index=)."""
+    x, _ = training_batch(images, index=idx, seed=SEED, epoch=epoch, batch=batch, aug=aug, masking=masking)
+    return x
+
+
+def floor_batch(images: torch.Tensor, idx: torch.Tensor, **_: object) -> torch.Tensor:
+    """No augmentation at all, only the gather and the float32 cast: what any path must at least do."""
+    return images.index_select(0, idx).float()
+
+
+OURS = {"gather first": gathered_batch, "gather fused": fused_batch}
+# Our epochs take ~40 ms: many of them give a steadier median on a shared machine.
+OUR_EPOCHS_PER_BEFORE = 10
 
 
 def before_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
@@ -158,19 +180,19 @@ def before_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: 
     return x
 
 
-def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor, epoch: int,
+def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch_size: int,
               aug: AugmentationConfig, masking: Masking, check: BatchMaker | None = None) -> Clock:
     """One epoch of our path: permutation, gather, batched augmentation (as engine/train.py's loop).
 
     `check`, if given, makes each batch again, untimed, and the two must be identical.
     """
     n = images.shape[0]
-    n_batches = n // BATCH + (1 if n % BATCH > 1 else 0)
+    n_batches = n // batch_size + (1 if n % batch_size > 1 else 0)
     sink, untimed = 0.0, Clock(0.0, 0.0)
     start = Clock.now()
     order = torch.randperm(n, generator=seeded_generator(images.device, SEED, epoch, "order"))
     for b in range(n_batches):
-        idx = order[b * BATCH:(b + 1) * BATCH]
+        idx = order[b * batch_size:(b + 1) * batch_size]
         x = make_batch(images, idx, epoch=epoch, batch=b, aug=aug, masking=masking)
         y = labels[idx]
         sink += float(x[0, 0, 31, 31]) + float(y[0])
@@ -197,7 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--workers", default=None,
                    help="naive DataLoader worker counts to measure, comma-separated (default 0,2; --quick: 0)")
     p.add_argument("--epochs", type=int, default=None, help="timed epochs of the before path (default 2); "
-                   "ours gets 3x as many")
+                   f"ours gets {OUR_EPOCHS_PER_BEFORE}x as many")
     args = p.parse_args(argv)
     # One intra-op thread unless told otherwise: the naive loader's main process is one thread
     # too, and on this shared machine two threads measured slower than one for these ops.
@@ -207,7 +229,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     epochs = args.epochs or 2
     root = bench_dataset(args)
     config = load_config(REPO / "experiments.toml")
-    aug = config.augmentation
+    aug, batch_size = config.augmentation, config.training.batch_size
 
     with tempfile.TemporaryDirectory(prefix="bench-datapath-") as tmp:
         cache = Path(tmp) / "cache"
@@ -228,36 +250,53 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise SystemExit(f"the stamp cache holds {len(images)} examples, the manifest {n}: bad rows?")
         progress(f"datapath: stamp cache built in {build_s:.1f}s ({n / build_s:,.0f} samples/s, once)")
 
-        rows: dict[str, list[tuple[str, Clock, int]]] = {"naive": [], "before": [], "ours": []}
+        rows: dict[str, list[tuple[str, Clock, int]]] = {"naive": [], "before": [], "floor": [], "ours": []}
+        ours_by_form: dict[str, list[Clock]] = {form: [] for form in OURS}
         for name in MASKED:
             masking = config.experiments[name].masking
-            before_batch(images, torch.arange(min(BATCH, n)), epoch=0, batch=0, aug=aug, masking=masking)  # warm
-            clocks = [our_epoch(before_batch, images, labels, e, aug, masking) for e in range(epochs)]
+            before_batch(images, torch.arange(min(batch_size, n)), epoch=0, batch=0, aug=aug, masking=masking)  # warm
+            clocks = [our_epoch(before_batch, images, labels, e, batch_size, aug, masking) for e in range(epochs)]
             rows["before"].append((f"before (where form), mask {masking.describe()} ({name})", typical(clocks),
                                    len(clocks)))
-            # Epoch 0 of ours is checked batch by batch against the reference, then dropped.
-            clocks = [our_epoch(current_batch, images, labels, e, aug, masking,
-                                check=before_batch if e == 0 else None) for e in range(3 * epochs + 1)][1:]
-            rows["ours"].append((f"ours (engine.augment), mask {masking.describe()} ({name})", typical(clocks),
-                                 len(clocks)))
+            # The two call forms take turns epoch by epoch, so load spikes hit both alike. Epoch 0
+            # of each is checked batch by batch against the reference, then dropped.
+            clocks_by_form: dict[str, list[Clock]] = {form: [] for form in OURS}
+            for e in range(OUR_EPOCHS_PER_BEFORE * epochs + 1):
+                for form, make_batch in OURS.items():
+                    clock = our_epoch(make_batch, images, labels, e, batch_size, aug, masking,
+                                      check=before_batch if e == 0 else None)
+                    if e > 0:
+                        clocks_by_form[form].append(clock)
+            for form, clocks in clocks_by_form.items():
+                rows["ours"].append((f"ours, {form}, mask {masking.describe()} ({name})", typical(clocks),
+                                     len(clocks)))
+                ours_by_form[form].append(typical(clocks))
             progress(f"datapath: {name}: before {n / rows['before'][-1][1].wall:,.0f}, ours "
-                     f"{n / rows['ours'][-1][1].wall:,.0f} samples/s")
+                     + ", ".join(f"{form} {n / c[-1].wall:,.0f}" for form, c in ours_by_form.items())
+                     + " samples/s")
+        clocks = [our_epoch(floor_batch, images, labels, e, batch_size, aug, config.experiments["A1"].masking)
+                  for e in range(OUR_EPOCHS_PER_BEFORE * epochs)]
+        rows["floor"].append(("floor: gather + float32 cast only, no flips, no mask", typical(clocks), len(clocks)))
 
         dataset = NaiveDataset(root, entries)
         for w in workers:
-            clock = naive_epoch(dataset, w, epoch=0)
+            clock = naive_epoch(dataset, w, epoch=0, batch_size=batch_size)
             rows["naive"].append((f"naive per-sample DataLoader, workers={w}", clock, 1))
             progress(f"datapath: naive workers={w}: {n / clock.wall:,.0f} samples/s")
 
-    table = report.table(f"Data path, one epoch of {n:,} examples (batch {BATCH}, float32 out)",
+    table = report.table(f"Data path, one epoch of {n:,} examples (batch {batch_size}, float32 out, "
+                         f"{torch.get_num_threads()} torch thread(s))",
                          ["pipeline", "epoch s", "samples/s", "samples/CPU-s", "epochs timed"])
-    for group in ("naive", "before", "ours"):
+    for group in ("naive", "before", "floor", "ours"):
         for label, clock, count in rows[group]:
             table.add(label, clock.wall, n / clock.wall, n / clock.cpu if clock.cpu > 0 else None, count)
 
     naive = min((c for _, c, _ in rows["naive"]), key=lambda c: c.wall)
-    ours, ours_worst = rows["ours"][0][1], max((c for _, c, _ in rows["ours"]), key=lambda c: c.wall)
+    # "ours" is the fused form, the call engine/train.py is to make; the gather-first form is reported beside it.
+    ours, ours_worst = ours_by_form["gather fused"][0], max(ours_by_form["gather fused"], key=lambda c: c.wall)
+    gathered = ours_by_form["gather first"][0]
     old, old_worst = rows["before"][0][1], max((c for _, c, _ in rows["before"]), key=lambda c: c.wall)
+    floor = rows["floor"][0][1]
     once = report.table(f"The one-off cost of our path (a cold stamp cache), and {PLAN_EPOCHS} epochs",
                         ["step", "seconds", "samples/s"])
     once.add("manifests (index only, all splits)", manifest_s, None)
@@ -269,14 +308,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         once.add(f"{PLAN_EPOCHS} epochs, {label}", seconds, PLAN_EPOCHS * n / seconds)
 
     v = report.values
-    v.update(examples=n, threads=torch.get_num_threads(), cache_build_s=build_s,
+    v.update(examples=n, threads=torch.get_num_threads(), batch_size=batch_size, cache_build_s=build_s,
              naive_samples_per_s=n / naive.wall, ours_samples_per_s=n / ours.wall,
+             ours_gather_first_samples_per_s=n / gathered.wall, floor_samples_per_s=n / floor.wall,
              before_samples_per_s=n / old.wall, ours_worst_mask_samples_per_s=n / ours_worst.wall,
              before_worst_mask_samples_per_s=n / old_worst.wall,
              speedup=ratio(naive.wall, ours.wall), speedup_cpu=ratio(naive.cpu, ours.cpu),
              before_speedup=ratio(naive.wall, old.wall), before_speedup_cpu=ratio(naive.cpu, old.cpu),
              ours_vs_before=ratio(old.wall, ours.wall), ours_vs_before_cpu=ratio(old.cpu, ours.cpu),
              ours_vs_before_worst_mask=ratio(old_worst.wall, ours_worst.wall),
+             fused_vs_gather_first=ratio(gathered.wall, ours.wall), ours_vs_floor=ratio(floor.wall, ours.wall),
              speedup_50_epochs=ratio(totals[list(totals)[0]], totals[list(totals)[2]]),
              before_speedup_50_epochs=ratio(*[totals[k] for k in list(totals)[:2]]),
              peak_rss_mib=peak_rss_mib())
@@ -285,12 +326,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     report.note(f"ours vs before, side by side: {v['ours_vs_before']:.1f}x per wall second, "
                 f"{v['ours_vs_before_cpu']:.1f}x per CPU second (no mask); {v['ours_vs_before_worst_mask']:.1f}x "
                 "wall with the slowest mask")
+    report.note(f"ours (gather fused) is {v['fused_vs_gather_first']:.2f}x the gather-first call and "
+                f"{v['ours_vs_floor']:.2f}x the floor (gather + cast, no augmentation), no mask")
     report.note(f"over {PLAN_EPOCHS} epochs with our cold cache build: ours {v['speedup_50_epochs']:.1f}x naive, "
                 f"before {v['before_speedup_50_epochs']:.1f}x")
-    report.note(f"torch intra-op threads: {torch.get_num_threads()}; the machine is shared, so compare ratios "
-                "and samples per CPU second rather than absolute rates")
+    report.note(f"torch intra-op threads: {torch.get_num_threads()}, batch {batch_size}; the machine is shared, so "
+                "compare ratios and samples per CPU second rather than absolute rates")
     report.goal("ours / naive per epoch (engine.augment today)", v["speedup"], 20, unit="x")
     report.goal("ours samples/s (engine.augment today)", v["ours_samples_per_s"], 50_000)
+    report.goal("ours samples/s, gather first (engine/train.py's call until now)",
+                v["ours_gather_first_samples_per_s"], 50_000)
     report.finish(args.json)
     return 0
 

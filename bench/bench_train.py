@@ -64,7 +64,7 @@ def step_rate(stem: str, variant: str, device: torch.device, *, batch: int, step
             cuda_sync()
             start = time.perf_counter()
         idx = torch.arange(b * batch, (b + 1) * batch, device=device)
-        x, _ = training_batch(images.index_select(0, idx), seed=SEED, epoch=0, batch=b, aug=aug, masking=masking)
+        x, _ = training_batch(images, index=idx, seed=SEED, epoch=0, batch=b, aug=aug, masking=masking)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with precision.autocast(device):

@@ -585,7 +585,7 @@ class Trainer:
             self.model.train()
             for b in range(p.batch, n_batches):
                 idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-                x, _ = training_batch(train.images.index_select(0, idx), seed=plan.seed, epoch=epoch, batch=b,
+                x, _ = training_batch(train.images, index=idx, seed=plan.seed, epoch=epoch, batch=b,
                                       aug=self.cfg.augmentation, masking=plan.experiment.masking)
                 loss = self.step(x.contiguous(memory_format=self.layout), labels[idx])
                 loss_sum += loss.double() * len(idx)

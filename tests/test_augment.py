@@ -170,7 +170,7 @@ def _reference_batch(images: torch.Tensor, idx: torch.Tensor, *, seed: int, epoc
 
 @pytest.mark.parametrize("exp_id", ["A1", "B2", "B3", "B4"])
 def test_training_batches_are_bit_identical_to_the_per_image_reference(exp_id):
-    """Same seeds, same batches: the grouped in-place path draws and moves exactly the reference's pixels."""
+    """Same seeds, same batches: gathered first or by index=, the CPU path moves exactly the reference's pixels."""
     masking = PLAN.experiment(exp_id).masking
     images = torch.randn(300, 3, 63, 63).half()
     order = torch.randperm(300, generator=torch.Generator().manual_seed(7))
@@ -178,13 +178,36 @@ def test_training_batches_are_bit_identical_to_the_per_image_reference(exp_id):
         for b in range(3):
             idx = order[b * 100:(b + 1) * 100]
             before = images.clone()
-            x, masked = training_batch(images.index_select(0, idx), seed=42, epoch=epoch, batch=b, aug=AUG,
-                                       masking=masking)
             want, want_masked = _reference_batch(images, idx, seed=42, epoch=epoch, batch=b, aug=AUG,
                                                  masking=masking)
-            assert x.dtype == torch.float32 and torch.equal(x, want), (exp_id, epoch, b)
-            assert torch.equal(masked, want_masked)
+            for x, masked in (training_batch(images.index_select(0, idx), seed=42, epoch=epoch, batch=b, aug=AUG,
+                                             masking=masking),
+                              training_batch(images, index=idx, seed=42, epoch=epoch, batch=b, aug=AUG,
+                                             masking=masking)):
+                assert x.dtype == torch.float32 and x.is_contiguous() and torch.equal(x, want), (exp_id, epoch, b)
+                assert torch.equal(masked, want_masked)
             assert torch.equal(images, before)   # the resident split is never written
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("n", [1, 17, 128])
+def test_every_stored_precision_and_batch_size_matches_the_reference(dtype, n):
+    """The pixels move as raw bits whatever the stored float type, for any batch size."""
+    images = (torch.randn(200, 3, 63, 63) * 3).to(dtype)
+    idx = torch.randperm(200, generator=torch.Generator().manual_seed(n))[:n]
+    masking = PLAN.experiment("B2").masking
+    x, masked = training_batch(images, index=idx, seed=8, epoch=2, batch=n, aug=AUG, masking=masking)
+    want, want_masked = _reference_batch(images, idx, seed=8, epoch=2, batch=n, aug=AUG, masking=masking)
+    assert x.dtype == torch.float32 and torch.equal(x, want) and torch.equal(masked, want_masked)
+
+
+def test_a_bad_index_is_refused_with_the_rows_it_asked_for():
+    images = torch.zeros(10, 3, 63, 63).half()
+    masking = PLAN.experiment("A1").masking
+    with pytest.raises(IndexError, match=r"rows 0\.\.10, images has 10"):
+        training_batch(images, index=torch.tensor([0, 10]), seed=0, epoch=0, batch=0, aug=AUG, masking=masking)
+    with pytest.raises(IndexError, match=r"rows -1\.\.3"):
+        training_batch(images, index=torch.tensor([3, -1]), seed=0, epoch=0, batch=0, aug=AUG, masking=masking)
 
 
 @pytest.mark.parametrize("aug", [AugmentationConfig(hflip_p=0.5, vflip_p=0.5, rot90=False),
@@ -216,7 +239,18 @@ def test_public_functions_leave_their_input_alone_and_match_the_where_form():
 
 
 @pytest.mark.parametrize("size,radius", [(64, 5.0), (21, 30.0), (8, 0.5), (63, 0.9)])
-def test_the_bounding_box_mask_matches_the_full_disk_for_any_size_and_radius(size, radius):
+def test_the_stochastic_masks_match_the_full_disk_for_any_size_and_radius(size, radius):
+    """The CPU's scatter to the disk's pixels and the accelerators' bounding-box form zero the same pixels."""
+    from engine.augment import _core_mask_
+
     x = torch.randn(40, 3, size, size) + 10
     out, masked = random_core_mask(x, radius, 0.5, seeded_generator("cpu", size, radius))
-    assert torch.equal(out, torch.where(masked.view(-1, 1, 1, 1), mask_core(x, radius), x))
+    want = torch.where(masked.view(-1, 1, 1, 1), mask_core(x, radius), x)
+    assert torch.equal(out, want)
+    strided = x.half().transpose(-2, -1)   # float16, and not contiguous (nor is its clone)
+    assert not strided.clone().is_contiguous()
+    out, masked = random_core_mask(strided, radius, 0.5, seeded_generator("cpu", size, radius))
+    assert torch.equal(out, torch.where(masked.view(-1, 1, 1, 1), mask_core(strided, radius), strided))
+    boxed = x.clone()
+    _core_mask_(boxed, radius, masked)
+    assert torch.equal(boxed, want)

@@ -305,7 +305,7 @@ def test_fresh_moves_the_old_run_aside_and_never_deletes_it(config, data_root, t
     assert [p.name for p in old.iterdir()] == [rundir.RUN_LOCK]
 
 
-def test_an_exception_is_status_failed_with_the_traceback_in_the_log(config, data_root, tmp_path):
+def test_unreadable_shards_fail_with_one_line_naming_them(config, data_root, tmp_path):
     broken = tmp_path / "broken"
     for split in ("train", "val", "test"):
         (broken / split).mkdir(parents=True)
@@ -315,7 +315,23 @@ def test_an_exception_is_status_failed_with_the_traceback_in_the_log(config, dat
     assert _metrics(run)["status"] == "failed"
     assert json.loads((run / "run.json").read_text())["exit_status"] == 1
     log = (run / "stdout.log").read_text()
-    assert "FAILED" in log and "Traceback" in log and "B1: failed (exit 1)" in log
+    (line,) = [x for x in log.splitlines() if x.startswith("FAILED")]
+    assert "bad data" in line and "shard-00000.parquet" in line
+    assert "Traceback" not in log and "B1: failed (exit 1)" in log
+
+
+def test_an_unexpected_exception_is_status_failed_with_the_traceback_in_the_log(config, data_root, tmp_path,
+                                                                                monkeypatch):
+    def broken_model(*args, **kwargs):
+        raise RuntimeError("the model cannot be built")
+
+    monkeypatch.setattr("engine.train.build_model", broken_model)
+    assert main(_argv(config, data_root, tmp_path / "runs", "B1"), stop=StopRequest()) == 1
+    run = tmp_path / "runs" / "B1"
+    assert _metrics(run)["status"] == "failed"
+    log = (run / "stdout.log").read_text()
+    assert "FAILED at epoch 0: RuntimeError: the model cannot be built" in log
+    assert "Traceback" in log and "B1: failed (exit 1)" in log
 
 
 # ---------------------------------------------------------------------------
