@@ -55,7 +55,8 @@ def _append(extra: str) -> Callable[[str], str]:
 BAD_CONFIGS: dict[str, tuple[Callable[[str], str] | bytes | None, tuple[str, ...]]] = {
     "toml_syntax": (_swap("epochs = 50", "epochs = = 50"), ("not valid TOML", "line")),
     "table_twice": (_append("[training]\nepochs = 3\n"), ("not valid TOML",)),
-    "misspelt_table": (_swap("[augmentation]", "[augmentatoin]"), ("augmentation", "missing table")),
+    "misspelt_table": (_swap("[augmentation]", "[augmentatoin]"),
+                       ("augmentatoin: unknown table", "did you mean [augmentation]?")),
     "string_for_int": (_swap("epochs = 50", 'epochs = "fifty"'), ("training.epochs", "integer")),
     "zero_batch": (_swap("batch_size = 8", "batch_size = 0"), ("training.batch_size", "minimum")),
     "bool_for_number": (_swap("weight_decay = 1.0e-4", "weight_decay = true"), ("training.weight_decay",)),
