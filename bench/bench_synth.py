@@ -232,14 +232,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 2. One blob, each way of writing it: real stamps (LRG + arc + noise).
     params = draw(n_ours, seed=11)
-    batch = synth.render_batch(params.take_lrgs(0, 4), np.random.default_rng(3))
-    stamps = batch.ctrl[params.take_lrgs(0, 4).lrg_index] + batch.arc
+    ctrl, arc = synth.render_systems(params.take_lrgs(0, 4), np.random.default_rng(3))
+    stamps = ctrl + arc
     raw = sum(len(_npy(plane)) for plane in stamps[0])
     enc = report.table(f"Encoding one (3, 64, 64) float32 blob ({len(stamps)} real stamps)",
                        ["writer", "ms per blob", "bytes per blob", "of the raw .npy bytes"])
     encode_ms = {}
     for name, fn in encoders().items():
-        seconds = median([timed(lambda: [fn(x) for x in stamps], repeat=1) for _ in range(3)])
+        seconds = timed(lambda: [fn(x) for x in stamps], repeat=3)
         encode_ms[name] = 1e3 * seconds / len(stamps)
         size = float(np.mean([len(fn(x)) for x in stamps]))
         enc.add(name, encode_ms[name], size, size / raw)

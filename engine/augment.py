@@ -120,7 +120,7 @@ def _random_core_mask(x: torch.Tensor, radius: float, p: float,
     coins = torch.rand(x.shape[0], device=x.device, generator=gen) < p
     if radius <= 0 or p <= 0:
         return x, torch.zeros_like(coins)
-    if x.device.type == "cpu" and x.dim() == 4:
+    if x.device.type == "cpu":
         _core_mask_cpu_(x, radius, coins)
     else:
         _core_mask_(x, radius, coins)   # no host sync: for accelerators
@@ -187,21 +187,28 @@ def _dihedral_copy(src: np.ndarray, rows: Sequence[int], codes: Sequence[int], o
         out[i] = views[code][row]
 
 
-def _draw_dihedral(n: int, device: torch.device, gen: torch.Generator, hflip_p: float,
-                   vflip_p: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Per image: the hflip coin, the vflip coin and k, drawn in this order (resume-exactness depends on it)."""
+def _draw_dihedral(shape: torch.Size, device: torch.device, gen: torch.Generator, hflip_p: float,
+                   vflip_p: float, rot90: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Per image of a batch of `shape`: the hflip coin, the vflip coin and k, drawn in this order.
+
+    Resume-exactness depends on the order. Checks first that rot90 has square images to turn.
+    """
+    if rot90 and shape[-1] != shape[-2]:
+        raise ValueError(f"rot90 needs square images, got {tuple(shape[-2:])}")
+    n = shape[0]
     hflip = torch.rand(n, device=device, generator=gen) < hflip_p
     vflip = torch.rand(n, device=device, generator=gen) < vflip_p
     k = torch.randint(0, 4, (n,), device=device, generator=gen)
     return hflip, vflip, k
 
 
-def _random_dihedral(x: torch.Tensor, gen: torch.Generator, hflip_p: float, vflip_p: float,
-                     rot90: bool) -> torch.Tensor:
-    """random_dihedral: a new tensor, by per-image strided copies on the CPU and where passes elsewhere."""
-    if x.shape[-1] != x.shape[-2] and rot90:
-        raise ValueError(f"rot90 needs square images, got {tuple(x.shape[-2:])}")
-    hflip, vflip, k = _draw_dihedral(x.shape[0], x.device, gen, hflip_p, vflip_p)
+def random_dihedral(x: torch.Tensor, gen: torch.Generator, *, hflip_p: float = 0.5,
+                    vflip_p: float = 0.5, rot90: bool = True) -> torch.Tensor:
+    """Per image: horizontal flip with prob. hflip_p, vertical with vflip_p, rot90 by k ~ U{0..3}.
+
+    A new tensor (`x` is not changed): per-image strided copies on the CPU, where passes elsewhere.
+    """
+    hflip, vflip, k = _draw_dihedral(x.shape, x.device, gen, hflip_p, vflip_p, rot90)
     if x.device.type != "cpu":
         return _dihedral_where(x, hflip, vflip, k, rot90)
     out = torch.empty(x.shape, dtype=x.dtype)
@@ -209,22 +216,13 @@ def _random_dihedral(x: torch.Tensor, gen: torch.Generator, hflip_p: float, vfli
     return out
 
 
-def random_dihedral(x: torch.Tensor, gen: torch.Generator, *, hflip_p: float = 0.5,
-                    vflip_p: float = 0.5, rot90: bool = True) -> torch.Tensor:
-    """Per image: horizontal flip with prob. hflip_p, vertical with vflip_p, rot90 by k ~ U{0..3}. `x` is not changed."""
-    return _random_dihedral(x, gen, hflip_p, vflip_p, rot90)
-
-
 def augment_batch(x: torch.Tensor, gen: torch.Generator, aug: AugmentationConfig,
                   mask_radius: float, mask_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """Flips, rot90, then the stochastic core mask in force this epoch; returns (x, masked). `x` is not changed."""
-    return _augment_batch_(x, gen, aug, mask_radius, mask_p)
+    """Flips, rot90, then the stochastic core mask in force this epoch; returns (x, masked). `x` is not changed.
 
-
-def _augment_batch_(x: torch.Tensor, gen: torch.Generator, aug: AugmentationConfig,
-                    mask_radius: float, mask_p: float) -> tuple[torch.Tensor, torch.Tensor]:
-    """augment_batch: the dihedral transforms make a new tensor, which is then masked in place."""
-    x = _random_dihedral(x, gen, aug.hflip_p, aug.vflip_p, aug.rot90)
+    The dihedral transforms make a new tensor, which is then masked in place.
+    """
+    x = random_dihedral(x, gen, hflip_p=aug.hflip_p, vflip_p=aug.vflip_p, rot90=aug.rot90)
     return _random_core_mask(x, mask_radius, mask_p, gen)
 
 
@@ -240,7 +238,8 @@ def training_batch(images: torch.Tensor, *, seed: int, epoch: int, batch: int, a
     gen = seeded_generator(images.device, seed, epoch, batch)
     if images.device.type != "cpu":
         batch_images = images if index is None else images.index_select(0, index)
-        return _augment_batch_(batch_images.to(torch.float32, copy=True), gen, aug, radius, p)
+        # No forced copy: random_dihedral's where passes make the new tensor the mask writes.
+        return augment_batch(batch_images.float(), gen, aug, radius, p)
     return _training_batch_cpu(images, index, gen, aug, radius, p)
 
 
@@ -252,13 +251,11 @@ def _training_batch_cpu(images: torch.Tensor, index: torch.Tensor | None, gen: t
     one contiguous, vectorised cast makes float32. Same draws, in the same order, as the
     accelerator path.
     """
-    if images.shape[-1] != images.shape[-2] and aug.rot90:
-        raise ValueError(f"rot90 needs square images, got {tuple(images.shape[-2:])}")
     rows = range(images.shape[0]) if index is None else index.tolist()
     if index is not None and rows and not 0 <= min(rows) <= max(rows) < images.shape[0]:
         raise IndexError(f"training_batch: index holds rows {min(rows)}..{max(rows)}, images has {images.shape[0]}")
     shape = (len(rows), *images.shape[1:])
-    hflip, vflip, k = _draw_dihedral(len(rows), images.device, gen, aug.hflip_p, aug.vflip_p)
+    hflip, vflip, k = _draw_dihedral(shape, images.device, gen, aug.hflip_p, aug.vflip_p, aug.rot90)
     codes = _dihedral_codes(hflip, vflip, k, aug.rot90)
     # NumPy's allocator, not torch.empty: NumPy asks for huge pages for large arrays, and a
     # fresh 6 MB torch.empty page-faulted ~1,500 times per batch here (a third of the time).

@@ -35,7 +35,6 @@ SPLITS = ("train", "val", "test")
 # Plan §2.1 (unpaired manifest sizes); an unpaired view of a paired split has ≈ as many rows.
 PLAN_ROWS = {"train": 29_108, "val": 100_240, "test": 88_528}
 THETA_E_BINS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
-BANDS = ("g", "r", "z")
 LENS_MODEL = "SIE+shear"
 MARKER = "synth.json"
 MIN_LRGS_PER_SPLIT = 4
@@ -530,7 +529,7 @@ def write_dataset(
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     report = _progress(progress)
-    total, written = sum(rows.values()), 0
+    total = sum(rows.values())
     done = dict.fromkeys(SPLITS, 0)
     shards: dict[str, list[str]] = {split: [] for split in SPLITS}
     snr: list[np.ndarray] = []
@@ -544,8 +543,7 @@ def write_dataset(
                 shards[task.split].append(task.name)
                 snr.append(shard_snr)
                 done[task.split] += len(task.params)
-                written += len(task.params)
-                report(task.split, done[task.split], rows[task.split], written, total)
+                report(task.split, done[task.split], rows[task.split], sum(done.values()), total)
         summary = _summary(out, seed, scale, params, shards, np.concatenate(snr), psf_edges, depth_edges, started)
         # The marker goes last and atomically: its presence means every shard is in place.
         (tmp / (MARKER + ".tmp")).write_text(summary.to_json())
