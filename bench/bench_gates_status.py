@@ -33,7 +33,7 @@ import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from bench.common import REPO, Report, bench_dataset, median, parser, peak_rss_mib, progress, write_json
+from bench.common import REPO, Report, bench_dataset, median, p90, parser, peak_rss_mib, progress, write_json
 
 GATE_N = 2_000
 GATE_BIG = 20_000
@@ -322,12 +322,6 @@ def add_epoch(runs_root: Path) -> None:
         last["epoch"] += 1
         metrics["history"].append(last)
         rundir.write_metrics(d, metrics)
-
-
-def p90(values: Sequence[float]) -> float:
-    """The 90th percentile (nearest rank)."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
 
 
 def _polled(fleet, host: str) -> None:

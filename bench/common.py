@@ -106,6 +106,12 @@ def median(values: Sequence[float]) -> float:
     return float(statistics.median(values))
 
 
+def p90(values: Sequence[float]) -> float:
+    """The 90th percentile (nearest rank)."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(0.9 * len(ordered)) - 1)]
+
+
 def peak_rss_mib() -> float:
     """This process's peak resident memory so far, MiB.
 

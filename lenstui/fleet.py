@@ -29,7 +29,7 @@ from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
 from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
-                                    local_tree)
+                                    last_line, local_tree)
 
 EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
@@ -215,12 +215,14 @@ class Fleet:
 
     def status_channel(self, name: str) -> StatusChannel:
         """The host's status server channel (created on first use, started on first ask)."""
+        with self._lock:   # every refresh asks: the existing channel, without resolving paths again
+            channel = self._status.get(name)
+        if channel is not None:
+            return channel
         t, paths = self.transport(name), self.paths(name)
         argv = [paths.python, "-m", "engine.status", "--serve", "--runs-root", paths.runs_root]
         with self._lock:
-            if name not in self._status:
-                self._status[name] = StatusChannel(t, argv, paths.work_dir)
-            return self._status[name]
+            return self._status.setdefault(name, StatusChannel(t, argv, paths.work_dir))
 
     def _restart_status(self, name: str) -> None:
         """Stop the host's status server, so the next poll starts the code now on the host."""
@@ -282,7 +284,7 @@ class Fleet:
         return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
 
     def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
-        tail = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
+        tail = last_line(stderr)
         if any(m in stderr for m in ("No module named engine", "No module named 'engine", "from 'engine'")):
             return (f"{host}: the engine is not installed in {paths.work_dir}; "
                     f"run `lenstui sync --host {host}`")

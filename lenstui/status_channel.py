@@ -19,9 +19,9 @@ import threading
 import time
 from typing import Any
 
+from engine.status import SERVE_PROTOCOL   # the protocol this client speaks (torch-free module)
 from lenstui.transport.base import LineStream, StreamClosed, Transport, TransportError
 
-SERVE_PROTOCOL = 1     # engine.status's SERVE_PROTOCOL this client speaks
 HELLO_LINES = 20       # lines of start-up noise (a chatty login shell) tolerated before the hello
 
 
@@ -78,7 +78,7 @@ class StatusChannel:
         if self._final:  # a poll still in flight when its Fleet closed must not leave a server behind
             raise TransportError(f"{self.host}: the status channel is closed")
         stream = self.transport.start(self.argv, cwd=self.cwd)
-        self._stream, self._runs = stream, None
+        self._stream = stream   # _runs is None already: a new stream follows close() or __init__
         if self._final:  # closed while it started
             self.close()
             raise TransportError(f"{self.host}: the status channel is closed")
@@ -133,9 +133,6 @@ class ProbeFailed(TransportError):
 
 class _Unexpected(TransportError):
     """The server answered something this client cannot read: the channel is closed."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
 
 
 class _StartAgain(Exception):

@@ -42,12 +42,25 @@ class RemoteFileNotFound(TransportError, FileNotFoundError):
     """A file or directory does not exist on the host."""
 
 
+STDERR_KEPT = 4096   # bytes of a stream program's stderr kept for its error message
+
+
+def last_line(text: str) -> str:
+    """The last non-empty line of a program's stderr, or "no message"."""
+    return text.strip().splitlines()[-1] if text.strip() else "no message"
+
+
 class StreamClosed(TransportError):
     """The program behind a line stream ended: its exit status (None if unknown) and the end of its stderr."""
 
     def __init__(self, message: str, rc: int | None = None, stderr: str = "") -> None:
         super().__init__(message)
         self.rc, self.stderr = rc, stderr
+
+    @classmethod
+    def ended(cls, host: str, program: str, how: str, rc: int | None, stderr: str) -> "StreamClosed":
+        """'<host>: `<program>` <how>: <stderr's last line>', with the status and stderr kept."""
+        return cls(f"{host}: `{program}` {how}: {last_line(stderr)}", rc, stderr)
 
 
 @dataclass(frozen=True)

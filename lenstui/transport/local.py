@@ -14,11 +14,10 @@ from typing import Sequence
 
 from engine.rundir import replace_via_temp
 
-from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
+from lenstui.transport.base import (STDERR_KEPT, TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
                                     check_argv, tail_window)
 
-STDERR_KEPT = 4096   # bytes of a stream program's stderr kept for its error message
 CLOSE_GRACE = 1.0    # seconds a stream program gets to exit on end of stdin before it is killed
 
 
@@ -190,8 +189,7 @@ class _LocalLineStream(LineStream):
         stderr = self._stderr_tail()
         how = "was killed" if rc is not None and rc < 0 else f"exited with status {rc}" if rc is not None \
             else "closed its output"
-        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
-        return StreamClosed(f"{self.name}: `{self.program}` {how}: {last}", rc, stderr)
+        return StreamClosed.ended(self.name, self.program, how, rc, stderr)
 
     def _stderr_tail(self) -> str:
         try:

@@ -36,14 +36,13 @@ import paramiko
 from engine.config import Host
 from engine.rundir import replace_via_temp
 from lenstui.transport import SshOptions
-from lenstui.transport.base import (TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
+from lenstui.transport.base import (STDERR_KEPT, TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
                                     HostUnreachable, LineStream, PutStats, RemoteFileNotFound, StreamClosed,
                                     Transport, TransportError, check_arg, check_argv, tail_window)
 
 RECONNECT_FIRST = 0.5     # seconds before the first retry after a failure
 RECONNECT_CAP = 4.0       # backoff cap: with the app's 2 s refresh a returning host is back within ~7 s
 SFTP_TIMEOUT = 10.0       # an SFTP request unanswered this long is checked against a probe
-STDERR_KEPT = 4096        # bytes of a stream program's stderr kept for its error message
 
 
 # ---------------------------------------------------------------------------
@@ -327,17 +326,23 @@ class SshTransport(Transport):
 
     def _probe(self, client: paramiko.SSHClient, attempts: int | None = None) -> bool:
         """Whether the server still answers: up to `attempts` (max_missed) channel opens, each within reply_timeout."""
+        chan = self._open_channel(client, attempts)
+        if chan is None:
+            return False
+        chan.close()
+        return True
+
+    def _open_channel(self, client: paramiko.SSHClient, attempts: int | None = None) -> paramiko.Channel | None:
+        """A new session channel, or None after `attempts` (max_missed) opens unanswered within reply_timeout."""
         transport = client.get_transport()
         for _ in range(self.options.max_missed if attempts is None else attempts):
             if transport is None or not transport.is_active():
-                return False
+                return None
             try:
-                chan = transport.open_session(timeout=self.options.reply_timeout)
+                return transport.open_session(timeout=self.options.reply_timeout)
             except (paramiko.SSHException, EOFError, OSError):
                 continue  # a missed reply
-            chan.close()
-            return True
-        return False
+        return None
 
     def _dead(self, client: paramiko.SSHClient, what: str) -> HostUnreachable:
         message = (f"{self.name}: the link died ({what}; no reply to {self.options.max_missed} probes of "
@@ -379,14 +384,10 @@ class SshTransport(Transport):
 
     def _session(self, client: paramiko.SSHClient) -> paramiko.Channel:
         """A new session channel; max_missed opens unanswered within reply_timeout mean the link is dead."""
-        transport = client.get_transport()
-        for _ in range(self.options.max_missed):
-            try:
-                return transport.open_session(timeout=self.options.reply_timeout)  # type: ignore[union-attr]
-            except (paramiko.SSHException, EOFError, OSError, AttributeError):
-                if transport is None or not transport.is_active():
-                    break
-        raise self._dead(client, "no channel opened")
+        chan = self._open_channel(client)
+        if chan is None:
+            raise self._dead(client, "no channel opened")
+        return chan
 
     def _exec(self, client: paramiko.SSHClient, chan: paramiko.Channel, command: str) -> None:
         """Send the exec request; paramiko waits for the server's reply without a deadline, so one is set here."""
@@ -610,9 +611,8 @@ class _SshLineStream(LineStream):
         rc: int | None = self.chan.recv_exit_status() if self.chan.exit_status_ready() else -1
         rc = None if rc == -1 else rc   # paramiko's -1: closed without an exit status
         stderr = self._stderr.decode("utf-8", "replace")
-        last = stderr.strip().splitlines()[-1] if stderr.strip() else "no message"
         how = f"exited with status {rc}" if rc is not None else "ended"
-        return StreamClosed(f"{self.owner.name}: `{self.program}` {how}: {last}", rc, stderr)
+        return StreamClosed.ended(self.owner.name, self.program, how, rc, stderr)
 
     def close(self) -> None:
         try:
