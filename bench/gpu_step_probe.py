@@ -23,8 +23,9 @@ import torch.nn.functional as F
 from bench.common import REPO
 from engine.augment import training_batch
 from engine.config import load_config
-from engine.device import pick_precision
-from engine.model import build_model
+from engine.device import memory_format, pick_precision
+from engine.model import build_model, build_optimizer
+from engine.step import CudaGraphStep, EagerStep
 
 IMAGE = (3, 63, 63)
 
@@ -59,7 +60,7 @@ def main() -> None:
     config = load_config(REPO / "experiments.toml")
     t, aug, masking = config.training, config.augmentation, config.experiments["B2"].masking
     precision = pick_precision(device, t.mixed_precision)
-    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    layout = memory_format(device)
     batch, steps = args.batch, args.steps
     n = batch * 8
     images = torch.randn(n, *IMAGE, device=device).to(torch.float16)
@@ -101,17 +102,10 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay, fused=fused)
         report(f"optimiser step only ({'fused' if fused else 'foreach'})", timed(device, lambda b: opt.step(), steps, 3))
 
-    # Whole steps, eager.
-    def eager_step(model, opt, forward) -> Callable[[int], None]:
-        def step(b: int) -> None:
-            x, y = batch_of(b)
-            with precision.autocast(device):
-                logits = forward(x).squeeze(1)
-            loss = F.binary_cross_entropy_with_logits(logits.float(), y)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        return step
+    # Whole steps, eager: engine.step.EagerStep, as engine.train runs it.
+    def eager_step(model, opt, forward) -> Callable[[int], object]:
+        step = EagerStep(forward, opt, precision.grad_scaler(device), precision, device)
+        return lambda b: step(*batch_of(b))
 
     for fused in (False, True):
         if fused and device.type != "cuda":
@@ -134,37 +128,13 @@ def main() -> None:
 
 
 def graph_steps(device, precision, t, new_model, batch_of, report, steps) -> None:
-    """The step captured once as a CUDA graph: static input buffers, augmentation outside."""
+    """engine.step.CudaGraphStep, as `engine.train --cuda-graph` runs it: augmentation outside, graph replayed."""
     model = new_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=torch.tensor(t.learning_rate, device=device),
-                            weight_decay=t.weight_decay, fused=True, capturable=True)
-    static_x, static_y = batch_of(0)
-    static_x, static_y = static_x.clone(), static_y.clone()
-    side = torch.cuda.Stream()
-    side.wait_stream(torch.cuda.current_stream())
-    with torch.cuda.stream(side):
-        for _ in range(3):   # warm-up on a side stream, as CUDA graph capture requires
-            opt.zero_grad(set_to_none=True)
-            with torch.autocast("cuda", dtype=precision.dtype, cache_enabled=False):
-                loss = F.binary_cross_entropy_with_logits(model(static_x).squeeze(1).float(), static_y)
-            loss.backward()
-            opt.step()
-    torch.cuda.current_stream().wait_stream(side)
-    graph = torch.cuda.CUDAGraph()
-    opt.zero_grad(set_to_none=True)
-    with torch.cuda.graph(graph):
-        with torch.autocast("cuda", dtype=precision.dtype, cache_enabled=False):
-            static_loss = F.binary_cross_entropy_with_logits(model(static_x).squeeze(1).float(), static_y)
-        static_loss.backward()
-        opt.step()
-
-    def graph_step(b: int) -> None:
-        x, y = batch_of(b)
-        static_x.copy_(x)
-        static_y.copy_(y)
-        graph.replay()
-    report("CUDA graph step (fused capturable AdamW)", timed(device, graph_step, steps, 3))
-    report("CUDA graph replay only (no augmentation)", timed(device, lambda b: graph.replay(), steps, 3))
+    opt = build_optimizer(model, t.learning_rate, t.weight_decay, device, cuda_graph=True)
+    eager = EagerStep(model, opt, precision.grad_scaler(device), precision, device)
+    step = CudaGraphStep(model, opt, precision, *batch_of(0), eager)
+    report("CUDA graph step (fused capturable AdamW)", timed(device, lambda b: step(*batch_of(b)), steps, 3))
+    report("CUDA graph replay only (no augmentation)", timed(device, lambda b: step.graph.replay(), steps, 3))
 
 
 def compiled_step(device, precision, t, mode, new_model, eager_step, report, steps) -> None:

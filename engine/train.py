@@ -39,10 +39,10 @@ from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_reli
                              gate_record, load_device_split, predict, with_verdicts)
 from engine.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, load_optimizer_state,
                           remove_stale_temp_files, save_checkpoint)
-from engine.step import CudaGraphStep, EagerStep
 from engine.manifest import CacheError, ManifestError
 from engine.runlog import RunLog
 from engine.shards import BadRowsError, BlobError, ShardError
+from engine.step import CudaGraphStep, EagerStep
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 # Errors of the data layer, whose messages name the shard, the row and what is wrong.
@@ -427,7 +427,7 @@ class Trainer:
             "training": f"resnet18 stem={t.stem} epochs={plan.epochs} batch={t.batch_size} lr={t.learning_rate:g} "
                         f"wd={t.weight_decay:g} patience={t.early_stopping_patience} seed={plan.seed}",
             "device": f"{describe(self.device)} precision={self.precision.name} "
-                      f"layout={'channels_last' if self.device.type == 'cuda' else 'nchw'}"
+                      f"layout={'channels_last' if memory_format(self.device) == torch.channels_last else 'nchw'}"
                       + (" torch.compile" if plan.compile else "") + (" cuda-graph" if plan.cuda_graph else ""),
             "overrides": json.dumps(plan.overrides) if plan.overrides else "none (the plan's settings)",
         })

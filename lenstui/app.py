@@ -9,6 +9,7 @@ screen. Nothing here imports torch or NumPy: the app starts on a laptop.
 from __future__ import annotations
 
 import sys
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -168,8 +169,9 @@ class LensTUI(App[None]):
     def _redraw(self) -> None:
         """Bring every view up to date with the latest snapshots."""
         self.runs = fmt.primary_runs(self.snapshots, self.host_order)
-        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config, other_hosts=max(
-                    len(fmt.hosts_with(exp_id, self.snapshots, self.host_order)) - 1, 0))
+        hosts_per_exp = Counter(ref.exp_id for ref in fmt.all_runs(self.snapshots, self.host_order))
+        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config,
+                                       other_hosts=max(hosts_per_exp[exp_id] - 1, 0))
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
         self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled)
