@@ -435,9 +435,17 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
     info = json.loads((Path(run_dir) / "run.json").read_text())
     history = metrics.get("history") or []
     epoch_times = [h["epoch_time_sec"] for h in history if h.get("epoch_time_sec") is not None]
+    train_times = [h["train_time_sec"] for h in history if h.get("train_time_sec") is not None]
     gates = metrics.get("gates") or []
     gate_times = [g["gate_time_sec"] for g in gates if g.get("gate_time_sec") is not None]
     data = info.get("data") or {}
+    rows = {split: (data.get(split) or {}).get("count") for split in ("train", "val", "test")}
+    # The first epoch holds cuDNN's autotuning: medians leave it out when there are others.
+    epoch_median = median(epoch_times[1:] or epoch_times) if epoch_times else None
+    train_median = median(train_times[1:] or train_times) if train_times else None
+    val_times = [h["epoch_time_sec"] - h["train_time_sec"] for h in history
+                 if h.get("epoch_time_sec") is not None and h.get("train_time_sec") is not None]
+    val_seconds = median(val_times[1:] or val_times) if val_times else None
     return {
         "status": metrics.get("status"),
         "exit_status": info.get("exit_status"),
@@ -445,11 +453,16 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "precision": info.get("precision"),
         "epochs_done": len(history),
         "epoch_time_sec": epoch_times,
-        "epoch_time_median": median(epoch_times[1:] or epoch_times) if epoch_times else None,
+        "epoch_time_median": epoch_median,
         "first_epoch_time": epoch_times[0] if epoch_times else None,
+        "train_time_sec": train_times,
+        "train_time_median": train_median,
+        # The engine's own rates: the training part of an epoch, and the rest (predicting val).
+        "train_img_s": rows["train"] / train_median if rows["train"] and train_median else None,
+        "val_img_s": rows["val"] / val_seconds if rows["val"] and val_seconds and val_seconds > 0 else None,
         "gate_time_sec": gate_times,
         "gate_n_samples": [g.get("gate_n_samples") for g in gates],
-        "rows": {split: (data.get(split) or {}).get("count") for split in ("train", "val", "test")},
+        "rows": rows,
         "best_val_auroc": metrics.get("best_val_auroc"),
         "test_auroc": metrics.get("test_auroc"),
         "final_core_lr_auc": metrics.get("final_core_lr_auc"),

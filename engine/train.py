@@ -599,12 +599,14 @@ class Trainer:
                     raise Aborted(f"in epoch {epoch + 1} after batch {p.batch} of {n_batches}: last.pt saved there")
             self.scheduler.step()
             self.step.after_schedule()
-            train_loss = loss_sum.item() / max(p.seen, 1)
+            train_loss = loss_sum.item() / max(p.seen, 1)   # waits for the GPU: the training part ends here
+            train_time = time.perf_counter() - started
 
             scores = predict(self.model, self.val.images, precision=self.precision)
             val_auroc, val_loss = auroc(self.val.labels, scores), bce(self.val.labels, scores)
             row = {"epoch": epoch, "train_loss": train_loss, "val_auroc": val_auroc, "val_loss": val_loss,
-                   "learning_rate": lr, "epoch_time_sec": round(time.perf_counter() - started, 3)}
+                   "learning_rate": lr, "epoch_time_sec": round(time.perf_counter() - started, 3),
+                   "train_time_sec": round(train_time, 3)}
             if radius > 0:
                 row.update(mask_radius=radius, mask_p=mask_p)
             p.metrics["history"].append(row)

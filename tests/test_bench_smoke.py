@@ -138,6 +138,7 @@ def test_gpu_check_rehearses_on_cpu_without_textual_or_paramiko(tmp_path):
     assert a1["status"] == "done" and a1["epochs_done"] == 1 and a1["test_auroc"] is not None
     assert a1["phases"]["epochs"] is not None and a1["phases"]["test"] is not None
     assert summary["projected_full_run_s"] > 0
+    assert len(summary["goals"]) == 7 and "Issue 8's GPU goals" in (out / "gpu-check.txt").read_text()
     assert "projected full-data 50-epoch run" in (out / "gpu-check.txt").read_text()
     assert (out / "A1" / "metrics.json").exists() and (out / "gpu-samples.csv").exists()
     leftovers = [p.name for p in tmp_path.iterdir() if p.name.startswith("gpu-check.")]

@@ -122,6 +122,7 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
     for row in m["history"]:
         assert set(rundir.EPOCH_METRICS) <= set(row)
         assert 0 <= row["val_auroc"] <= 1 and row["train_loss"] > 0 and row["epoch_time_sec"] > 0
+        assert 0 < row["train_time_sec"] <= row["epoch_time_sec"]   # the training part of the epoch
     assert m["history"][1]["learning_rate"] < m["history"][0]["learning_rate"] == 1e-4  # cosine
 
     assert [g["after_epochs"] for g in m["gates"]] == [0, 1, 2]
