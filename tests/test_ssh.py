@@ -17,8 +17,8 @@ import pytest
 from engine import rundir
 from engine.config import Host, load_config
 from lenstui.fleet import Fleet, FleetError
-from lenstui.transport.base import AuthError, HostKeyError
-from lenstui.transport.ssh import SshTransport
+from lenstui.transport.base import AuthError, HostKeyError, TransportError
+from lenstui.transport.ssh import SshTransport, scan_host_key
 from sshd import PROJECT_ROOT, STANDIN_TRAIN, group_alive, keygen, ssh_lab, wait_for  # noqa: F401 (fixture)
 from status_servers import OLD_STATUS, status_servers
 
@@ -198,6 +198,57 @@ def test_proxyjump_reaches_a_host_through_a_gateway(lab_fleet):
         assert re.search(r"Accepted publickey", h1.log.read_text())
     finally:
         t.close()
+
+
+def test_proxycommand_reaches_a_host_through_ssh_w_and_leaves_no_process_behind(lab_fleet):
+    lab, _, _ = lab_fleet
+    h1, h3 = lab.servers["h1"], lab.servers["h3"]
+    # What a bastion's users write: OpenSSH's client relaying stdin/stdout to %h:%p from h1 (-W).
+    relay = (f"ssh -F /dev/null -i {lab.client_key} -o IdentitiesOnly=yes -o BatchMode=yes "
+             f"-o UserKnownHostsFile={lab.known_hosts} -o StrictHostKeyChecking=yes -p {h1.port} "
+             f"-W %h:%p {lab.user}@127.0.0.1")
+    with lab.ssh_config.open("a") as f:
+        f.write(f"Host h3-via-command\n  HostName 127.0.0.1\n  Port {h3.port}\n  User {lab.user}\n"
+                f"  IdentityFile {lab.client_key}\n  IdentitiesOnly yes\n  ProxyCommand {relay}\n")
+    host = Host("far", "ssh", True, ".", "python3", "runs", "lab", ssh_host="h3-via-command")
+    logins_on_h1 = len(re.findall(r"Accepted publickey", h1.log.read_text()))
+    t = SshTransport(host, lab.options())
+    try:
+        done = t.run(["sh", "-c", "echo $SSH_CONNECTION"], timeout=30)
+        assert done.rc == 0 and done.stdout.split()[2:4] == ["127.0.0.1", str(h3.port)]
+        (link,) = t._gateways
+        assert link.process.poll() is None, "the relay carries the connection"
+        assert len(re.findall(r"Accepted publickey", h1.log.read_text())) == logins_on_h1 + 1, "through h1"
+    finally:
+        t.close()
+    assert link.process.returncode is not None, "closing the transport stops and reaps the relay"
+    assert not Path(f"/proc/{link.process.pid}").exists()
+    assert scan_host_key(host, lab.options()).state == "known", "`lenstui trust` goes through it too"
+
+
+def test_a_failing_proxycommand_says_what_the_command_said(lab_fleet):
+    lab, _, _ = lab_fleet
+    h3 = lab.servers["h3"]
+    commands = {"dies": 'sh -c "echo no route to bastion.example >&2; exit 3"',
+                "missing": "no-such-proxy-program %h %p",
+                "both": "ssh -W %h:%p h1\n  ProxyJump h1"}
+    with lab.ssh_config.open("a") as f:
+        for alias, command in commands.items():
+            f.write(f"Host {alias}\n  HostName 127.0.0.1\n  Port {h3.port}\n  ProxyCommand {command}\n")
+
+    def error(alias: str) -> str:
+        t = SshTransport(Host(alias, "ssh", True, ".", "python3", "runs", "lab", ssh_host=alias),
+                         lab.options(connect_timeout=5.0))
+        try:
+            with pytest.raises(TransportError) as err:
+                t.run(["true"], timeout=10)
+            return str(err.value)
+        finally:
+            t.close()
+
+    assert "exited 3 saying: no route to bastion.example" in error("dies")
+    assert "cannot start ProxyCommand 'no-such-proxy-program 127.0.0.1 " in error("missing")
+    assert "both ProxyJump (h1) and ProxyCommand (ssh -W 127.0.0.1:" in error("both")
 
 
 def test_a_dead_host_turns_disconnected_within_15s_while_others_keep_updating_and_it_comes_back(lab_fleet):

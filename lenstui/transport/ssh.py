@@ -5,8 +5,9 @@
 - Host keys: system and user known_hosts are loaded; an unknown or changed key
   is refused with its SHA256 fingerprint and the command to trust it
   (`lenstui trust HOST`), never accepted silently.
-- ~/.ssh/config: HostName, User, Port, IdentityFile, IdentitiesOnly and
-  ProxyJump (through each gateway by a direct-tcpip channel); the ssh-agent.
+- ~/.ssh/config: HostName, User, Port, IdentityFile, IdentitiesOnly,
+  ProxyJump (through each gateway by a direct-tcpip channel) and ProxyCommand
+  (the command's stdin/stdout as a socket; run without a shell); the ssh-agent.
 - A dead link is noticed without waiting for TCP: keepalives are sent, and
   while a command is silent the link is probed by opening a channel (the server
   must answer); `max_missed` unanswered probes in a row close the link.
@@ -25,11 +26,13 @@ import os
 import shlex
 import socket
 import stat
+import subprocess
+import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Protocol, Sequence
 
 import paramiko
 
@@ -95,6 +98,7 @@ class Endpoint:
     identity_files: tuple[str, ...]
     identities_only: bool
     proxy_jump: tuple[str, ...]
+    proxy_command: str | None = None   # tokens (%h %p %r) already expanded by paramiko
 
     @property
     def known_hosts_entry(self) -> str:
@@ -120,12 +124,17 @@ def resolve_endpoint(alias: str, options: SshOptions, user: str | None = None, p
         files.insert(0, str(p if p.is_absolute() or config_dir is None else config_dir / p))
     jump = found.get("proxyjump", "")
     hops = tuple(h.strip() for h in jump.split(",") if h.strip()) if jump and jump.lower() != "none" else ()
+    command = (found.get("proxycommand") or "").strip() or None
+    if hops and command:
+        # OpenSSH takes whichever line comes first; paramiko's lookup no longer knows which did.
+        raise TransportError(f"{options.ssh_config}: both ProxyJump ({jump}) and ProxyCommand ({command}) apply "
+                             f"to {alias}: keep one of them for that host")
     return Endpoint(alias=alias, hostname=found.get("hostname", alias),
                     port=int(port or found.get("port", 22)),
                     user=user or found.get("user") or getpass.getuser(),
                     identity_files=tuple(os.path.expanduser(f) for f in files),
                     identities_only=str(found.get("identitiesonly", "no")).lower() == "yes",
-                    proxy_jump=hops)
+                    proxy_jump=hops, proxy_command=command)
 
 
 def _parse_hop(hop: str) -> tuple[str, str | None, int | None]:
@@ -138,6 +147,71 @@ def _parse_hop(hop: str) -> tuple[str, str | None, int | None]:
         hop, port_text = hop.split(":")
         port = int(port_text)
     return hop, user, port
+
+
+class Closable(Protocol):
+    def close(self) -> None: ...
+
+
+class ProxyCommandLink:
+    """A host reached through ~/.ssh/config's ProxyCommand: the command's stdin and stdout are one
+    end of a socket pair, and paramiko gets the other end, a real socket.
+
+    A real socket gives paramiko what it expects of one: timeouts, and an end of file when the
+    command exits (paramiko's own ProxyCommand wrapper spins on a dead command's pipe and never
+    reaps it). The command runs without a shell, split like a command line, as every process
+    lenstui starts; what it writes to stderr is kept for the error message when the link fails.
+    """
+
+    STOP_WAIT = 2.0
+
+    def __init__(self, name: str, command: str) -> None:
+        self.command = command
+        try:
+            argv = shlex.split(command)
+        except ValueError as exc:
+            raise TransportError(f"{name}: cannot split ProxyCommand {command!r}: {exc}") from None
+        if not argv:
+            raise TransportError(f"{name}: ProxyCommand is empty")
+        ours, theirs = socket.socketpair()
+        self._stderr = tempfile.TemporaryFile()
+        try:
+            self.process = subprocess.Popen(argv, stdin=theirs, stdout=theirs, stderr=self._stderr)
+        except OSError as exc:
+            ours.close()
+            self._stderr.close()
+            raise HostUnreachable(f"{name}: cannot start ProxyCommand {command!r}: "
+                                  f"{exc.strerror or exc}") from None
+        finally:
+            theirs.close()
+        self.sock = ours
+        self.said = ""
+
+    def close(self) -> None:
+        """Close our end (the command sees end of file), then stop and reap the command."""
+        if self._stderr.closed:
+            return
+        self.sock.close()
+        try:
+            self.process.wait(timeout=self.STOP_WAIT)
+        except subprocess.TimeoutExpired:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=self.STOP_WAIT)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        self._stderr.seek(0)
+        self.said = self._stderr.read()[-STDERR_KEPT:].decode("utf-8", "replace").strip()
+        self._stderr.close()
+
+    def failed(self, exc: TransportError) -> TransportError:
+        """`exc` with what the command said, after closing the link (the reason is usually there)."""
+        self.close()
+        if not self.said or not isinstance(exc, HostUnreachable):
+            return exc
+        return HostUnreachable(f"{exc}; ProxyCommand {self.command!r} exited {self.process.returncode} "
+                               f"saying: {self.said}")
 
 
 # ---------------------------------------------------------------------------
@@ -206,7 +280,7 @@ def _connect_client(name: str, ep: Endpoint, options: SshOptions, sock: Any = No
         raise HostUnreachable(f"{name}: no answer from {where} within {options.connect_timeout:g} s") from None
     except (paramiko.SSHException, EOFError, OSError) as exc:
         client.close()
-        raise HostUnreachable(f"{name}: cannot connect to {where}: {exc or type(exc).__name__}") from None
+        raise HostUnreachable(f"{name}: cannot connect to {where}: {str(exc) or type(exc).__name__}") from None
     transport = client.get_transport()
     assert transport is not None
     transport.set_keepalive(options.keepalive_interval)
@@ -220,8 +294,18 @@ def _connect_client(name: str, ep: Endpoint, options: SshOptions, sock: Any = No
     return client
 
 
-def _open_chain(name: str, ep: Endpoint, options: SshOptions) -> tuple[paramiko.SSHClient, list[paramiko.SSHClient]]:
-    """Connect to `ep`, through its ProxyJump gateways if any; returns (client, gateway clients)."""
+def _open_chain(name: str, ep: Endpoint, options: SshOptions) -> tuple[paramiko.SSHClient, list[Closable]]:
+    """Connect to `ep`, through its ProxyJump gateways or ProxyCommand if any; returns (client, what to
+    close after it: gateway clients or the ProxyCommand link)."""
+    if ep.proxy_command:
+        link = ProxyCommandLink(name, ep.proxy_command)
+        try:
+            return _connect_client(name, ep, options, link.sock), [link]
+        except TransportError as exc:
+            raise link.failed(exc) from None
+        except BaseException:
+            link.close()
+            raise
     if not ep.proxy_jump:
         return _connect_client(name, ep, options), []
     last, gateways = _open_chain_gateways(name, ep, options)
@@ -258,7 +342,7 @@ class SshTransport(Transport):
         self.down_since: float | None = None
         self.last_error: str | None = None
         self._client: paramiko.SSHClient | None = None
-        self._gateways: list[paramiko.SSHClient] = []
+        self._gateways: list[Closable] = []   # ProxyJump gateway clients, or the ProxyCommand link
         self._sftp: paramiko.SFTPClient | None = None
         self._conn_lock = threading.RLock()
         self._sftp_lock = threading.Lock()
@@ -661,12 +745,17 @@ class ScannedKey:
 def scan_host_key(host: Host, options: SshOptions) -> ScannedKey:
     """Fetch `host`'s key (through its gateways, which must already be trusted) without logging in."""
     ep = resolve_endpoint(host.ssh_host or host.name, options, host.user, host.port, host.identity_file)
-    gateways: list[paramiko.SSHClient] = []
+    gateways: list[Closable] = []
     try:
         sock: Any
-        if ep.proxy_jump:
+        if ep.proxy_command:
+            link = ProxyCommandLink(host.name, ep.proxy_command)
+            gateways.append(link)
+            sock = link.sock
+        elif ep.proxy_jump:
             hops = Endpoint(ep.alias, ep.hostname, ep.port, ep.user, (), False, ep.proxy_jump)
-            first, gateways = _open_chain_gateways(host.name, hops, options)
+            first, jumps = _open_chain_gateways(host.name, hops, options)
+            gateways += jumps
             sock = _tunnel(host.name, first, ep, options)
         else:
             try:
@@ -678,7 +767,8 @@ def scan_host_key(host: Host, options: SshOptions) -> ScannedKey:
             transport.start_client(timeout=options.connect_timeout)
             key = transport.get_remote_server_key()
         except (paramiko.SSHException, EOFError, OSError) as exc:
-            raise HostUnreachable(f"{host.name}: SSH handshake with {ep.hostname}:{ep.port} failed: {exc}") from None
+            failure = HostUnreachable(f"{host.name}: SSH handshake with {ep.hostname}:{ep.port} failed: {exc}")
+            raise (link.failed(failure) if ep.proxy_command else failure) from None
         finally:
             transport.close()
     finally:
