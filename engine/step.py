@@ -52,12 +52,38 @@ class EagerStep:
         """Nothing to do: the optimiser reads its float learning rate each step."""
 
 
+class CudaGraph:
+    """The CUDA side of `CudaGraphStep`: warm-up off the default stream, one capture, replays."""
+
+    def warm_up(self, fn: Callable[[], Any], times: int) -> None:
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):   # warm-up off the default stream, as capture requires
+            for _ in range(times):
+                fn()
+        torch.cuda.current_stream().wait_stream(side)
+
+    def capture(self, fn: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """Record fn's kernels (not run); returns its output tensor, which each replay rewrites."""
+        self.graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(self.graph):
+            return fn()
+
+    def replay(self) -> None:
+        self.graph.replay()
+
+
 class CudaGraphStep:
-    """The full-batch step captured as one CUDA graph; other batch sizes fall to `eager`."""
+    """The full-batch step captured as one CUDA graph; other batch sizes fall to `eager`.
+
+    `graph` is the CUDA mechanics (tests on the CPU give a stand-in that re-runs the
+    captured function and insists every tensor it touched is still the same memory).
+    """
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.Optimizer, precision: Precision,
-                 example_x: torch.Tensor, example_y: torch.Tensor, eager: EagerStep) -> None:
-        if example_x.device.type != "cuda":
+                 example_x: torch.Tensor, example_y: torch.Tensor, eager: EagerStep,
+                 graph: CudaGraph | None = None) -> None:
+        if graph is None and example_x.device.type != "cuda":
             raise ValueError("a CUDA graph step needs CUDA tensors")
         if precision.use_scaler:
             raise ValueError("a CUDA graph step cannot use fp16's grad scaler (it syncs with the host); "
@@ -74,29 +100,27 @@ class CudaGraphStep:
         self.batch_size = example_x.shape[0]
         self.static_x = example_x.detach().clone()
         self.static_y = example_y.detach().clone()
-        dtype = precision.dtype
+        dtype, device_type = precision.dtype, example_x.device.type
         saved = _snapshot(model, optimizer)
 
         def step() -> torch.Tensor:
             # Autocast's weight cache must be off while capturing (torch docs, CUDA graphs + AMP).
-            with torch.autocast("cuda", dtype=dtype, enabled=dtype is not None, cache_enabled=False):
+            with torch.autocast(device_type, dtype=dtype, enabled=dtype is not None, cache_enabled=False):
                 logits = model(self.static_x).squeeze(1)
             loss = F.binary_cross_entropy_with_logits(logits.float(), self.static_y)
             loss.backward()
             optimizer.step()
             return loss
 
-        side = torch.cuda.Stream()
-        side.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(side):   # warm-up off the default stream, as capture requires
-            for _ in range(WARMUP_STEPS):
-                optimizer.zero_grad(set_to_none=True)
-                step()
-        torch.cuda.current_stream().wait_stream(side)
+        def warm_up_step() -> None:
+            optimizer.zero_grad(set_to_none=True)
+            step()
+
+        self.graph = graph or CudaGraph()
+        self.graph.warm_up(warm_up_step, WARMUP_STEPS)
+        # No gradients while capturing: backward then writes them, at addresses the graph keeps.
         optimizer.zero_grad(set_to_none=True)
-        self.graph = torch.cuda.CUDAGraph()
-        with torch.cuda.graph(self.graph):
-            self.static_loss = step()
+        self.static_loss = self.graph.capture(step)
         _restore(model, optimizer, saved)
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:

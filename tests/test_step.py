@@ -3,19 +3,22 @@
 Capturing a CUDA graph (engine/step.py) runs warm-up steps and then puts the weights and the
 optimiser state back in place; resuming a run on another device loads the optimiser state
 into an optimiser built differently (fused, capturable). Both must leave training exactly
-where it was. The capture itself needs a GPU: bench/gpu.sh runs it there.
+where it was. The capture itself needs a GPU: bench/gpu.sh runs it there. Here the graph step
+runs whole with a stand-in for the CUDA mechanics (`RerunGraph`), checked against eager
+training batch by batch.
 """
 
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
 
 from engine.device import FP32
 from engine.model import build_optimizer, load_optimizer_state
-from engine.step import CudaGraphStep, EagerStep, _restore, _snapshot
+from engine.step import WARMUP_STEPS, CudaGraphStep, EagerStep, _restore, _snapshot
 
 
 def tiny_model() -> torch.nn.Module:
@@ -100,3 +103,107 @@ def test_a_graph_step_refuses_cpu_tensors_and_the_fp16_scaler():
     eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, torch.device("cpu"))
     with pytest.raises(ValueError, match="needs CUDA tensors"):
         CudaGraphStep(model, opt, FP32, *batch(0), eager)
+
+
+class RerunGraph:
+    """engine.step.CudaGraph's stand-in on the CPU: a replay re-runs the captured function.
+
+    A real replay runs the captured kernels on the memory they saw at capture, so a replay here
+    fails unless every tensor the step reads or writes (weights, buffers, optimiser state, the
+    learning-rate tensors) is still the same memory; the captured backward writes gradients
+    rather than adding to them, so they are cleared first.
+    """
+
+    def __init__(self, model: torch.nn.Module, opt: torch.optim.Optimizer) -> None:
+        self.model, self.opt = model, opt
+        self.warm_ups = self.replays = 0
+
+    def tensors(self) -> list[int]:
+        state = [v for s in self.opt.state.values() for v in s.values() if torch.is_tensor(v)]
+        lrs = [g["lr"] for g in self.opt.param_groups]
+        return [t.data_ptr() for t in [*self.model.state_dict().values(), *state, *lrs]]
+
+    def warm_up(self, fn, times: int) -> None:
+        for _ in range(times):
+            fn()
+            self.warm_ups += 1
+
+    def capture(self, fn) -> torch.Tensor:
+        self.fn, self.addresses = fn, self.tensors()
+        self.output = fn().detach()     # a replay rewrites the captured output in place
+        return self.output
+
+    def replay(self) -> None:
+        assert self.tensors() == self.addresses, "a tensor the graph uses was replaced after capture"
+        self.opt.zero_grad(set_to_none=True)
+        self.output.copy_(self.fn().detach())
+        self.replays += 1
+
+
+def train_epochs(use_graph: bool, steps_before: int) -> tuple[torch.nn.Module, list[float], list[float], RerunGraph]:
+    """Three epochs of two full batches of 8 and a last one of 5, the cosine schedule stepped per epoch."""
+    cpu = torch.device("cpu")
+    model = tiny_model().train()
+    opt = build_optimizer(model, 1e-2, 1e-4, cpu, cuda_graph=True)    # fused + capturable, as on the GPU
+    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=3)
+    eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, cpu)
+    for i in range(steps_before):                                     # a resumed run: state before capture
+        eager(*batch(50 + i))
+    graph = RerunGraph(model, opt)
+    if use_graph:
+        step = CudaGraphStep(model, opt, FP32, *batch(99), eager, graph=graph)
+    else:   # the same arithmetic without the graph: the rate as a float32 tensor too
+        for group in opt.param_groups:
+            group["lr"] = torch.tensor(float(group["lr"]), dtype=torch.float32)
+        step = eager
+    losses, rates = [], []
+    for epoch in range(3):
+        rates.append(float(opt.param_groups[0]["lr"]))
+        for b in range(3):
+            x, y = batch(10 * epoch + b)
+            if b == 2:
+                x, y = x[:5], y[:5]
+            losses.append(float(step(x, y)))
+        schedule.step()
+        if use_graph:
+            step.after_schedule()
+    return model, losses, rates, graph
+
+
+@pytest.mark.parametrize("steps_before", [0, 2], ids=["fresh run", "resumed run"])
+def test_training_through_the_graph_step_equals_eager_training(steps_before):
+    graph_model, graph_losses, graph_rates, graph = train_epochs(True, steps_before)
+    eager_model, eager_losses, eager_rates, _ = train_epochs(False, steps_before)
+    assert graph.warm_ups == WARMUP_STEPS and graph.replays == 6, "full batches replay, the last ones run eagerly"
+    assert graph_losses == eager_losses
+    assert states_equal(graph_model, eager_model), "the warm-up left no trace; each step the eager one"
+    # The schedule reached the graph: cosine annealing's rates, 1e-2 x (1 + cos(pi t / 3)) / 2, to float32.
+    expected = [1e-2 * (1 + math.cos(math.pi * t / 3)) / 2 for t in range(3)]
+    assert graph_rates == pytest.approx(expected, rel=1e-6)
+
+
+def test_a_tensor_replaced_after_capture_is_caught_by_the_stand_in():
+    """The stand-in bites: loading optimiser state the usual way replaces the tensors the graph holds."""
+    cpu = torch.device("cpu")
+    model = tiny_model().train()
+    opt = build_optimizer(model, 1e-2, 1e-4, cpu, cuda_graph=True)
+    eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, cpu)
+    step = CudaGraphStep(model, opt, FP32, *batch(99), eager, graph=RerunGraph(model, opt))
+    step(*batch(1))
+    opt.load_state_dict(copy.deepcopy(opt.state_dict()))
+    with pytest.raises(AssertionError, match="replaced after capture"):
+        step(*batch(2))
+
+
+def test_a_scheduler_that_assigns_a_float_still_reaches_the_captured_rate():
+    """Some torch versions' schedulers write a float into the group; the graph reads only its tensor."""
+    cpu = torch.device("cpu")
+    model = tiny_model().train()
+    opt = build_optimizer(model, 1e-2, 1e-4, cpu, cuda_graph=True)
+    eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, cpu)
+    step = CudaGraphStep(model, opt, FP32, *batch(99), eager, graph=RerunGraph(model, opt))
+    (captured,) = step.lr_tensors
+    opt.param_groups[0]["lr"] = 2.5e-3
+    step.after_schedule()
+    assert opt.param_groups[0]["lr"] is captured and float(captured) == pytest.approx(2.5e-3)
+    step(*batch(1))   # and the replay still finds the same tensors
