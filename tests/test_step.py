@@ -140,6 +140,15 @@ class RerunGraph:
         self.replays += 1
 
 
+def graph_step() -> tuple[torch.optim.Optimizer, CudaGraphStep]:
+    """A fresh tiny model's step, captured through the stand-in."""
+    cpu = torch.device("cpu")
+    model = tiny_model().train()
+    opt = build_optimizer(model, 1e-2, 1e-4, cpu, cuda_graph=True)
+    eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, cpu)
+    return opt, CudaGraphStep(model, opt, FP32, *batch(99), eager, graph=RerunGraph(model, opt))
+
+
 def train_epochs(use_graph: bool, steps_before: int) -> tuple[torch.nn.Module, list[float], list[float], RerunGraph]:
     """Three epochs of two full batches of 8 and a last one of 5, the cosine schedule stepped per epoch."""
     cpu = torch.device("cpu")
@@ -184,11 +193,7 @@ def test_training_through_the_graph_step_equals_eager_training(steps_before):
 
 def test_a_tensor_replaced_after_capture_is_caught_by_the_stand_in():
     """The stand-in bites: loading optimiser state the usual way replaces the tensors the graph holds."""
-    cpu = torch.device("cpu")
-    model = tiny_model().train()
-    opt = build_optimizer(model, 1e-2, 1e-4, cpu, cuda_graph=True)
-    eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, cpu)
-    step = CudaGraphStep(model, opt, FP32, *batch(99), eager, graph=RerunGraph(model, opt))
+    opt, step = graph_step()
     step(*batch(1))
     opt.load_state_dict(copy.deepcopy(opt.state_dict()))
     with pytest.raises(AssertionError, match="replaced after capture"):
@@ -197,11 +202,7 @@ def test_a_tensor_replaced_after_capture_is_caught_by_the_stand_in():
 
 def test_a_scheduler_that_assigns_a_float_still_reaches_the_captured_rate():
     """Some torch versions' schedulers write a float into the group; the graph reads only its tensor."""
-    cpu = torch.device("cpu")
-    model = tiny_model().train()
-    opt = build_optimizer(model, 1e-2, 1e-4, cpu, cuda_graph=True)
-    eager = EagerStep(model, opt, torch.amp.GradScaler("cpu", enabled=False), FP32, cpu)
-    step = CudaGraphStep(model, opt, FP32, *batch(99), eager, graph=RerunGraph(model, opt))
+    opt, step = graph_step()
     (captured,) = step.lr_tensors
     opt.param_groups[0]["lr"] = 2.5e-3
     step.after_schedule()
