@@ -67,7 +67,18 @@ def gpu_snapshot() -> tuple[list[dict[str, Any]], str, str | None]:
     return [], "none", f"no GPU: {nvml_problem}; {smi_problem}"
 
 
-def _gpus_from_nvml() -> tuple[list[dict[str, Any]] | None, str]:
+# NVML is initialised once per process and left open: `--serve` answers every poll from one
+# process, and nvmlInit can cost tens to hundreds of milliseconds on a multi-GPU host. A failed
+# init is tried again next poll; a failed query shuts NVML down and starts afresh next poll.
+_nvml: Any = None
+NVML_NOT_AVAILABLE = 2**64 - 1   # what NVML reports for a value it does not have (e.g. in a container)
+
+
+def _nvml_module() -> tuple[Any, str]:
+    """pynvml, initialised (once); or None and why not."""
+    global _nvml
+    if _nvml is not None:
+        return _nvml, ""
     try:
         import pynvml  # nvidia-ml-py; lazily, since most laptops have neither it nor a GPU
     except ImportError:
@@ -76,6 +87,14 @@ def _gpus_from_nvml() -> tuple[list[dict[str, Any]] | None, str]:
         pynvml.nvmlInit()
     except Exception as exc:  # pynvml raises NVMLError subclasses; the driver may be absent
         return None, f"NVML unavailable ({exc})"
+    _nvml = pynvml
+    return _nvml, ""
+
+
+def _gpus_from_nvml() -> tuple[list[dict[str, Any]] | None, str]:
+    pynvml, problem = _nvml_module()
+    if pynvml is None:
+        return None, problem
     try:
         gpus = []
         for index in range(pynvml.nvmlDeviceGetCount()):
@@ -85,8 +104,8 @@ def _gpus_from_nvml() -> tuple[list[dict[str, Any]] | None, str]:
             procs = []
             for p in pynvml.nvmlDeviceGetComputeProcesses(handle):
                 used = getattr(p, "usedGpuMemory", None)
-                procs.append({"pid": int(p.pid),
-                              "used_memory_mib": None if used is None else round(used / 2**20)})
+                procs.append({"pid": int(p.pid), "used_memory_mib": (
+                    None if used is None or used >= NVML_NOT_AVAILABLE else round(used / 2**20))})
             gpus.append({
                 "index": index,
                 "name": name.decode() if isinstance(name, bytes) else str(name),
@@ -100,12 +119,18 @@ def _gpus_from_nvml() -> tuple[list[dict[str, Any]] | None, str]:
             })
         return gpus, ""
     except Exception as exc:
+        _nvml_reset()   # a lost GPU or a driver reload: initialise afresh next poll
         return None, f"NVML query failed ({exc})"
-    finally:
+
+
+def _nvml_reset() -> None:
+    global _nvml
+    if _nvml is not None:
         try:
-            pynvml.nvmlShutdown()
+            _nvml.nvmlShutdown()
         except Exception:
             pass
+    _nvml = None
 
 
 def _nvml_or_none(read: Any) -> Any:
@@ -297,7 +322,7 @@ def serve(runs_root: str | Path, stdin_fd: int = 0, stdout: Any = None,
     """
     out = stdout if stdout is not None else sys.stdout
     code = _code_stamp()
-    _hold_nvml()
+    _nvml_module()   # at start: the first poll does not pay for NVML's initialisation
     sent: dict[str, dict[str, Any]] = {}
     _emit(out, {"serve": SERVE_PROTOCOL, "engine_version": ENGINE_VERSION, "pid": os.getpid()})
     pending = b""
@@ -370,16 +395,6 @@ def _code_stamp() -> dict[str, tuple[int, int, int] | None]:
             except OSError:
                 stamp[path] = None
     return stamp
-
-
-def _hold_nvml() -> None:
-    """Keep NVML initialised for the server's life, so each probe's init/shutdown is a reference count."""
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-    except Exception:  # no nvidia-ml-py or no driver: each probe says why, as without --serve
-        pass
 
 
 # ---------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 import pytest
@@ -39,6 +40,73 @@ def fake_smi(tmp_path, monkeypatch, no_nvml):
     smi.chmod(0o755)
     monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
     return smi
+
+
+class FakeNvml(types.ModuleType):
+    """pynvml as nvidia-ml-py presents it, for two GPUs: counts inits, can lose a GPU."""
+
+    NVML_TEMPERATURE_GPU = 0
+
+    def __init__(self) -> None:
+        super().__init__("pynvml")
+        self.inits = self.shutdowns = 0
+        self.lost = False
+
+    def nvmlInit(self) -> None:
+        self.inits += 1
+
+    def nvmlShutdown(self) -> None:
+        self.shutdowns += 1
+
+    def nvmlDeviceGetCount(self) -> int:
+        if self.lost:
+            raise RuntimeError("GPU is lost")
+        return 2
+
+    def nvmlDeviceGetHandleByIndex(self, i: int) -> int:
+        return i
+
+    def nvmlDeviceGetName(self, h: int):
+        return b"NVIDIA H100 80GB HBM3" if h == 0 else "NVIDIA H100 80GB HBM3"   # old and new nvidia-ml-py
+
+    def nvmlDeviceGetMemoryInfo(self, h: int):
+        return types.SimpleNamespace(used=40_000 * 2**20, total=81_559 * 2**20)
+
+    def nvmlDeviceGetComputeProcesses(self, h: int):
+        # In a container NVML may not know a process's memory: 2**64 - 1, "not available".
+        return [types.SimpleNamespace(pid=4242, usedGpuMemory=2**64 - 1 if h else 39_000 * 2**20)]
+
+    def nvmlDeviceGetUtilizationRates(self, h: int):
+        return types.SimpleNamespace(gpu=97)
+
+    def nvmlDeviceGetTemperature(self, h: int, sensor: int) -> int:
+        return 71
+
+    def nvmlDeviceGetPowerUsage(self, h: int) -> int:
+        if h == 1:
+            raise RuntimeError("Not Supported")   # some boards do not report power
+        return 512_250
+
+
+def test_nvml_is_initialised_once_per_process_and_its_gaps_are_missing_values(monkeypatch):
+    nvml = FakeNvml()
+    monkeypatch.setitem(sys.modules, "pynvml", nvml)
+    monkeypatch.setattr(status, "_nvml", None)
+    for _ in range(3):   # three polls of one status server
+        gpus, source, note = status.gpu_snapshot()
+    assert nvml.inits == 1 and nvml.shutdowns == 0, "no init/shutdown per poll"
+    assert source == "nvml" and note is None
+    assert [g["name"] for g in gpus] == ["NVIDIA H100 80GB HBM3"] * 2
+    assert gpus[0]["processes"] == [{"pid": 4242, "used_memory_mib": 39_000}]
+    assert gpus[1]["processes"] == [{"pid": 4242, "used_memory_mib": None}], "NVML's not-available, not 16 EiB"
+    assert (gpus[0]["power_w"], gpus[1]["power_w"]) == (512.25, None)
+    assert gpus[0]["memory_used_mib"] == 40_000 and gpus[0]["utilization"] == 97
+
+    nvml.lost = True     # the query fails: NVML is shut down and initialised afresh on the next poll
+    assert status._gpus_from_nvml() == (None, "NVML query failed (GPU is lost)")
+    nvml.lost = False
+    gpus, source, _ = status.gpu_snapshot()
+    assert source == "nvml" and len(gpus) == 2 and (nvml.inits, nvml.shutdowns) == (2, 1)
 
 
 def test_a_machine_without_gpus_says_so(tmp_path, monkeypatch, no_nvml):
