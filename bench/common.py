@@ -451,6 +451,7 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "exit_status": info.get("exit_status"),
         "device": info.get("device"),
         "precision": info.get("precision"),
+        "training_step": info.get("training_step"),
         "epochs_done": len(history),
         "epoch_time_sec": epoch_times,
         "epoch_time_median": epoch_median,

@@ -250,6 +250,8 @@ def run_info(plan: RunPlan, *, status: str, started_at: str, device_name: str, p
         "dataset": plan.dataset, "data_root": str(plan.data_root), "config": str(plan.config.source),
         "config_sha256": plan.config.sha256, "overrides": plan.overrides, "device": device_name,
         "precision": precision, "torch_version": torch.__version__, "resumed_from_epoch": resumed_from,
+        # How the step ran: the same training, but not the same rounding (docs/TRAINING.md).
+        "training_step": "cuda_graph" if plan.cuda_graph else "compile" if plan.compile else "eager",
         "started_at": started_at, "ended_at": None, "exit_status": None, "status": status,
     }
 

@@ -154,6 +154,7 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
         assert key in info, key
     assert info["pid"] == proc.pid and info["exit_status"] == 0 and info["status"] == "done"
     assert info["command"][1:4] == ["-m", "engine.train", "--experiment"] and info["code_version"]
+    assert info["training_step"] == "eager" and info["precision"] == "fp32"
 
     # Run by hand (stdout is a pipe): every line went to stdout and, once, to stdout.log.
     log = (run / "stdout.log").read_text()
