@@ -463,6 +463,8 @@ def run_summary(run_dir: Path) -> dict[str, Any]:
         "val_img_s": rows["val"] / val_seconds if rows["val"] and val_seconds and val_seconds > 0 else None,
         "gate_time_sec": gate_times,
         "gate_n_samples": [g.get("gate_n_samples") for g in gates],
+        "gate_n_and_time": [(g.get("gate_n_samples"), g["gate_time_sec"]) for g in gates
+                            if g.get("gate_time_sec") is not None],
         "rows": rows,
         "best_val_auroc": metrics.get("best_val_auroc"),
         "test_auroc": metrics.get("test_auroc"),

@@ -163,6 +163,7 @@ class ProxyCommandLink:
     lenstui starts; what it writes to stderr is kept for the error message when the link fails.
     """
 
+    EXIT_WAIT = 0.5    # most relays (ssh -W, nc) exit at the end of their input
     STOP_WAIT = 2.0
 
     def __init__(self, name: str, command: str) -> None:
@@ -193,9 +194,9 @@ class ProxyCommandLink:
             return
         self.sock.close()
         try:
-            self.process.wait(timeout=self.STOP_WAIT)
+            self.process.wait(timeout=self.EXIT_WAIT)
         except subprocess.TimeoutExpired:
-            self.process.terminate()
+            self.process.terminate()   # as OpenSSH's ssh ends its ProxyCommand
             try:
                 self.process.wait(timeout=self.STOP_WAIT)
             except subprocess.TimeoutExpired:
