@@ -37,8 +37,6 @@ def test_sigkill_mid_epoch_is_lost_within_one_poll_and_a_relaunch_resumes_from_l
         first = fleet.launch("B1", "local", extra_args=args)
         poll_until(fleet, "local", "B1", lambda e: e["state"] == "running" and len(e["history"]) >= 1, timeout=180)
         time.sleep(0.5)  # into the next epoch (2 batches of 8, a few seconds here)
-        done_at_kill = len(metrics(run)["history"])
-        assert done_at_kill < EPOCHS, "the run finished before it could be killed mid-run"
         os.kill(first.pid, signal.SIGKILL)  # no handler runs: nothing is saved, nothing is said
         wait_for(lambda: rundir.process_identity(first.pid) is None, timeout=10)
 
@@ -47,8 +45,11 @@ def test_sigkill_mid_epoch_is_lost_within_one_poll_and_a_relaunch_resumes_from_l
         assert f"process {first.pid} is gone" in entry["reason"]
         before = metrics(run)
         assert before["status"] == "running"  # the files say running; only the probe knows better
-        assert len(before["history"]) == done_at_kill
-        assert load_checkpoint(run / rundir.LAST_CKPT)["epoch"] == done_at_kill  # last.pt matches metrics
+        done_at_kill = load_checkpoint(run / rundir.LAST_CKPT)["epoch"]
+        assert 1 <= done_at_kill < EPOCHS, "the run finished before it could be killed mid-run"
+        # Each epoch writes last.pt, then metrics.json: a kill between the two leaves metrics.json
+        # one epoch behind, and the resume takes the history from last.pt. Never further apart.
+        assert len(before["history"]) in (done_at_kill, done_at_kill - 1)
 
         second = fleet.launch("B1", "local", extra_args=args)  # the kernel released the dead run's lock
         assert second.pid != first.pid
@@ -65,7 +66,7 @@ def test_sigkill_mid_epoch_is_lost_within_one_poll_and_a_relaunch_resumes_from_l
     assert info["resumed_from_epoch"] == done_at_kill  # only the epoch in progress was lost
     after = metrics(run)
     assert epochs_of(after) == list(range(EPOCHS))      # continuous: no gap, no epoch twice
-    assert after["history"][:done_at_kill] == before["history"]  # what was written before the kill is kept
+    assert after["history"][:len(before["history"])] == before["history"]  # what was written before is kept
     assert [g["after_epochs"] for g in after["gates"]] == [0]  # the gate before training is not redone
     assert after["status"] == "done" and after["test_auroc"] is not None
 
