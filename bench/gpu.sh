@@ -7,7 +7,7 @@
 #   bash bench/gpu.sh                # on the GPU host
 #   bash bench/gpu.sh --cpu-smoke    # the same steps, tiny, on a CPU (or GPU_CHECK_CPU_SMOKE=1)
 #
-# Needs Python with torch, torchvision, numpy, pandas, pyarrow, scikit-learn (nvidia-ml-py for the
+# Needs Python with torch, numpy, pandas, pyarrow, scikit-learn (nvidia-ml-py for the
 # utilisation); no install step, no network, no textual or paramiko, git optional.
 # Writes to $OUT (default ./gpu-check-out): gpu-check.json and gpu-check.txt (the summary), and
 # each step's log and JSON. Environment knobs: PYTHON (python3), SCALE (0.5), EPOCHS (10),

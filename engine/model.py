@@ -1,10 +1,14 @@
 """The classifier (plan §4.1): ResNet18, 3 bands in, 1 logit out; and its checkpoint files.
 
-Two stems (`training.stem` in experiments.toml; measurements in docs/TRAINING.md):
-- "stock": torchvision's 7x7 stride-2 conv + 3x3 max-pool. A 63x63 cutout leaves a
-  2x2 map after layer4.
+The network is engine/resnet.py's ResNet18 (torchvision's, layer for layer, without
+importing torchvision). Two stems (`training.stem` in experiments.toml; measurements in
+docs/TRAINING.md):
+- "stock": the 7x7 stride-2 conv + 3x3 max-pool. A 63x63 cutout leaves a 2x2 map after
+  layer4. Same seed, same initial weights as torchvision's resnet18.
 - "cifar": a 3x3 stride-1 conv and no max-pool (the usual small-image ResNet). The
   map after layer4 is 8x8 and the network costs ~15x the compute (4.4 vs 0.30 GFLOP per image).
+  Its stem conv gets the same He initialisation as every other conv (until 2026-11-27 it
+  kept PyTorch's default, an accident of replacing torchvision's stem after the fact).
 
 `python -m engine.model --stem stock` measures training throughput (img/s) on this machine.
 """
@@ -19,9 +23,8 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchvision.models import resnet18
-
 from engine.device import memory_format
+from engine.resnet import ResNet18
 from engine.rundir import replace_via_temp
 
 STEMS = ("stock", "cifar")
@@ -31,13 +34,7 @@ def build_model(stem: str = "stock", in_channels: int = 3) -> nn.Module:
     """A freshly initialised ResNet18 (no pretrained weights) returning one logit per image."""
     if stem not in STEMS:
         raise ValueError(f"unknown stem {stem!r}: expected one of {', '.join(STEMS)}")
-    model = resnet18(weights=None, num_classes=1)
-    if stem == "cifar":
-        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=3, stride=1, padding=1, bias=False)
-        model.maxpool = nn.Identity()
-    elif in_channels != 3:
-        model.conv1 = nn.Conv2d(in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    return model
+    return ResNet18(in_channels, num_outputs=1, small_stem=stem == "cifar")
 
 
 def count_parameters(model: nn.Module) -> int:

@@ -25,6 +25,7 @@ from typing import Any, Iterator, Sequence
 
 from engine import ENGINE_VERSION, rundir
 from engine.config import ID_PATTERN, Config, ConfigError, Host
+from engine.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
 from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
@@ -38,7 +39,6 @@ LAUNCH_TIMEOUT = 60.0
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
 CODE_VERSION_FILE = "engine/code_version.json"   # written by sync into the host's work_dir
 REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
-TRAIN_MODULES = "torch,torchvision,numpy,sklearn,pyarrow"
 FETCH_FILES = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAUNCH_FILE, rundir.LOG_FILE)
 PROJECT_ROOT = Path(__file__).resolve().parent.parent   # the tree whose engine/ we push
 
@@ -320,7 +320,7 @@ class Fleet:
         except ValueError as exc:
             raise FleetError(str(exc)) from None
         argv = [paths.python, "-m", "engine.launch", "start", "--experiment", exp_id,
-                "--runs-root", paths.runs_root, "--gpu", gpu, "--require", TRAIN_MODULES, "--", *train]
+                "--runs-root", paths.runs_root, "--gpu", gpu, "--require", ",".join(TRAIN_MODULES), "--", *train]
         answer = self._engine_call(host, argv, LAUNCH_TIMEOUT, "launch")
         return LaunchResult(exp_id, host, answer["pid"], answer["pgid"], str(answer["gpu"]), answer["run_dir"],
                             f"pid {answer['pid']} on {host}, gpu {answer['gpu']} ({answer.get('gpu_note', '')})")
@@ -400,7 +400,7 @@ class Fleet:
         return SyncResult(host, sent, stats.skipped, version, message)
 
     def preflight(self, host: str) -> PreflightResult:
-        """Whether the host's Python imports torch, torchvision, pyarrow, sklearn, numpy and sees GPUs."""
+        """Whether the host's Python imports what training needs (engine.status.TRAIN_MODULES) and sees GPUs."""
         paths = self.paths(host)
         argv = [paths.python, "-m", "engine.status", "--preflight", "--data-root", paths.data_root]
         t = self.transport(host)

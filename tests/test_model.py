@@ -2,6 +2,11 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 import torch
 
 from engine.model import (CheckpointError, _os_error_in, build_model, count_parameters, load_checkpoint, load_model,
@@ -28,6 +33,41 @@ def test_stock_stem_leaves_a_2x2_map_and_cifar_an_8x8_one():
     x = torch.randn(2, 3, 63, 63)
     assert _layer4_map(build_model("stock"), x) == (2, 512, 2, 2)
     assert _layer4_map(build_model("cifar"), x) == (2, 512, 8, 8)
+
+
+def test_our_resnet18_is_torchvisions_layer_for_layer_and_starts_from_the_same_weights():
+    """engine/resnet.py replaces torchvision's resnet18 (a 2.4 s import): same names, shapes,
+    initial weights for a seed, forward and gradients, so old checkpoints and seeds still hold."""
+    torchvision = pytest.importorskip("torchvision")
+    x = torch.randn(6, 3, 63, 63, generator=torch.Generator().manual_seed(1))
+    for seed in (0, 42):
+        torch.manual_seed(seed)
+        ours = build_model("stock")
+        torch.manual_seed(seed)
+        theirs = torchvision.models.resnet18(weights=None, num_classes=1)
+        a, b = ours.state_dict(), theirs.state_dict()
+        assert list(a) == list(b) and all(torch.equal(a[k], b[k]) for k in a)
+        for model in (ours, theirs):
+            model.train()(x).square().sum().backward()
+        assert all(torch.equal(p.grad, q.grad) for p, q in zip(ours.parameters(), theirs.parameters()))
+        assert torch.equal(ours.eval()(x), theirs.eval()(x))
+
+    # The small-image stem: torchvision's network with its stem replaced computes the same function.
+    cifar = build_model("cifar")
+    theirs = torchvision.models.resnet18(weights=None, num_classes=1)
+    theirs.conv1 = torch.nn.Conv2d(3, 64, 3, stride=1, padding=1, bias=False)
+    theirs.maxpool = torch.nn.Identity()
+    theirs.load_state_dict(cifar.state_dict())
+    assert torch.equal(cifar.eval()(x), theirs.eval()(x))
+
+
+def test_the_engine_trains_without_importing_torchvision():
+    probe = ("import sys, engine.train, engine.evaluate; from engine.model import build_model; build_model(); "
+             "print('torchvision' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "False"
 
 
 def test_stems_differ_only_in_the_first_convolution():
