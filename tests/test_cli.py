@@ -84,8 +84,11 @@ def test_launch_status_logs_abort_from_the_command_line(project):
 def test_logs_follow_prints_new_lines_as_they_come(project):
     cfg = project["config"]
     assert lenstui("--config", cfg, "launch", "B2", "--host", "local", "--", "--epoch-seconds", "0.1").returncode == 0
+    # As from a terminal: SIGINT at its default. A test run started in the background of a
+    # non-interactive shell (`pytest &`) ignores SIGINT, and its children would inherit that.
     follow = subprocess.Popen([sys.executable, "-m", "lenstui.cli", "--config", cfg, "logs", "B2", "--host", "local",
-                               "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT)
+                               "-f"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=PROJECT_ROOT,
+                              preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     try:
         seen = ""
         while "epoch 3 done" not in seen:
@@ -94,7 +97,12 @@ def test_logs_follow_prints_new_lines_as_they_come(project):
             seen += line
         follow.send_signal(signal.SIGINT)   # ctrl+c: stops following, exit 130, no traceback
         # Read what is still coming while waiting: a follower blocked on a full pipe never exits.
-        _, err = follow.communicate(timeout=30)
+        try:
+            _, err = follow.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            masks = [line for line in Path(f"/proc/{follow.pid}/status").read_text().splitlines()
+                     if line.startswith(("SigBlk", "SigIgn", "SigCgt"))]
+            raise AssertionError(f"the follower outlived ctrl+c by 30 s: {masks}") from None
         assert follow.returncode == 130 and "Traceback" not in err, err
     finally:
         if follow.poll() is None:
