@@ -354,3 +354,68 @@ def test_log_lines_go_once_whether_or_not_stdout_is_the_log(tmp_path):
         log.close()
     assert path.read_text() == "launcher header\nepoch 1\nepoch 2\n"
     assert (tmp_path / "terminal.txt").read_text() == "epoch 2\n"
+
+
+# ---------------------------------------------------------------------------
+# --cuda-graph through the whole training loop, with the CPU stand-in for the CUDA calls
+
+
+def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_root, tmp_path, monkeypatch):
+    """engine.train's own loop with CudaGraphStep (tests/test_step.py's RerunGraph in place of CUDA):
+    the step is captured after the data loads, full batches replay, the smaller last one runs
+    eagerly, the cosine rate reaches the graph every epoch, last.pt holds the tensor rate and a
+    second start resumes into a new capture."""
+    import dataclasses
+
+    from engine import train as engine_train
+    from engine.step import CudaGraphStep
+    from test_step import RerunGraph
+
+    captures: list[RerunGraph] = []
+
+    def plan_with_graph(argv):
+        return dataclasses.replace(make_plan(argv), cuda_graph=True)   # CUDA graphs are refused on a CPU
+
+    def graph_step(model, optimizer, precision, x, y, eager):
+        captures.append(RerunGraph(model, optimizer))
+        return CudaGraphStep(model, optimizer, precision, x, y, eager, graph=captures[-1])
+
+    monkeypatch.setattr(engine_train, "make_plan", plan_with_graph)
+    monkeypatch.setattr(engine_train, "CudaGraphStep", graph_step)
+    runs = tmp_path / "runs"
+    argv = _argv(config, data_root, runs, "A1", "--device", "cpu", "--limit-train", "80", "--limit-val", "48",
+                 "--epochs", "2")
+    # 80 training images: batches of 32, 32 and 16. The loop asks once when the data is in, then
+    # after every batch: the third look stops it after epoch 1's second batch. Then resumed.
+    assert main(argv, stop=StopAfter(checks=3)) == 128 + signal.SIGTERM
+    assert _metrics(runs / "A1")["status"] == "aborted"
+    assert main(argv, stop=StopRequest()) == 0
+
+    run = runs / "A1"
+    m = _metrics(run)
+    assert m["status"] == "done" and [r["epoch"] for r in m["history"]] == [0, 1]
+    # The cosine rates over 2 epochs, as the graph read them (a float32 tensor).
+    assert [r["learning_rate"] for r in m["history"]] == pytest.approx([1e-4, 5e-5], rel=1e-6)
+    info = json.loads((run / "run.json").read_text())
+    assert info["training_step"] == "cuda_graph" and info["resumed_from_epoch"] == 0
+    log = (run / rundir.LOG_FILE).read_text()
+    assert log.count("--cuda-graph: training step captured") == 2 and "resumed from epoch 0 batch 2" in log
+    # First start: two full batches replayed, then the stop. Second: epoch 1's last batch of 16
+    # eagerly, then epoch 2's two full batches replayed and its last one eagerly.
+    assert [c.replays for c in captures] == [2, 2]
+    assert m["test_auroc"] is not None and 0 <= m["history"][1]["val_auroc"] <= 1
+
+
+class StopAfter(StopRequest):
+    """A stop request that arrives at the loop's `checks`-th look (SIGTERM, as `lenstui abort` sends)."""
+
+    def __init__(self, checks: int) -> None:
+        super().__init__()
+        self.checks = checks
+
+    @property
+    def requested(self) -> bool:
+        self.checks -= 1
+        if self.checks <= 0 and self.signum is None:
+            self.signum = signal.SIGTERM
+        return self.signum is not None
