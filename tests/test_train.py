@@ -387,7 +387,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
                  "--epochs", "2")
     # 80 training images: batches of 32, 32 and 16. The loop asks once when the data is in, then
     # after every batch: the third look stops it after epoch 1's second batch. Then resumed.
-    assert main(argv, stop=StopAfter(checks=3)) == 128 + signal.SIGTERM
+    assert main(argv, stop=StopAfter(2)) == 128 + signal.SIGTERM
     assert _metrics(runs / "A1")["status"] == "aborted"
     assert main(argv, stop=StopRequest()) == 0
 
@@ -404,18 +404,3 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
     # eagerly, then epoch 2's two full batches replayed and its last one eagerly.
     assert [c.replays for c in captures] == [2, 2]
     assert m["test_auroc"] is not None and 0 <= m["history"][1]["val_auroc"] <= 1
-
-
-class StopAfter(StopRequest):
-    """A stop request that arrives at the loop's `checks`-th look (SIGTERM, as `lenstui abort` sends)."""
-
-    def __init__(self, checks: int) -> None:
-        super().__init__()
-        self.checks = checks
-
-    @property
-    def requested(self) -> bool:
-        self.checks -= 1
-        if self.checks <= 0 and self.signum is None:
-            self.signum = signal.SIGTERM
-        return self.signum is not None
