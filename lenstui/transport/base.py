@@ -13,7 +13,7 @@ import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
 
 TAIL_CHUNK = 1 << 20   # at most this many bytes per tail_file call
 
@@ -43,6 +43,16 @@ class RemoteFileNotFound(TransportError, FileNotFoundError):
 
 
 STDERR_KEPT = 4096   # bytes of a stream program's stderr kept for its error message
+
+
+def stderr_tail(f: Any) -> str:
+    """The last STDERR_KEPT bytes of a program's stderr, kept in the temporary file `f`, as text."""
+    try:
+        size = os.fstat(f.fileno()).st_size
+        f.seek(max(0, size - STDERR_KEPT))
+        return f.read().decode("utf-8", "replace")
+    except (ValueError, OSError):   # already closed
+        return ""
 
 
 def last_line(text: str) -> str:

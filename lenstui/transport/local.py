@@ -14,9 +14,9 @@ from typing import Sequence
 
 from engine.rundir import replace_via_temp
 
-from lenstui.transport.base import (STDERR_KEPT, TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
+from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
-                                    check_argv, tail_window)
+                                    check_argv, stderr_tail, tail_window)
 
 CLOSE_GRACE = 1.0    # seconds a stream program gets to exit on end of stdin before it is killed
 
@@ -186,18 +186,10 @@ class _LocalLineStream(LineStream):
             rc: int | None = self._proc.wait(timeout=CLOSE_GRACE)
         except subprocess.TimeoutExpired:
             rc = None
-        stderr = self._stderr_tail()
+        stderr = stderr_tail(self._stderr)
         how = "was killed" if rc is not None and rc < 0 else f"exited with status {rc}" if rc is not None \
             else "closed its output"
         return StreamClosed.ended(self.name, self.program, how, rc, stderr)
-
-    def _stderr_tail(self) -> str:
-        try:
-            size = os.fstat(self._stderr.fileno()).st_size
-            self._stderr.seek(max(0, size - STDERR_KEPT))
-            return self._stderr.read().decode("utf-8", "replace")
-        except (ValueError, OSError):
-            return ""
 
     def close(self) -> None:
         with self._lock:

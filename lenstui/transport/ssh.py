@@ -41,7 +41,7 @@ from engine.rundir import replace_via_temp
 from lenstui.transport import SshOptions
 from lenstui.transport.base import (STDERR_KEPT, TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
                                     HostUnreachable, LineStream, PutStats, RemoteFileNotFound, StreamClosed,
-                                    Transport, TransportError, check_arg, check_argv, tail_window)
+                                    Transport, TransportError, check_arg, check_argv, stderr_tail, tail_window)
 
 RECONNECT_FIRST = 0.5     # seconds before the first retry after a failure
 RECONNECT_CAP = 4.0       # backoff cap: with the app's 2 s refresh a returning host is back within ~7 s
@@ -202,8 +202,7 @@ class ProxyCommandLink:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
-        self._stderr.seek(0)
-        self.said = self._stderr.read()[-STDERR_KEPT:].decode("utf-8", "replace").strip()
+        self.said = stderr_tail(self._stderr).strip()
         self._stderr.close()
 
     def failed(self, exc: TransportError) -> TransportError:
