@@ -172,7 +172,7 @@ class DetailScreen(Screen[None]):
         if not others:
             self.notify(f"{self.exp_id} has no run on another host", severity="warning")
             return
-        after = [h for h in hosts if hosts.index(h) > hosts.index(self.host)] if self.host in hosts else []
+        after = hosts[hosts.index(self.host) + 1:] if self.host in hosts else []
         self.host = (after or others)[0]
         self._log_text, self._drawn = "", {}
         self.query_one(Log).clear()
