@@ -20,7 +20,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 import numpy as np
@@ -200,9 +200,8 @@ def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *
     y64 = y.astype(np.int64)
     result = GateResult(float(roc_auc_score(y64, core)), float(roc_auc_score(y64, radial)), int(len(idx)))
     if intervals:
-        result = GateResult(result.core_lr_auc, result.radial_lr_auc, result.n_samples,
-                            group_bootstrap_interval(y, core, g, seed=seed),
-                            group_bootstrap_interval(y, radial, g, seed=seed))
+        result = replace(result, core_interval=group_bootstrap_interval(y, core, g, seed=seed),
+                         radial_interval=group_bootstrap_interval(y, radial, g, seed=seed))
     return result
 
 
