@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from torch import nn
+
 from engine.device import memory_format
 from engine.resnet import ResNet18
 from engine.rundir import replace_via_temp
@@ -120,11 +121,8 @@ def build_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
     `cuda_graph`: also capturable (engine/step.py; it moves the learning rate into a device
     tensor once the schedule is set up, so the schedule's base rate stays a plain float).
     """
-    if cuda_graph:
-        return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
-                                 fused=True, capturable=True)
     return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
-                             fused=device.type == "cuda")
+                             fused=cuda_graph or device.type == "cuda", capturable=cuda_graph)
 
 
 BUILD_FLAGS = ("fused", "capturable", "foreach", "differentiable")
