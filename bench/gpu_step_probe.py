@@ -140,8 +140,7 @@ def graph_steps(device, precision, t, new_model, batch_of, report, steps) -> Non
 def compiled_step(device, precision, t, mode, new_model, eager_step, report, steps) -> None:
     """torch.compile of the model in `mode`, fused AdamW, eager backward driver."""
     model = new_model()
-    opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay,
-                            fused=device.type == "cuda")
+    opt = build_optimizer(model, t.learning_rate, t.weight_decay, device)
     forward = torch.compile(model, mode=mode)
     started = time.perf_counter()
     eager_step(model, opt, forward)(0)
