@@ -1,8 +1,10 @@
 """Per-band, per-image preprocessing of stamp batches (N, 3, H, W), NumPy, vectorised.
 
 - raw_robust: subtract the median of the outer annulus and divide by its MAD (+1e-8).
-  The annulus is 20 ≤ r < 32 on a 64-px stamp, scaled with the stamp size
-  (on 63 px: 19.6875 ≤ r < 31.5).
+  The annulus is 20 ≤ r < 32 pixels from the LRG pixel, as the published pipeline computes
+  it on the 64-px stamp. The 63-px crop drops only row 0 and column 0 (r ≥ 32 from the LRG),
+  so it holds every annulus pixel at the same radius: the radii are not rescaled
+  (docs/DATA.md, "Preprocessing").
 - residual: raw_robust, then subtract the azimuthal *median* radial profile (rings
   k ≤ r < k+1; model = profile[floor(r)]; pixels beyond the last ring use the last ring).
 - Both end with NaN/Inf -> 0 and a clip to ±50.
@@ -20,10 +22,10 @@ import math
 import numpy as np
 
 PREPROCESSINGS = ("raw_robust", "residual")
-PREPROCESS_VERSION = 1   # bump when the numbers change: stamp caches are keyed by it
+PREPROCESS_VERSION = 2   # bump when the numbers change: stamp caches are keyed by it (2: annulus not rescaled)
 CLIP = 50.0
 MAD_EPS = 1e-8
-ANNULUS_64 = (20.0, 32.0)   # on a 64-px stamp
+ANNULUS = (20.0, 32.0)      # pixels from the LRG: the published pipeline's, on any stamp size
 _CHUNK = 512                 # images per vectorised step: bounds the temporary copies
 
 
@@ -44,7 +46,11 @@ def default_n_rings(size: int) -> int:
 
 @functools.lru_cache(maxsize=8)
 def _annulus_pixels(size: int) -> np.ndarray:
-    lo, hi = (edge * size / 64 for edge in ANNULUS_64)
+    lo, hi = ANNULUS
+    c = size // 2
+    if c - math.ceil(hi - 1) < 0 or c + math.ceil(hi - 1) > size - 1:
+        raise ValueError(f"a {size}-px stamp does not hold the whole annulus {lo:g} ≤ r < {hi:g} around its "
+                         "centre pixel: the normalisation needs stamps of at least 63 px (the data's are 63 and 64)")
     r = radius_map(size).ravel()
     idx = np.flatnonzero((r >= lo) & (r < hi))
     idx.setflags(write=False)
@@ -117,7 +123,9 @@ def _robust_scale(images: np.ndarray) -> np.ndarray:
         # In place into the output: fresh temporaries of this size cost more than the arithmetic.
         o = out[s:s + _CHUNK]
         np.subtract(x, med[..., None, None], out=o)
-        o *= (1.0 / (mad.astype(np.float64) + MAD_EPS)).astype(np.float32)[..., None, None]
+        # Divide by the float32 MAD + 1e-8, as the published pipeline does in float32: a reciprocal
+        # multiply differs by an ulp, 3e-5 at the 500-MAD cores that the residual then subtracts.
+        o /= (mad.astype(np.float64) + MAD_EPS).astype(np.float32)[..., None, None]
     return out
 
 

@@ -5,15 +5,16 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import preprocess
+from engine import preprocess, shards
 from engine.preprocess import radial_profile, radius_map, raw_robust, residual
+from origin_fixture import origin_data
 
 
 def _reference_raw_robust(img: np.ndarray) -> np.ndarray:
-    """One image, one band at a time, straight from the text: annulus 20 ≤ r < 32 scaled to the size."""
+    """One image, one band at a time, straight from the text: annulus 20 ≤ r < 32, whatever the size."""
     size = img.shape[-1]
     r = radius_map(size)
-    annulus = (r >= 20 * size / 64) & (r < 32 * size / 64)
+    annulus = (r >= 20) & (r < 32)
     out = np.empty_like(img, dtype=np.float64)
     for b in range(img.shape[0]):
         ring = img[b][annulus].astype(np.float64)
@@ -55,7 +56,7 @@ def test_raw_robust_matches_the_per_image_definition(batch):
 def test_raw_robust_centres_and_scales_the_outer_annulus(batch):
     out = raw_robust(batch)
     r = radius_map(63)
-    annulus = (r >= 19.6875) & (r < 31.5)
+    annulus = (r >= 20) & (r < 32)
     ring = out[..., annulus]
     np.testing.assert_allclose(np.median(ring, axis=-1), 0.0, atol=1e-4)
     np.testing.assert_allclose(np.median(np.abs(ring), axis=-1), 1.0, rtol=1e-3)
@@ -119,3 +120,68 @@ def test_large_batches_are_processed_in_chunks_with_the_same_result():
     x = rng.normal(size=(preprocess._CHUNK + 7, 3, 63, 63)).astype(np.float32)
     np.testing.assert_allclose(residual(x)[-7:], residual(x[-7:]), atol=1e-6)
     np.testing.assert_allclose(radial_profile(x)[-7:], radial_profile(x[-7:]))
+
+
+# ---------------------------------------------------------------------------
+# Parity with the published pipeline, on data its own code wrote
+
+
+def _origin_formula(stamp64: np.ndarray, mode: str) -> np.ndarray:
+    """The published preprocessing as its text describes it, on the 64-px stamp, in float32.
+
+    Per band: r from pixel (32, 32); annulus 20 ≤ r < 32; x ← (x − median) / (MAD + 1e-8), the
+    median and MAD taken in float32 and the division done in float32; for the residual, the
+    median of each ring k ≤ r < k+1 for k = 0…31 and model profile[min(floor r, 31)]
+    subtracted; NaN/Inf → 0; clip ±50. Written from that description, one band at a time.
+    """
+    yy, xx = np.mgrid[0:64, 0:64]
+    r = np.sqrt((xx - 32) ** 2 + (yy - 32) ** 2)
+    annulus = (r >= 20) & (r < 32)
+    rings = np.clip(np.floor(r).astype(int), 0, 31)
+    out = []
+    for band in stamp64.astype(np.float32):
+        values = band[annulus]
+        med = float(np.median(values))
+        mad = float(np.median(np.abs(values - np.float32(med)))) + 1e-8
+        x = (band - np.float32(med)) / np.float32(mad)
+        if mode == "residual":
+            profile = np.array([np.median(x[(r >= k) & (r < k + 1)]) for k in range(32)], np.float32)
+            x = x - profile[rings]
+        out.append(np.clip(np.nan_to_num(x, nan=0.0, posinf=0.0, neginf=0.0), -50.0, 50.0))
+    return np.stack(out)
+
+
+@pytest.fixture(scope="module")
+def origin_stamps() -> np.ndarray:
+    """Every stamp and control of the origin fixture's val split, (272, 3, 64, 64) float32."""
+    out = []
+    for shard in sorted((origin_data() / "val").glob("*.parquet")):
+        table = shards.read_columns(shard, ["stamp_npz", "ctrl_stamp_npz"])
+        out += [shards.decode_blob(b.as_py()) for col in table.columns for b in col]
+    return np.stack(out)
+
+
+@pytest.mark.parametrize("mode", ["raw_robust", "residual"])
+def test_the_63px_crop_gives_the_published_pipelines_numbers_on_its_own_data(origin_stamps, mode):
+    engine = preprocess.preprocess(shards.crop(origin_stamps), mode)
+    worst = 0.0
+    for stamp, mine in zip(origin_stamps, engine):
+        worst = max(worst, float(np.abs(mine - _origin_formula(stamp, mode)[:, 1:, 1:]).max()))
+    assert worst <= 1e-5, worst
+
+
+def test_the_annulus_is_not_rescaled_to_the_crop(origin_stamps):
+    # The crop loses only row 0 and column 0, 32 px or more from the LRG: the annulus keeps its pixels.
+    r64 = np.hypot(*(np.indices((64, 64)) - 32))
+    assert not ((r64 < 32) & ((np.indices((64, 64))[0] == 0) | (np.indices((64, 64))[1] == 0))).any()
+    assert len(preprocess._annulus_pixels(63)) == int(((r64 >= 20) & (r64 < 32)).sum()) == 1960
+    # Numbers computed once from the fixture's first val stamp (val/part-00000, row 0); the
+    # rescaled annulus (19.6875 ≤ r < 31.5) gave other values here, up to 1.6 MAD elsewhere.
+    res = residual(shards.crop(origin_stamps[:1]))
+    np.testing.assert_allclose(res[0, :, 31, 36], [-2.6055346, -1.4014549, 1.4156446], atol=1e-5)
+    assert float(np.abs(res).sum(dtype=np.float64)) == pytest.approx(27325.16085527549, rel=1e-6)
+
+
+def test_a_stamp_too_small_for_the_annulus_is_refused_in_words():
+    with pytest.raises(ValueError, match="does not hold the whole annulus 20 ≤ r < 32.*at least 63 px"):
+        raw_robust(np.zeros((1, 3, 32, 32), np.float32))
