@@ -29,6 +29,9 @@ MASK_KINDS = ("none", "stochastic", "scheduled")
 STEMS = ("stock", "cifar")
 TRANSPORTS = ("local", "ssh")
 DATASET_KINDS = ("shards", "synthetic")
+UNPAIRED_METHODS = ("origin", "per_cell")   # engine.manifest: how the unpaired view is drawn
+BAD_ROW_LIMIT_KEY = "data.bad_row_limit"     # messages about bad rows name it
+DEFAULT_BAD_ROW_LIMIT = 0.001
 VERDICTS = ("PASS", "WARN", "FAIL")
 
 
@@ -75,11 +78,19 @@ class AugmentationConfig:
 
 @dataclass(frozen=True)
 class SamplingConfig:
-    """Plan §2.2: the stratified sample."""
+    """Plan §2: how the unpaired view is drawn (§2.1) and the stratified sample (§2.2)."""
 
     sample_fraction: float
     seed: int
     stratify: tuple[str, ...]
+    unpaired_method: str = "origin"
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How shards become examples: the share of a split that may be dropped as bad rows."""
+
+    bad_row_limit: float = DEFAULT_BAD_ROW_LIMIT
 
 
 @dataclass(frozen=True)
@@ -206,13 +217,19 @@ class Experiment:
 
 @dataclass(frozen=True)
 class Dataset:
-    """Where a host's shards live; `root` may be relative to the host's work_dir."""
+    """Where a host's shards live; `root` may be relative to the host's work_dir.
+
+    `unpaired_manifest`: an unpaired manifest written by the published pipeline (its v1 file
+    or v2 folder) that the unpaired views take their rows from, so B-runs use the same LRG
+    halves as the runs made with it (engine.manifest, "Importing").
+    """
 
     name: str
     kind: str
     root: str
     scale: float | None = None
     seed: int | None = None
+    unpaired_manifest: str | None = None
 
 
 @dataclass(frozen=True)
@@ -230,6 +247,7 @@ class Host:
     user: str | None = None
     port: int | None = None
     identity_file: str | None = None
+    cache_dir: str | None = None   # manifests and stamp caches; default <data root>/.lenstui-cache where writable
 
     def resolve(self, path: str) -> str:
         """`path` as the host sees it: relative paths are under work_dir."""
@@ -259,6 +277,7 @@ class Config:
     experiments: Mapping[str, Experiment] = field(repr=False)
     datasets: Mapping[str, Dataset] = field(repr=False)
     hosts: Mapping[str, Host] = field(repr=False)
+    data: DataConfig = DataConfig()
 
     def experiment(self, exp_id: str, base: str | None = None) -> Experiment:
         """The experiment `exp_id`; `base` re-points a Phase-4 run at another config."""
@@ -335,6 +354,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         metrics=_metrics(root.table("metrics")),
         thresholds=_thresholds(root.table("thresholds")),
         targets=_targets(root.table("targets")),
+        data=_data(root.table("data")) if "data" in root.data else DataConfig(),
         experiments=MappingProxyType(_experiments(root.table("experiments"))),
         datasets=MappingProxyType(_datasets(root.table("datasets"))),
         hosts=MappingProxyType({}),
@@ -345,6 +365,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
 
 
 TOP_LEVEL_TABLES = frozenset({"plan", "training", "augmentation", "sampling", "metrics", "thresholds", "targets",
+                              "data",
                               "experiments", "datasets", "hosts"})
 
 
@@ -519,7 +540,18 @@ def _sampling(t: _Table) -> SamplingConfig:
         if s not in allowed:
             raise t.error(f"stratify[{i}]", f"{s!r} is not one of {', '.join(allowed)}",
                           _did_you_mean(s, allowed).rstrip("; "))
-    cfg = SamplingConfig(sample_fraction=fraction, seed=t.int("seed", minimum=0), stratify=tuple(stratify))
+    cfg = SamplingConfig(sample_fraction=fraction, seed=t.int("seed", minimum=0), stratify=tuple(stratify),
+                         unpaired_method=t.str("unpaired_method", default="origin", choices=UNPAIRED_METHODS))
+    t.done()
+    return cfg
+
+
+def _data(t: _Table) -> DataConfig:
+    limit = t.float("bad_row_limit", default=DEFAULT_BAD_ROW_LIMIT)
+    if not 0.0 <= limit < 1.0:
+        raise t.error("bad_row_limit", f"{limit} is outside [0, 1)",
+                      "it is a share of a split's rows: 0.001 drops up to 0.1%, 0 drops none")
+    cfg = DataConfig(bad_row_limit=limit)
     t.done()
     return cfg
 
@@ -668,7 +700,8 @@ def _datasets(t: _Table) -> dict[str, Dataset]:
         kind = d.str("kind", choices=DATASET_KINDS)
         out[name] = Dataset(name, kind, d.str("root"),
                             d.float("scale", default=None, minimum=0.0),
-                            d.int("seed", default=None, minimum=0))
+                            d.int("seed", default=None, minimum=0),
+                            d.str("unpaired_manifest", default=None))
         d.done()
     return out
 
@@ -688,14 +721,15 @@ def _hosts(t: _Table, datasets: Mapping[str, Dataset]) -> dict[str, Host]:
             dataset=dataset, ssh_host=h.str("ssh_host", default=None), user=h.str("user", default=None),
             port=h.int("port", default=None, minimum=1, maximum=65535),
             identity_file=h.str("identity_file", default=None),
+            cache_dir=h.str("cache_dir", default=None),
         )
         if transport == "ssh" and not host.ssh_host:
             raise h.error("ssh_host", "missing; an ssh host needs an address or an ~/.ssh/config alias")
         if transport == "local" and (host.ssh_host or host.user or host.port):
             raise h.error("transport", "is 'local' but ssh settings are given",
                           "set transport = \"ssh\" or remove ssh_host/user/port")
-        for key in ("work_dir", "python", "runs_root"):
-            if "\x00" in getattr(host, key) or "\n" in getattr(host, key):
+        for key in ("work_dir", "python", "runs_root", "cache_dir"):
+            if getattr(host, key) is not None and ("\x00" in getattr(host, key) or "\n" in getattr(host, key)):
                 raise h.error(key, "contains a control character")
         h.done()
         out[name] = host

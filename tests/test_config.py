@@ -52,6 +52,23 @@ def test_shipped_plan_has_every_value_of_plan_v2():
     assert not lam.enabled and lam.runs_root_path == "/home/ubuntu/checkpoints"
     assert c.dataset_for(lam).root == "/home/ubuntu/data/v5_cosmos_paired"
     assert c.dataset_for(c.host("local")).kind == "synthetic"
+    # The data keys: the published builder's unpaired rules, 0.1% bad rows, caches where the data is.
+    assert c.sampling.unpaired_method == "origin" and c.data.bad_row_limit == 0.001
+    assert lam.cache_dir is None and c.dataset_for(lam).unpaired_manifest is None
+
+
+def test_the_data_table_and_per_host_cache_folder_are_optional_and_read(shipped_text):
+    without = parse_config(_edit(shipped_text, "[data]\nbad_row_limit = 0.001\n", "").encode())
+    assert without.data.bad_row_limit == 0.001
+    text = _edit(shipped_text, "bad_row_limit = 0.001", "bad_row_limit = 0.02")
+    text = _edit(text, 'unpaired_method = "origin"', 'unpaired_method = "per_cell"')
+    text = _edit(text, 'dataset = "synthetic-demo"', 'dataset = "synthetic-demo"\ncache_dir = "/scratch/cache"')
+    text = _edit(text, 'root = "/home/ubuntu/data/v5_cosmos_paired"',
+                 'root = "/home/ubuntu/data/v5_cosmos_paired"\nunpaired_manifest = "manifests/v2"')
+    c = parse_config(text.encode())
+    assert c.data.bad_row_limit == 0.02 and c.sampling.unpaired_method == "per_cell"
+    assert c.host("local").cache_dir == "/scratch/cache"
+    assert c.dataset_for(c.host("lambda")).unpaired_manifest == "manifests/v2"
 
 
 @pytest.mark.parametrize("value,expected", [
@@ -147,6 +164,12 @@ BAD_CONFIGS = {
     "odd gate sample": (
         ("gate_n_samples = 2000", "gate_n_samples = 2001"),
         [r"metrics\.gate_n_samples: 2001 is odd"]),
+    "bad-row limit not a share": (
+        ("bad_row_limit = 0.001", "bad_row_limit = 5"),
+        [r"data\.bad_row_limit: 5\.0 is outside \[0, 1\)", r"share of a split's rows"]),
+    "unknown unpaired method": (
+        ('unpaired_method = "origin"', 'unpaired_method = "orgin"'),
+        [r"sampling\.unpaired_method: 'orgin' is not one of origin, per_cell", r"did you mean 'origin'"]),
     "core reliance radius not measured": (
         ("core_reliance_radius = 7", "core_reliance_radius = 8"),
         [r"metrics\.core_reliance_radius: core_reliance needs radii 0 and 8 in sensitivity_radii"]),
