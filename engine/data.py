@@ -1,13 +1,16 @@
 """The one entry point training and evaluation use to get a split's arrays.
 
-    arrays = load_split(root, mode="unpaired", sample="10pct", split="train", preprocessing="residual")
+    arrays = load_split(root, mode="unpaired", sample="10pct", split="train", preprocessing="residual",
+                        settings=DataSettings.from_config(config, host))
 
 Under the hood: the index-only manifests (engine.manifest, built once per data root
 and settings), then the packed stamp cache of that split (engine.stampcache, built
-once per manifest view, split and preprocessing). Both live under
-`<data_root>/.lenstui-cache` unless `cache_dir` says otherwise. Bad rows (a blob that
-does not decode, NaN/Inf pixels, a wrong shape, a missing column or value) are dropped
-and returned while they stay under `bad_row_limit`; above it, loading fails with the list.
+once per manifest view, split and preprocessing). Both live in the data root's cache
+folder (engine.cachedir: the host's cache_dir, else `<data_root>/.lenstui-cache` where
+writable, else the user's cache). Rows the pipeline marked as failed are left out at
+index time and counted; bad rows (a blob that does not decode, NaN/Inf pixels, a wrong
+shape, a missing column or value) are dropped and returned while they stay under the
+bad-row limit (data.bad_row_limit); above it, loading fails with the list.
 """
 
 from __future__ import annotations
@@ -20,13 +23,11 @@ from typing import Sequence
 import numpy as np
 
 from engine import shards, stampcache
-from engine.manifest import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETAE_BINS, MODES, SAMPLES, build_manifests,
-                             check_bad_rows)
+from engine.cachedir import CacheDir, resolve_cache_dir
+from engine.datasettings import DataSettings
+from engine.manifest import MODES, SAMPLES, build_manifests, check_bad_rows
 from engine.preprocess import PREPROCESSINGS
 from engine.shards import BadRow
-
-CACHE_DIR_NAME = ".lenstui-cache"
-
 
 @dataclass(frozen=True)
 class SplitArrays:
@@ -45,14 +46,17 @@ class SplitArrays:
         return int(len(self.labels))
 
     def bad_rows_summary(self, limit: int = 100) -> dict:
-        """What to put in metrics.json `bad_rows[split]`: the count and the first `limit` rows."""
+        """What to put in metrics.json `bad_rows[split]`: the count, the limit in force, the failed
+        cut-outs left out at index time (not bad rows), and the first `limit` bad rows."""
         return {"count": len(self.bad_rows), "of": int(self.info.get("requested", len(self))),
+                "limit": self.info.get("bad_row_limit"), "failed_cutouts": int(self.info.get("failed_rows", 0)),
                 "rows": [{"shard": b.shard, "row": b.row, "reason": b.reason} for b in self.bad_rows[:limit]]}
 
 
-def default_cache_dir(data_root: str | Path) -> Path:
-    """`<data_root>/.lenstui-cache`: manifests/ and stamps/ live under it."""
-    return Path(data_root) / CACHE_DIR_NAME
+def cache_dir_for(data_root: str | Path, settings: DataSettings, cache_dir: str | Path | None = None) -> CacheDir:
+    """The cache folder of `data_root`: `cache_dir` (a command's --cache-dir) or the settings' (engine.cachedir)."""
+    settings = settings.with_cache_dir(cache_dir)
+    return resolve_cache_dir(data_root, settings.cache_dir, setting=settings.cache_dir_setting)
 
 
 def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
@@ -61,46 +65,47 @@ def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
 
 
 def load_split(data_root: str | Path, *, mode: str, sample: str, split: str, preprocessing: str,
-               cache_dir: str | Path | None = None, seed: int = 42, sample_fraction: float = DEFAULT_FRACTION,
-               thetae_bins: Sequence[float] = DEFAULT_THETAE_BINS,
-               bad_row_limit: float = 0.001, strata: Sequence[str] = DEFAULT_STRATA) -> SplitArrays:
+               settings: DataSettings | None = None, cache_dir: str | Path | None = None) -> SplitArrays:
     """The preprocessed arrays of one split of one view; builds the manifests and the cache on first use.
 
-    `seed`, `sample_fraction`, `thetae_bins` and `strata` are the config's sampling.seed,
-    sampling.sample_fraction, metrics.thetae_bins and sampling.stratify: they pick the manifest.
+    `settings` (DataSettings.from_config) pick the manifest, the bad-row limit and the cache
+    folder; `cache_dir` overrides the folder (a command's --cache-dir).
     """
     started = time.perf_counter()
+    settings = settings or DataSettings()
     _check_choice("data mode", mode, MODES)
     _check_choice("sample", sample, SAMPLES)
     _check_choice("split", split, shards.SPLITS)
     _check_choice("preprocessing", preprocessing, PREPROCESSINGS)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root)
-    ms = build_manifests(data_root, cache / "manifests", seed=seed, sample_fraction=sample_fraction,
-                         thetae_bins=thetae_bins, strata=strata)
+    cache = cache_dir_for(data_root, settings, cache_dir)
+    ms = build_manifests(data_root, cache.manifests, **settings.manifest_options())
     entries = ms.entries(mode, sample, split)
     view_sha = ms.sha256(mode, sample)
     key = stampcache.stamp_cache_key(view_sha, mode=mode, sample=sample, split=split, preprocessing=preprocessing)
-    sc = stampcache.load_or_build(data_root, entries, cache_root=cache / "stamps",
+    sc = stampcache.load_or_build(data_root, entries, cache_root=cache.stamps,
                                   name=f"{split}-{mode}-{sample}-{preprocessing}", key=key,
                                   preprocessing=preprocessing)
     bad = ms.bad_rows(split) + sc.bad_rows
     # Index-time bad rows are counted against the split's shard rows, decode-time ones
     # against the entries asked for: each is a share of what that step looked at.
-    check_bad_rows(ms.bad_rows(split), ms.summary["shard_rows"][split], bad_row_limit, f"{split} (index columns)")
-    check_bad_rows(sc.bad_rows, sc.requested, bad_row_limit, f"{split} ({mode}/{sample} blobs)")
+    limit, setting = settings.bad_row_limit, settings.bad_row_limit_setting
+    check_bad_rows(ms.bad_rows(split), ms.summary["shard_rows"][split], limit, f"{split} (index columns)", setting)
+    check_bad_rows(sc.bad_rows, sc.requested, limit, f"{split} ({mode}/{sample} blobs)", setting)
     labels = sc.meta["label"]
     info = {"data_root": str(Path(data_root).resolve()), "mode": mode, "sample": sample, "split": split,
             "preprocessing": preprocessing, "manifest": str(ms.path(mode, sample)),
-            "manifest_sha256": view_sha, "manifest_key": ms.key, "cache": str(sc.directory),
+            "manifest_sha256": view_sha, "manifest_key": ms.key, "unpaired_method": ms.unpaired_method,
+            "cache": str(sc.directory), "cache_dir": str(cache.path), "cache_dir_reason": cache.reason,
             "cache_hit": not sc.built, "requested": sc.requested, "count": int(len(labels)),
             "positive": int(np.count_nonzero(labels == 1)), "negative": int(np.count_nonzero(labels == 0)),
-            "bad_rows": len(bad), "load_seconds": round(time.perf_counter() - started, 3)}
+            "bad_rows": len(bad), "failed_rows": len(ms.failed_rows(split)),
+            "bad_row_limit": limit, "load_seconds": round(time.perf_counter() - started, 3)}
     return SplitArrays(sc.images, labels, sc.meta["theta_e"], sc.meta["lrg_id"], sc.meta["psf_bin"],
                        sc.meta["depth_bin"], tuple(bad), info)
 
 
 def load_raw_examples(data_root: str | Path, *, mode: str, split: str, n_per_class: int, seed: int,
-                      cache_dir: str | Path | None = None) -> SplitArrays:
+                      cache_dir: str | Path | None = None, settings: DataSettings | None = None) -> SplitArrays:
     """A few un-preprocessed stamps per class (cropped to 63×63, float32 nanomaggies), for the cutout view.
 
     Draws at random (seeded) from the full view's manifest and decodes only those
@@ -108,8 +113,9 @@ def load_raw_examples(data_root: str | Path, *, mode: str, split: str, n_per_cla
     """
     _check_choice("data mode", mode, MODES)
     _check_choice("split", split, shards.SPLITS)
-    cache = Path(cache_dir) if cache_dir is not None else default_cache_dir(data_root)
-    ms = build_manifests(data_root, cache / "manifests")
+    settings = settings or DataSettings()
+    cache = cache_dir_for(data_root, settings, cache_dir)
+    ms = build_manifests(data_root, cache.manifests, **settings.manifest_options())
     entries = ms.entries(mode, "full", split)
     rng = np.random.default_rng(seed)
     labels = entries["label"].to_numpy()

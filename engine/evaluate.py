@@ -29,6 +29,7 @@ from torch import nn
 from engine import rundir
 from engine.augment import mask_core
 from engine.config import Config, ConfigError, Experiment, MetricsConfig, load_config
+from engine.datasettings import DataSettings
 from engine.device import FP32, DeviceError, Precision, memory_format, pick_device, pick_precision
 from engine.model import CheckpointError, load_model
 from engine.runlog import RunLog
@@ -155,14 +156,18 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def load_device_split(config: Config, experiment: Experiment, data_root: str | Path, split: str,
-                      device: torch.device, *, limit: int | None = None, limit_seed: int = 0) -> DeviceSplit:
-    """Read one split through the data layer (cached preprocessing) and move its images to `device`."""
+                      device: torch.device, *, limit: int | None = None, limit_seed: int = 0,
+                      settings: DataSettings | None = None) -> DeviceSplit:
+    """Read one split through the data layer (cached preprocessing) and move its images to `device`.
+
+    `settings`: the data settings (DataSettings.from_config with the run's host); default: the
+    config's without a host (its sample, strata, unpaired method and bad-row limit).
+    """
     from engine.data import load_split  # the data layer reads Parquet; imported only when needed
 
     arrays = load_split(data_root, mode=experiment.data_mode, sample=experiment.sample, split=split,
-                        preprocessing=experiment.preprocessing, seed=config.sampling.seed,
-                        sample_fraction=config.sampling.sample_fraction,
-                        thetae_bins=config.metrics.thetae_bins)
+                        preprocessing=experiment.preprocessing,
+                        settings=settings or DataSettings.from_config(config))
     images, labels = np.asarray(arrays.images), np.asarray(arrays.labels)
     theta_e, groups = np.asarray(arrays.theta_e), np.asarray(arrays.lrg_id)
     bad_summary = arrays.bad_rows_summary()
@@ -267,6 +272,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--split", required=True, choices=("val", "test"))
     p.add_argument("--config", type=Path, default=Path("experiments.toml"))
     p.add_argument("--data-root", type=Path, default=None, help="default: the data_root recorded in run.json")
+    p.add_argument("--cache-dir", type=Path, default=None,
+                   help="manifests and stamp caches (default: the run's host's cache_dir; engine/cachedir.py)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None)
     p.add_argument("--batch-size", type=int, default=EVAL_BATCH)
     return p
@@ -291,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         data_root = args.data_root or run.get("data_root")
         if not data_root or not Path(data_root).is_dir():
             raise _Usage(f"data root {data_root!r} not found; pass --data-root DIR")
+        # The run's host's settings (its cache folder, its dataset's imported manifest) when it read
+        # that host's dataset; the config's alone when it was given --data-root.
+        host = config.hosts.get(run.get("host")) if run.get("dataset") and args.data_root is None else None
+        settings = DataSettings.from_config(config, host).with_cache_dir(args.cache_dir)
         device = pick_device(args.device)
     except (ConfigError, DeviceError, _Usage) as exc:
         print(f"engine.evaluate: {exc}", file=sys.stderr)
@@ -309,7 +320,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         model, ckpt = load_model(run_dir / rundir.BEST_CKPT, device)
         limit = overrides.get("limit_val")
         seed = int(overrides.get("seed", config.training.seed))
-        split = load_device_split(config, experiment, data_root, args.split, device, limit=limit, limit_seed=seed)
+        split = load_device_split(config, experiment, data_root, args.split, device, limit=limit, limit_seed=seed,
+                                  settings=settings)
         result = evaluate_split(model, split, config.metrics, precision=precision, batch_size=args.batch_size)
         metrics = rundir.read_metrics(run_dir).data or metrics  # the freshest copy, under the lock
         apply_evaluation(metrics, args.split, result)
@@ -321,6 +333,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except CheckpointError as exc:
         log.line(f"engine.evaluate: {exc}")
         return EXIT_USAGE
+    except _data_errors() as exc:   # the message names the shard, the row and the setting to change
+        log.line(f"engine.evaluate FAILED (metrics.json unchanged): bad data: {exc}")
+        print(f"engine.evaluate: bad data: {exc}", file=sys.stderr)
+        return EXIT_FAILED
     except Exception:
         log.line(f"engine.evaluate FAILED (metrics.json unchanged):\n{traceback.format_exc().rstrip()}")
         return EXIT_FAILED
@@ -331,6 +347,15 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 class _Usage(Exception):
     """Bad input to the evaluate command."""
+
+
+def _data_errors() -> tuple[type[Exception], ...]:
+    """The data layer's errors, whose messages name the file, the row and what to do."""
+    from engine.cachedir import CacheError
+    from engine.manifest import ManifestError
+    from engine.shards import BadRowsError, BlobError, ShardError
+
+    return (ShardError, BlobError, BadRowsError, ManifestError, CacheError)
 
 
 def _fmt(value: float | None) -> str:

@@ -213,7 +213,7 @@ def _run_one(args: argparse.Namespace, mode: str, preprocessing: str, mask_radiu
     from engine.data import load_split
 
     arrays = load_split(args.data_root, mode=mode, sample=args.sample, split=args.split,
-                        preprocessing=preprocessing, cache_dir=args.cache_dir)
+                        preprocessing=preprocessing, settings=args.settings)
     started = time.perf_counter()
     result = shortcut_gates(arrays.images, arrays.labels, arrays.lrg_id, n_samples=args.n_samples,
                             folds=args.folds, seed=args.seed, core_box=args.core_box, mask_radius=mask_radius,
@@ -237,6 +237,23 @@ HEADER = ("| mode     | preproc.   | mask |     n | core  | core 95%    | radial
           "|----------|------------|------|-------|-------|-------------|--------|-------------|----------------|--------|")
 
 
+def _settings_from_config(args: argparse.Namespace) -> None:
+    """Fill args.settings (the data layer's) and the gate options left out, from the config when there is one.
+
+    The same experiments.toml as training: its sample, unpaired method, bad-row limit, gate sample
+    size, folds, seed and core box, so the command line measures what a run's gates measure.
+    """
+    from engine.datasettings import settings_for_command
+
+    config, settings = settings_for_command(args.config, args.host)
+    args.settings = settings.with_cache_dir(args.cache_dir)
+    m = config.metrics if config is not None else None
+    for option, key, default in (("n_samples", "gate_n_samples", 2000), ("folds", "gate_cv_folds", 5),
+                                 ("seed", "gate_seed", 1337), ("core_box", "core_box", 10)):
+        if getattr(args, option) is None:
+            setattr(args, option, getattr(m, key) if m is not None else default)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.gates", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True)
@@ -247,16 +264,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--sample", choices=("10pct", "full"), default="10pct")
     parser.add_argument("--matrix", action="store_true",
                         help="paired/unpaired × raw/residual, plus unpaired+residual with R=7, beside SCIENCE.md's numbers")
-    parser.add_argument("--n-samples", type=int, default=2000)
-    parser.add_argument("--folds", type=int, default=5)
-    parser.add_argument("--seed", type=int, default=1337)
-    parser.add_argument("--core-box", type=int, default=10)
-    parser.add_argument("--cache-dir", help="default: DATA_ROOT/.lenstui-cache")
+    parser.add_argument("--n-samples", type=int, default=None, help="default: metrics.gate_n_samples, else 2000")
+    parser.add_argument("--folds", type=int, default=None, help="default: metrics.gate_cv_folds, else 5")
+    parser.add_argument("--seed", type=int, default=None, help="default: metrics.gate_seed, else 1337")
+    parser.add_argument("--core-box", type=int, default=None, help="default: metrics.core_box, else 10")
+    parser.add_argument("--cache-dir", help="manifests and stamp caches (default: the host's cache_dir, else "
+                        "DATA_ROOT/.lenstui-cache where writable; engine/cachedir.py)")
+    parser.add_argument("--config", help="experiments.toml whose sampling, unpaired method and bad-row limit "
+                        "pick the data (default: ./experiments.toml when present)")
+    parser.add_argument("--host", help="also take this host's cache_dir and its dataset's unpaired_manifest")
     args = parser.parse_args(argv)
     runs = MATRIX if args.matrix else ((args.mode, args.preprocessing, args.mask_radius),)
-    print(f"shortcut gates on {args.data_root}: split {args.split}, sample {args.sample}, "
-          f"{args.folds}-fold StratifiedGroupKFold by LRG, seed {args.seed}; 95% intervals from "
-          f"{BOOTSTRAP_DRAWS} bootstrap draws of LRGs")
+    try:
+        _settings_from_config(args)
+    except ValueError as exc:   # ConfigError: the file, the key, what was expected
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    s = args.settings
+    print(f"shortcut gates on {args.data_root}: split {args.split}, sample {args.sample} (fraction "
+          f"{s.sample_fraction:g}, seed {s.seed}, unpaired {s.unpaired_manifest or s.unpaired_method}; settings "
+          f"from {s.source}), {args.folds}-fold StratifiedGroupKFold by LRG, seed {args.seed}; 95% intervals "
+          f"from {BOOTSTRAP_DRAWS} bootstrap draws of LRGs")
     print(HEADER)
     try:
         for mode, preprocessing, radius in runs:

@@ -1,17 +1,21 @@
 """Index-only manifests: which (shard, row, blob) is which example, per data mode and sample.
 
-    python -m engine.manifest --data-root ROOT [--out DIR] [--seed 42] [--fraction 0.10]
+    python -m engine.manifest --data-root ROOT [--config experiments.toml] [--host NAME] [--out DIR]
+                              [--seed 42] [--fraction 0.10] [--unpaired-method origin|per_cell]
+                              [--unpaired-manifest ORIGIN_MANIFEST] [--bad-row-limit 0.001]
 
 A manifest never holds pixels: one row per example with its split, shard (relative to
 the data root), row, blob ("stamp" = lens, label 1; "ctrl" = non-lens, label 0), θ_E,
 θ_E bin, psf_bin, depth_bin and LRG id. Four views are written: paired and unpaired,
 each full and as the stratified sample (SCIENCE.md "Data modes"; docs/DATA.md says
 every choice and why). They are Parquet: typed columns (no re-parsing of ids and
-floats), a few MB even for the full data, and read back a split at a time.
+floats), a few MB even for the full data, and read back a split at a time. Rows the
+pipeline marked as failed (cutout_ok = 0) are left out without decoding and counted.
 
 Built once: the folder is keyed by the shard files (names, sizes, mtimes), the seed,
-the fraction, the θ_E bins and the strata, and is published by an atomic rename
-under a lock, so concurrent builders neither collide nor repeat the work.
+the fraction, the θ_E bins, the strata and the unpaired method (or the imported
+manifest's files), and is published by an atomic rename under a lock, so concurrent
+builders neither collide nor repeat the work.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ import shutil
 import sys
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Callable, Iterator, Sequence
 
@@ -33,15 +37,15 @@ import numpy as np
 import pandas as pd
 
 from engine import shards
-from engine.config import ConfigError, load_config
+from engine.cachedir import CacheError, resolve_cache_dir
+from engine.config import UNPAIRED_METHODS, ConfigError
+from engine.datasettings import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETAE_BINS, DataSettings,
+                                 settings_for_command)
 from engine.shards import BadRow, BadRowsError, ShardError
 
-MANIFEST_VERSION = 1
+MANIFEST_VERSION = 2   # 2: failed cut-outs excluded at index time; the origin's unpaired method
 MODES = ("paired", "unpaired")
 SAMPLES = ("10pct", "full")
-DEFAULT_THETAE_BINS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
-DEFAULT_STRATA = ("label", "theta_e_bin", "psf_bin", "depth_bin")
-DEFAULT_FRACTION = 0.10
 ENTRY_COLUMNS = ("split", "shard", "row", "blob", "label", "theta_e", "theta_e_bin",
                  "psf_bin", "depth_bin", "lrg_id")
 SUMMARY_FILE = "summary.json"
@@ -54,10 +58,6 @@ _DEC_BITS = 28
 
 class ManifestError(ValueError):
     """The data cannot make a valid manifest (e.g. an LRG in two splits); the message says which."""
-
-
-class CacheError(ValueError):
-    """A cache folder cannot be made or read; the message names it and what to do."""
 
 
 def lrg_ids(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
@@ -94,7 +94,15 @@ class ShardIndex:
 
     rows: pd.DataFrame                          # split, shard, row, theta_e, psf_bin, depth_bin, lrg_id
     bad: dict[str, tuple[BadRow, ...]]          # per split
-    shard_rows: dict[str, int]                  # rows per split, bad ones included
+    shard_rows: dict[str, int]                  # rows per split, bad and failed ones included
+    failed: dict[str, tuple[BadRow, ...]]       # per split: rows the pipeline marked as failed
+
+
+# Columns by which the pipeline marks a row it could not make (value 0), and what that means.
+# Such rows are left out of every view without decoding them, and counted apart from bad rows:
+# the pipeline said so, the data is not damaged. (A failed cut-out's stamp_npz holds only an
+# image_r of zeros: decoding it would make it a bad row.)
+FAILED_MARKERS = {"cutout_ok": "failed cut-out (cutout_ok = 0)"}
 
 
 def shard_files(data_root: str | Path) -> dict[str, list[Path]]:
@@ -109,9 +117,10 @@ def shard_files(data_root: str | Path) -> dict[str, list[Path]]:
 def read_index(data_root: str | Path) -> ShardIndex:
     """The index columns of all shards; rows with a missing column or value are bad rows."""
     root = Path(data_root)
-    frames, bad, counts, names = [], {}, {}, []
+    frames, bad, failed, counts, names = [], {}, {}, {}, []
     for split_no, (split, files) in enumerate(shard_files(root).items()):
         split_bad: list[BadRow] = []
+        split_failed: list[BadRow] = []
         counts[split] = 0
         for path in files:
             name = path.relative_to(root).as_posix()
@@ -125,11 +134,16 @@ def read_index(data_root: str | Path) -> ShardIndex:
                 reason = f"missing column {', '.join(missing)}"
                 split_bad.extend(BadRow(name, r, reason) for r in range(n))
                 continue
-            table = shards.read_columns(path, shards.INDEX_COLUMNS)
+            markers = [c for c in FAILED_MARKERS if c in present]
+            table = shards.read_columns(path, list(shards.INDEX_COLUMNS) + markers)
             cols = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
-                    for c in shards.INDEX_COLUMNS}
+                    for c in list(shards.INDEX_COLUMNS) + markers}
             ok = np.ones(n, dtype=bool)
-            for c in shards.INDEX_COLUMNS:
+            for c in markers:
+                for r in np.flatnonzero(cols[c] == 0):
+                    split_failed.append(BadRow(name, int(r), FAILED_MARKERS[c]))
+                ok &= cols[c] != 0      # a missing marker value is a missing value, below
+            for c in list(shards.INDEX_COLUMNS) + markers:
                 finite = np.isfinite(cols[c])
                 for r in np.flatnonzero(~finite & ok):
                     split_bad.append(BadRow(name, int(r), f"missing or non-finite value in {c}"))
@@ -143,6 +157,7 @@ def read_index(data_root: str | Path) -> ShardIndex:
                 "lrg_id": lrg_ids(cols["ra"][keep], cols["dec"][keep]),
             }))
         bad[split] = tuple(split_bad)
+        failed[split] = tuple(split_failed)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"split": np.zeros(0, np.int8), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int32),
          "theta_e": np.zeros(0, np.float32),
@@ -151,7 +166,7 @@ def read_index(data_root: str | Path) -> ShardIndex:
     rows["split"] = pd.Categorical.from_codes(rows["split"].to_numpy(np.int8), categories=list(shards.SPLITS))
     rows["shard"] = pd.Categorical.from_codes(rows["shard"].to_numpy(np.int32), categories=names)
     check_no_leakage(rows)
-    return ShardIndex(rows, bad, counts)
+    return ShardIndex(rows, bad, counts, failed)
 
 
 def check_no_leakage(rows: pd.DataFrame) -> None:
@@ -193,23 +208,101 @@ def _blob(kind: str, n: int) -> pd.Categorical:
 
 @dataclass(frozen=True)
 class Shortfall:
-    """A (psf_bin, depth_bin) cell whose negative pool was smaller than its positives."""
+    """A (psf_bin, depth_bin) cell of the unpaired view whose non-lens pool was smaller than its lenses.
+
+    `outcome` says what the method did about it: "dropped" (per_cell: random lenses dropped to
+    the pool's size), "repeated" (origin: non-lenses drawn with replacement; `repeats` of them
+    repeat a row already drawn) or "unmatched" (origin: the cell has no non-lens row at all, so
+    its lenses stay without matched non-lenses and the split is unbalanced by that many).
+    """
 
     split: str
     psf_bin: int
     depth_bin: int
     positives: int
     negatives_available: int
+    outcome: str = "dropped"
+    repeats: int = 0
 
     def describe(self) -> str:
+        cell = f"{self.split}: cell psf_bin={self.psf_bin} depth_bin={self.depth_bin} has {self.positives} positives"
+        if self.outcome == "repeated":
+            return (f"{cell} but {self.negatives_available} negative rows: {self.positives} negatives drawn with "
+                    f"replacement, {self.repeats} of them a row drawn before")
+        if self.outcome == "unmatched":
+            return f"{cell} and no negative LRG: none matched, so the split has {self.positives} more positives"
         dropped = self.positives - self.negatives_available
-        return (f"{self.split}: cell psf_bin={self.psf_bin} depth_bin={self.depth_bin} has "
-                f"{self.positives} positives but {self.negatives_available} negatives: "
+        return (f"{cell} but {self.negatives_available} negatives: "
                 f"{dropped} random positives dropped to keep the cell matched and 50/50")
 
 
-def unpaired_view(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
-    """Disjoint LRGs per split: half give their stamps, the other half their controls.
+def unpaired_view(rows: pd.DataFrame, seed: int, method: str = "origin") -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
+    """Disjoint LRGs per split: some give their stamps (lenses), the others their controls (non-lenses).
+
+    `method` "origin" follows the published manifest builder (unpaired_origin), "per_cell" our
+    earlier per-cell halving (unpaired_per_cell); docs/DATA.md compares them.
+    """
+    if method == "origin":
+        return unpaired_origin(rows, seed)
+    if method == "per_cell":
+        return unpaired_per_cell(rows, seed)
+    raise ValueError(f"unknown unpaired method {method!r}; expected one of {', '.join(UNPAIRED_METHODS)}")
+
+
+def _unpaired_entries(r: pd.DataFrame, take_pos: np.ndarray, take_neg: np.ndarray) -> list[pd.DataFrame]:
+    pos_rows = r.iloc[take_pos].assign(blob=_blob("stamp", len(take_pos)), label=np.uint8(1))
+    neg_rows = r.iloc[take_neg].assign(blob=_blob("ctrl", len(take_neg)), label=np.uint8(0))
+    return [pos_rows, neg_rows]
+
+
+def unpaired_origin(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
+    """The published builder's rules, draw for draw: its seed gives its manifest.
+
+    One generator, `default_rng(seed)`, serves the splits in order (train, val, test). Per split:
+    the LRGs in order of first appearance (shard, row) are shuffled and the first half (rounded
+    down) are the lens LRGs, every row giving its stamp; the rest are non-lens LRGs. Then per
+    (psf_bin, depth_bin) of each *row*, in sorted cell order, for each cell with lenses and
+    non-lens rows: a seed `integers(0, 2**31 - 1)` from the generator, and as many non-lens rows as
+    the cell has lenses drawn by `RandomState(that seed).choice` from the cell's non-lens rows
+    in split order, with replacement only where the cell has too few. A cell with lenses and no
+    non-lens row gets no non-lenses (the split is then unbalanced). On the origin fixture this
+    reproduces the origin's own manifest row for row (tests/test_origin_data.py).
+    """
+    out, notes = [], []
+    rng = np.random.default_rng(seed)
+    for split in shards.SPLITS:
+        r = rows[rows["split"] == split].reset_index(drop=True)
+        if not len(r):
+            continue
+        lrg = r["lrg_id"].to_numpy()
+        order = pd.unique(lrg)
+        perm = np.arange(len(order))
+        rng.shuffle(perm)
+        is_pos = np.isin(lrg, order[perm[: len(order) // 2]])
+        cell = r["psf_bin"].to_numpy(np.int64) * 1000 + r["depth_bin"].to_numpy(np.int64)
+        take_neg = []
+        for c in np.unique(cell):
+            n_pos = int(np.count_nonzero(is_pos & (cell == c)))
+            pool = np.flatnonzero(~is_pos & (cell == c))
+            if n_pos == 0 or len(pool) == 0:
+                if n_pos:
+                    notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, 0, "unmatched"))
+                continue
+            state = int(rng.integers(0, 2**31 - 1))
+            short = len(pool) < n_pos
+            pick = pool[np.random.RandomState(state).choice(len(pool), size=n_pos, replace=short)]
+            if short:
+                notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, len(pool), "repeated",
+                                       n_pos - len(np.unique(pick))))
+            take_neg.append(pick)
+        neg = np.concatenate(take_neg) if take_neg else np.zeros(0, np.int64)
+        out.extend(_unpaired_entries(r, np.flatnonzero(is_pos), neg))
+    view = pd.concat(out, ignore_index=True) if out else paired_view(rows.iloc[:0])
+    return _ordered(view), tuple(notes)
+
+
+def unpaired_per_cell(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
+    """Halved per cell, matched without replacement, exactly 50/50.
 
     Within each split and each (psf_bin, depth_bin) cell the LRGs are shuffled; the first
     half (rounded down) are positive LRGs (every row's stamp), the rest negative LRGs. For
@@ -244,10 +337,7 @@ def unpaired_view(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Sh
                 neg, pos = pool, np.sort(rng.choice(pos, size=len(pool), replace=False))
             take_pos.append(pos)
             take_neg.append(neg)
-        take_pos, take_neg = np.concatenate(take_pos), np.concatenate(take_neg)
-        pos_rows = r.iloc[take_pos].assign(blob=_blob("stamp", len(take_pos)), label=np.uint8(1))
-        neg_rows = r.iloc[take_neg].assign(blob=_blob("ctrl", len(take_neg)), label=np.uint8(0))
-        out.extend([pos_rows, neg_rows])
+        out.extend(_unpaired_entries(r, np.concatenate(take_pos), np.concatenate(take_neg)))
     view = pd.concat(out, ignore_index=True) if out else paired_view(rows.iloc[:0])
     return _ordered(view), tuple(short)
 
@@ -340,11 +430,28 @@ def split_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
     return out
 
 
-def format_counts(title: str, counts: dict[str, dict[str, int]]) -> str:
-    """A plan-§2 style table."""
-    lines = [title, "| Split | Total | Positive | Negative |", "|-------|-------|----------|----------|"]
+def repeated_draws(view: pd.DataFrame) -> dict[str, int]:
+    """{split: entries that repeat an entry already in the view}: a row drawn k times counts k − 1.
+
+    Only the origin's unpaired method draws a row more than once (with replacement, in a cell
+    short of non-lenses); the paired view gives each row's control once per row, not a repeat.
+    """
+    out = {}
+    for split in shards.SPLITS:
+        part = view.loc[view["split"] == split, ["shard", "row", "blob"]]
+        out[split] = int(part.duplicated().sum())
+    return out
+
+
+def format_counts(title: str, counts: dict[str, dict[str, int]], repeats: dict[str, int] | None = None) -> str:
+    """A plan-§2 style table; with `repeats`, a column of the rows drawn twice (repeated_draws)."""
+    head, rule = "| Split | Total | Positive | Negative |", "|-------|-------|----------|----------|"
+    if repeats is not None:
+        head, rule = head + " Drawn twice |", rule + "-------------|"
+    lines = [title, head, rule]
     for split, c in counts.items():
-        lines.append(f"| {split.capitalize()} | {c['total']:,} | {c['positive']:,} | {c['negative']:,} |")
+        line = f"| {split.capitalize()} | {c['total']:,} | {c['positive']:,} | {c['negative']:,} |"
+        lines.append(line + (f" {repeats[split]:,} |" if repeats is not None else ""))
     return "\n".join(lines)
 
 
@@ -472,10 +579,19 @@ class ManifestSet:
         """Rows of `split` left out because an index column or value was missing."""
         return tuple(BadRow(**b) for b in self.summary["bad_rows"][split])
 
-    def check_bad_rows(self, limit: float) -> None:
+    def failed_rows(self, split: str) -> tuple[BadRow, ...]:
+        """Rows of `split` the pipeline marked as failed (a failed cut-out), left out of every view."""
+        return tuple(BadRow(**b) for b in self.summary["failed_rows"][split])
+
+    @property
+    def unpaired_method(self) -> str:
+        """How the unpaired views were made: "origin", "per_cell" or "imported"."""
+        return self.summary["unpaired_method"]
+
+    def check_bad_rows(self, limit: float, setting: str = DataSettings.bad_row_limit_setting) -> None:
         """Raise BadRowsError when a split's index-time bad rows exceed `limit` (a fraction)."""
         for split in shards.SPLITS:
-            check_bad_rows(self.bad_rows(split), self.summary["shard_rows"][split], limit, split)
+            check_bad_rows(self.bad_rows(split), self.summary["shard_rows"][split], limit, split, setting)
 
 
 def _check_view(mode: str, sample: str) -> None:
@@ -485,8 +601,12 @@ def _check_view(mode: str, sample: str) -> None:
         raise ValueError(f"unknown sample {sample!r}; expected one of {', '.join(SAMPLES)}")
 
 
-def check_bad_rows(bad: Sequence[BadRow], total: int, limit: float, what: str) -> None:
-    """Raise BadRowsError listing the bad rows when they exceed `limit` × `total`."""
+def check_bad_rows(bad: Sequence[BadRow], total: int, limit: float, what: str,
+                   setting: str = DataSettings.bad_row_limit_setting) -> None:
+    """Raise BadRowsError listing the bad rows when they exceed `limit` × `total`.
+
+    `setting` names where the limit is set, so the message says what to change.
+    """
     if not bad or len(bad) <= limit * total:
         return
     groups: dict[tuple[str, str], list[int]] = {}
@@ -498,13 +618,14 @@ def check_bad_rows(bad: Sequence[BadRow], total: int, limit: float, what: str) -
         listed.append(f"{shard} row {shown}: {reason}")
     more = f"; and {len(groups) - 20} more groups" if len(groups) > 20 else ""
     raise BadRowsError(f"{what}: {len(bad)} of {total} rows are bad ({100.0 * len(bad) / max(total, 1):.2f}% > "
-                       f"limit {100.0 * limit:.2f}%): " + "; ".join(listed) + more +
-                       ". Repair or remove those shards, or raise the limit (bad_row_limit) knowingly")
+                       f"limit {100.0 * limit:.2f}%, {setting}): " + "; ".join(listed) + more +
+                       f". Repair or remove those shards, or raise the limit ({setting}) knowingly")
 
 
 def manifest_key(data_root: str | Path, *, seed: int, sample_fraction: float,
-                 thetae_bins: Sequence[float], strata: Sequence[str]) -> str:
-    """The content key: every shard's name, size and mtime, and every knob of the views."""
+                 thetae_bins: Sequence[float], strata: Sequence[str], unpaired_method: str = "origin",
+                 unpaired_manifest: str | Path | None = None) -> str:
+    """The content key: every shard's (and an imported manifest's) name, size and mtime, and every knob."""
     root = Path(data_root)
     files = []
     for split, paths in shard_files(root).items():
@@ -512,27 +633,51 @@ def manifest_key(data_root: str | Path, *, seed: int, sample_fraction: float,
             st = p.stat()
             files.append([p.relative_to(root).as_posix(), st.st_size, st.st_mtime_ns])
     knobs = {"version": MANIFEST_VERSION, "seed": seed, "fraction": float(sample_fraction),
-             "thetae_bins": [float(b) for b in thetae_bins], "strata": list(strata), "files": files}
+             "thetae_bins": [float(b) for b in thetae_bins], "strata": list(strata), "files": files,
+             "unpaired": unpaired_method}
+    if unpaired_manifest is not None:
+        from engine.manifest_import import source_files
+
+        source = Path(unpaired_manifest)
+        knobs["unpaired"] = "imported"
+        knobs["imported"] = [[str(p.resolve()), p.stat().st_size, p.stat().st_mtime_ns] for p in source_files(source)]
     return hashlib.sha256(json.dumps(knobs, sort_keys=True).encode()).hexdigest()[:20]
 
 
 def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *, seed: int = 42,
                     sample_fraction: float = DEFAULT_FRACTION,
                     thetae_bins: Sequence[float] = DEFAULT_THETAE_BINS,
-                    strata: Sequence[str] = DEFAULT_STRATA) -> ManifestSet:
-    """The four views for `data_root`, built once into `out_dir/<key>/` (default: the data root's cache)."""
+                    strata: Sequence[str] = DEFAULT_STRATA, unpaired_method: str = "origin",
+                    unpaired_manifest: str | Path | None = None) -> ManifestSet:
+    """The four views for `data_root`, built once into `out_dir/<key>/` (default: engine.cachedir's).
+
+    `unpaired_method` picks how the unpaired view is drawn (unpaired_view); `unpaired_manifest`,
+    an origin manifest, replaces that draw by exactly its rows (engine.manifest_import).
+    """
     if not 0.0 < sample_fraction <= 1.0:
         raise ValueError(f"sample_fraction {sample_fraction} is outside (0, 1]; the plan's sample is 0.10")
+    if unpaired_method not in UNPAIRED_METHODS:
+        raise ValueError(f"unknown unpaired method {unpaired_method!r}; expected one of {', '.join(UNPAIRED_METHODS)}")
     root = Path(data_root)
-    out = Path(out_dir) if out_dir is not None else root / ".lenstui-cache" / "manifests"
-    key = manifest_key(root, seed=seed, sample_fraction=sample_fraction, thetae_bins=thetae_bins, strata=strata)
+    out = Path(out_dir) if out_dir is not None else resolve_cache_dir(root).manifests
+    key = manifest_key(root, seed=seed, sample_fraction=sample_fraction, thetae_bins=thetae_bins, strata=strata,
+                       unpaired_method=unpaired_method, unpaired_manifest=unpaired_manifest)
     final = out / key
 
     def build(tmp: Path) -> None:
         started = time.perf_counter()
         index = read_index(root)
         paired = _with_bins(paired_view(index.rows), thetae_bins)
-        unpaired, short = unpaired_view(index.rows, seed)
+        imported = None
+        if unpaired_manifest is not None:
+            from engine.manifest_import import import_unpaired
+
+            excluded = {(b.shard, b.row): b.reason for part in (index.bad, index.failed)
+                        for rows in part.values() for b in rows}
+            imported = import_unpaired(unpaired_manifest, root, index.rows, excluded)
+            unpaired, short = _ordered(imported.entries), ()
+        else:
+            unpaired, short = unpaired_view(index.rows, seed, unpaired_method)
         unpaired = _with_bins(unpaired, thetae_bins)
         views = {("paired", "full"): paired, ("unpaired", "full"): unpaired,
                  ("paired", "10pct"): sample_view(paired, "paired", sample_fraction, strata, seed),
@@ -540,13 +685,17 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
         summary: dict = {"version": MANIFEST_VERSION, "key": key, "data_root": str(root.resolve()),
                          "seed": seed, "sample_fraction": sample_fraction,
                          "thetae_bins": list(thetae_bins), "strata": list(strata),
+                         "unpaired_method": "imported" if imported else unpaired_method,
+                         "imported": imported.info if imported else None,
                          "shard_rows": index.shard_rows,
                          "bad_rows": {s: [b.__dict__ for b in bad] for s, bad in index.bad.items()},
+                         "failed_rows": {s: [b.__dict__ for b in rows] for s, rows in index.failed.items()},
                          "shortfalls": [s.__dict__ for s in short], "views": {}}
         for (mode, sample), view in views.items():
             path = tmp / f"{mode}-{sample}.parquet"
             view.to_parquet(path, index=False)
-            summary["views"][f"{mode}-{sample}"] = {"counts": split_counts(view), "sha256": file_sha256(path)}
+            summary["views"][f"{mode}-{sample}"] = {"counts": split_counts(view), "repeats": repeated_draws(view),
+                                                    "sha256": file_sha256(path)}
         for mode in MODES:
             summary["views"][f"{mode}-10pct"]["shares"] = strata_shares(
                 views[(mode, "full")], views[(mode, "10pct")], strata)
@@ -558,20 +707,46 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
     return ManifestSet(final, key, summary, built)
 
 
+UNPAIRED_DESCRIPTIONS = {
+    "origin": "the published builder's rules: each split's LRGs halved at random, non-lenses matched per "
+              "(psf_bin, depth_bin) cell, with replacement where a cell is short",
+    "per_cell": "LRGs halved per (psf_bin, depth_bin) cell, non-lenses matched without replacement, "
+                "lenses dropped where a cell is short",
+    "imported": "exactly the rows of an origin manifest",
+}
+
+
 def report(ms: ManifestSet) -> str:
-    """Everything the CLI prints: the §2 tables per view, shortfalls, bad rows and strata shares."""
+    """Everything the CLI prints: the §2 tables per view, how the unpaired view was made, failed and
+    bad rows, and the strata shares."""
     s = ms.summary
     parts = [f"manifests: {ms.directory} ({'built in %.1f s' % s['build_seconds'] if ms.built else 'cached'}; "
-             f"seed {s['seed']}, sample fraction {s['sample_fraction']:g})"]
+             f"seed {s['seed']}, sample fraction {s['sample_fraction']:g})",
+             f"unpaired view: {s['unpaired_method']}, {UNPAIRED_DESCRIPTIONS[s['unpaired_method']]}"]
+    if s.get("imported"):
+        imp = s["imported"]
+        origin = imp.get("origin_metadata") or {}
+        parts.append(f"  imported from {imp['source']} ({imp['format']}"
+                     + (f", seed {origin['seed']}, made {origin.get('created_date', '?')}" if "seed" in origin else "")
+                     + ")")
+        for d in imp["dropped"][:10]:
+            parts.append(f"  dropped {d['manifest']} -> {d['shard']} row {d['row']}: {d['reason']}")
     for mode in MODES:
         for sample in ("full", "10pct"):
             name = "full dataset" if sample == "full" else f"{100 * s['sample_fraction']:g}% sample"
-            parts.append(format_counts(f"\n{mode}, {name} ({ms.path(mode, sample).name})",
-                                       s["views"][f"{mode}-{sample}"]["counts"]))
+            view = s["views"][f"{mode}-{sample}"]
+            parts.append(format_counts(f"\n{mode}, {name} ({ms.path(mode, sample).name})", view["counts"],
+                                       view["repeats"] if mode == "unpaired" else None))
+    parts.append("(Drawn twice: entries that repeat a row already drawn; a row drawn three times counts twice.)")
     if s["shortfalls"]:
         parts.append("\nunpaired cells short of negatives:\n" + "\n".join(
             "  " + Shortfall(**x).describe() for x in s["shortfalls"]))
     for split in shards.SPLITS:
+        failed = ms.failed_rows(split)
+        if failed:
+            parts.append(f"\n{split}: {len(failed)} rows the pipeline marked as failed, left out of every view "
+                         f"(not bad rows): " + "; ".join(b.describe() for b in failed[:10])
+                         + (" …" if len(failed) > 10 else ""))
         bad = ms.bad_rows(split)
         if bad:
             parts.append(f"\n{split}: {len(bad)} bad rows left out of the manifests (of "
@@ -583,38 +758,42 @@ def report(ms: ManifestSet) -> str:
     return "\n".join(parts)
 
 
-def _sampling_from_config(path: str | None) -> tuple[float, tuple[float, ...], tuple[str, ...], int, str]:
-    """sample fraction, θ_E bins, strata, seed from experiments.toml when there is one."""
-    candidate = Path(path) if path else Path("experiments.toml")
-    if path is None and not candidate.is_file():
-        return DEFAULT_FRACTION, DEFAULT_THETAE_BINS, DEFAULT_STRATA, 42, "built-in defaults"
-    cfg = load_config(candidate)
-    return (cfg.sampling.sample_fraction, cfg.metrics.thetae_bins, cfg.sampling.stratify,
-            cfg.sampling.seed, str(candidate))
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.manifest", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, help="folder with train/, val/, test/ shards")
-    parser.add_argument("--out", help="manifest cache folder (default: DATA_ROOT/.lenstui-cache/manifests)")
+    parser.add_argument("--out", help="manifest cache folder (default: the cache folder's manifests/; "
+                        "engine/cachedir.py says where that is)")
+    parser.add_argument("--config", help="experiments.toml to take the settings from "
+                        "(default: ./experiments.toml when present)")
+    parser.add_argument("--host", help="also take this host's cache_dir and its dataset's unpaired_manifest")
     parser.add_argument("--seed", type=int, help="seed of the unpaired split and the sample "
                         "(default: sampling.seed of the config, else 42)")
     parser.add_argument("--fraction", type=float, help="sample fraction (default: sampling.sample_fraction "
                         "of the config, else 0.10)")
-    parser.add_argument("--config", help="experiments.toml to take the sampling settings from "
-                        "(default: ./experiments.toml when present)")
-    parser.add_argument("--bad-row-limit", type=float, default=0.001,
-                        help="largest fraction of bad rows per split that is dropped rather than an error")
+    parser.add_argument("--unpaired-method", choices=UNPAIRED_METHODS,
+                        help="how the unpaired view is drawn (default: sampling.unpaired_method, else origin)")
+    parser.add_argument("--unpaired-manifest", help="an origin manifest (v1 .parquet or v2 folder) whose rows "
+                        "make the unpaired view (default: the host dataset's unpaired_manifest)")
+    parser.add_argument("--bad-row-limit", type=float, help="largest share of bad rows per split that is dropped "
+                        "rather than an error (default: data.bad_row_limit of the config, else 0.001)")
     args = parser.parse_args(argv)
     try:
-        fraction, bins, strata, seed, origin = _sampling_from_config(args.config)
-        fraction = args.fraction if args.fraction is not None else fraction
-        seed = args.seed if args.seed is not None else seed
-        ms = build_manifests(args.data_root, args.out, seed=seed, sample_fraction=fraction,
-                             thetae_bins=bins, strata=strata)
+        _, settings = settings_for_command(args.config, args.host)
+        origin = settings.source
+        overrides = {k: v for k, v in (("seed", args.seed), ("sample_fraction", args.fraction),
+                                       ("unpaired_method", args.unpaired_method),
+                                       ("unpaired_manifest", args.unpaired_manifest)) if v is not None}
+        if args.bad_row_limit is not None:
+            overrides.update(bad_row_limit=args.bad_row_limit, bad_row_limit_setting="--bad-row-limit")
+        settings = replace(settings, **overrides)
+        out = Path(args.out) if args.out else None
+        if out is None:
+            cache = resolve_cache_dir(args.data_root, settings.cache_dir, setting=settings.cache_dir_setting)
+            out = cache.manifests
+        ms = build_manifests(args.data_root, out, **settings.manifest_options())
         print(report(ms))
-        print(f"\nsampling settings from {origin}")
-        ms.check_bad_rows(args.bad_row_limit)
+        print(f"\nsettings from {origin}" + (f"; command-line: {', '.join(overrides)}" if overrides else ""))
+        ms.check_bad_rows(settings.bad_row_limit, settings.bad_row_limit_setting)
     except (ConfigError, ManifestError, CacheError, ShardError, BadRowsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

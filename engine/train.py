@@ -34,12 +34,14 @@ import torch
 from engine import ENGINE_VERSION, rundir
 from engine.augment import seeded_generator, training_batch
 from engine.config import Config, ConfigError, Experiment, load_config
+from engine.datasettings import DataSettings
 from engine.device import DeviceError, describe, memory_format, pick_device, pick_precision
 from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_reliance, core_sensitivity,
                              gate_record, load_device_split, predict, with_verdicts)
 from engine.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, load_optimizer_state,
                           remove_stale_temp_files, save_checkpoint)
 from engine.manifest import CacheError, ManifestError
+from engine.preprocess import PREPROCESS_VERSION
 from engine.runlog import RunLog
 from engine.shards import BadRowsError, BlobError, ShardError
 from engine.step import CudaGraphStep, EagerStep
@@ -102,6 +104,7 @@ class RunPlan:
     cuda_graph: bool
     overrides: dict[str, Any]
     command: list[str]
+    data_settings: DataSettings = DataSettings()
 
     def settings(self) -> dict[str, Any]:
         """What must not change between a run and its resumption (device may)."""
@@ -116,6 +119,9 @@ class RunPlan:
                              self.config.augmentation.rot90],
             "sampling": [self.config.sampling.sample_fraction, self.config.sampling.seed],
             "limit_train": self.limit_train, "limit_val": self.limit_val, "data_root": str(self.data_root),
+            # What picks and shapes the examples: a resume must not switch them under a run.
+            "data": {"strata": list(self.data_settings.strata), "preprocess_version": PREPROCESS_VERSION,
+                     "unpaired": self.data_settings.unpaired_manifest or self.data_settings.unpaired_method},
         }
 
 
@@ -132,6 +138,8 @@ def make_plan(argv: Sequence[str]) -> RunPlan:
         if value is not None and value < minimum:
             raise UsageError(f"{option} {value}: expected an integer of at least {minimum}")
 
+    # The host's cache folder and imported manifest go with the host's dataset, not with --data-root.
+    data_settings = DataSettings.from_config(config, None if args.data_root is not None else host)
     if args.data_root is not None:
         data_root, dataset = args.data_root, None
         what, hint = f"--data-root {data_root}", f"python -m engine.synth --out {data_root} --scale 0.01 --seed 42"
@@ -183,6 +191,7 @@ def make_plan(argv: Sequence[str]) -> RunPlan:
         cuda_graph=args.cuda_graph,
         overrides=overrides,
         command=[sys.executable, "-m", "engine.train", *argv],
+        data_settings=data_settings,
     )
 
 
@@ -489,16 +498,21 @@ class Trainer:
         started = time.perf_counter()
         plan = self.plan
         self.train_split = load_device_split(plan.config, plan.experiment, plan.data_root, "train", self.device,
-                                             limit=plan.limit_train, limit_seed=plan.seed)
+                                             limit=plan.limit_train, limit_seed=plan.seed,
+                                             settings=plan.data_settings)
         self.val = load_device_split(plan.config, plan.experiment, plan.data_root, "val", self.device,
-                                     limit=plan.limit_val, limit_seed=plan.seed)
+                                     limit=plan.limit_val, limit_seed=plan.seed, settings=plan.data_settings)
+        info = self.train_split.info
+        self.log.line(f"data: unpaired view {info.get('unpaired_method')}; cache {info.get('cache_dir')} "
+                      f"({info.get('cache_dir_reason')}); bad-row limit {info.get('bad_row_limit')}")
         for s in (self.train_split, self.val):
             self.record_data(s)
             if s.positives in (0, len(s)):
                 raise UsageError(f"the {s.name} split has {s.positives} positives of {len(s)} rows: "
                                  "training needs both classes")
             self.log.line(f"data {s.name}: {len(s)} rows ({s.positives} positives), "
-                          f"{len(s.bad_rows)} bad rows skipped")
+                          f"{len(s.bad_rows)} bad rows skipped, {s.info.get('failed_rows', 0)} failed cut-outs "
+                          "left out")
         self.log.line(f"data on {self.device.type} in {time.perf_counter() - started:.1f}s")
         if self.stop.requested:
             raise Aborted("before training started: nothing to save")
@@ -506,7 +520,8 @@ class Trainer:
     def record_data(self, split: DeviceSplit) -> None:
         """Bad rows into metrics.json (`bad_rows`), the manifest and counts into run.json (`data`)."""
         self.progress.metrics.setdefault("bad_rows", {})[split.name] = split.bad_rows_summary
-        keep = ("count", "positive", "negative", "manifest", "manifest_sha256", "cache", "cache_hit", "bad_rows")
+        keep = ("count", "positive", "negative", "manifest", "manifest_sha256", "unpaired_method", "cache",
+                "cache_dir", "cache_hit", "bad_rows", "failed_rows", "bad_row_limit")
         self.info.setdefault("data", {})[split.name] = {k: split.info.get(k) for k in keep}
         rundir.write_run_info(self.dir, self.info)
 
@@ -695,7 +710,8 @@ class Trainer:
         # The test set, once, with best.pt (the public work used the last epoch's weights by mistake).
         self.train_split = None  # free the device for the test images
         test = load_device_split(self.cfg, self.plan.experiment, self.plan.data_root, "test", self.device,
-                                 limit=self.plan.limit_val, limit_seed=self.plan.seed)
+                                 limit=self.plan.limit_val, limit_seed=self.plan.seed,
+                                 settings=self.plan.data_settings)
         self.record_data(test)
         scores = predict(self.model, test.images, precision=self.precision)
         metrics["test_auroc"] = auroc(test.labels, scores)

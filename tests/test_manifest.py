@@ -54,6 +54,7 @@ def test_paired_sample_keeps_both_twins_of_every_sampled_row(large):
 
 
 def test_unpaired_positive_and_negative_lrgs_are_disjoint_and_matched_per_cell(large):
+    assert large.unpaired_method == "origin"
     view = large.entries("unpaired", "full")
     for split in ("train", "val", "test"):
         v = view[view["split"] == split]
@@ -68,22 +69,49 @@ def test_unpaired_positive_and_negative_lrgs_are_disjoint_and_matched_per_cell(l
         assert len(pos) > 0.45 * {"train": 24_000, "val": 12_000, "test": 12_000}[split]
 
 
-def test_a_cell_short_of_negatives_drops_positives_and_says_so():
+def _one_cell(lrgs: list[int], cells: list[int] | None = None) -> pd.DataFrame:
+    n = len(lrgs)
+    return pd.DataFrame({
+        "split": "train", "shard": "train/s.parquet", "row": np.arange(n, dtype=np.int32),
+        "theta_e": np.float32(1.0), "psf_bin": np.int8(0),
+        "depth_bin": np.array(cells or [0] * n, dtype=np.int8), "lrg_id": np.array(lrgs, dtype=np.int64)})
+
+
+def test_per_cell_method_a_cell_short_of_negatives_drops_positives_and_says_so():
     # One cell, three LRGs of 1, 5 and 2 rows: whenever the 5-row LRG is the positive one,
     # the negative pool (the other two LRGs' controls) is short.
-    rows = pd.DataFrame({
-        "split": "train", "shard": "train/s.parquet", "row": np.arange(8, dtype=np.int32),
-        "theta_e": np.float32(1.0), "psf_bin": np.int8(0), "depth_bin": np.int8(0),
-        "lrg_id": np.array([1, 2, 2, 2, 2, 2, 3, 3], dtype=np.int64)})
+    rows = _one_cell([1, 2, 2, 2, 2, 2, 3, 3])
     for seed in range(20):
-        view, short = manifest.unpaired_view(rows, seed)
+        view, short = manifest.unpaired_view(rows, seed, "per_cell")
         pos, neg = view[view["label"] == 1], view[view["label"] == 0]
         assert len(pos) == len(neg) > 0
         assert set(pos["lrg_id"]).isdisjoint(neg["lrg_id"])
         if short:
             assert short[0].positives > short[0].negatives_available == len(neg)
             assert "random positives dropped" in short[0].describe()
-    assert any(manifest.unpaired_view(rows, s)[1] for s in range(20))
+    assert any(manifest.unpaired_view(rows, s, "per_cell")[1] for s in range(20))
+
+
+def test_origin_method_a_short_cell_draws_with_replacement_and_an_empty_one_none():
+    # Three LRGs: 5 rows in cell 0, 1 row in cell 0, 2 rows in cell 1. The split is halved at
+    # random (one lens LRG of three), then each row's cell is matched on its own.
+    rows = _one_cell([1, 1, 1, 1, 1, 2, 3, 3], cells=[0, 0, 0, 0, 0, 0, 1, 1])
+    outcomes = set()
+    for seed in range(30):
+        view, notes = manifest.unpaired_view(rows, seed, "origin")
+        pos, neg = view[view["label"] == 1], view[view["label"] == 0]
+        assert set(pos["lrg_id"]).isdisjoint(neg["lrg_id"]) and pos["lrg_id"].nunique() == 1
+        for note in notes:
+            outcomes.add(note.outcome)
+            in_cell = neg[neg["depth_bin"] == note.depth_bin]
+            if note.outcome == "repeated":       # as many non-lenses as lenses, some rows twice
+                assert len(in_cell) == note.positives > note.negatives_available
+                assert note.repeats == len(in_cell) - len(in_cell.drop_duplicates(["shard", "row"])) > 0
+                assert "drawn with replacement" in note.describe()
+            else:                                # a cell without non-lens rows: its lenses unmatched
+                assert note.outcome == "unmatched" and len(in_cell) == 0 and note.negatives_available == 0
+                assert "more positives" in note.describe()
+    assert outcomes == {"repeated", "unmatched"}
 
 
 def test_sample_preserves_every_stratum_share_within_one_point(large):
@@ -163,5 +191,19 @@ def test_cli_prints_the_plan_tables_and_the_strata(tmp_path):
     for title in ("paired, full dataset", "paired, 10% sample", "unpaired, full dataset", "unpaired, 10% sample"):
         assert title in out
     assert "| Train | 36 | 18 | 18 |" in out          # 6 LRGs × 3 rows, paired
+    assert "Drawn twice |" in out and "unpaired view: origin, the published builder's rules" in out
     assert "stratum shares" in out and "theta_e_bin=" in out
-    assert "sampling settings from experiments.toml" in out
+    assert "settings from experiments.toml; command-line: seed" in out
+
+
+def test_each_unpaired_method_has_its_own_manifest_and_says_which_made_it(tmp_path):
+    root = write_index_dataset(tmp_path / "data", rows={"train": 3_000, "val": 1_200, "test": 1_200}, seed=3)
+    origin = build_manifests(root, tmp_path / "m")
+    per_cell = build_manifests(root, tmp_path / "m", unpaired_method="per_cell")
+    assert origin.directory != per_cell.directory
+    assert (origin.unpaired_method, per_cell.unpaired_method) == ("origin", "per_cell")
+    for split, c in per_cell.summary["views"]["unpaired-full"]["counts"].items():
+        assert c["positive"] == c["negative"] > 0                    # per cell: exactly 50/50, no repeats
+        assert per_cell.summary["views"]["unpaired-full"]["repeats"][split] == 0
+    with pytest.raises(ValueError, match="unknown unpaired method 'halves'; expected one of origin, per_cell"):
+        build_manifests(root, tmp_path / "m", unpaired_method="halves")

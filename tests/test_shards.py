@@ -12,6 +12,7 @@ import pytest
 from data_fixtures import lrg_image, tiny_rows, write_shard, write_tiny_dataset
 from engine import shards
 from engine.data import load_split
+from engine.datasettings import DataSettings
 from engine.manifest import read_index
 from engine.shards import BadRowsError, BlobError, ShardError, decode_blob, encode_blob
 
@@ -130,10 +131,10 @@ def test_bad_rows_under_the_limit_are_dropped_and_returned(tmp_path):
     root = write_tiny_dataset(tmp_path / "data")
     _shard_with_bad_rows(root / "train" / "shard-9999.parquet")
     arrays = load_split(root, mode="paired", sample="full", split="train", preprocessing="raw_robust",
-                        bad_row_limit=0.1)
+                        settings=DataSettings(bad_row_limit=0.1))
     assert [(b.shard, b.row) for b in arrays.bad_rows] == [("train/shard-9999.parquet", r) for r in (2, 4, 6)]
     assert len(arrays) == arrays.info["requested"] - 3
-    assert arrays.bad_rows_summary()["count"] == 3
+    assert arrays.bad_rows_summary()["count"] == 3 and arrays.bad_rows_summary()["limit"] == 0.1
     assert arrays.bad_rows_summary()["rows"][0] == {"shard": "train/shard-9999.parquet", "row": 2,
                                                     "reason": arrays.bad_rows[0].reason}
     assert np.isfinite(arrays.images.astype(np.float32)).all()
@@ -145,7 +146,8 @@ def test_bad_rows_over_the_limit_are_an_error_that_lists_them(tmp_path):
     with pytest.raises(BadRowsError) as err:
         load_split(root, mode="paired", sample="full", split="train", preprocessing="raw_robust")
     text = str(err.value)
-    assert "3 of" in text and "limit 0.10%" in text
+    assert "3 of" in text and "limit 0.10%, data.bad_row_limit in experiments.toml" in text
+    assert "raise the limit (data.bad_row_limit in experiments.toml) knowingly" in text
     assert "train/shard-9999.parquet row 2: stamp_npz: not an NPZ" in text
     assert "train/shard-9999.parquet row 4: stamp_npz: NaN/Inf" in text
 

@@ -14,6 +14,7 @@ import pytest
 from data_fixtures import write_tiny_dataset
 from engine import shards
 from engine.data import load_raw_examples, load_split
+from engine.datasettings import DataSettings
 from engine.manifest import build_manifests
 from engine.preprocess import preprocess
 
@@ -33,8 +34,11 @@ def test_load_split_returns_the_contracted_arrays(root):
     assert a.labels.dtype == np.uint8 and a.theta_e.dtype == np.float32 and a.lrg_id.dtype == np.int64
     assert a.psf_bin.dtype == np.int8 and a.depth_bin.dtype == np.int8
     assert all(len(x) == n for x in (a.labels, a.theta_e, a.lrg_id, a.psf_bin, a.depth_bin))
-    assert a.info["positive"] == a.info["negative"] == n // 2 > 0
+    # The origin's unpaired rules: a cell without non-lens LRGs leaves its lenses unmatched.
+    assert a.info["positive"] + a.info["negative"] == n and a.info["positive"] > 0 and a.info["negative"] > 0
+    assert a.info["unpaired_method"] == "origin"
     assert a.info["cache"].startswith(str(root / ".lenstui-cache" / "stamps"))
+    assert a.info["cache_dir_reason"] == "the default, inside the data root"
     assert a.info["manifest"].endswith("unpaired-full.parquet") and len(a.info["manifest_sha256"]) == 64
     assert a.bad_rows == ()
 
@@ -166,8 +170,9 @@ def test_the_synthetic_twin_loads_through_the_same_path(tmp_path):
     assert len(a) == 96 and a.bad_rows == () and a.info["positive"] == 48
     assert len(np.unique(a.lrg_id)) == 12
     assert np.isfinite(np.asarray(a.images, dtype=np.float32)).all()
-    u = load_split(root, mode="unpaired", sample="full", split="val", preprocessing="raw_robust")
-    assert u.info["positive"] == u.info["negative"]
+    u = load_split(root, mode="unpaired", sample="full", split="val", preprocessing="raw_robust",
+                   settings=DataSettings(unpaired_method="per_cell"))
+    assert u.info["positive"] == u.info["negative"] > 0 and u.info["unpaired_method"] == "per_cell"
     assert set(u.lrg_id[u.labels == 1]).isdisjoint(u.lrg_id[u.labels == 0])
     raw = load_raw_examples(root, mode="paired", split="train", n_per_class=6, seed=0)
     ctrl = raw.images[raw.labels == 0][:, 1]                        # r band of the controls
