@@ -110,24 +110,23 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     """Build (or find) the stamp caches engine.train will read for the experiment, and time them."""
     from engine.config import load_config
-    from engine.data import default_cache_dir, load_split
+    from engine.data import cache_dir_for, load_split
+    from engine.datasettings import DataSettings
     from engine.manifest import build_manifests
 
     config = load_config(args.config)
     exp = config.experiment(args.experiment)
-    s, m = config.sampling, config.metrics
+    settings = DataSettings.from_config(config)
     started = time.perf_counter()
-    # The same arguments as engine.evaluate.load_device_split, so training finds these caches.
-    build_manifests(args.data_root, default_cache_dir(args.data_root) / "manifests", seed=s.seed,
-                    sample_fraction=s.sample_fraction, thetae_bins=m.thetae_bins)
+    # The same settings as engine.train's (DataSettings.from_config), so training finds these caches.
+    build_manifests(args.data_root, cache_dir_for(args.data_root, settings).manifests, **settings.manifest_options())
     result: dict[str, Any] = {"experiment": exp.id, "mode": exp.data_mode, "sample": exp.sample,
                               "preprocessing": exp.preprocessing, "manifests_s": time.perf_counter() - started,
                               "splits": {}}
     for split in ("train", "val", "test"):
         started = time.perf_counter()
         arrays = load_split(args.data_root, mode=exp.data_mode, sample=exp.sample, split=split,
-                            preprocessing=exp.preprocessing, seed=s.seed, sample_fraction=s.sample_fraction,
-                            thetae_bins=m.thetae_bins)
+                            preprocessing=exp.preprocessing, settings=settings)
         seconds = time.perf_counter() - started
         result["splits"][split] = {"images": len(arrays), "seconds": seconds, "cache_hit": arrays.info["cache_hit"],
                                    "positive": arrays.info["positive"]}
