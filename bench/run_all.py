@@ -1,6 +1,6 @@
 """Run every benchmark, one after the other, each in its own process; print their tables and goals.
 
-    .venv/bin/python -m bench.run_all [--quick] [--only datapath,train,synth,gates_status] [--out DIR]
+    .venv/bin/python -m bench.run_all [--quick] [--only datapath,train,synth,gates_status,stampcache] [--out DIR]
 
 Each writes `<out>/<name>.json` and `<out>/<name>.txt` (default out: cache/bench/results);
 `<out>/summary.txt` lists every goal. A benchmark that fails is reported and the rest run;
@@ -25,6 +25,7 @@ BENCHES = {
     "train": ["bench.bench_train"],
     "synth": ["bench.bench_synth"],
     "gates_status": ["bench.bench_gates_status"],
+    "stampcache": ["bench.bench_stampcache"],
 }
 FULL_ONLY = {"train": ["--e2e"]}   # the end-to-end training run takes a minute: not in --quick
 

@@ -189,13 +189,24 @@ class DecodedChunk:
     bad: tuple[BadRow, ...]
 
 
+def row_group_starts(path: Path) -> np.ndarray:
+    """The first row of each row group of a shard, and its row count last (from the footer)."""
+    try:
+        meta = pq.ParquetFile(path).metadata
+    except (pa.ArrowException, OSError) as exc:
+        raise _unreadable(path, exc) from None
+    sizes = [meta.row_group(i).num_rows for i in range(meta.num_row_groups)]
+    return np.concatenate([[0], np.cumsum(sizes, dtype=np.int64)])
+
+
 def iter_decoded(path: Path, rows: np.ndarray, blobs: np.ndarray, *, shard_name: str,
-                 chunk_rows: int = 256) -> Iterator[DecodedChunk]:
+                 chunk_rows: int = 256, row_groups: Sequence[int] | None = None) -> Iterator[DecodedChunk]:
     """Decode the requested (row, blob kind) entries of one shard, in order, a batch at a time.
 
     `rows` must be sorted (ascending); `blobs` holds "stamp" or "ctrl" per entry. The
     shard is streamed in record batches of only the needed blob columns, so memory
-    stays at one batch, not one shard.
+    stays at one batch, not one shard. `row_groups` (consecutive, holding every requested
+    row) reads only those row groups: the stamp cache splits a large shard between workers so.
     """
     rows = np.asarray(rows, dtype=np.int64)
     blobs = np.asarray(blobs)
@@ -219,8 +230,14 @@ def iter_decoded(path: Path, rows: np.ndarray, blobs: np.ndarray, *, shard_name:
         return
     try:
         parquet = pq.ParquetFile(path)
-        batches = parquet.iter_batches(batch_size=chunk_rows, columns=[BLOB_COLUMNS[k] for k in kinds])
+        columns = [BLOB_COLUMNS[k] for k in kinds]
         start, cursor = 0, 0
+        if row_groups is None:
+            batches = parquet.iter_batches(batch_size=chunk_rows, columns=columns)
+        else:
+            row_groups = list(row_groups)
+            start = sum(parquet.metadata.row_group(i).num_rows for i in range(row_groups[0]))
+            batches = parquet.iter_batches(batch_size=chunk_rows, columns=columns, row_groups=row_groups)
         for batch in batches:
             stop = start + batch.num_rows
             end = cursor + int(np.searchsorted(rows[cursor:], stop, side="left"))

@@ -91,6 +91,13 @@ def test_gates_status_and_idle_tui(tmp_path, tiny_data):
     assert 0 <= tui["cpu_percent"] < 100 and tui["wall_s"] >= 1.9
 
 
+def test_stampcache_builds_the_scaled_origin_data_on_one_and_on_every_core(tmp_path):
+    result = run_bench("bench.bench_stampcache", tmp_path, None, "--jobs", "2")
+    v = result["values"]
+    assert v["identical"] is True and v["entries"] == 2 * 2 * 324 and v["jobs"] == 2
+    assert v["one_core_s"] > 0 and v["all_cores_s"] > 0 and v["speedup"] > 0
+
+
 def test_run_all_collects_goals(tmp_path):
     pytest.importorskip("lenstronomy")
     out = tmp_path / "results"

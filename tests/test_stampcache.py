@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from data_fixtures import write_tiny_dataset
@@ -182,3 +183,84 @@ def test_the_synthetic_twin_loads_through_the_same_path(tmp_path):
     yy, xx = np.mgrid[26:37, 26:37]
     centroid = ((box * yy).sum() / box.sum(), (box * xx).sum() / box.sum())
     assert np.allclose(centroid, (31, 31), atol=0.35), centroid
+
+
+def _with_bad_shard_in_the_middle(root):
+    """A train shard of one LRG whose rows 2, 4 and 6 are bad, between the good ones, in row groups of 3."""
+    from test_shards import _shard_with_bad_rows
+
+    _shard_with_bad_rows(root / "train" / "shard-0000a.parquet")
+    return root
+
+
+def test_a_build_on_several_workers_gives_the_same_bytes_as_one(root, tmp_path):
+    from engine import stampcache
+
+    _with_bad_shard_in_the_middle(root)
+    entries = build_manifests(root, tmp_path / "m").entries("paired", "full", "train")
+    builds = {}
+    for jobs in (1, 2):
+        sc = stampcache.load_or_build(root, entries, cache_root=tmp_path / f"jobs{jobs}", name="train", key="k",
+                                      preprocessing="residual", jobs=jobs, parallel_min_entries=0)
+        builds[jobs] = sc
+    one, two = builds[1], builds[2]
+    assert (one.info["build_jobs"], two.info["build_jobs"]) == (1, 2)
+    assert len(one.bad_rows) == 3 and one.bad_rows == two.bad_rows
+    assert len(one.images) == len(entries) - 3          # the gaps the bad rows left are closed
+    assert (one.directory / "images.f16").read_bytes() == (two.directory / "images.f16").read_bytes()
+    for column in ("entry", "label", "lrg_id", "theta_e"):
+        np.testing.assert_array_equal(one.meta[column], two.meta[column])
+    # and it is what the one-image-at-a-time reading gives
+    for i in (0, len(one.images) // 2, len(one.images) - 1):
+        e = entries.iloc[int(one.meta["entry"][i])]
+        table = shards.read_columns(root / e["shard"], [shards.BLOB_COLUMNS[e["blob"]]])
+        raw = shards.crop(shards.decode_blob(table.column(0)[int(e["row"])].as_py()))
+        np.testing.assert_array_equal(np.asarray(two.images[i]), preprocess(raw[None], "residual")[0].astype(np.float16))
+
+
+def test_a_large_shard_is_cut_into_tasks_of_whole_row_groups(tmp_path):
+    from data_fixtures import tiny_rows, write_shard
+    from engine import stampcache
+
+    path = tmp_path / "train" / "s.parquet"
+    write_shard(path, tiny_rows(5, 10, seed=1, ra0=3.0), row_group_size=5)     # 50 rows, 10 row groups
+    rows = np.repeat(np.arange(50), 2)
+    entries = pd.DataFrame({"shard": "train/s.parquet", "row": rows, "blob": np.tile(["ctrl", "stamp"], 50)})
+    tasks = stampcache.plan_tasks(tmp_path, entries, target=12)
+    assert [t.first for t in tasks] == [0, 20, 40, 60, 80]    # 12 entries reach into a 2nd row group of 10
+    assert all(len(t.row_groups) == 2 for t in tasks) and tasks[1].row_groups == (2, 3)
+    assert np.array_equal(np.concatenate([t.rows for t in tasks]), rows)
+    whole = np.concatenate([c.images for c in shards.iter_decoded(path, rows, entries["blob"].to_numpy(),
+                                                                 shard_name="s")])
+    parts = np.concatenate([c.images for t in tasks for c in shards.iter_decoded(
+        path, t.rows, t.blobs, shard_name="s", row_groups=t.row_groups)])
+    np.testing.assert_array_equal(parts, whole)
+
+
+_HEAVY_MAIN = """
+import os, pathlib, sys
+with open({marker!r}, "a") as fh:          # every process that imports this module says so
+    fh.write(f"{{os.getpid()}}\\n")
+if __name__ == "__main__":
+    from engine import stampcache
+    from engine.manifest import build_manifests
+    entries = build_manifests({root!r}, {manifests!r}).entries("paired", "full", "train")
+    sc = stampcache.load_or_build({root!r}, entries, cache_root={cache!r}, name="t", key="k",
+                                  preprocessing="raw_robust", jobs=2, parallel_min_entries=0)
+    print(sc.info["build_jobs"], os.getpid())
+"""
+
+
+def test_build_workers_do_not_import_the_command_that_started_them(root, tmp_path):
+    # engine.train is the main module of a run: each worker importing it would import torch (~5 s, 0.7 GB).
+    marker = tmp_path / "imported-by"
+    module = tmp_path / "mods" / "heavy_main.py"
+    module.parent.mkdir()
+    module.write_text(_HEAVY_MAIN.format(marker=str(marker), root=str(root), manifests=str(tmp_path / "m"),
+                                         cache=str(tmp_path / "c")))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(module.parent), ROOT])}
+    done = subprocess.run([sys.executable, "-m", "heavy_main"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    jobs, pid = done.stdout.split()
+    assert jobs == "2" and marker.read_text().split() == [pid]
