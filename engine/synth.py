@@ -1,9 +1,13 @@
 """A synthetic twin of the real paired lens shards: same Parquet/NPZ format, same failure modes.
 
 Each LRG (elliptical Sérsic n≈4, PSF-convolved, sky + Poisson noise) is the control; each of its
-~12 rows adds a different noiseless lensed arc (SIE + external shear, elliptical Sérsic source)
-to the same control pixels, as real injections do. Priors follow shared/SCIENCE.md
-("Physics for a synthetic stand-in"); the choices it leaves open are marked "our choice".
+injections adds a noiseless lensed arc (SIE + external shear, elliptical Sérsic source) to the
+same control pixels, as real injections do. Shaped like the real data (the origin fixture shows
+it): θ_E on the pipeline's grid, one value per LRG; two replicate injections per LRG, each
+repeated byte for byte once per selection set (~12 rows per LRG); LRGs in sky bricks that share
+a PSF and depth, binned into psf_bin/depth_bin by quartiles of the bricks, not of the rows.
+Priors follow shared/SCIENCE.md ("Physics for a synthetic stand-in") and live in `Priors`; the
+choices it leaves open are marked "our choice".
 
     python -m engine.synth --out data/synthetic-demo --scale 0.01 --seed 42 --if-missing
 """
@@ -22,7 +26,7 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
-from typing import Callable, Iterator, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -64,8 +68,37 @@ BYTES_PER_ROW = 100_000  # a stamp and a control blob, ~47 kB each: the disk-spa
 
 
 @dataclass(frozen=True)
+class Priors:
+    """Every distribution the twin draws from, in one place (SCIENCE.md's, or our choice where marked).
+
+    A new setting of the twin (a documented way to put a shortcut into the images, say) is a
+    field here and the line of `sample_lrgs` or `sample_systems` that reads it.
+    """
+
+    # The data's layout, as the real pipeline writes it (the origin fixture shows it).
+    theta_e_grid: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5)   # one value per LRG
+    replicates: int = 2                 # injections per LRG; each repeated once per selection set
+    lrgs_per_brick: float = 8.0         # mean LRGs per sky brick (1 + Poisson); our choice
+    # Host LRG (SCIENCE.md): r in [17, 20.5] drawn from galaxy number counts dN/dm ∝ 10^(slope m).
+    host_mag_r: tuple[float, float] = (17.0, 20.5)
+    host_counts_slope: float = 0.5
+    # Coadd per brick: r-band PSF FWHM (arcsec) and 5σ depth (AB).
+    psf_fwhm_r: tuple[float, float, float, float] = (1.25, 0.15, 0.9, 1.6)   # mean, sd, clipped to [lo, hi]
+    depth_r: tuple[float, float] = (23.4, 24.2)
+    # Source (SCIENCE.md), unlensed r magnitude.
+    src_mag_r: tuple[float, float] = (22.0, 25.0)
+
+
+PRIORS = Priors()
+BRICK_DEG = 0.25
+
+
+@dataclass(frozen=True)
 class LrgParams:
-    """Per-LRG host light and coadd properties: arrays of shape (L,), per band (L, 3) in g, r, z."""
+    """Per-LRG host light and coadd properties: arrays of shape (L,), per band (L, 3) in g, r, z.
+
+    An LRG's PSF and depth are its sky brick's (`brick`, an index): the coadd is per brick.
+    """
 
     ra: np.ndarray
     dec: np.ndarray
@@ -78,6 +111,7 @@ class LrgParams:
     phi: np.ndarray
     psf_fwhm: np.ndarray  # (L, 3) arcsec
     depth: np.ndarray  # (L, 3) 5σ point-source depth, AB mag
+    brick: np.ndarray  # (L,) index of the LRG's brick (bricks are numbered per draw)
 
     def take(self, idx: np.ndarray | slice) -> "LrgParams":
         """The LRGs at `idx`."""
@@ -89,10 +123,15 @@ class LrgParams:
 
 @dataclass(frozen=True)
 class SystemParams:
-    """One row per injected system (N,), each pointing at its LRG through `lrg_index`."""
+    """One entry per injection (N,), each pointing at its LRG through `lrg_index`.
+
+    As in the real data, an LRG has one θ_E, one source brightness and size, and `replicates`
+    injections (source position and angles, lens ellipticity, shear angle, colours differ);
+    its `lrg_rows` rows repeat those injections, one per selection set (rows_layout).
+    """
 
     lrg: LrgParams
-    lrg_index: np.ndarray  # (N,) int, sorted: an LRG's rows are contiguous
+    lrg_index: np.ndarray  # (N,) int, sorted: an LRG's injections are contiguous
     theta_e: np.ndarray  # arcsec, lenstronomy's SIE convention (see engine.physics)
     lens_q: np.ndarray
     lens_phi: np.ndarray
@@ -107,32 +146,86 @@ class SystemParams:
     src_n: np.ndarray
     src_q: np.ndarray
     src_phi: np.ndarray
+    lrg_rows: np.ndarray | None = None  # (L,) rows of each LRG in the shards; None: one per injection
 
     def __len__(self) -> int:
         return len(self.theta_e)
 
+    @property
+    def rows_per_lrg(self) -> np.ndarray:
+        """(L,) rows each LRG has in the shards."""
+        if self.lrg_rows is not None:
+            return self.lrg_rows
+        return np.bincount(self.lrg_index, minlength=len(self.lrg))
+
     def take_lrgs(self, start: int, stop: int) -> "SystemParams":
-        """The LRGs start..stop-1 and all their rows, with `lrg_index` re-based to 0."""
+        """The LRGs start..stop-1 and all their injections, with `lrg_index` re-based to 0."""
         lo, hi = np.searchsorted(self.lrg_index, [start, stop])
-        rows = {f.name: getattr(self, f.name)[lo:hi] for f in fields(self) if f.name not in ("lrg", "lrg_index")}
-        return SystemParams(lrg=self.lrg.take(slice(start, stop)), lrg_index=self.lrg_index[lo:hi] - start, **rows)
+        per_injection = {f.name: getattr(self, f.name)[lo:hi] for f in fields(self)
+                         if f.name not in ("lrg", "lrg_index", "lrg_rows")}
+        rows = None if self.lrg_rows is None else self.lrg_rows[start:stop]
+        return SystemParams(lrg=self.lrg.take(slice(start, stop)), lrg_index=self.lrg_index[lo:hi] - start,
+                            lrg_rows=rows, **per_injection)
+
+
+def rows_layout(params: SystemParams, replicates: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per shard row: its injection, selection set and replicate.
+
+    Row k of an LRG is replicate k mod (its injections) of selection set k // replicates, as the
+    pipeline's rows are: each selection set that picked the LRG repeats its injections, byte for byte.
+    """
+    counts = params.rows_per_lrg
+    first = np.searchsorted(params.lrg_index, np.arange(len(params.lrg)))
+    n_inj = np.bincount(params.lrg_index, minlength=len(params.lrg))
+    injection, selection, replicate = [], [], []
+    for lrg, (rows, start, n) in enumerate(zip(counts.tolist(), first.tolist(), n_inj.tolist())):
+        k = np.arange(rows)
+        injection.append(start + k % n)
+        selection.append(k // replicates)
+        replicate.append(k % n)
+    join = lambda parts: np.concatenate(parts) if parts else np.zeros(0, np.int64)  # noqa: E731
+    return join(injection), join(selection), join(replicate)
 
 
 def _brickname(ra: np.ndarray, dec: np.ndarray) -> list[str]:
     # Legacy Surveys style, e.g. "1234p056": brick centre RA·10 and |Dec|·10 on a 0.25° grid.
-    bra = (np.floor(ra / 0.25) + 0.5) * 0.25
-    bdec = (np.floor(dec / 0.25) + 0.5) * 0.25
+    bra = (np.floor(ra / BRICK_DEG) + 0.5) * BRICK_DEG
+    bdec = (np.floor(dec / BRICK_DEG) + 0.5) * BRICK_DEG
     return [f"{round(r * 10):04d}{'p' if d >= 0 else 'm'}{round(abs(d) * 10):03d}" for r, d in zip(bra, bdec)]
 
 
-def sample_lrgs(n_lrgs: int, rng: np.random.Generator, ra_range: tuple[float, float] = (0.0, 360.0)) -> LrgParams:
-    """Draw host LRGs and their coadd PSF/depth from the SCIENCE.md priors."""
-    # Sky positions uniform on the sphere; identity is ra/dec to 6 decimals, so keep them unique.
-    ra = np.round(rng.uniform(*ra_range, n_lrgs), 6)
-    sin_dec = rng.uniform(*np.sin(np.radians(DEC_RANGE)), n_lrgs)
-    dec = np.round(np.degrees(np.arcsin(sin_dec)), 6)
-    while len(set(zip(ra, dec))) < n_lrgs:  # astronomically unlikely; cheap to guarantee
+def _bricks(n_lrgs: int, rng: np.random.Generator, ra_range: tuple[float, float],
+            priors: Priors) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Sky bricks holding `n_lrgs` LRGs: each LRG's brick index, and its ra/dec inside that brick.
+
+    Bricks lie on the 0.25° grid of the split's sky region (distinct bricks), LRGs uniform in
+    their brick; a brick holds 1 + Poisson(lrgs_per_brick − 1) LRGs (our choice).
+    """
+    if n_lrgs == 0:
+        return np.zeros(0, np.int64), np.zeros(0), np.zeros(0)
+    sizes = []
+    while sum(sizes) < n_lrgs:
+        sizes.append(1 + int(rng.poisson(max(priors.lrgs_per_brick - 1.0, 0.0))))
+    sizes[-1] -= sum(sizes) - n_lrgs
+    n_bricks = len(sizes)
+    ra_cells = int((ra_range[1] - ra_range[0]) // BRICK_DEG)
+    dec_lo, dec_hi = (math.floor(d / BRICK_DEG) for d in DEC_RANGE)
+    cells = rng.choice(ra_cells * (dec_hi - dec_lo), size=n_bricks, replace=n_bricks > ra_cells * (dec_hi - dec_lo))
+    ra0 = ra_range[0] + (cells % ra_cells) * BRICK_DEG
+    dec0 = (dec_lo + cells // ra_cells) * BRICK_DEG
+    brick = np.repeat(np.arange(n_bricks), sizes)
+    ra = np.round(ra0[brick] + rng.uniform(0.0, BRICK_DEG, n_lrgs), 6)
+    dec = np.round(dec0[brick] + rng.uniform(0.0, BRICK_DEG, n_lrgs), 6)
+    while len(set(zip(ra, dec))) < n_lrgs:  # identity is ra/dec to 6 decimals: keep them unique
         ra = np.round(ra + rng.uniform(0, 1e-5, n_lrgs), 6)
+    return brick, ra, dec
+
+
+def sample_lrgs(n_lrgs: int, rng: np.random.Generator, ra_range: tuple[float, float] = (0.0, 360.0),
+                priors: Priors = PRIORS) -> LrgParams:
+    """Draw host LRGs in sky bricks, and each brick's coadd PSF and depth, from the priors."""
+    brick, ra, dec = _bricks(n_lrgs, rng, ra_range, priors)
+    n_bricks = int(brick.max()) + 1 if n_lrgs else 0
     # r in [17, 20.5] with galaxy number counts dN/dm ∝ 10^(0.5 m): faint hosts dominate
     # (median r ≈ 19.9), as in any magnitude-limited LRG sample (SDSS r-band galaxy counts rise
     # by roughly 0.45-0.6 dex per mag here, Yasuda et al. 2001); SCIENCE.md gives only the range.
@@ -140,18 +233,22 @@ def sample_lrgs(n_lrgs: int, rng: np.random.Generator, ra_range: tuple[float, fl
     # hides the injected core light: flat in r, 31% of the r/z core-box pixels clip and the raw
     # core gate falls to ~0.77 (lenstronomy renders agree); with counts, ~8% and ~0.86.
     # docs/DATA.md, "Gate matrix on the synthetic twin", has the measurements.
-    slope = 0.5 * math.log(10.0)
-    mag_r = 17.0 + np.log1p(rng.uniform(0, 1, n_lrgs) * math.expm1(slope * 3.5)) / slope
+    lo, hi = priors.host_mag_r
+    slope = priors.host_counts_slope * math.log(10.0)
+    mag_r = lo + np.log1p(rng.uniform(0, 1, n_lrgs) * math.expm1(slope * (hi - lo))) / slope
     # Brighter hosts are larger (median r_eff ≈ 0.9″).
     ln_re = np.log(0.9) - 0.2 * (mag_r - 19.9) + rng.normal(0.0, 0.25, n_lrgs)
     r_eff = np.clip(np.exp(ln_re), 0.5, 1.5)
-    psf_r = np.clip(rng.normal(1.25, 0.15, n_lrgs), 0.9, 1.6)
+    # The coadd's PSF and depth belong to the brick, shared by its LRGs (as psfsize_r and
+    # psfdepth_r are in the real shards).
+    mean, sd, psf_lo, psf_hi = priors.psf_fwhm_r
+    psf_r = np.clip(rng.normal(mean, sd, n_bricks), psf_lo, psf_hi)
     # g a little wider, z a little narrower than r (atmospheric seeing ∝ λ^-0.2, plus scatter).
-    psf = np.stack([psf_r * rng.uniform(1.04, 1.10, n_lrgs), psf_r, psf_r * rng.uniform(0.90, 0.96, n_lrgs)], axis=1)
-    depth_r = rng.uniform(23.4, 24.2, n_lrgs)
-    depth = np.stack(
-        [depth_r + 0.5 + rng.normal(0, 0.1, n_lrgs), depth_r, depth_r - 0.9 + rng.normal(0, 0.1, n_lrgs)], axis=1
-    )
+    psf = np.stack([psf_r * rng.uniform(1.04, 1.10, n_bricks), psf_r, psf_r * rng.uniform(0.90, 0.96, n_bricks)],
+                   axis=1)
+    depth_r = rng.uniform(*priors.depth_r, n_bricks)
+    depth = np.stack([depth_r + 0.5 + rng.normal(0, 0.1, n_bricks), depth_r,
+                      depth_r - 0.9 + rng.normal(0, 0.1, n_bricks)], axis=1)
     return LrgParams(
         ra=ra,
         dec=dec,
@@ -162,40 +259,55 @@ def sample_lrgs(n_lrgs: int, rng: np.random.Generator, ra_range: tuple[float, fl
         n=rng.uniform(3.5, 4.5, n_lrgs),
         q=rng.uniform(0.6, 1.0, n_lrgs),
         phi=rng.uniform(0.0, np.pi, n_lrgs),
-        psf_fwhm=psf,
-        depth=depth,
+        psf_fwhm=psf[brick],
+        depth=depth[brick],
+        brick=brick,
     )
 
 
-def sample_systems(rows_per_lrg: Sequence[int], rng: np.random.Generator, ra_range: tuple[float, float] = (0.0, 360.0)) -> SystemParams:
-    """Draw LRGs (one per entry of `rows_per_lrg`) and that many independent injections each."""
+def sample_systems(rows_per_lrg: Sequence[int], rng: np.random.Generator, ra_range: tuple[float, float] = (0.0, 360.0),
+                   priors: Priors = PRIORS) -> SystemParams:
+    """Draw LRGs (one per entry of `rows_per_lrg`, its row count) and their injections.
+
+    Per LRG, as the pipeline's configurations are: θ_E on the grid, the source's brightness, size,
+    Sérsic index and axis ratio, the shear's strength. Per injection (min(rows, replicates) of
+    them): the source position and angle, its colours, the lens's axis ratio and angle, the
+    shear's angle.
+    """
     counts = np.asarray(rows_per_lrg, dtype=np.int64)
-    lrg = sample_lrgs(len(counts), rng, ra_range)
-    lrg_index = np.repeat(np.arange(len(counts)), counts)
-    n = int(counts.sum())
-    theta_e = rng.uniform(0.5, 3.0, n)  # flat: every plan bin gets ≥ 10% of the rows
+    n_lrg = len(counts)
+    lrg = sample_lrgs(n_lrg, rng, ra_range, priors)
+    n_inj = np.minimum(counts, priors.replicates)
+    lrg_index = np.repeat(np.arange(n_lrg), n_inj)
+    n = int(n_inj.sum())
+    per_lrg = lambda values: np.asarray(values)[lrg_index]  # noqa: E731
+    theta_e = per_lrg(rng.choice(np.asarray(priors.theta_e_grid, dtype=np.float64), n_lrg))
     # β/θ_E in [0.1, 0.4], uniform in area (p ∝ β); position angle uniform.
     beta = theta_e * np.sqrt(rng.uniform(0.1**2, 0.4**2, n))
     angle = rng.uniform(0.0, 2 * np.pi, n)
     # Mass roughly follows light: the SIE's axis near the LRG's (our choice).
     lens_phi = lrg.phi[lrg_index] + rng.normal(0.0, np.radians(10.0), n)
+    # Shear: strength per LRG (|γ| of two N(0, 0.05) components), angle per injection.
+    shear = per_lrg(np.hypot(rng.normal(0.0, 0.05, n_lrg), rng.normal(0.0, 0.05, n_lrg)))
+    shear_angle = rng.uniform(0.0, np.pi, n)
     return SystemParams(
         lrg=lrg,
         lrg_index=lrg_index,
         theta_e=theta_e,
         lens_q=rng.uniform(0.5, 1.0, n),
         lens_phi=lens_phi,
-        gamma1=rng.normal(0.0, 0.05, n),
-        gamma2=rng.normal(0.0, 0.05, n),
+        gamma1=shear * np.cos(2 * shear_angle),
+        gamma2=shear * np.sin(2 * shear_angle),
         src_x=beta * np.cos(angle),
         src_y=beta * np.sin(angle),
-        src_mag_r=rng.uniform(22.0, 25.0, n),
+        src_mag_r=per_lrg(rng.uniform(*priors.src_mag_r, n_lrg)),
         src_g_r=rng.normal(0.2, 0.2, n),
         src_r_z=rng.normal(0.1, 0.2, n),
-        src_r_eff=rng.uniform(0.15, 0.5, n),
-        src_n=rng.uniform(0.5, 2.0, n),
-        src_q=rng.uniform(0.3, 1.0, n),
+        src_r_eff=per_lrg(rng.uniform(0.15, 0.5, n_lrg)),
+        src_n=per_lrg(rng.uniform(0.5, 2.0, n_lrg)),
+        src_q=per_lrg(rng.uniform(0.3, 1.0, n_lrg)),
         src_phi=rng.uniform(0.0, np.pi, n),
+        lrg_rows=counts,
     )
 
 
@@ -315,8 +427,24 @@ SCHEMA = pa.schema(
         ("psfdepth_r", pa.float64()),
         ("lens_model", pa.string()),
         ("brickname", pa.string()),
+        # As the pipeline writes them: which selection set and replicate a row is, and its cut-out
+        # flag (always 1 here: the twin has no failed cut-outs; tests add them where needed).
+        ("selection_set_id", pa.string()),
+        ("replicate", pa.int32()),
+        ("cutout_ok", pa.int32()),
     ]
 )
+
+
+def brick_quartiles(params: "Iterable[SystemParams]") -> tuple[np.ndarray, np.ndarray]:
+    """The quartile edges of r-band PSF FWHM and depth over the bricks of every split, each brick once."""
+    psf, depth = [], []
+    for p in params:
+        _, first = np.unique(p.lrg.brick, return_index=True)
+        psf.append(p.lrg.psf_fwhm[first, 1])
+        depth.append(p.lrg.depth[first, 1])
+    quartiles = [0.25, 0.5, 0.75]
+    return np.quantile(np.concatenate(psf), quartiles), np.quantile(np.concatenate(depth), quartiles)
 
 
 def quartile_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -324,42 +452,50 @@ def quartile_bins(values: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return np.searchsorted(edges, values, side="right").astype(np.int64)
 
 
-def batch_table(params: SystemParams, rng: np.random.Generator, psf_edges: np.ndarray, depth_edges: np.ndarray) -> pa.Table:
-    """Render a batch and lay it out as rows of the shard schema."""
+def batch_table(params: SystemParams, rng: np.random.Generator, psf_edges: np.ndarray, depth_edges: np.ndarray,
+                replicates: int = PRIORS.replicates) -> pa.Table:
+    """Render a batch's injections and lay them out as rows of the shard schema (rows_layout)."""
     out = render_batch(params, rng)
     li = params.lrg_index
-    stamps = out.ctrl[li] + out.arc  # one vectorised add for the batch (float32, as stored)
+    stamps = out.ctrl[li] + out.arc  # one vectorised add per injection (float32, as stored)
     ctrl_blobs = [encode_blob(c) for c in out.ctrl]
     stamp_blobs = [encode_blob(stamp) for stamp in stamps]
-    psf_r = params.lrg.psf_fwhm[li, 1]
-    depth_r = params.lrg.depth[li, 1]
+    inj, selection, replicate = rows_layout(params, replicates)
+    lrg = li[inj]
+    psf_r = params.lrg.psf_fwhm[lrg, 1]
+    depth_r = params.lrg.depth[lrg, 1]
     bricks = _brickname(params.lrg.ra, params.lrg.dec)
+    snr = out.arc[:, 1].max(axis=(-2, -1)) / out.sky_sigma[li, 1]
+    # Lensed over unlensed flux; the PSF conserves flux, so the r-band arc sum serves.
+    magnification = out.arc[:, 1].sum(axis=(-2, -1), dtype=np.float64) / out.src_flux[:, 1]
     columns = {
-        "stamp_npz": stamp_blobs,
-        "ctrl_stamp_npz": [ctrl_blobs[i] for i in li],
-        "theta_e_arcsec": params.theta_e,
+        "stamp_npz": [stamp_blobs[i] for i in inj],
+        "ctrl_stamp_npz": [ctrl_blobs[i] for i in lrg],
+        "theta_e_arcsec": params.theta_e[inj],
         "psf_bin": quartile_bins(psf_r, psf_edges),
         "depth_bin": quartile_bins(depth_r, depth_edges),
-        "ra": params.lrg.ra[li],
-        "dec": params.lrg.dec[li],
-        "arc_snr": out.arc[:, 1].max(axis=(-2, -1)) / out.sky_sigma[li, 1],
-        "src_reff_arcsec": params.src_r_eff,
+        "ra": params.lrg.ra[lrg],
+        "dec": params.lrg.dec[lrg],
+        "arc_snr": snr[inj],
+        "src_reff_arcsec": params.src_r_eff[inj],
         # Our definition: unlensed source r mag minus host LRG r mag.
-        "src_dmag": params.src_mag_r - params.lrg.mag_r[li],
-        # Lensed over unlensed flux; the PSF conserves flux, so the r-band arc sum serves.
-        "magnification": out.arc[:, 1].sum(axis=(-2, -1), dtype=np.float64) / out.src_flux[:, 1],
+        "src_dmag": (params.src_mag_r - params.lrg.mag_r[li])[inj],
+        "magnification": magnification[inj],
         "psfsize_r": psf_r,
         "psfdepth_r": depth_r,
-        "lens_model": [LENS_MODEL] * len(params),
-        "brickname": [bricks[i] for i in li],
+        "lens_model": [LENS_MODEL] * len(inj),
+        "brickname": [bricks[i] for i in lrg],
+        "selection_set_id": [f"set{k}" for k in selection],
+        "replicate": replicate.astype(np.int32),
+        "cutout_ok": np.ones(len(inj), np.int32),
     }
     return pa.table(columns, schema=SCHEMA)
 
 
 PARQUET_OPTIONS = dict(
-    # Dictionary-encoding the control blob stores each LRG's control once, not ~12x: an LRG's
-    # rows are all in one batch, so in one row group.
-    use_dictionary=["ctrl_stamp_npz", "lens_model", "brickname"],
+    # Dictionary-encoding the blobs stores each LRG's control once, not ~12x, and each injection
+    # once, not once per selection set: an LRG's rows are all in one batch, so in one row group.
+    use_dictionary=["stamp_npz", "ctrl_stamp_npz", "lens_model", "brickname", "selection_set_id"],
     dictionary_pagesize_limit=256 << 20,
     compression="none",  # the blobs are deflated already; the rest is small
 )
@@ -378,8 +514,14 @@ def render_shard(path: Path, params: SystemParams, seeds: Sequence[np.random.See
             batch = params.take_lrgs(start, start + lrgs_per_batch)
             table = batch_table(batch, np.random.default_rng(seed), psf_edges, depth_edges)
             writer.write_table(table)
-            snr.append(table.column("arc_snr").to_numpy())
+            snr.append(_injection_snr(table))
     return np.concatenate(snr)
+
+
+def _injection_snr(table: pa.Table) -> np.ndarray:
+    """arc_snr once per injection (selection set 0 of each LRG), not once per repeated row."""
+    first_set = np.asarray(table.column("selection_set_id").to_pylist()) == "set0"
+    return table.column("arc_snr").to_numpy()[first_set]
 
 
 # ---------------------------------------------------------------------------
@@ -522,9 +664,9 @@ def write_dataset(
         split: sample_systems(allocate_rows(rows[split], rows_per_lrg), np.random.default_rng(seeds[split][0]), SPLIT_RA[split])
         for split in SPLITS
     }
-    # psf_bin / depth_bin: quartiles over the whole generated population, as over the real one.
-    psf_edges = np.quantile(np.concatenate([p.lrg.psf_fwhm[p.lrg_index, 1] for p in params.values()]), [0.25, 0.5, 0.75])
-    depth_edges = np.quantile(np.concatenate([p.lrg.depth[p.lrg_index, 1] for p in params.values()]), [0.25, 0.5, 0.75])
+    # psf_bin / depth_bin: quartiles of the sky bricks (each brick once), as the pipeline bins
+    # them, not of the rows: a brick with many LRGs does not move the edges.
+    psf_edges, depth_edges = brick_quartiles(params.values())
 
     tmp = out.parent / f".{out.name}.partial-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -542,7 +684,7 @@ def write_dataset(
             for task, shard_snr in _run_in_order(pool, tasks, tmp, jobs, lrgs_per_batch, psf_edges, depth_edges):
                 shards[task.split].append(task.name)
                 snr.append(shard_snr)
-                done[task.split] += len(task.params)
+                done[task.split] += int(task.params.rows_per_lrg.sum())
                 report(task.split, done[task.split], rows[task.split], sum(done.values()), total)
         summary = _summary(out, seed, scale, params, shards, np.concatenate(snr), psf_edges, depth_edges, started)
         # The marker goes last and atomically: its presence means every shard is in place.
@@ -636,7 +778,7 @@ def _shard_tasks(params: Mapping[str, SystemParams], batch_seeds: Mapping[str, n
     """
     tasks = []
     for split in SPLITS:
-        counts = np.bincount(params[split].lrg_index, minlength=len(params[split].lrg))
+        counts = params[split].rows_per_lrg
         ranges = plan_shards(counts, shard_rows)
         n_batches = [-(-(stop - start) // lrgs_per_batch) for start, stop in ranges]
         children = batch_seeds[split].spawn(sum(n_batches))
@@ -690,11 +832,12 @@ def _summary(
         root=str(out),
         seed=seed,
         scale=scale,
-        rows={s: len(p) for s, p in params.items()},
+        rows={s: int(p.rows_per_lrg.sum()) for s, p in params.items()},
         lrgs={s: len(p.lrg) for s, p in params.items()},
         shards=shards,
         theta_e_bins=list(THETA_E_BINS),
-        theta_e_counts={s: np.histogram(p.theta_e, bins=THETA_E_BINS)[0].tolist() for s, p in params.items()},
+        theta_e_counts={s: np.histogram(p.theta_e[rows_layout(p, PRIORS.replicates)[0]], bins=THETA_E_BINS)[0].tolist()
+                        for s, p in params.items()},
         median_arc_snr=float(np.median(snr)),
         psf_edges=psf_edges.tolist(),
         depth_edges=depth_edges.tolist(),

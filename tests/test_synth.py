@@ -77,7 +77,9 @@ def test_blobs_are_npz_images_with_the_lrg_on_the_centre_pixel(dataset) -> None:
         assert arc[1].sum() > 0
 
 
-def test_an_lrg_shares_one_control_and_its_rows_differ(dataset) -> None:
+def test_an_lrg_is_shaped_like_the_real_data(dataset) -> None:
+    # As the origin pipeline writes an LRG (its fixture shows it): one control, one θ_E on the grid,
+    # two replicate injections each repeated byte for byte once per selection set.
     root, _ = dataset
     df = _split(root, "train")
     key = list(zip(df["ra"].round(6), df["dec"].round(6)))
@@ -86,9 +88,31 @@ def test_an_lrg_shares_one_control_and_its_rows_differ(dataset) -> None:
     assert groups.ngroups == 6 and groups.size().eq(5).all()
     for _, g in groups:
         assert g["ctrl_stamp_npz"].nunique() == 1
-        assert g["stamp_npz"].nunique() == len(g)
-        assert g["theta_e_arcsec"].nunique() == len(g)
-        assert g[["psfsize_r", "psfdepth_r", "brickname"]].nunique().eq(1).all()
+        assert g["theta_e_arcsec"].nunique() == 1 and g["theta_e_arcsec"].iloc[0] in S.PRIORS.theta_e_grid
+        assert g["stamp_npz"].nunique() == 2 == g["replicate"].nunique()
+        assert g.groupby("replicate")["stamp_npz"].nunique().eq(1).all()      # a replicate is one image
+        assert g.groupby("selection_set_id")["replicate"].apply(sorted).map(tuple).isin([(0, 1), (0,)]).all()
+        assert g[["psfsize_r", "psfdepth_r", "brickname", "src_reff_arcsec"]].nunique().eq(1).all()
+        assert (g["cutout_ok"] == 1).all()
+
+
+def test_psf_and_depth_belong_to_the_brick_and_are_binned_by_quartiles_of_bricks() -> None:
+    params = {split: S.sample_systems([12] * n, np.random.default_rng(k), S.SPLIT_RA[split])
+              for k, (split, n) in enumerate({"train": 300, "val": 200, "test": 200}.items())}
+    psf_edges, depth_edges = S.brick_quartiles(params.values())
+    bricks = []
+    for p in params.values():
+        lrg = p.lrg
+        assert 5 <= len(lrg) / (lrg.brick.max() + 1) <= 11                   # ~8 LRGs a brick
+        for b in np.unique(lrg.brick):                                        # one coadd per brick
+            assert len(np.unique(lrg.psf_fwhm[lrg.brick == b], axis=0)) == 1
+        _, first = np.unique(lrg.brick, return_index=True)
+        bricks.append(lrg.psf_fwhm[first, 1])
+        names = set(S._brickname(lrg.ra, lrg.dec))
+        assert len(names) == lrg.brick.max() + 1                              # an LRG lies in its brick
+    # Each quartile bin holds a quarter of the bricks, whatever their LRG counts.
+    per_bin = np.bincount(S.quartile_bins(np.concatenate(bricks), psf_edges), minlength=4)
+    assert np.all(np.abs(per_bin - per_bin.mean()) <= 1)
 
 
 def test_splits_are_disjoint_regions_of_sky(dataset) -> None:
@@ -176,10 +200,12 @@ def test_rows_per_lrg_are_about_twelve() -> None:
 # Physics of the population
 
 
-def test_theta_e_fills_every_plan_bin() -> None:
+def test_theta_e_takes_the_pipelines_grid_and_fills_every_plan_bin() -> None:
     p = S.sample_systems([12] * 500, np.random.default_rng(0))
+    assert set(np.unique(p.theta_e)) == set(S.PRIORS.theta_e_grid)
     counts, _ = np.histogram(p.theta_e, bins=S.THETA_E_BINS)
     assert counts.sum() == len(p) and (counts > 0.08 * len(p)).all()
+    assert set(p.theta_e[p.theta_e >= 2.5]) == {2.5}            # the last bin holds 2.5 only, as in the data
     beta = np.hypot(p.src_x, p.src_y) / p.theta_e
     assert beta.min() >= 0.1 and beta.max() <= 0.4
 
@@ -213,9 +239,9 @@ def test_control_noise_matches_the_depth() -> None:
 
 @pytest.fixture(scope="module")
 def twin_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """48 LRGs x 4 injections, cropped to the engine's 63 px: (controls, stamps, LRG index)."""
+    """96 LRGs x 2 injections, cropped to the engine's 63 px: (controls, stamps, LRG index)."""
     rng = np.random.default_rng(11)
-    p = S.sample_systems([4] * 48, rng)
+    p = S.sample_systems([4] * 96, rng)
     out = S.render_batch(p, rng)
     ctrl = out.ctrl[:, :, 1:, 1:][p.lrg_index]
     return ctrl, ctrl + out.arc[:, :, 1:, 1:], p.lrg_index
