@@ -115,6 +115,8 @@ class _Task:
 def plan_tasks(root: Path, entries: pd.DataFrame, target: int = TASK_ENTRIES) -> list[_Task]:
     """The split's entries cut into tasks: each shard's run of entries, split at row-group bounds
     into pieces of at least `target` entries where the shard has several row groups."""
+    if not len(entries):
+        return []
     shard = entries["shard"].astype(str).to_numpy()
     rows, blobs = entries["row"].to_numpy(np.int64), entries["blob"].astype(str).to_numpy()
     bounds = np.flatnonzero(np.r_[True, shard[1:] != shard[:-1], True])

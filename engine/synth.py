@@ -60,6 +60,9 @@ LRG_LEVELS = ((1.5, 4), (0.3, 12), (0.06, 36))
 # The 64-px kernels reach 32 px from their peak, so 64 + 32 px of padding make the LRG's
 # convolution linear (no light wraps around the stamp).
 LRG_FFT_SIZE = 96
+# The twin's shape; 2: θ_E on the grid per LRG, replicate rows per selection set, bricks. A dataset
+# made by an earlier layout still loads; --if-missing says it is older.
+LAYOUT = 2
 BYTES_PER_ROW = 100_000  # a stamp and a control blob, ~47 kB each: the disk-space check
 
 
@@ -547,6 +550,7 @@ class DatasetSummary:
     reused: bool = False
     engine_version: str = ""
     blob_codec: str = ""  # engine.shards.CODECS: how the NPZ members were deflated
+    layout: int = 1       # LAYOUT of the twin that made it (markers before layout 2 have none)
 
     def to_json(self) -> str:
         """The marker file's text."""
@@ -844,6 +848,7 @@ def _summary(
         seconds=round(time.monotonic() - started, 3),
         engine_version=getattr(engine, "ENGINE_VERSION", ""),
         blob_codec=BLOB_CODEC,
+        layout=LAYOUT,
     )
 
 
@@ -926,6 +931,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 note = ""
                 if (found.scale, found.seed) != (args.scale, args.seed):
                     note = f" (made with scale {found.scale}, seed {found.seed}; asked scale {args.scale}, seed {args.seed}; delete it to remake)"
+                elif found.layout != LAYOUT:
+                    note = (f" (made by an earlier twin, layout {found.layout}: θ_E drawn per row, no replicate rows or "
+                            f"bricks; delete it to remake it in layout {LAYOUT})")
                 print(f"synth: reusing the complete dataset at {args.out}{note}")
                 return 0
         args.jobs = default_jobs() if args.jobs is None else args.jobs

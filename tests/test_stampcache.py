@@ -230,6 +230,7 @@ def test_a_large_shard_is_cut_into_tasks_of_whole_row_groups(tmp_path):
     assert [t.first for t in tasks] == [0, 20, 40, 60, 80]    # 12 entries reach into a 2nd row group of 10
     assert all(len(t.row_groups) == 2 for t in tasks) and tasks[1].row_groups == (2, 3)
     assert np.array_equal(np.concatenate([t.rows for t in tasks]), rows)
+    assert stampcache.plan_tasks(tmp_path, entries.iloc[:0]) == []   # a split whose every row was bad
     whole = np.concatenate([c.images for c in shards.iter_decoded(path, rows, entries["blob"].to_numpy(),
                                                                  shard_name="s")])
     parts = np.concatenate([c.images for t in tasks for c in shards.iter_decoded(

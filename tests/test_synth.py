@@ -289,6 +289,12 @@ def test_cli_writes_then_reuses_with_if_missing(tmp_path: Path, capsys: pytest.C
     assert "reusing" in capsys.readouterr().out
     assert marker.stat().st_mtime_ns == stamp
     assert not list(tmp_path.glob(".demo.*"))
+    # A dataset made by the earlier twin (no layout in its marker) is reused, and said to be older.
+    old = json.loads(marker.read_text())
+    del old["layout"]
+    marker.write_text(json.dumps(old))
+    assert S.main(["--out", str(out), "--scale", "1e-6", "--seed", "3", "--if-missing"]) == 0
+    assert f"earlier twin, layout 1" in capsys.readouterr().out
 
 
 def test_cli_uses_every_available_cpu_by_default(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
