@@ -8,12 +8,18 @@ decode, preprocess (residual), write float16. `jobs = 1` runs in this process; `
 starts N worker processes (their start-up is in the time). The two caches must be
 byte-identical, or the benchmark fails.
 
+Also measured: the CPU seconds each build used (this process and its reaped workers) and so
+the cores it actually got (CPU seconds / wall seconds). On a machine others load, the wall
+speed-up is bounded by the cores the build is given; images per CPU second says whether the
+parallel path costs extra work, whatever the load.
+
     .venv/bin/python -m bench.bench_stampcache [--quick] [--copies 16] [--json FILE]
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import shutil
 import sys
 import time
@@ -52,6 +58,12 @@ def scaled_copy(fixture: Path, dest: Path, copies: int) -> Path:
     return dest
 
 
+def _cpu_seconds() -> float:
+    """User + system CPU of this process and of its children that have ended (the build's workers)."""
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     p = parser(__doc__.split("\n")[0])
     p.add_argument("--copies", type=int, default=None, help=f"links of each shard per split (default {COPIES}; "
@@ -69,34 +81,42 @@ def main(argv: Sequence[str] | None = None) -> int:
     progress(f"stampcache: {len(entries):,} entries (paired train view of the fixture x{copies}), "
              f"{entries['shard'].nunique()} shards")
     table = report.table(f"Cold stamp-cache build, paired train view, residual ({len(entries):,} images)",
-                         ["jobs", "seconds", "images/s", "speed-up"])
+                         ["jobs", "seconds", "images/s", "speed-up", "CPU s", "images / CPU s", "cores got"])
     results = {}
     for n in (1, jobs):
         if n in results:
             continue
         progress(f"stampcache: building with jobs={n}")
+        cpu_before = _cpu_seconds()
         started = time.perf_counter()
         sc = stampcache.load_or_build(root, entries, cache_root=work / f"jobs{n}", name="train", key="bench",
                                       preprocessing="residual", jobs=n, parallel_min_entries=0)
         seconds = time.perf_counter() - started
+        cpu = _cpu_seconds() - cpu_before
         if len(sc.images) != len(entries) or sc.bad_rows:
             raise SystemExit(f"the build kept {len(sc.images)} of {len(entries)} images ({len(sc.bad_rows)} bad)")
-        results[n] = (seconds, sc)
+        results[n] = (seconds, sc, cpu)
     one, many = results[1][0], results[jobs][0]
     same = (results[1][1].directory / "images.f16").read_bytes() == (results[jobs][1].directory / "images.f16").read_bytes()
     if not same:
         raise SystemExit("the parallel build's images differ from the one-core build's")
-    for n, (seconds, _) in results.items():
-        table.add(n, seconds, len(entries) / seconds, ratio(one, seconds))
+    for n, (seconds, _, cpu) in results.items():
+        table.add(n, seconds, len(entries) / seconds, ratio(one, seconds), cpu, len(entries) / cpu, cpu / seconds)
     speedup = ratio(one, many)
     per_core = len(entries) / one
+    cpu_one, cpu_many = results[1][2], results[jobs][2]
     report.values.update(entries=len(entries), copies=copies, jobs=jobs, one_core_s=one, all_cores_s=many,
-                         speedup=speedup, images_per_s_one_core=per_core, identical=same)
+                         speedup=speedup, images_per_s_one_core=per_core, identical=same,
+                         cpu_s_one_core=cpu_one, cpu_s_all_cores=cpu_many,
+                         cores_got_one=cpu_one / one, cores_got_all=cpu_many / many)
+    report.note(f"CPU per image, all workers against one: {cpu_many / cpu_one:.2f}x (worker start-up included); "
+                f"the parallel build got {cpu_many / many:.2f} cores of the {jobs} it asked for")
     report.note(f"identical bytes from 1 and {jobs} workers: {same}")
-    report.note(f"the real data's ~{FULL_DATA_IMAGES:,} images at this one-core rate: "
-                f"{FULL_DATA_IMAGES / per_core / 60:.0f} min on one core, ~{FULL_DATA_IMAGES / per_core / 60 / GPU_HOST_CORES:.1f}"
-                f" min on a {GPU_HOST_CORES}-core GPU host if the scaling measured here holds "
-                f"({speedup:.2f}x on {jobs} here)")
+    per_cpu_s = len(entries) / cpu_many
+    report.note(f"the real data's ~{FULL_DATA_IMAGES:,} images: {FULL_DATA_IMAGES / per_core / 60:.0f} min at this "
+                f"one-core wall rate; {FULL_DATA_IMAGES / per_cpu_s / 60:.0f} CPU-minutes at the parallel build's "
+                f"images per CPU second, so ~{FULL_DATA_IMAGES / per_cpu_s / 60 / GPU_HOST_CORES:.1f} min on an idle "
+                f"{GPU_HOST_CORES}-core GPU host, if the disk keeps up (not measured there)")
     report.goal(f"speed-up with {jobs} workers (75% of linear)", speedup, 0.75 * jobs)
     report.finish(args.json)
     if not args.quick:

@@ -29,13 +29,11 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator
+from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
-import pandas as pd
 
 from engine import shards
-from engine.manifest import build_dir_once
 from engine.preprocess import PREPROCESS_VERSION, PREPROCESSINGS, preprocess
 from engine.shards import BadRow
 
@@ -46,6 +44,9 @@ INFO_FILE = "info.json"
 IMAGE_SHAPE = (3, shards.CROP_SIZE, shards.CROP_SIZE)
 META_COLUMNS = {"label": np.uint8, "theta_e": np.float32, "lrg_id": np.int64,
                 "psf_bin": np.int8, "depth_bin": np.int8}
+if TYPE_CHECKING:   # not imported at run time: the build's workers import this module, and need neither
+    import pandas as pd
+
 IMAGE_BYTES = 2 * int(np.prod(IMAGE_SHAPE))
 TASK_ENTRIES = 1024        # a task is at least this many entries (or one row group), when a shard has more
 PARALLEL_MIN_ENTRIES = 2048   # below this a build runs in this process: starting workers costs ~1 s
@@ -94,6 +95,8 @@ def load_or_build(data_root: str | Path, entries: pd.DataFrame, *, cache_root: s
     """
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}; expected one of {', '.join(PREPROCESSINGS)}")
+    from engine.manifest import build_dir_once   # here, not at the top: workers import this module (pandas-free)
+
     final = Path(cache_root) / f"{name}-{key}"
     jobs = default_jobs() if jobs is None else jobs
     built = build_dir_once(final, lambda tmp: _build(tmp, Path(data_root), entries, preprocessing, chunk_rows, key,

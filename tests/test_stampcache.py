@@ -265,3 +265,10 @@ def test_build_workers_do_not_import_the_command_that_started_them(root, tmp_pat
     assert done.returncode == 0, done.stderr
     jobs, pid = done.stdout.split()
     assert jobs == "2" and marker.read_text().split() == [pid]
+
+
+def test_the_module_build_workers_import_leaves_pandas_out():
+    # Each worker imports engine.stampcache to run its tasks; pandas would add ~0.3 s of CPU to each.
+    done = subprocess.run([sys.executable, "-c", "import sys, engine.stampcache; print('pandas' in sys.modules)"],
+                          cwd=ROOT, capture_output=True, text=True, timeout=60)
+    assert done.stdout.strip() == "False", done.stderr
