@@ -113,9 +113,11 @@ def import_unpaired(path: str | Path, data_root: str | Path, index_rows: pd.Data
         raise ManifestError(f"the origin manifest {path} does not match the shards of {data_root}: "
                            + "; ".join(problems[:MAX_LISTED]) + more)
     _check_disjoint(found, path)
+    # The index's dtypes again (a left merge with misses made them float).
     entries = found.assign(
-        lrg_id=lrg, label=found["label"].astype(np.uint8),
-        blob=pd.Categorical(found["blob"], categories=["ctrl", "stamp"]))
+        lrg_id=lrg, label=found["label"].astype(np.uint8), row=found["row"].astype(index_rows["row"].dtype),
+        theta_e=found["theta_e"].astype(np.float32), psf_bin=found["psf_bin"].astype(np.int8),
+        depth_bin=found["depth_bin"].astype(np.int8), blob=pd.Categorical(found["blob"], categories=["ctrl", "stamp"]))
     rows = {s: int(np.count_nonzero(entries["split"].astype(str) == s)) for s in shards.SPLITS}
     info = {"source": str(path.resolve()), "format": fmt, "rows": rows, "dropped": dropped,
             "origin_metadata": _metadata(path) if fmt == "v2" else None}

@@ -169,6 +169,8 @@ def test_the_origins_v2_manifest_imports_onto_a_data_root_with_another_path(data
         assert _keys(view[view["split"] == split]) == _keys(_origin_rows(split).rename(columns={"_row_idx": "row"}))
     # θ_E, bins and LRG come from the shard row (the origin stores NaN θ_E for its non-lenses).
     assert view["theta_e"].notna().all() and set(view["theta_e"]) <= {0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5}
+    own = ms.entries("paired", "full")
+    assert [str(view[c].dtype) for c in view.columns] == [str(own[c].dtype) for c in own.columns]
     assert ms.summary["views"]["unpaired-full"]["repeats"] == {"train": 62, "val": 20, "test": 38}
 
 
@@ -276,7 +278,7 @@ def _config(tmp_path: Path, *, data_root: Path, edits: dict[str, str], manifest:
             cache_dir: Path | None = None) -> Path:
     text = (ROOT / "experiments.toml").read_text()
     for key, value in edits.items():
-        text, n = re.subn(rf"(?m)^{key} = \S+", f"{key} = {value}", text)
+        text, n = re.subn(rf"(?m)^{key} = .*$", f"{key} = {value}", text)
         assert n == 1, key
     text += (f'\n[datasets.origin]\nkind = "shards"\nroot = "{data_root}"\n'
              + (f'unpaired_manifest = "{manifest}"\n' if manifest else "")
@@ -391,3 +393,23 @@ def test_the_origin_manifest_trains_b1_on_exactly_its_rows(data, tmp_path):
         assert _keys(used) == _keys(_origin_rows(split).rename(columns={"_row_idx": "row"})), split
     assert json.loads((run_dir / "metrics.json").read_text())["status"] == "done"
     assert "unpaired view imported" in (run_dir / "stdout.log").read_text()
+
+
+def test_training_reads_the_sample_the_configs_strata_and_method_make(data, tmp_path):
+    # engine.train's data settings come from the config: its strata and unpaired method pick the manifest.
+    import torch
+
+    from engine.evaluate import load_device_split
+    from engine.train import make_plan
+
+    config = _config(tmp_path, data_root=data, cache_dir=tmp_path / "cache",
+                     edits={**TINY, "sample_fraction": 0.5, "stratify": '["label", "psf_bin"]',
+                            "unpaired_method": '"per_cell"'})
+    plan = make_plan(["--experiment", "B1", "--config", str(config), "--host", "fixture", "--device", "cpu"])
+    assert plan.data_settings.strata == ("label", "psf_bin") and plan.data_settings.unpaired_method == "per_cell"
+    split = load_device_split(plan.config, plan.experiment, plan.data_root, "train", torch.device("cpu"),
+                              settings=plan.data_settings)
+    summary = json.loads((Path(split.info["manifest"]).parent / "summary.json").read_text())
+    assert summary["strata"] == ["label", "psf_bin"] and summary["sample_fraction"] == 0.5
+    assert split.info["unpaired_method"] == "per_cell" and split.info["cache_dir"] == str(tmp_path / "cache")
+    assert split.positives == len(split) - split.positives        # per_cell: exactly 50/50
