@@ -30,6 +30,7 @@ STEMS = ("stock", "cifar")
 TRANSPORTS = ("local", "ssh")
 DATASET_KINDS = ("shards", "synthetic")
 VERDICTS = ("PASS", "WARN", "FAIL")
+CORE_GATE_READINGS = ("masked", "unmasked")
 
 
 class ConfigError(ValueError):
@@ -157,6 +158,19 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class DecisionConfig:
+    """How the §6 verdicts and the §10 tree read the plan where it can be read two ways.
+
+    `variant_core_gate`: for an experiment that masks the core during training, the core gate
+    its verdict and the masking sub-tree read: "masked" (the probe on val images masked at the
+    experiment's radius, the published "+R7" row's definition; the default) or "unmasked" (the
+    probe on the data as stored, which B1-B4 share). docs/DECISIONS.md says why.
+    """
+
+    variant_core_gate: str = "masked"
+
+
+@dataclass(frozen=True)
 class MaskStep:
     """From `from_epoch` on (0-based), mask radius `radius` px with probability `p`."""
 
@@ -259,6 +273,7 @@ class Config:
     experiments: Mapping[str, Experiment] = field(repr=False)
     datasets: Mapping[str, Dataset] = field(repr=False)
     hosts: Mapping[str, Host] = field(repr=False)
+    decision: DecisionConfig = DecisionConfig()
 
     def experiment(self, exp_id: str, base: str | None = None) -> Experiment:
         """The experiment `exp_id`; `base` re-points a Phase-4 run at another config."""
@@ -335,6 +350,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         metrics=_metrics(root.table("metrics")),
         thresholds=_thresholds(root.table("thresholds")),
         targets=_targets(root.table("targets")),
+        decision=_decision(root.table("decision")) if "decision" in root.data else DecisionConfig(),
         experiments=MappingProxyType(_experiments(root.table("experiments"))),
         datasets=MappingProxyType(_datasets(root.table("datasets"))),
         hosts=MappingProxyType({}),
@@ -345,6 +361,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
 
 
 TOP_LEVEL_TABLES = frozenset({"plan", "training", "augmentation", "sampling", "metrics", "thresholds", "targets",
+                              "decision",
                               "experiments", "datasets", "hosts"})
 
 
@@ -596,6 +613,13 @@ def _thresholds(t: _Table) -> Thresholds:
 def _targets(t: _Table) -> Targets:
     cfg = Targets(val_auroc=t.float("val_auroc", minimum=0.0, maximum=1.0),
                   test_auroc=t.float("test_auroc", minimum=0.0, maximum=1.0))
+    t.done()
+    return cfg
+
+
+def _decision(t: _Table) -> DecisionConfig:
+    cfg = DecisionConfig(variant_core_gate=t.str("variant_core_gate", default="masked",
+                                                 choices=CORE_GATE_READINGS))
     t.done()
     return cfg
 

@@ -101,21 +101,27 @@ def test_final_value_wins_over_gates_and_source_says_which():
     assert verdict(done, "radial_lr_auc")["verdict"] == "FAIL"
 
 
-def test_theta_e_uses_test_bins_when_present_else_the_latest_gate_and_names_excluded_bins():
+def test_theta_e_uses_best_pt_val_bins_else_the_latest_gate_never_test_and_names_excluded_bins():
     gates = [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.60, 0.9, 0.9, 0.9, 0.9, 0.9])},
              {"after_epochs": 10, "val_auroc_by_thetae": bins([None, 0.85, 0.9, 0.92, 0.93, None],
                                                               counts=[12, 400, 400, 400, 400, 30])}]
     v = verdict({"gates": gates}, "thetae_min_bin_auroc")
     assert v["value"] == 0.85 and v["verdict"] == "PASS"
     assert v["source"] == "gates[after_epochs=10].val_auroc_by_thetae"
+    assert "not best.pt" in v["note"]
     assert "[0.50, 0.75): 12 positives < 50" in v["note"] and "[2.50, 3.00): 30 positives < 50" in v["note"]
     assert verdict({"gates": gates}, "thetae_max_spread")["value"] == pytest.approx(0.08)
 
-    with_test = {"gates": gates, "test_auroc_by_thetae": bins([0.75, 0.9, 0.9, 0.9, 0.9, 0.95])}
-    v = verdict(with_test, "thetae_min_bin_auroc")
-    assert (v["value"], v["verdict"], v["source"]) == (0.75, "WARN", "test_auroc_by_thetae")
-    assert "test set" in v["note"]
-    assert thetae_summary(with_test, "val").min_auroc == 0.85  # a caller can still ask for val
+    # The test bins are held out: however bad, no verdict reads them.
+    with_test = {"gates": gates, "test_auroc_by_thetae": bins([0.55, 0.9, 0.9, 0.9, 0.9, 0.95])}
+    assert verdict(with_test, "thetae_min_bin_auroc") == verdict({"gates": gates}, "thetae_min_bin_auroc")
+    assert thetae_summary(with_test, "test").min_auroc == 0.55  # the report's held-out table asks by name
+
+    # best.pt's own val table, written at the end of training, is what §6.3 reads.
+    final = {**with_test, "final_val_auroc_by_thetae": bins([0.78, 0.9, 0.9, 0.9, 0.9, 0.95])}
+    v = verdict(final, "thetae_min_bin_auroc")
+    assert (v["value"], v["verdict"], v["source"]) == (0.78, "WARN", "final_val_auroc_by_thetae")
+    assert "best.pt" in v["note"]
 
 
 def test_a_spread_needs_two_bins_with_an_auroc():
@@ -158,5 +164,8 @@ def test_verdicts_survive_the_metrics_file(tmp_path):
     rundir.atomic_write_json(tmp_path / "metrics.json", m)
     back = json.loads((tmp_path / "metrics.json").read_text())["verdicts"]
     assert back["core_lr_auc"] == {"verdict": "WARN", "value": 0.61, "rule": m["verdicts"]["core_lr_auc"]["rule"],
-                                   "source": "final_core_lr_auc", "note": None}
+                                   "source": "final_core_lr_auc", "note": None, "reading": "unmasked",
+                                   "mask_radius": None, "ungrouped_value": None,
+                                   "ungrouped_source": "final_core_lr_auc_ungrouped", "raw_robust_value": None,
+                                   "raw_robust_source": None, "uninformative": None}
     assert back["core_lr_auc"]["rule"] == "PASS < 0.60, WARN 0.60–0.65, FAIL > 0.65 (§6.1)"
