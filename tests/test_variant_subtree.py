@@ -123,3 +123,37 @@ def test_a_variant_whose_val_numbers_pass_is_chosen_though_its_test_numbers_woul
     assert verdicts["test_auroc"]["verdict"] == "FAIL" and "held out" in verdicts["test_auroc"]["rule"]
     d = decide(runs, CONFIG)
     assert d.branch == "use_b3" and d.base == "B3"
+
+
+def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_path):
+    from engine import rundir
+    from engine.report import collect_runs, write_report
+
+    runs = results(5, ("arcs", EARLY), ("arcs", LATE), ("arcs", EARLY))
+    runs["B2"]["test_auroc"] = 0.61          # held out: shown, and it must not matter
+    root = tmp_path / "runs"
+    for exp, m in runs.items():
+        d = rundir.run_dir(root, exp)
+        d.mkdir(parents=True)
+        m["updated_at"] = "2026-02-07T10:00:00+0000"
+        rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
+        rundir.write_run_info(d, {"experiment": exp, "host": "lambda", "status": "done"})
+    files = write_report(collect_runs([root], CONFIG), CONFIG, tmp_path / "planb", plots=False)
+    md = files.markdown.read_text()
+    assert files.decision.branch == "use_b2"
+    probes = md.split("## Shortcut probes side by side")[1].split("\n## ")[0]
+    b1_core, b2_masked = runs["B1"]["final_core_lr_auc"], runs["B2"]["final_masked_core_lr_auc"]
+    b2_row = next(line for line in probes.splitlines() if line.startswith("| B2 |"))
+    # Judged (masked at R=5), unmasked (B1's), masked, ungrouped: side by side, labelled.
+    assert f"{b2_masked:.3f} (PASS, masked at R=5)" in b2_row and f"| {b1_core:.3f} |" in b2_row
+    assert f"{runs['B2']['final_core_lr_auc_ungrouped']:.3f}" in b2_row
+    assert "Core, ungrouped (published method)" in probes
+    assert "The radial gate cannot fail on residual inputs" in probes
+    selection = md.split("## What the decision reads")[1].split("\n## ")[0]
+    assert "Test AUROC (held out)" in selection and "0.610 (FAIL)" in selection
+    # The decision follows from the printed val numbers: B2's masked gate PASSes, B3's (R=3) FAILs.
+    b3_masked = runs["B3"]["final_masked_core_lr_auc"]
+    assert f"{b3_masked:.3f} (FAIL, masked at R=3)" in probes
+    assert "B3 does not pass (core_lr_auc FAIL (" in files.decision.reason
+    assert "masked at R=3)" in files.decision.reason
+    assert "- Read: validation numbers only" in md
