@@ -348,6 +348,35 @@ def format_counts(title: str, counts: dict[str, dict[str, int]]) -> str:
     return "\n".join(lines)
 
 
+def distinct_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{split: {positive, negative}}: how many distinct images a view's rows hold (its effective size).
+
+    From the index alone: a lens row's stamp is its own injection (one image per shard row),
+    and all rows of one LRG carry byte-identical control blobs (the real pipeline and the
+    synthetic twin both; docs/DATA.md), so a control is one image per LRG. Runs record the
+    same count measured on the image bytes (metrics.json `effective_sample`).
+    """
+    out = {}
+    for split in shards.SPLITS:
+        v = view[view["split"] == split]
+        stamps, ctrls = v[v["blob"] == "stamp"], v[v["blob"] == "ctrl"]
+        out[split] = {"positive": int(len(stamps.drop_duplicates(["shard", "row"]))),
+                      "negative": int(ctrls["lrg_id"].nunique())}
+    return out
+
+
+def format_counts_distinct(title: str, counts: dict[str, dict[str, int]],
+                           distinct: dict[str, dict[str, int]]) -> str:
+    """The plan-§2 table with each label's distinct images beside its row count."""
+    lines = [title, "| Split | Total | Positive (distinct) | Negative (distinct) |",
+             "|-------|-------|---------------------|---------------------|"]
+    for split, c in counts.items():
+        d = distinct.get(split, {})
+        lines.append(f"| {split.capitalize()} | {c['total']:,} | {c['positive']:,} ({d.get('positive', 0):,}) | "
+                     f"{c['negative']:,} ({d.get('negative', 0):,}) |")
+    return "\n".join(lines)
+
+
 def strata_shares(full: pd.DataFrame, sample: pd.DataFrame, keys: Sequence[str]) -> dict:
     """Each stratum's share (percent) in the sample next to the full set, per split.
 
@@ -559,15 +588,17 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
 
 
 def report(ms: ManifestSet) -> str:
-    """Everything the CLI prints: the §2 tables per view, shortfalls, bad rows and strata shares."""
+    """Everything the CLI prints: the §2 tables per view (rows, and distinct images beside them),
+    shortfalls, bad rows and strata shares."""
     s = ms.summary
     parts = [f"manifests: {ms.directory} ({'built in %.1f s' % s['build_seconds'] if ms.built else 'cached'}; "
              f"seed {s['seed']}, sample fraction {s['sample_fraction']:g})"]
     for mode in MODES:
         for sample in ("full", "10pct"):
             name = "full dataset" if sample == "full" else f"{100 * s['sample_fraction']:g}% sample"
-            parts.append(format_counts(f"\n{mode}, {name} ({ms.path(mode, sample).name})",
-                                       s["views"][f"{mode}-{sample}"]["counts"]))
+            parts.append(format_counts_distinct(f"\n{mode}, {name} ({ms.path(mode, sample).name})",
+                                                s["views"][f"{mode}-{sample}"]["counts"],
+                                                distinct_counts(ms.entries(mode, sample))))
     if s["shortfalls"]:
         parts.append("\nunpaired cells short of negatives:\n" + "\n".join(
             "  " + Shortfall(**x).describe() for x in s["shortfalls"]))
