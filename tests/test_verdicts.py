@@ -169,3 +169,67 @@ def test_verdicts_survive_the_metrics_file(tmp_path):
                                    "ungrouped_source": "final_core_lr_auc_ungrouped", "raw_robust_value": None,
                                    "raw_robust_source": None, "uninformative": None}
     assert back["core_lr_auc"]["rule"] == "PASS < 0.60, WARN 0.60–0.65, FAIL > 0.65 (§6.1)"
+
+
+# ---------------------------------------------------------------------------
+# What the gate verdicts read (issue 14)
+
+MASKED_RUN = {"final_gate_n_samples": 10000, "final_core_lr_auc": 0.71, "final_core_lr_auc_ungrouped": 0.83,
+              "final_radial_lr_auc": 0.50, "final_mask_radius": 3, "final_masked_core_lr_auc": 0.56,
+              "final_masked_core_lr_auc_ungrouped": 0.68, "final_raw_robust_core_lr_auc": 0.86}
+
+
+def test_a_masking_run_is_judged_on_its_masked_probe_with_the_unmasked_one_beside_it():
+    v = verdict(MASKED_RUN, "core_lr_auc")
+    assert (v["value"], v["verdict"], v["source"]) == (0.56, "PASS", "final_masked_core_lr_auc")
+    assert (v["reading"], v["mask_radius"], v["unmasked_value"]) == ("masked", 3, 0.71)
+    assert (v["ungrouped_value"], v["raw_robust_value"]) == (0.68, 0.86)
+    assert "masked at R=3" in v["note"]
+
+
+def test_the_unmasked_reading_judges_the_data_as_stored():
+    v = compute_verdicts(MASKED_RUN, TH, TARGETS, variant_core_gate="unmasked")["core_lr_auc"]
+    assert (v["value"], v["verdict"], v["source"], v["reading"]) == (0.71, "FAIL", "final_core_lr_auc", "unmasked")
+    assert v["ungrouped_value"] == 0.83
+
+
+def test_a_run_without_a_mask_is_judged_unmasked_under_either_reading():
+    b1 = {"final_gate_n_samples": 10000, "final_core_lr_auc": 0.62, "final_mask_radius": None,
+          "final_masked_core_lr_auc": None}
+    for reading in ("masked", "unmasked"):
+        v = compute_verdicts(b1, TH, TARGETS, variant_core_gate=reading)["core_lr_auc"]
+        assert (v["value"], v["reading"]) == (0.62, "unmasked")
+
+
+def test_a_masked_probe_without_a_value_stays_without_one():
+    m = {**MASKED_RUN, "final_masked_core_lr_auc": None, "final_gate_note": "gate not computed: 3 LRGs"}
+    v = verdict(m, "core_lr_auc")
+    assert v["value"] is None and v["verdict"] is None
+    assert "final_masked_core_lr_auc has no value: gate not computed: 3 LRGs" in v["note"]
+
+
+def test_while_training_the_latest_gate_is_read_at_its_mask_radius():
+    running = {"gates": [{"after_epochs": 5, "core_lr_auc": 0.71, "radial_lr_auc": 0.5, "gate_n_samples": 2000,
+                          "mask_radius": 7, "masked_core_lr_auc": 0.52, "core_lr_auc_ungrouped": 0.8,
+                          "masked_core_lr_auc_ungrouped": 0.6}]}
+    v = verdict(running, "core_lr_auc")
+    assert (v["value"], v["source"], v["mask_radius"]) == (0.52, "gates[after_epochs=5].masked_core_lr_auc", 7)
+    assert v["ungrouped_value"] == 0.6 and "not written yet" in v["note"]
+
+
+def test_a_radial_pass_on_residual_inputs_says_it_cannot_fail():
+    m = {"final_radial_lr_auc": 0.50, "final_radial_feature_max_abs": 1.2e-4, "inputs": {"preprocessing": "residual"},
+         "final_raw_robust_radial_lr_auc": 0.93}
+    v = verdict(m, "radial_lr_auc")
+    assert v["verdict"] == "PASS"
+    assert "cannot fail on residual inputs" in v["uninformative"] and "1.2e-04" in v["uninformative"]
+    assert "raw_robust inputs the same val rows give 0.93" in v["uninformative"]
+    raw = {"final_radial_lr_auc": 0.52, "final_radial_feature_max_abs": 3.1, "inputs": {"preprocessing": "raw_robust"}}
+    assert verdict(raw, "radial_lr_auc")["uninformative"] is None
+    # Without the inputs recorded (an older run), the measured feature scale says it.
+    assert verdict({"final_radial_lr_auc": 0.5, "final_radial_feature_max_abs": 1e-4}, "radial_lr_auc")["uninformative"]
+
+
+def test_the_test_auroc_verdict_is_reported_and_marked_held_out():
+    v = verdict({"test_auroc": 0.91}, "test_auroc")
+    assert v["verdict"] == "PASS" and "held out" in v["rule"] and "never used to choose" in v["note"]
