@@ -713,7 +713,7 @@ class Trainer:
                                                             unmasked_scores=scores)
         p.status = "done"
         self.save_last(p)  # a later start sees "done" and asks for --fresh instead of retraining
-        self.log.line(f"test, held out ({len(test)} rows, best.pt of epoch {top['epoch'] + 1}): test_auroc "
+        self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch'] + 1}): test_auroc "
                       f"{_fmt(metrics['test_auroc'])}  sensitivity "
                       + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in metrics["test_core_sensitivity"]))
 

@@ -162,7 +162,7 @@ def test_cli_prints_the_plan_tables_and_the_strata(tmp_path):
     out = proc.stdout
     for title in ("paired, full dataset", "paired, 10% sample", "unpaired, full dataset", "unpaired, 10% sample"):
         assert title in out
-    assert "| Train | 36 | 18 | 18 |" in out          # 6 LRGs × 3 rows, paired
+    assert "| Train | 36 | 18 (18) | 18 (6) |" in out   # 6 LRGs × 3 rows, paired: a control per LRG
     assert "stratum shares" in out and "theta_e_bin=" in out
     assert "sampling settings from experiments.toml" in out
 
