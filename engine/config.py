@@ -33,6 +33,7 @@ UNPAIRED_METHODS = ("origin", "per_cell")   # engine.manifest: how the unpaired 
 BAD_ROW_LIMIT_KEY = "data.bad_row_limit"     # messages about bad rows name it
 DEFAULT_BAD_ROW_LIMIT = 0.001
 VERDICTS = ("PASS", "WARN", "FAIL")
+CORE_GATE_READINGS = ("masked", "unmasked")
 
 
 class ConfigError(ValueError):
@@ -168,6 +169,19 @@ class Targets:
 
 
 @dataclass(frozen=True)
+class DecisionConfig:
+    """How the §6 verdicts and the §10 tree read the plan where it can be read two ways.
+
+    `variant_core_gate`: for an experiment that masks the core during training, the core gate
+    its verdict and the masking sub-tree read: "masked" (the probe on val images masked at the
+    experiment's radius, the published "+R7" row's definition; the default) or "unmasked" (the
+    probe on the data as stored, which B1-B4 share). docs/DECISIONS.md says why.
+    """
+
+    variant_core_gate: str = "masked"
+
+
+@dataclass(frozen=True)
 class MaskStep:
     """From `from_epoch` on (0-based), mask radius `radius` px with probability `p`."""
 
@@ -278,6 +292,7 @@ class Config:
     datasets: Mapping[str, Dataset] = field(repr=False)
     hosts: Mapping[str, Host] = field(repr=False)
     data: DataConfig = DataConfig()
+    decision: DecisionConfig = DecisionConfig()
 
     def experiment(self, exp_id: str, base: str | None = None) -> Experiment:
         """The experiment `exp_id`; `base` re-points a Phase-4 run at another config."""
@@ -355,6 +370,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         thresholds=_thresholds(root.table("thresholds")),
         targets=_targets(root.table("targets")),
         data=_data(root.table("data")) if "data" in root.data else DataConfig(),
+        decision=_decision(root.table("decision")) if "decision" in root.data else DecisionConfig(),
         experiments=MappingProxyType(_experiments(root.table("experiments"))),
         datasets=MappingProxyType(_datasets(root.table("datasets"))),
         hosts=MappingProxyType({}),
@@ -365,7 +381,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
 
 
 TOP_LEVEL_TABLES = frozenset({"plan", "training", "augmentation", "sampling", "metrics", "thresholds", "targets",
-                              "data",
+                              "data", "decision",
                               "experiments", "datasets", "hosts"})
 
 
@@ -628,6 +644,13 @@ def _thresholds(t: _Table) -> Thresholds:
 def _targets(t: _Table) -> Targets:
     cfg = Targets(val_auroc=t.float("val_auroc", minimum=0.0, maximum=1.0),
                   test_auroc=t.float("test_auroc", minimum=0.0, maximum=1.0))
+    t.done()
+    return cfg
+
+
+def _decision(t: _Table) -> DecisionConfig:
+    cfg = DecisionConfig(variant_core_gate=t.str("variant_core_gate", default="masked",
+                                                 choices=CORE_GATE_READINGS))
     t.done()
     return cfg
 

@@ -5,6 +5,12 @@ the plan's tree does not cover comes back as an explicit `outside_plan`
 decision with the reason; nothing falls through to a default. The choices this
 module makes where the plan is silent are written down in docs/DECISIONS.md.
 
+What the tree reads (docs/DECISIONS.md says why): validation numbers only, never the
+test set (§5.6: "final evaluation only"); gates grouped by LRG (the published method's
+ungrouped values are context); for a masking variant, the core gate the config names
+(`[decision] variant_core_gate`, default the probe on val images masked at the variant's
+radius); θ_E from best.pt's val table. Every decision says so in `readings`.
+
 The plan's tree (experiment-plan-v2.md §10):
 
     After A1 and B1 complete:
@@ -19,11 +25,11 @@ The plan's tree (experiment-plan-v2.md §10):
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from engine.config import Band, Config, ConfigError
-from engine.verdicts import (compute_verdicts, failing, fmt_value, number, rounded,
+from engine.verdicts import (compute_verdicts, failing, fmt_value, number, rounded, shown_value,
                              thetae_summary)
 
 PHASE1 = ("A1", "B1")
@@ -32,9 +38,10 @@ VARIANTS = ("B2", "B3", "B4")
 # What "complete" means for the tree: the end-of-training values it reads.
 PHASE1_KEYS = ("final_core_lr_auc", "core_reliance")
 VARIANT_KEYS = ("final_core_lr_auc", "final_radial_lr_auc", "core_reliance", "best_val_auroc")
+MASKED_VARIANT_KEYS = VARIANT_KEYS + ("final_masked_core_lr_auc",)
 
-# "Passes all criteria" (§10): each of these §6 verdicts is PASS. test_auroc,
-# when a run has one, must PASS too; it is not required (§5.6: final evaluation only).
+# "Passes all criteria" (§10): each of these §6 verdicts is PASS. All are validation
+# numbers: test_auroc is held out (§5.6, §7.4) and never part of a choice.
 PASS_CRITERIA = ("core_lr_auc", "radial_lr_auc", "core_reliance", "thetae_min_bin_auroc",
                  "thetae_max_spread", "val_auroc")
 # "All fail core criteria" (§10): each variant FAILs core_lr_auc or core_reliance.
@@ -55,9 +62,26 @@ BRANCH_TITLES = {
     "outside_plan": "Outside the plan: a person decides",
 }
 
-# Names under which the values that chose a branch appear in Decision.numbers.
-_NUMBER_KEYS = {"core_lr_auc": "final_core_lr_auc", "radial_lr_auc": "final_radial_lr_auc",
-                "val_auroc": "best_val_auroc"}
+# Names under which the values that chose a branch appear in Decision.numbers (the gate
+# verdicts use their own source: final_core_lr_auc or final_masked_core_lr_auc).
+_NUMBER_KEYS = {"val_auroc": "best_val_auroc"}
+
+# The two kinds of θ_E bins a spread comparison may use, in words.
+_BIN_WORDS = {"val": "val bins of best.pt", "val_gate": "the latest val gates' bins, not best.pt's"}
+
+# What every decision reads, in words (Decision.readings).
+READ_VALIDATION = ("validation numbers only: the test set is held out (§5.6, §7.4) and no branch reads "
+                   "test_auroc or the test θ_E bins")
+READ_GROUPED = ("shortcut gates with CV folds grouped by LRG; the published method's ungrouped values "
+                "are context only (an LRG's rows on both sides of a fold)")
+READ_CORE = {
+    "masked": ("core gate of a masking variant: the probe on val images masked at its radius (B3: the "
+               "radius in force at its best.pt epoch), decision.variant_core_gate = \"masked\"; the "
+               "unmasked probe (the data's shortcut, shared with B1) is shown beside it"),
+    "unmasked": ("core gate of a masking variant: the probe on the unmasked val images, "
+                 "decision.variant_core_gate = \"unmasked\"; B1-B4 share those images, so every variant "
+                 "carries B1's value"),
+}
 
 
 @dataclass(frozen=True)
@@ -75,6 +99,8 @@ class Decision:
     criterion: str | None = None                 # the condition that decided, in words
     provisional: bool = False                    # A1 incomplete, or a run not on the plan's settings
     notes: tuple[str, ...] = ()                  # what else a reader must know
+    core_gate_reading: str = "masked"            # decision.variant_core_gate this decision used
+    readings: tuple[str, ...] = ()               # which numbers the tree read, in words
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (lists for tuples)."""
@@ -82,6 +108,7 @@ class Decision:
         out["numbers"] = dict(self.numbers)
         out["next_experiments"] = list(self.next_experiments)
         out["notes"] = list(self.notes)
+        out["readings"] = list(self.readings)
         return out
 
 
@@ -162,7 +189,17 @@ _B1_BRANCHES = (
 
 
 def decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision:
-    """Evaluate §10 on `results` (experiment id → its metrics.json dict, possibly partial)."""
+    """Evaluate §10 on `results` (experiment id → its metrics.json dict, possibly partial).
+
+    Reads validation numbers only: a decision is the same whatever the runs' test_* values.
+    """
+    reading = config.decision.variant_core_gate
+    decision = _decide(results, config)
+    readings = (READ_VALIDATION, READ_GROUPED, READ_CORE[reading])
+    return replace(decision, core_gate_reading=reading, readings=readings)
+
+
+def _decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision:
     _check_plan(config)
     full_id = _phase4_id(config)
     numbers: dict[str, float | None] = {}
@@ -201,6 +238,9 @@ def decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision
     chosen = [(b, c, r) for b, c, r in _B1_BRANCHES if core_conds[c][0](core_r) and rel_conds[r][0](rel_r)]
     said = f"B1 has core LR AUC {fmt_value(core)} and core_reliance {fmt_value(rel)}"
 
+    published = _ungrouped_note(b1, core_conds, rel_conds, core_r, rel_r, chosen)
+    if published:
+        notes.append(published)
     if not chosen:
         return _b1_outside_plan(said, core_conds, rel_conds, rel_r, th.core_reliance, numbers,
                                 notes, provisional)
@@ -210,7 +250,7 @@ def decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision
     common = dict(numbers=numbers, criterion=criterion, provisional=provisional)
 
     if branch in ("success_b1", "acceptable_b1"):
-        b1_verdicts = compute_verdicts(b1, th, config.targets)
+        b1_verdicts = compute_verdicts(b1, th, config.targets, variant_core_gate=config.decision.variant_core_gate)
         others = failing(b1_verdicts, [n for n in PASS_CRITERIA if n not in CORE_CRITERIA])
         if others:
             notes.append("not part of the §10 branch, but B1 does not PASS: " + ", ".join(others))
@@ -227,6 +267,22 @@ def decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision
                   "the core shortcut. Stop; do not train on full data.")
         return Decision(branch, title, reason, stop=True, notes=tuple(notes), **common)
     return _masking_variants(results, config, said, criterion, numbers, notes, provisional, full_id)
+
+
+def _ungrouped_note(b1: Mapping[str, Any], core_conds: dict, rel_conds: dict, core_r: float, rel_r: float,
+                    chosen: list) -> str | None:
+    """When B1's core probe under the published method's ungrouped CV would pick another branch, say so."""
+    plain = rounded(number(b1.get("final_core_lr_auc_ungrouped")))
+    if plain is None:
+        return None
+    branch = next((b for b, c, r in _B1_BRANCHES if core_conds[c][0](plain) and rel_conds[r][0](rel_r)),
+                  "outside_plan")
+    if branch == (chosen[0][0] if chosen else "outside_plan"):
+        return None
+    return (f"B1's core probe under the published method's ungrouped CV is {fmt_value(plain)} (grouped by "
+            f"LRG: {fmt_value(core_r)}); read that way the tree would give {BRANCH_TITLES[branch]!r}. "
+            "The ungrouped value lets the probe recognise LRGs whose other rows it trained on; the tree "
+            "reads the grouped one")
 
 
 def _b1_outside_plan(said: str, core_conds: dict, rel_conds: dict, rel_r: float, rel_band: Band,
@@ -263,10 +319,12 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
                       b1_criterion: str, numbers: dict, notes: list[str], provisional: bool,
                       full_id: str) -> Decision:
     th, targets = config.thresholds, config.targets
+    reading = config.decision.variant_core_gate
     b1 = results["B1"]
     lead = (f"{said}, so {b1_criterion} holds. The data carry a core shortcut that the CNN does not "
             "rely on (yet): test the masking variants B2, B3, B4.")
-    gaps = {v: _missing(v, results.get(v), VARIANT_KEYS) for v in VARIANTS}
+    keys = MASKED_VARIANT_KEYS if reading == "masked" else VARIANT_KEYS
+    gaps = {v: _missing(v, results.get(v), keys) for v in VARIANTS}
     pending = [v for v in VARIANTS if gaps[v]]
     if pending:
         launch = tuple(v for v in pending if gaps[v][1])
@@ -281,17 +339,20 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
         if note:
             provisional = True
             notes.append(note + ": the decision is provisional")
-    verdicts = {v: compute_verdicts(results[v], th, targets) for v in VARIANTS}
+    verdicts = {v: compute_verdicts(results[v], th, targets, variant_core_gate=reading) for v in VARIANTS}
     for v in VARIANTS:
-        for name in PASS_CRITERIA + ("test_auroc",):
-            if name != "test_auroc" or verdicts[v][name]["value"] is not None:
-                numbers[f"{v}.{_NUMBER_KEYS.get(name, name)}"] = verdicts[v][name]["value"]
-
-    def criteria_of(v: str) -> tuple[str, ...]:
-        has_test = verdicts[v]["test_auroc"]["value"] is not None
-        return PASS_CRITERIA + (("test_auroc",) if has_test else ())
-
-    not_passing = {v: failing(verdicts[v], criteria_of(v)) for v in VARIANTS}
+        core = verdicts[v]["core_lr_auc"]
+        if core["reading"] == "masked":   # the data's shortcut, beside the gate that is judged
+            numbers[f"{v}.final_core_lr_auc"] = core.get("unmasked_value")
+        for name in PASS_CRITERIA:
+            label = verdicts[v][name]["source"] if name in ("core_lr_auc", "radial_lr_auc") else None
+            numbers[f"{v}.{label or _NUMBER_KEYS.get(name, name)}"] = verdicts[v][name]["value"]
+    flat = [v for v in VARIANTS if verdicts[v]["radial_lr_auc"].get("uninformative")
+            and verdicts[v]["radial_lr_auc"]["verdict"] == "PASS"]
+    if flat:
+        notes.append(f"radial_lr_auc PASS of {', '.join(flat)} counts toward 'passes all criteria' as the "
+                     f"plan says, but {verdicts[flat[0]]['radial_lr_auc']['uninformative']}")
+    not_passing = {v: failing(verdicts[v], PASS_CRITERIA) for v in VARIANTS}
     common = dict(numbers=numbers, provisional=provisional)
 
     def chose(v: str, criterion: str, reason: str) -> Decision:
@@ -300,7 +361,7 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
                         notes=tuple(notes), **common)
 
     if not not_passing["B3"]:
-        criterion = f"B3 passes all criteria ({', '.join(criteria_of('B3'))}: every one PASS)"
+        criterion = f"B3 passes all criteria ({', '.join(PASS_CRITERIA)}: every one PASS)"
         also = [v for v in ("B2", "B4") if not not_passing[v]]
         if also:
             verb = "passes" if len(also) == 1 else "pass"
@@ -313,18 +374,19 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
         if not_passing[v]:
             judged[v] = f"{v} does not pass: {', '.join(not_passing[v])}"
             continue
-        kind = "test" if all(thetae_summary(m, "test").source for m in (results[v], b1)) else "val"
+        # Both spreads from bins of one kind: best.pt's val tables when both runs have them.
+        kind = "val" if all(thetae_summary(m, "val").source for m in (results[v], b1)) else "val_gate"
         mine, theirs = thetae_summary(results[v], kind).max_spread, thetae_summary(b1, kind).max_spread
         numbers[f"{v}.thetae_max_spread_{kind}"] = mine
         numbers[f"B1.thetae_max_spread_{kind}"] = theirs
         if mine is None or theirs is None:
             judged[v] = (f"{v} passes all criteria, but its θ_E spread cannot be compared with B1's "
-                         f"({kind} bins: {v} {fmt_value(mine)}, B1 {fmt_value(theirs)})")
+                         f"({_BIN_WORDS[kind]}: {v} {fmt_value(mine)}, B1 {fmt_value(theirs)})")
         elif mine < theirs:
             better.append((mine, v, theirs, kind))
         else:
             judged[v] = (f"{v} passes all criteria, but its θ_E spread {fmt_value(mine)} is not lower "
-                         f"than B1's {fmt_value(theirs)} ({kind} bins)")
+                         f"than B1's {fmt_value(theirs)} ({_BIN_WORDS[kind]})")
     if len(better) == 2 and better[0][0] == better[1][0]:
         spread = fmt_value(better[0][0])
         reason = (f"{lead} B3 does not pass ({', '.join(not_passing['B3'])}). B2 and B4 both pass "
@@ -336,15 +398,15 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
     if better:
         better.sort()
         mine, v, theirs, kind = better[0]
-        criterion = (f"{v} passes all criteria ({', '.join(criteria_of(v))}: every one PASS) and its "
-                     f"θ_E spread {fmt_value(mine)} is lower than B1's {fmt_value(theirs)} ({kind} bins)")
+        criterion = (f"{v} passes all criteria ({', '.join(PASS_CRITERIA)}: every one PASS) and its "
+                     f"θ_E spread {fmt_value(mine)} is lower than B1's {fmt_value(theirs)} ({_BIN_WORDS[kind]})")
         if len(better) == 2:
             criterion += f", and lower than {better[1][1]}'s {fmt_value(better[1][0])}"
         reason = (f"{lead} B3 does not pass ({', '.join(not_passing['B3'])}). {criterion}: "
                   f"use {v}'s config on full data.")
         return chose(v, criterion, reason)
 
-    core_fails = {v: [f"{n} FAIL ({fmt_value(verdicts[v][n]['value'])})" for n in CORE_CRITERIA
+    core_fails = {v: [f"{n} FAIL ({shown_value(verdicts[v][n])})" for n in CORE_CRITERIA
                       if verdicts[v][n]["verdict"] == "FAIL"] for v in VARIANTS}
     if all(core_fails.values()):
         criterion = ("every variant FAILs a core criterion (core_lr_auc or core_reliance): "

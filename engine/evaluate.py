@@ -3,8 +3,8 @@
     python -m engine.evaluate --run runs/A1 --split test [--config experiments.toml] [--data-root DIR]
 
 re-evaluates the run's best.pt on the split and updates its metrics.json (val:
-core_sensitivity and core_reliance; test: test_auroc, test_auroc_by_thetae,
-test_core_sensitivity), then its verdicts. The images stay on the device; evaluation
+core_sensitivity, core_reliance and final_val_auroc_by_thetae; test: test_auroc,
+test_auroc_by_thetae, test_core_sensitivity), then its verdicts. The images stay on the device; evaluation
 runs in large batches without gradients (autocast on a GPU); a metric that needs masked
 images masks them on the device (no re-read of the data).
 """
@@ -12,6 +12,7 @@ images masks them on the device (no re-read of the data).
 from __future__ import annotations
 
 import argparse
+import hashlib
 import math
 import os
 import sys
@@ -129,7 +130,7 @@ class DeviceSplit:
     """One split's arrays: images resident on the device, labels and metadata on the host."""
 
     name: str
-    images: torch.Tensor      # (N, 3, 63, 63) float16 on the training device
+    images: torch.Tensor | None   # (N, 3, 63, 63) float16 on the training device; None: host only
     labels: np.ndarray        # (N,) uint8
     theta_e: np.ndarray       # (N,) float32
     groups: np.ndarray        # (N,) int64 LRG ids (the gates' CV groups)
@@ -156,17 +157,19 @@ def balanced_subset(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
 
 
 def load_device_split(config: Config, experiment: Experiment, data_root: str | Path, split: str,
-                      device: torch.device, *, limit: int | None = None, limit_seed: int = 0,
-                      settings: DataSettings | None = None) -> DeviceSplit:
+                      device: torch.device | None, *, limit: int | None = None, limit_seed: int = 0,
+                      settings: DataSettings | None = None, preprocessing: str | None = None) -> DeviceSplit:
     """Read one split through the data layer (cached preprocessing) and move its images to `device`.
 
     `settings`: the data settings (DataSettings.from_config with the run's host); default: the
     config's without a host (its sample, strata, unpaired method and bad-row limit).
+    `device` None keeps the images on the host only (a data probe needs no model).
+    `preprocessing` reads the same rows with another preprocessing (default: the experiment's).
     """
     from engine.data import load_split  # the data layer reads Parquet; imported only when needed
 
     arrays = load_split(data_root, mode=experiment.data_mode, sample=experiment.sample, split=split,
-                        preprocessing=experiment.preprocessing,
+                        preprocessing=preprocessing or experiment.preprocessing,
                         settings=settings or DataSettings.from_config(config))
     images, labels = np.asarray(arrays.images), np.asarray(arrays.labels)
     theta_e, groups = np.asarray(arrays.theta_e), np.asarray(arrays.lrg_id)
@@ -175,9 +178,30 @@ def load_device_split(config: Config, experiment: Experiment, data_root: str | P
         keep = balanced_subset(labels, limit, limit_seed)
         images, labels, theta_e, groups = images[keep], labels[keep], theta_e[keep], groups[keep]
     # A copy: the data layer may hand out a read-only memmap, and the device wants its own memory.
-    tensor = torch.from_numpy(np.array(images, dtype=np.float16, copy=True)).to(device)
+    tensor = (torch.from_numpy(np.array(images, dtype=np.float16, copy=True)).to(device)
+              if device is not None else None)
     return DeviceSplit(split, tensor, labels.astype(np.uint8), theta_e.astype(np.float32),
                        groups.astype(np.int64), images, dict(arrays.info), tuple(arrays.bad_rows), bad_summary)
+
+
+def effective_sample(images: np.ndarray, labels: np.ndarray, groups: np.ndarray) -> dict[str, int]:
+    """Rows and distinct images per label of one split: its effective sample size.
+
+    Distinct = distinct image bytes (the preprocessed stamps as cached: preprocessing is
+    deterministic, so byte-identical blobs give byte-identical stamps). In the unpaired view an
+    LRG's rows share one control, so a split's negatives hold far fewer distinct images than
+    rows; `*_lrgs` counts the LRGs behind each label.
+    """
+    labels, groups = np.asarray(labels), np.asarray(groups)
+    digests = np.array([hashlib.blake2b(np.ascontiguousarray(images[i]).tobytes(), digest_size=16).digest()
+                        for i in range(len(labels))], dtype=object)
+    out: dict[str, int] = {"rows": int(len(labels))}
+    for label, name in ((1, "positive"), (0, "negative")):
+        rows = labels == label
+        out[name] = int(rows.sum())
+        out[f"distinct_{name}"] = len(set(digests[rows]))
+        out[f"{name}_lrgs"] = int(len(np.unique(groups[rows])))
+    return out
 
 
 # ---------------------------------------------------------------------------
@@ -189,8 +213,11 @@ def gate_record(split: DeviceSplit, metrics_cfg: MetricsConfig, *, n_samples: in
     """core_lr_auc, radial_lr_auc, gate_n_samples on unmasked images; and at `mask_radius` when > 0.
 
     The gate probes the data the model sees. The plan's gate is on the preprocessed images
-    (unmasked); an experiment that masks during training also gets the gate at its current
-    mask radius, which is what the published "unpaired+residual+R7" row measures.
+    (unmasked); an experiment that masks during training also gets the gate at its mask
+    radius (`masked_*`), which is what the published "unpaired+residual+R7" row measures and
+    what a masking variant's verdict reads (docs/DECISIONS.md). Beside each value,
+    `<key>_ungrouped` is the published method's (plain StratifiedKFold: for comparison only),
+    and `radial_feature_max_abs` shows whether the radial probe can see anything at all.
     `n_samples` None = the largest balanced sample of the split.
     """
     from engine.gates import shortcut_gates
@@ -198,18 +225,22 @@ def gate_record(split: DeviceSplit, metrics_cfg: MetricsConfig, *, n_samples: in
     n_max = 2 * min(split.positives, len(split) - split.positives)
     n = n_max if n_samples is None else min(n_samples, n_max)
     common = dict(n_samples=n, folds=metrics_cfg.gate_cv_folds, seed=metrics_cfg.gate_seed,
-                  core_box=metrics_cfg.core_box)
+                  core_box=metrics_cfg.core_box, ungrouped=True)
     started = time.perf_counter()
     record: dict[str, Any] = {"core_lr_auc": None, "radial_lr_auc": None, "gate_n_samples": 0}
     try:
         result = shortcut_gates(split.host_images, split.labels, split.groups, mask_radius=0, **common)
         record.update(core_lr_auc=result.core_lr_auc, radial_lr_auc=result.radial_lr_auc,
-                      gate_n_samples=result.n_samples)
+                      gate_n_samples=result.n_samples, core_lr_auc_ungrouped=result.core_lr_auc_ungrouped,
+                      radial_lr_auc_ungrouped=result.radial_lr_auc_ungrouped,
+                      radial_feature_max_abs=result.radial_feature_max_abs)
         if mask_radius > 0:
             masked = shortcut_gates(split.host_images, split.labels, split.groups, mask_radius=mask_radius,
                                     **common)
             record.update(mask_radius=int(mask_radius), masked_core_lr_auc=masked.core_lr_auc,
-                          masked_radial_lr_auc=masked.radial_lr_auc)
+                          masked_radial_lr_auc=masked.radial_lr_auc,
+                          masked_core_lr_auc_ungrouped=masked.core_lr_auc_ungrouped,
+                          masked_radial_lr_auc_ungrouped=masked.radial_lr_auc_ungrouped)
     except ValueError as exc:
         # Too few LRGs or one class in the sample (tiny smoke runs): the gate has no value and says why;
         # training goes on, and the verdict shows "no value" rather than a number from a broken probe.
@@ -226,7 +257,8 @@ def with_verdicts(metrics: dict[str, Any], config: Config) -> dict[str, Any]:
     """`metrics` with its §6 verdicts recomputed (engine/verdicts.py)."""
     from engine.verdicts import compute_verdicts
 
-    metrics["verdicts"] = compute_verdicts(metrics, config.thresholds, config.targets)
+    metrics["verdicts"] = compute_verdicts(metrics, config.thresholds, config.targets,
+                                           variant_core_gate=config.decision.variant_core_gate)
     return metrics
 
 
@@ -259,6 +291,72 @@ def apply_evaluation(metrics: dict[str, Any], split: str, result: dict[str, Any]
     else:
         metrics["core_sensitivity"] = result["sensitivity"]
         metrics["core_reliance"] = result["core_reliance"]
+        metrics["final_val_auroc_by_thetae"] = result["by_thetae"]
+
+
+# ---------------------------------------------------------------------------
+# The end of training on val, with best.pt (plan §5.3-§5.5): what the verdicts and §10 read
+
+# Where each end-of-training gate value goes in metrics.json (gate_record key -> metrics key).
+_FINAL_GATE_KEYS = {
+    "core_lr_auc": "final_core_lr_auc", "radial_lr_auc": "final_radial_lr_auc",
+    "core_lr_auc_ungrouped": "final_core_lr_auc_ungrouped",
+    "radial_lr_auc_ungrouped": "final_radial_lr_auc_ungrouped",
+    "gate_n_samples": "final_gate_n_samples", "radial_feature_max_abs": "final_radial_feature_max_abs",
+    "note": "final_gate_note",
+}
+_FINAL_MASKED_KEYS = {
+    "mask_radius": "final_mask_radius", "masked_core_lr_auc": "final_masked_core_lr_auc",
+    "masked_radial_lr_auc": "final_masked_radial_lr_auc",
+    "masked_core_lr_auc_ungrouped": "final_masked_core_lr_auc_ungrouped",
+    "masked_radial_lr_auc_ungrouped": "final_masked_radial_lr_auc_ungrouped",
+}
+_RAW_KEYS = {
+    "core_lr_auc": "final_raw_robust_core_lr_auc", "radial_lr_auc": "final_raw_robust_radial_lr_auc",
+    "core_lr_auc_ungrouped": "final_raw_robust_core_lr_auc_ungrouped",
+    "radial_lr_auc_ungrouped": "final_raw_robust_radial_lr_auc_ungrouped",
+    "gate_n_samples": "final_raw_robust_gate_n_samples", "note": "final_raw_robust_note",
+}
+
+
+def final_val_metrics(model: nn.Module, val: DeviceSplit, experiment: Experiment, metrics_cfg: MetricsConfig, *,
+                      best_epoch: int, precision: Precision = FP32, batch_size: int = EVAL_BATCH,
+                      raw_val: DeviceSplit | None = None, raw_note: str | None = None) -> dict[str, Any]:
+    """The end-of-training val values of metrics.json, from `model` (best.pt) and the val split.
+
+    - final gates on the whole val split: unmasked (`final_core_lr_auc`, ...: the data's
+      shortcut) and, for an experiment that masks, at the radius in force at `best_epoch`
+      (`final_mask_radius`, `final_masked_*`: B3's best.pt may come from any step of its
+      schedule); each with the published method's `*_ungrouped` beside it;
+    - the same probes on `raw_val` (the same rows, raw_robust inputs) as data-level context
+      (`final_raw_robust_*`), or `raw_note` saying why there is none;
+    - best.pt's val AUROC per θ_E bin (`final_val_auroc_by_thetae`: what §6.3 reads), the core
+      sensitivity curve and core_reliance (§5.5).
+    Every key is written on every call (None where there is no value), so a rerun never
+    leaves a stale value behind.
+    """
+    out: dict[str, Any] = {k: None for k in (*_FINAL_GATE_KEYS.values(), *_FINAL_MASKED_KEYS.values(),
+                                             *_RAW_KEYS.values())}
+    radius, _ = experiment.masking.at_epoch(best_epoch)
+    final = gate_record(val, metrics_cfg, n_samples=None, mask_radius=radius)
+    for source, key in (*_FINAL_GATE_KEYS.items(), *(_FINAL_MASKED_KEYS.items() if radius else ())):
+        out[key] = final.get(source)
+    if radius:
+        out["final_mask_radius"] = int(radius)
+    if raw_val is not None:
+        raw = gate_record(raw_val, metrics_cfg, n_samples=None)
+        for source, key in _RAW_KEYS.items():
+            out[key] = raw.get(source)
+    else:
+        out["final_raw_robust_note"] = raw_note
+    scores = predict(model, val.images, precision=precision, batch_size=batch_size)
+    out["final_val_auroc_by_thetae"] = auroc_by_thetae(val.labels, scores, val.theta_e,
+                                                       metrics_cfg.thetae_bin_pairs, metrics_cfg.thetae_min_positives)
+    curve = core_sensitivity(model, val.images, val.labels, metrics_cfg.sensitivity_radii,
+                             precision=precision, batch_size=batch_size, unmasked_scores=scores)
+    out["core_sensitivity"] = curve
+    out["core_reliance"] = core_reliance(curve, metrics_cfg.core_reliance_radius)
+    return out
 
 
 # ---------------------------------------------------------------------------

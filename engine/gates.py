@@ -11,6 +11,12 @@ optional mask sets pixels with r < R to 0 before the features are taken. The com
 also gives a 95% interval: the out-of-fold AUROC recomputed on LRGs drawn with replacement
 (an LRG's rows share its host, so the LRG, not the row, is the unit that varies).
 
+`ungrouped=True` also gives the published method's value: the same probe with plain
+StratifiedKFold (no groups), as the public work computed its gate matrix. It is shown beside
+the grouped value for comparison only: in the unpaired view an LRG's ~12 near-identical rows
+all carry one label, so plain folds let the probe recognise hosts it has seen (it reads
+above the truth), and in the paired view twins on both sides of a fold push it below 0.5.
+
     python -m engine.gates --data-root ROOT --mode paired --preprocessing residual [--mask-radius 7]
     python -m engine.gates --data-root ROOT --matrix      # the whole matrix beside the published one
 """
@@ -26,7 +32,7 @@ from typing import Sequence
 import numpy as np
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import roc_auc_score
-from sklearn.model_selection import StratifiedGroupKFold
+from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
@@ -55,6 +61,12 @@ class GateResult:
     n_samples: int
     core_interval: tuple[float, float] | None = None     # 95%, bootstrap over LRGs (when asked)
     radial_interval: tuple[float, float] | None = None
+    # The published method's values (plain StratifiedKFold, no groups), when asked: for comparison only.
+    core_lr_auc_ungrouped: float | None = None
+    radial_lr_auc_ungrouped: float | None = None
+    # The largest |radial feature| in the sample: ~1e-4 on residual inputs (the ring medians are
+    # subtracted), where the radial probe cannot tell the classes apart whatever the data hold.
+    radial_feature_max_abs: float | None = None
 
 
 def balanced_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
@@ -113,19 +125,29 @@ def radial_features(images: np.ndarray, mask_radius: int = 0, chunk: int = RADIA
     return np.concatenate(parts).astype(np.float64)
 
 
-def cv_splits(labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 1337) -> list[tuple[np.ndarray, np.ndarray]]:
+def cv_splits(labels: np.ndarray, groups: np.ndarray, folds: int = 5, seed: int = 1337, *,
+              grouped: bool = True) -> list[tuple[np.ndarray, np.ndarray]]:
     """The (train, test) index pairs of StratifiedGroupKFold(folds, shuffle, seed).
 
     Computed once per gate sample and shared by both gates: for ~1000 LRGs the split
-    itself costs more than the ten logistic fits.
+    itself costs more than the ten logistic fits. `grouped=False`: plain
+    StratifiedKFold(folds, shuffle, seed), the published method (rows of one LRG may sit on
+    both sides of a fold).
     """
     labels = np.asarray(labels).astype(np.int64)
-    n_groups = len(np.unique(groups))
-    if n_groups < folds:
-        raise ValueError(f"grouped {folds}-fold CV needs at least {folds} LRGs in the gate sample, found "
-                         f"{n_groups}; use more data (a larger split or sample)")
-    cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
-    splits = list(cv.split(np.zeros((len(labels), 1)), labels, groups))
+    if grouped:
+        n_groups = len(np.unique(groups))
+        if n_groups < folds:
+            raise ValueError(f"grouped {folds}-fold CV needs at least {folds} LRGs in the gate sample, found "
+                             f"{n_groups}; use more data (a larger split or sample)")
+        cv = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(cv.split(np.zeros((len(labels), 1)), labels, groups))
+    else:
+        smallest = int(min(np.count_nonzero(labels == 1), np.count_nonzero(labels == 0)))
+        if smallest < folds:
+            raise ValueError(f"{folds}-fold CV needs at least {folds} samples of each class, found {smallest}")
+        cv = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(cv.split(np.zeros((len(labels), 1)), labels))
     for train, _ in splits:
         if len(np.unique(labels[train])) < 2:
             raise ValueError("a CV training fold holds one class only; the gate sample is too small")
@@ -183,10 +205,12 @@ def group_bootstrap_interval(labels: np.ndarray, scores: np.ndarray, groups: np.
 
 def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, n_samples: int = 2000,
                    folds: int = 5, seed: int = 1337, core_box: int = 10, mask_radius: int = 0,
-                   intervals: bool = False) -> GateResult:
+                   intervals: bool = False, ungrouped: bool = False) -> GateResult:
     """core_lr_auc and radial_lr_auc on a balanced random sample of `n_samples` preprocessed images.
 
     `intervals`: also their 95% intervals over LRGs (group_bootstrap_interval; ~0.2 s each).
+    `ungrouped`: also the published method's values, the same sample and features under plain
+    StratifiedKFold (for comparison only; see the module docstring).
     """
     labels, groups = np.asarray(labels), np.asarray(groups)
     if not (len(images) == len(labels) == len(groups)):
@@ -195,10 +219,16 @@ def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *
     x = np.asarray(images[idx])
     y, g = labels[idx], groups[idx]
     splits = cv_splits(y, g, folds, seed)
-    core = cv_scores(core_features(x, core_box, mask_radius), y, splits)
-    radial = cv_scores(radial_features(x, mask_radius), y, splits)
+    core_x, radial_x = core_features(x, core_box, mask_radius), radial_features(x, mask_radius)
+    core = cv_scores(core_x, y, splits)
+    radial = cv_scores(radial_x, y, splits)
     y64 = y.astype(np.int64)
-    result = GateResult(float(roc_auc_score(y64, core)), float(roc_auc_score(y64, radial)), int(len(idx)))
+    result = GateResult(float(roc_auc_score(y64, core)), float(roc_auc_score(y64, radial)), int(len(idx)),
+                        radial_feature_max_abs=float(np.abs(radial_x).max()) if radial_x.size else None)
+    if ungrouped:
+        plain = cv_splits(y, g, folds, seed, grouped=False)
+        result = replace(result, core_lr_auc_ungrouped=cv_auc(core_x, y, plain),
+                         radial_lr_auc_ungrouped=cv_auc(radial_x, y, plain))
     if intervals:
         result = replace(result, core_interval=group_bootstrap_interval(y, core, g, seed=seed),
                          radial_interval=group_bootstrap_interval(y, radial, g, seed=seed))
@@ -217,7 +247,7 @@ def _run_one(args: argparse.Namespace, mode: str, preprocessing: str, mask_radiu
     started = time.perf_counter()
     result = shortcut_gates(arrays.images, arrays.labels, arrays.lrg_id, n_samples=args.n_samples,
                             folds=args.folds, seed=args.seed, core_box=args.core_box, mask_radius=mask_radius,
-                            intervals=True)
+                            intervals=True, ungrouped=True)
     return result, time.perf_counter() - started
 
 
@@ -226,15 +256,23 @@ def format_row(mode: str, preprocessing: str, mask_radius: int, result: GateResu
     pub = f"{published[0]:.3f} / {published[1]}" if published else "-"
     return (f"| {mode:<8} | {preprocessing:<10} | {mask_radius:>4} | {result.n_samples:>5} | "
             f"{result.core_lr_auc:.3f} | {_interval(result.core_interval)} | "
-            f"{result.radial_lr_auc:.3f} | {_interval(result.radial_interval)} | {pub:<14} | {seconds:5.2f} |")
+            f"{result.radial_lr_auc:.3f} | {_interval(result.radial_interval)} | "
+            f"{_value(result.core_lr_auc_ungrouped)} / {_value(result.radial_lr_auc_ungrouped)} | "
+            f"{pub:<14} | {seconds:5.2f} |")
+
+
+def _value(value: float | None) -> str:
+    return "  -  " if value is None else f"{value:.3f}"
 
 
 def _interval(interval: tuple[float, float] | None) -> str:
     return f"{interval[0]:.3f}–{interval[1]:.3f}" if interval else f"{'-':<11}"
 
 
-HEADER = ("| mode     | preproc.   | mask |     n | core  | core 95%    | radial | radial 95%  | published      | gate s |\n"
-          "|----------|------------|------|-------|-------|-------------|--------|-------------|----------------|--------|")
+HEADER = ("| mode     | preproc.   | mask |     n | core  | core 95%    | radial | radial 95%  "
+          "| ungrouped core / radial | published      | gate s |\n"
+          "|----------|------------|------|-------|-------|-------------|--------|-------------"
+          "|-------------------------|----------------|--------|")
 
 
 def _settings_from_config(args: argparse.Namespace) -> None:
@@ -284,7 +322,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"shortcut gates on {args.data_root}: split {args.split}, sample {args.sample} (fraction "
           f"{s.sample_fraction:g}, seed {s.seed}, unpaired {s.unpaired_manifest or s.unpaired_method}; settings "
           f"from {s.source}), {args.folds}-fold StratifiedGroupKFold by LRG, seed {args.seed}; 95% intervals "
-          f"from {BOOTSTRAP_DRAWS} bootstrap draws of LRGs")
+          f"from {BOOTSTRAP_DRAWS} bootstrap draws of LRGs. 'ungrouped': the same probe under plain "
+          f"StratifiedKFold, the published method's folds, which put an LRG's rows on both sides "
+          f"of a fold (for comparison only)")
     print(HEADER)
     try:
         for mode, preprocessing, radius in runs:

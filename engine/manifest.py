@@ -43,11 +43,12 @@ from engine.datasettings import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETA
                                  settings_for_command)
 from engine.shards import BadRow, BadRowsError, ShardError
 
-MANIFEST_VERSION = 2   # 2: failed cut-outs excluded at index time; the origin's unpaired method
+MANIFEST_VERSION = 3   # 2: failed cut-outs excluded at index time; the origin's unpaired method;
+                        # 3: the pipeline's `replicate` carried, for the distinct-image counts
 MODES = ("paired", "unpaired")
 SAMPLES = ("10pct", "full")
 ENTRY_COLUMNS = ("split", "shard", "row", "blob", "label", "theta_e", "theta_e_bin",
-                 "psf_bin", "depth_bin", "lrg_id")
+                 "psf_bin", "depth_bin", "lrg_id", "replicate")
 SUMMARY_FILE = "summary.json"
 MIN_STRATUM_FOR_SHARE = 100   # strata smaller than this are reported but not held to 1 pp
 
@@ -104,6 +105,11 @@ class ShardIndex:
 # image_r of zeros: decoding it would make it a bad row.)
 FAILED_MARKERS = {"cutout_ok": "failed cut-out (cutout_ok = 0)"}
 
+# Read when a shard has them; a missing column or value is no fault. `replicate` numbers an
+# LRG's injections: the pipeline repeats each one, byte for byte, once per selection set, so
+# (LRG, replicate) names a distinct lens image (distinct_counts); -1 where unknown.
+OPTIONAL_INDEX_COLUMNS = ("replicate",)
+
 
 def shard_files(data_root: str | Path) -> dict[str, list[Path]]:
     """Each split's shards; every split must exist and hold at least one shard."""
@@ -135,7 +141,8 @@ def read_index(data_root: str | Path) -> ShardIndex:
                 split_bad.extend(BadRow(name, r, reason) for r in range(n))
                 continue
             markers = [c for c in FAILED_MARKERS if c in present]
-            table = shards.read_columns(path, list(shards.INDEX_COLUMNS) + markers)
+            optional = [c for c in OPTIONAL_INDEX_COLUMNS if c in present]
+            table = shards.read_columns(path, list(shards.INDEX_COLUMNS) + markers + optional)
             cols = {c: table.column(c).to_numpy(zero_copy_only=False).astype(np.float64)
                     for c in list(shards.INDEX_COLUMNS) + markers}
             ok = np.ones(n, dtype=bool)
@@ -149,19 +156,26 @@ def read_index(data_root: str | Path) -> ShardIndex:
                     split_bad.append(BadRow(name, int(r), f"missing or non-finite value in {c}"))
                 ok &= finite
             keep = np.flatnonzero(ok)
+            replicate = np.full(len(keep), -1, np.int16)
+            if "replicate" in optional:
+                values = table.column("replicate").to_numpy(zero_copy_only=False).astype(np.float64)[keep]
+                known = np.isfinite(values)
+                replicate[known] = values[known].astype(np.int16)
             frames.append(pd.DataFrame({
                 "split": np.int8(split_no), "shard": np.int32(len(names) - 1), "row": keep.astype(np.int32),
                 "theta_e": cols["theta_e_arcsec"][keep].astype(np.float32),
                 "psf_bin": cols["psf_bin"][keep].astype(np.int8),
                 "depth_bin": cols["depth_bin"][keep].astype(np.int8),
                 "lrg_id": lrg_ids(cols["ra"][keep], cols["dec"][keep]),
+                "replicate": replicate,
             }))
         bad[split] = tuple(split_bad)
         failed[split] = tuple(split_failed)
     rows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         {"split": np.zeros(0, np.int8), "shard": np.zeros(0, np.int32), "row": np.zeros(0, np.int32),
          "theta_e": np.zeros(0, np.float32),
-         "psf_bin": np.zeros(0, np.int8), "depth_bin": np.zeros(0, np.int8), "lrg_id": np.zeros(0, np.int64)})
+         "psf_bin": np.zeros(0, np.int8), "depth_bin": np.zeros(0, np.int8), "lrg_id": np.zeros(0, np.int64),
+         "replicate": np.zeros(0, np.int16)})
     # Categories, not strings: a million-row manifest sorts, filters and merges on codes.
     rows["split"] = pd.Categorical.from_codes(rows["split"].to_numpy(np.int8), categories=list(shards.SPLITS))
     rows["shard"] = pd.Categorical.from_codes(rows["shard"].to_numpy(np.int32), categories=names)
@@ -443,16 +457,49 @@ def repeated_draws(view: pd.DataFrame) -> dict[str, int]:
     return out
 
 
-def format_counts(title: str, counts: dict[str, dict[str, int]], repeats: dict[str, int] | None = None) -> str:
-    """A plan-§2 style table; with `repeats`, a column of the rows drawn twice (repeated_draws)."""
-    head, rule = "| Split | Total | Positive | Negative |", "|-------|-------|----------|----------|"
+def format_counts(title: str, counts: dict[str, dict[str, int]], repeats: dict[str, int] | None = None,
+                  distinct: dict[str, dict[str, int]] | None = None) -> str:
+    """A plan-§2 style table; with `distinct`, each label's distinct images beside its row count
+    (distinct_counts); with `repeats`, a column of the rows drawn twice (repeated_draws)."""
+    pos, neg = ("Positive (distinct)", "Negative (distinct)") if distinct is not None else ("Positive", "Negative")
+    head = f"| Split | Total | {pos} | {neg} |"
+    rule = f"|-------|-------|{'-' * (len(pos) + 2)}|{'-' * (len(neg) + 2)}|"
     if repeats is not None:
         head, rule = head + " Drawn twice |", rule + "-------------|"
     lines = [title, head, rule]
     for split, c in counts.items():
-        line = f"| {split.capitalize()} | {c['total']:,} | {c['positive']:,} | {c['negative']:,} |"
+        d = (distinct or {}).get(split, {})
+        p_text, n_text = f"{c['positive']:,}", f"{c['negative']:,}"
+        if distinct is not None:
+            p_text += f" ({d.get('positive', 0):,})"
+            n_text += f" ({d.get('negative', 0):,})"
+        line = f"| {split.capitalize()} | {c['total']:,} | {p_text} | {n_text} |"
         lines.append(line + (f" {repeats[split]:,} |" if repeats is not None else ""))
     return "\n".join(lines)
+
+
+def distinct_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
+    """{split: {positive, negative}}: how many distinct images a view's rows hold (its effective size).
+
+    From the index alone: all rows of one LRG carry byte-identical control blobs (the real
+    pipeline and the synthetic twin both; docs/DATA.md), so a control is one image per LRG; the
+    pipeline repeats each injection byte for byte once per selection set, so a lens image is one
+    per (LRG, `replicate`), and one per shard row where the shards carry no `replicate` (an upper
+    bound then). A row drawn twice counts once. Runs record the count measured on the image
+    bytes (metrics.json `effective_sample`).
+    """
+    out = {}
+    for split in shards.SPLITS:
+        v = view[view["split"] == split]
+        stamps, ctrls = v[v["blob"] == "stamp"], v[v["blob"] == "ctrl"]
+        if "replicate" in stamps:
+            known = stamps["replicate"].to_numpy() >= 0
+            lenses = (len(stamps[known].drop_duplicates(["lrg_id", "replicate"]))
+                      + len(stamps[~known].drop_duplicates(["shard", "row"])))
+        else:
+            lenses = len(stamps.drop_duplicates(["shard", "row"]))
+        out[split] = {"positive": int(lenses), "negative": int(ctrls["lrg_id"].nunique())}
+    return out
 
 
 def strata_shares(full: pd.DataFrame, sample: pd.DataFrame, keys: Sequence[str]) -> dict:
@@ -717,8 +764,8 @@ UNPAIRED_DESCRIPTIONS = {
 
 
 def report(ms: ManifestSet) -> str:
-    """Everything the CLI prints: the §2 tables per view, how the unpaired view was made, failed and
-    bad rows, and the strata shares."""
+    """Everything the CLI prints: the §2 tables per view (rows, and distinct images beside them),
+    how the unpaired view was made, failed and bad rows, and the strata shares."""
     s = ms.summary
     parts = [f"manifests: {ms.directory} ({'built in %.1f s' % s['build_seconds'] if ms.built else 'cached'}; "
              f"seed {s['seed']}, sample fraction {s['sample_fraction']:g})",
@@ -736,8 +783,11 @@ def report(ms: ManifestSet) -> str:
             name = "full dataset" if sample == "full" else f"{100 * s['sample_fraction']:g}% sample"
             view = s["views"][f"{mode}-{sample}"]
             parts.append(format_counts(f"\n{mode}, {name} ({ms.path(mode, sample).name})", view["counts"],
-                                       view["repeats"] if mode == "unpaired" else None))
-    parts.append("(Drawn twice: entries that repeat a row already drawn; a row drawn three times counts twice.)")
+                                       view["repeats"] if mode == "unpaired" else None,
+                                       distinct_counts(ms.entries(mode, sample))))
+    parts.append("(distinct: a control per LRG, a lens image per (LRG, replicate): selection sets repeat "
+                 "an injection byte for byte; Drawn twice: entries that repeat a row already drawn, a row drawn "
+                 "three times counts twice.)")
     if s["shortfalls"]:
         parts.append("\nunpaired cells short of negatives:\n" + "\n".join(
             "  " + Shortfall(**x).describe() for x in s["shortfalls"]))

@@ -117,11 +117,12 @@ def import_unpaired(path: str | Path, data_root: str | Path, index_rows: pd.Data
     entries = found.assign(
         lrg_id=lrg, label=found["label"].astype(np.uint8), row=found["row"].astype(index_rows["row"].dtype),
         theta_e=found["theta_e"].astype(np.float32), psf_bin=found["psf_bin"].astype(np.int8),
-        depth_bin=found["depth_bin"].astype(np.int8), blob=pd.Categorical(found["blob"], categories=["ctrl", "stamp"]))
+        depth_bin=found["depth_bin"].astype(np.int8), replicate=found["replicate"].astype(np.int16),
+        blob=pd.Categorical(found["blob"], categories=["ctrl", "stamp"]))
     rows = {s: int(np.count_nonzero(entries["split"].astype(str) == s)) for s in shards.SPLITS}
     info = {"source": str(path.resolve()), "format": fmt, "rows": rows, "dropped": dropped,
             "origin_metadata": _metadata(path) if fmt == "v2" else None}
-    keep = ["split", "shard", "row", "blob", "label", "theta_e", "psf_bin", "depth_bin", "lrg_id"]
+    keep = ["split", "shard", "row", "blob", "label", "theta_e", "psf_bin", "depth_bin", "lrg_id", "replicate"]
     return Imported(entries[keep], info)
 
 

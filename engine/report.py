@@ -20,8 +20,10 @@ directory under any --runs-root: the message names where it looked).
 
 Several --runs-root are the results fetched from several hosts. The same experiment under
 two roots: the one with the newest `updated_at` is used, and the report says which and why.
-Verdicts are recomputed from the values with this config's thresholds (engine.verdicts), so a
-report never shows verdicts of an older threshold table.
+Verdicts are recomputed from the values with this config's thresholds and `[decision]`
+reading (engine.verdicts), so a report never shows verdicts of an older threshold table.
+The decision and the verdicts read validation numbers only; the test numbers are shown in
+their own columns and tables, marked held out (§5.6).
 
 CSV columns, in this order (stable for a given experiments.toml; the radius and bin columns
 follow its `sensitivity_radii` and `thetae_bins`):
@@ -33,8 +35,14 @@ follow its `sensitivity_radii` and `thetae_bins`):
     core_reliance, thetae_source, thetae_min_bin_auroc, thetae_max_spread, test_auroc,
     <name>_verdict for each engine.verdicts.VERDICT_NAMES,
     core_sensitivity_r<R> for each R, test_core_sensitivity_r<R> for each R,
-    val_auroc_thetae_<lo>_<hi>, val_count_thetae_<lo>_<hi> for each bin (latest gate),
-    test_auroc_thetae_<lo>_<hi>, test_count_thetae_<lo>_<hi> for each bin
+    val_auroc_thetae_<lo>_<hi>, val_count_thetae_<lo>_<hi> for each bin (best.pt's val table,
+    else the latest gate's: thetae_source says which),
+    test_auroc_thetae_<lo>_<hi>, test_count_thetae_<lo>_<hi> for each bin (held out),
+    core_gate_reading, core_lr_auc_judged, final_mask_radius, final_masked_core_lr_auc,
+    final_masked_radial_lr_auc, final_core_lr_auc_ungrouped, final_radial_lr_auc_ungrouped,
+    final_masked_core_lr_auc_ungrouped, final_raw_robust_core_lr_auc,
+    final_raw_robust_radial_lr_auc, radial_uninformative ("yes"/"no"),
+    <split>_rows, <split>_distinct_positive, <split>_distinct_negative for train, val, test
 
 Torch-free and NumPy-free at import; matplotlib is imported only to draw.
 """
@@ -53,7 +61,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from engine.config import Config, ConfigError, default_config_path, load_config
 from engine.decision import Decision, decide, settings_note
 from engine.rundir import LAUNCH_FILE, METRICS_FILE, RUN_FILE, observe_run
-from engine.verdicts import (VERDICT_NAMES, compute_verdicts, gates_in_order, gate_verdicts,
+from engine.verdicts import (THETAE_KINDS, VERDICT_NAMES, compute_verdicts, gates_in_order, gate_verdicts,
                              latest_gate_with, number, thetae_summary)
 
 RESULTS_MD = "EXPERIMENT_RESULTS.md"
@@ -68,7 +76,7 @@ _VERDICT_LABELS = {
     "core_reliance": "Core reliance (§6.2)",
     "thetae_min_bin_auroc": "θ_E min bin AUROC (§6.3)",
     "thetae_max_spread": "θ_E max AUROC spread (§6.3)",
-    "test_auroc": "Test AUROC (§6.4)",
+    "test_auroc": "Test AUROC (§6.4; held out, not used for selection)",
 }
 _MATRIX_ORDER = ("val_auroc", "core_lr_auc", "radial_lr_auc", "core_reliance",
                  "thetae_min_bin_auroc", "thetae_max_spread", "test_auroc")
@@ -238,17 +246,22 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 
 def verdict_cell(entry: Mapping[str, Any] | None) -> str:
-    """'0.612 (WARN)'; a gate-sourced value says so: '0.612 (WARN, gate after 10 epochs)'."""
+    """'0.612 (WARN)'; a gate-sourced value says so: '0.612 (WARN, gate after 10 epochs)'; a masked
+    reading names its radius; a gate that cannot fail on the run's inputs says so."""
     if not entry or entry.get("value") is None:
         return DASH
     words = [entry.get("verdict") or "no verdict"]
     source = entry.get("source") or ""
+    if entry.get("reading") == "masked":
+        words.append(f"masked at R={entry.get('mask_radius')}")
     if source.startswith("gates["):
         words.append(f"gate after {source.split('=')[1].split(']')[0]} epochs")
     elif source.startswith("history"):
         words.append("best so far")
-    elif source == "test_auroc_by_thetae":
-        words.append("test")
+    elif source == "final_val_auroc_by_thetae":
+        words.append("val, best.pt")
+    if entry.get("uninformative"):
+        words.append("cannot fail on residual inputs")
     return f"{entry['value']:.3f} ({', '.join(words)})"
 
 
@@ -290,6 +303,10 @@ def _bins_by_edges(records: Iterable[Mapping[str, Any]]) -> dict[str, Mapping[st
 
 
 def _val_bins(metrics: Mapping[str, Any]) -> tuple[str | None, dict[str, Mapping[str, Any]]]:
+    """best.pt's val table (end of training) when written, else the latest gate's; and which."""
+    final = metrics.get("final_val_auroc_by_thetae")
+    if isinstance(final, list) and final:
+        return "best.pt", _bins_by_edges(r for r in final if isinstance(r, Mapping))
     gate = latest_gate_with(metrics, "val_auroc_by_thetae")
     if gate is None:
         return None, {}
@@ -343,7 +360,18 @@ def csv_columns(config: Config) -> list[str]:
     for prefix in ("val", "test"):
         for lo, hi in config.metrics.thetae_bin_pairs:
             cols += [f"{prefix}_auroc_thetae_{_bin_key(lo, hi)}", f"{prefix}_count_thetae_{_bin_key(lo, hi)}"]
+    cols += ["core_gate_reading", "core_lr_auc_judged", *_CONTEXT_KEYS, "radial_uninformative"]
+    for split in SPLITS:
+        cols += [f"{split}_rows", f"{split}_distinct_positive", f"{split}_distinct_negative"]
     return cols
+
+
+SPLITS = ("train", "val", "test")
+# The end-of-training gate values shown beside the judged ones (CSV columns and the probes table).
+_CONTEXT_KEYS = ("final_mask_radius", "final_masked_core_lr_auc", "final_masked_radial_lr_auc",
+                 "final_core_lr_auc_ungrouped", "final_radial_lr_auc_ungrouped",
+                 "final_masked_core_lr_auc_ungrouped", "final_raw_robust_core_lr_auc",
+                 "final_raw_robust_radial_lr_auc")
 
 
 def csv_row(run: FoundRun, verdicts: Mapping[str, Mapping[str, Any]], config: Config) -> dict[str, Any]:
@@ -383,7 +411,24 @@ def csv_row(run: FoundRun, verdicts: Mapping[str, Mapping[str, Any]], config: Co
             record = bins.get(_bin_key(lo, hi)) or {}
             row[f"{prefix}_auroc_thetae_{_bin_key(lo, hi)}"] = number(record.get("auroc"))
             row[f"{prefix}_count_thetae_{_bin_key(lo, hi)}"] = record.get("count")
+    core = verdicts["core_lr_auc"]
+    row["core_gate_reading"] = core.get("reading")
+    row["core_lr_auc_judged"] = core.get("value")
+    for key in _CONTEXT_KEYS:
+        row[key] = number(m.get(key))
+    row["radial_uninformative"] = "yes" if verdicts["radial_lr_auc"].get("uninformative") else "no"
+    sample = _effective(m)
+    for split in SPLITS:
+        counts = sample.get(split) or {}
+        row[f"{split}_rows"] = counts.get("rows")
+        row[f"{split}_distinct_positive"] = counts.get("distinct_positive")
+        row[f"{split}_distinct_negative"] = counts.get("distinct_negative")
     return row
+
+
+def _effective(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    sample = metrics.get("effective_sample")
+    return {k: v for k, v in sample.items() if isinstance(v, Mapping)} if isinstance(sample, Mapping) else {}
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
@@ -424,6 +469,7 @@ def render_decision(decision: Decision) -> list[str]:
     if decision.provisional:
         lines.append("- **Provisional**: see the notes below")
     lines += [f"- Note: {n}" for n in decision.notes]
+    lines += [f"- Read: {r}" for r in decision.readings]
     if decision.numbers:
         lines += ["", *_table(("Number", "Value"), ((k, DASH if v is None else f"{v:.4f}")
                                                      for k, v in decision.numbers.items()))]
@@ -445,7 +491,8 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
     # The matrix: one column per experiment of the plan (and any other found).
     lines += ["## Results matrix (plan §5, verdicts §6)", "",
               "Each value with its verdict in words. §6.3 names only PASS and FAIL: values between "
-              "are WARN. §6.4 is a target, not a band: PASS above it, FAIL otherwise.", ""]
+              "are WARN. §6.4 is a target, not a band: PASS above it, FAIL otherwise. Every verdict "
+              "but the test AUROC reads validation numbers; the test set is held out (§5.6).", ""]
     rules = {name: (verdicts[found[0]][name]["rule"] if found else "") for name in VERDICT_NAMES}
     rows = [["Status", ""] + [_status_cell(runs.get(e)) for e in ids],
             ["Epochs (done/planned)", ""] + [_epochs_cell(runs.get(e)) for e in ids],
@@ -456,6 +503,9 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
                     + [verdict_cell(verdicts[e][name]) if e in runs else DASH for e in ids])
     rows.append(["Settings", ""] + [_settings(e, runs[e].metrics) if e in runs else DASH for e in ids])
     lines += _table(["Metric", "Rule"] + ids, rows) + [""]
+    lines += render_selection(found, runs, verdicts, config)
+    lines += render_probes(found, runs, verdicts, config)
+    lines += render_effective_sample(found, runs)
 
     lines += ["## Gate history (plan §5.2, every "
               f"{config.metrics.gate_every_epochs} epochs on {config.metrics.gate_n_samples} samples)", ""]
@@ -463,10 +513,13 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
     for e in found:
         for gate in gates_in_order(runs[e].metrics):
             gv = gate_verdicts(gate, config.thresholds)
-            gate_rows.append([e, gate.get("after_epochs"), _plain_verdict(gv["core_lr_auc"]),
-                              _plain_verdict(gv["radial_lr_auc"]), gate.get("gate_n_samples", DASH),
-                              gate.get("note") or ""])
-    lines += (_table(("Experiment", "After epochs", "Core LR AUC", "Radial LR AUC", "Samples", "Note"), gate_rows)
+            radius = number(gate.get("mask_radius"))
+            masked = f"{_f(gate.get('masked_core_lr_auc'))} (R={radius:.0f})" if radius else DASH
+            gate_rows.append([e, gate.get("after_epochs"), _plain_verdict(gv["core_lr_auc"]), masked,
+                              _f(gate.get("core_lr_auc_ungrouped")), _plain_verdict(gv["radial_lr_auc"]),
+                              gate.get("gate_n_samples", DASH), gate.get("note") or ""])
+    lines += (_table(("Experiment", "After epochs", "Core LR AUC (unmasked)", "Core, masked at the radius in force",
+                      "Core, ungrouped (published method)", "Radial LR AUC", "Samples", "Note"), gate_rows)
               if gate_rows else ["No gate has been evaluated yet."]) + [""]
 
     lines += render_thetae(found, runs, config) + render_sensitivity(found, runs, config)
@@ -503,17 +556,109 @@ def _epochs_cell(run: FoundRun | None) -> str:
     return f"{epochs_completed(run.metrics)}/{planned if planned is not None else '?'}"
 
 
+def render_selection(found: list[str], runs: Mapping[str, FoundRun],
+                     verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]], config: Config) -> list[str]:
+    """The validation numbers the decision reads, one row per run, beside the held-out test column."""
+    lines = ["## What the decision reads (validation) beside the held-out test", "",
+             "Every number left of the test column is a validation number; the §6 verdicts and the §10 "
+             "decision read those only. The test column is held out (§5.6: final evaluation only): shown, "
+             "never used to choose a configuration. The Phase-4 run's test evaluation is the plan's final one.",
+             ""]
+    if not found:
+        return lines + ["No run yet.", ""]
+    rows = []
+    for e in found:
+        v, m = verdicts[e], runs[e].metrics
+        test = thetae_summary(m, "test")
+        test_bins = (f"{_f(test.min_auroc)} / {_f(test.max_spread)}" if test.source else DASH)
+        rows.append([e, verdict_cell(v["val_auroc"]), verdict_cell(v["core_lr_auc"]), verdict_cell(v["radial_lr_auc"]),
+                     verdict_cell(v["core_reliance"]), verdict_cell(v["thetae_min_bin_auroc"]),
+                     verdict_cell(v["thetae_max_spread"]), f"{_f(m.get('test_auroc'))} ({v['test_auroc']['verdict'] or DASH})"
+                     if number(m.get("test_auroc")) is not None else DASH, test_bins])
+    return lines + _table(("Experiment", "Best val AUROC", "Core gate (judged)", "Radial gate", "Core reliance",
+                           "θ_E min bin (val)", "θ_E spread (val)", "Test AUROC (held out)",
+                           "Test θ_E min / spread (held out)"), rows) + [""]
+
+
+def render_probes(found: list[str], runs: Mapping[str, FoundRun],
+                  verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]], config: Config) -> list[str]:
+    """The shortcut probes side by side: judged, unmasked, masked, ungrouped, and on raw_robust inputs."""
+    reading = config.decision.variant_core_gate
+    lines = ["## Shortcut probes side by side (plan §5.2, §5.4)", "",
+             f"The core gate a verdict judges (`[decision] variant_core_gate = \"{reading}\"`): for a run "
+             "that masks the core in training, " + ("the probe on val images masked at its radius (B3: the "
+             "radius at its best.pt epoch), the definition of the published \"+R7\" row; the unmasked probe "
+             "is the data's shortcut, which B1-B4 share." if reading == "masked" else "the unmasked probe, "
+             "which B1-B4 share.") + " Every value is grouped by LRG in the CV folds. *Ungrouped* is the "
+             "published method's value (plain StratifiedKFold): in the unpaired view an LRG's ~12 near-identical "
+             "rows carry one label, so plain folds let the probe recognise hosts it trained on, and the value "
+             "reads high; it is shown for comparison with the published matrix, never judged. *raw_robust* is "
+             "the same probe on the same val rows before the radial profile is subtracted: data-level context.",
+             ""]
+    if not found:
+        return lines + ["No run yet.", ""]
+    rows, flat = [], []
+    for e in found:
+        m, core, radial = runs[e].metrics, verdicts[e]["core_lr_auc"], verdicts[e]["radial_lr_auc"]
+        radius = number(m.get("final_mask_radius"))
+        masked = f"{_f(m.get('final_masked_core_lr_auc'))} (R={radius:.0f})" if radius else DASH
+        rows.append([e, verdict_cell(core), _f(m.get("final_core_lr_auc")), masked,
+                     _f(m.get("final_core_lr_auc_ungrouped")),
+                     _f(m.get("final_masked_core_lr_auc_ungrouped")) if radius else DASH,
+                     verdict_cell(radial), _f(m.get("final_radial_lr_auc_ungrouped")),
+                     f"{_f(m.get('final_raw_robust_core_lr_auc'))} / {_f(m.get('final_raw_robust_radial_lr_auc'))}"])
+        if radial.get("uninformative"):
+            flat.append((e, radial["uninformative"]))
+    lines += _table(("Experiment", "Core gate (judged)", "Core, unmasked (the data's shortcut)",
+                     "Core, masked at the run's radius", "Core, ungrouped (published method)",
+                     "Masked core, ungrouped", "Radial gate", "Radial, ungrouped (published method)",
+                     "raw_robust core / radial (context)"), rows) + [""]
+    if flat:
+        lines += ["**The radial gate cannot fail on residual inputs.** Residual preprocessing subtracts "
+                  "each ring's median, so the radial profile the probe reads is ~0 whatever the data hold, "
+                  "and a PASS there says nothing about a radial shortcut. The raw_robust column is what the "
+                  "same rows carry before that subtraction.", ""]
+        by_text: dict[str, list[str]] = {}
+        for e, text in flat:
+            by_text.setdefault(text, []).append(e)
+        lines += [f"- {', '.join(es)}: {text}" for text, es in by_text.items()] + [""]
+    return lines
+
+
+def render_effective_sample(found: list[str], runs: Mapping[str, FoundRun]) -> list[str]:
+    """Rows and distinct images per split and label: the effective sample size."""
+    lines = ["## Effective sample size", "",
+             "Rows per split and label, and how many distinct images they hold (distinct image bytes; "
+             "LRGs in brackets). In the unpaired view a negative LRG gives its one control image to each "
+             "of its rows, so the negatives hold far fewer distinct images than rows: unbiased, but a "
+             "smaller sample than the row count suggests.", ""]
+    rows = []
+    for e in found:
+        for split, counts in _effective(runs[e].metrics).items():
+            rows.append([e, split, counts.get("rows", DASH),
+                         f"{counts.get('positive', DASH)} / {counts.get('distinct_positive', DASH)} "
+                         f"({counts.get('positive_lrgs', DASH)})",
+                         f"{counts.get('negative', DASH)} / {counts.get('distinct_negative', DASH)} "
+                         f"({counts.get('negative_lrgs', DASH)})"])
+    if not rows:
+        return lines + ["No run has recorded it yet (written when a run loads its data).", ""]
+    return lines + _table(("Experiment", "Split", "Rows", "Lenses: rows / distinct (LRGs)",
+                           "Non-lenses: rows / distinct (LRGs)"), rows) + [""]
+
+
 def render_thetae(found: list[str], runs: Mapping[str, FoundRun], config: Config) -> list[str]:
     """§5.3: AUROC and positives per θ_E bin, validation (latest gate) and test where measured."""
     lines = ["## θ_E stratification (plan §5.3)", "",
              "AUROC of the positives in each bin against all negatives, with the positives' count. "
+             "The validation columns are best.pt's, computed at the end of training (what §6.3 and the "
+             "decision read); before that, the latest gate's (the weights of that epoch). "
              f"A bin with fewer than {config.metrics.thetae_min_positives} positives has no AUROC and "
              "is left out of the min-bin and spread verdicts.", ""]
     if not found:
         return lines + ["No run yet.", ""]
     pairs = config.metrics.thetae_bin_pairs
     val = {e: _val_bins(runs[e].metrics) for e in found}
-    header = ["θ_E bin (arcsec)"] + [f"{e} val ({val[e][0] or 'no gate yet'})" for e in found]
+    header = ["θ_E bin (arcsec)"] + [f"{e} val ({val[e][0] or 'not measured yet'})" for e in found]
     rows = [[f"[{lo:.2f}, {hi:.2f})"] + [_bin_cell(val[e][1].get(_bin_key(lo, hi))) for e in found]
             for lo, hi in pairs]
     lines += _table(header, rows) + [""]
@@ -522,8 +667,8 @@ def render_thetae(found: list[str], runs: Mapping[str, FoundRun], config: Config
     if with_test:
         rows = [[f"[{lo:.2f}, {hi:.2f})"] + [_bin_cell(test[e].get(_bin_key(lo, hi))) for e in with_test]
                 for lo, hi in pairs]
-        lines += ["Test set (§5.6):", ""] + _table(["θ_E bin (arcsec)"] + [f"{e} test" for e in with_test],
-                                                  rows) + [""]
+        lines += ["Test set (§5.6), held out: shown, never used for a verdict or the decision.", ""]
+        lines += _table(["θ_E bin (arcsec)"] + [f"{e} test (held out)" for e in with_test], rows) + [""]
     return lines
 
 
@@ -541,7 +686,8 @@ def render_sensitivity(found: list[str], runs: Mapping[str, FoundRun], config: C
     rows = [[f"R={r}"] + [_f(c.get(r)) for _, _, c in cols] for r in config.metrics.sensitivity_radii]
     rows.append(["core_reliance"] + [_f(runs[e].metrics.get("core_reliance")) if kind == "val" else DASH
                                      for e, kind, _ in cols])
-    return lines + _table(["Mask radius"] + [f"{e} {kind}" for e, kind, _ in cols], rows) + [""]
+    return lines + _table(["Mask radius"] + [f"{e} {kind}" + (" (held out)" if kind == "test" else "")
+                                             for e, kind, _ in cols], rows) + [""]
 
 
 def render_learning(found: list[str], runs: Mapping[str, FoundRun]) -> list[str]:
@@ -633,7 +779,7 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
     for i, e in enumerate(ids):
         m = runs[e].metrics
         summary = thetae_summary(m)
-        bins = _test_bins(m) if summary.kind == "test" else _val_bins(m)[1]
+        bins = _val_bins(m)[1]
         ys = [_nan((bins.get(_bin_key(lo, hi)) or {}).get("auroc")) for lo, hi in pairs]
         if bins:
             ax.plot(range(len(pairs)), ys, "o-", color=f"C{i % 10}", label=f"{e} ({summary.kind})")
@@ -641,7 +787,7 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
     ax.axhline(th.thetae_min_bin_auroc.pass_limit, color="green", linestyle=":", label="PASS above")
     ax.axhline(th.thetae_min_bin_auroc.fail_limit, color="red", linestyle=":", label="FAIL below")
     ax.set_xticks(range(len(pairs)), labels)
-    _finish(ax, "θ_E bin (arcsec)", "AUROC", "AUROC by θ_E bin (test where measured, else latest val gate)",
+    _finish(ax, "θ_E bin (arcsec)", "AUROC", "Val AUROC by θ_E bin (best.pt where written, else latest gate)",
             drawn)
     _save(fig, plt, out_dir / PLOT_FILES[1])
 
@@ -716,7 +862,8 @@ def write_report(source: Collection | Mapping[str, Mapping[str, Any]], config: C
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     decision = decide(decision_inputs(collection), config)
-    verdicts = {e: compute_verdicts(r.metrics, config.thresholds, config.targets)
+    verdicts = {e: compute_verdicts(r.metrics, config.thresholds, config.targets,
+                                    variant_core_gate=config.decision.variant_core_gate)
                 for e, r in collection.runs.items()}
     if plots:
         drawn, plot_note = write_plots(collection, config, out)

@@ -36,8 +36,8 @@ from engine.augment import seeded_generator, training_batch
 from engine.config import Config, ConfigError, Experiment, load_config
 from engine.datasettings import DataSettings
 from engine.device import DeviceError, describe, memory_format, pick_device, pick_precision
-from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_reliance, core_sensitivity,
-                             gate_record, load_device_split, predict, with_verdicts)
+from engine.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_sensitivity, effective_sample,
+                             final_val_metrics, gate_record, load_device_split, predict, with_verdicts)
 from engine.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, load_optimizer_state,
                           remove_stale_temp_files, save_checkpoint)
 from engine.manifest import CacheError, ManifestError
@@ -483,11 +483,18 @@ class Trainer:
         return exit_code
 
     def restore_progress(self, resume: dict[str, Any] | None) -> Progress:
+        e = self.plan.experiment
+        # What the run's inputs are: a verdict reads it (a radial gate on residual inputs cannot fail).
+        inputs = {"data_mode": e.data_mode, "preprocessing": e.preprocessing, "sample": e.sample,
+                  "masking": e.masking.describe()}
         if resume is None:
-            return Progress(metrics=rundir.new_metrics(self.plan.experiment.id, self.plan.epochs, self.plan.overrides))
+            metrics = rundir.new_metrics(e.id, self.plan.epochs, self.plan.overrides)
+            metrics["inputs"] = inputs
+            return Progress(metrics=metrics)
         metrics = json.loads(resume["metrics_json"])
         metrics["status"] = "running"
         metrics["overrides"] = dict(self.plan.overrides)
+        metrics["inputs"] = inputs
         return Progress(epoch=resume["epoch"], batch=resume["batch"], loss_sum=resume["loss_sum"],
                         seen=resume["seen"], elapsed=resume["elapsed"], best_val_auroc=resume["best_val_auroc"],
                         best_epoch=resume["best_epoch"], training_finished=resume["training_finished"],
@@ -518,8 +525,11 @@ class Trainer:
             raise Aborted("before training started: nothing to save")
 
     def record_data(self, split: DeviceSplit) -> None:
-        """Bad rows into metrics.json (`bad_rows`), the manifest and counts into run.json (`data`)."""
+        """Bad rows and the effective sample size into metrics.json (`bad_rows`, `effective_sample`),
+        the manifest and counts into run.json (`data`)."""
         self.progress.metrics.setdefault("bad_rows", {})[split.name] = split.bad_rows_summary
+        self.progress.metrics.setdefault("effective_sample", {})[split.name] = effective_sample(
+            split.host_images, split.labels, split.groups)
         keep = ("count", "positive", "negative", "manifest", "manifest_sha256", "unpaired_method", "cache",
                 "cache_dir", "cache_hit", "bad_rows", "failed_rows", "bad_row_limit")
         self.info.setdefault("data", {})[split.name] = {k: split.info.get(k) for k in keep}
@@ -665,6 +675,7 @@ class Trainer:
         p.metrics["gates"].append(record)
         masked = (f"  at R={radius}: core {_fmt(record.get('masked_core_lr_auc'))} "
                   f"radial {_fmt(record.get('masked_radial_lr_auc'))}" if radius else "")
+        masked += f"  (ungrouped, the published method: core {_fmt(record.get('core_lr_auc_ungrouped'))})"
         bins = " ".join(f"{b['bin'][0]:g}-{b['bin'][1]:g}:{_fmt(b['auroc'], 3)}({b['count']})"
                         for b in record["val_auroc_by_thetae"])
         self.log.line(f"gate after {after_epochs} epoch{'' if after_epochs == 1 else 's'}: "
@@ -673,42 +684,38 @@ class Trainer:
                       + (f"  ({record['note']})" if record.get("note") else ""))
 
     def finish(self, p: Progress) -> None:
-        """End of training with best.pt: §5.4, §5.5 on val, then the test set once (§5.6)."""
-        m, metrics = self.cfg.metrics, p.metrics
+        """End of training with best.pt: §5.3-§5.5 on val (what the verdicts read), then the test set
+        once (§5.6: held out, reported, never used for selection)."""
+        m, metrics, experiment = self.cfg.metrics, p.metrics, self.plan.experiment
         if self.stop.requested:
             raise Aborted("after training, before the final evaluation: it runs again on resume")
+        self.train_split = None  # free the device: from here on only val and test are read
         best = load_checkpoint(self.dir / rundir.BEST_CKPT, self.device)
         self.model.load_state_dict(best["model"])
         history = [r for r in metrics["history"] if r.get("val_auroc") is not None]
         top = max(history, key=lambda r: r["val_auroc"])  # max keeps the first of equal values
         metrics["best_val_auroc"], metrics["best_epoch"] = top["val_auroc"], top["epoch"]
 
-        final_radius, _ = self.plan.experiment.masking.at_epoch(max(p.epoch - 1, 0))
-        final = gate_record(self.val, m, n_samples=None, mask_radius=final_radius)
-        metrics["final_core_lr_auc"], metrics["final_radial_lr_auc"] = final["core_lr_auc"], final["radial_lr_auc"]
-        metrics["final_gate_n_samples"] = final["gate_n_samples"]
-        if final.get("note"):
-            metrics["final_gate_note"] = final["note"]
-        if final_radius:
-            metrics["final_mask_radius"] = final_radius
-            metrics["final_masked_core_lr_auc"] = final.get("masked_core_lr_auc")
-            metrics["final_masked_radial_lr_auc"] = final.get("masked_radial_lr_auc")
-        scores = predict(self.model, self.val.images, precision=self.precision)
-        curve = core_sensitivity(self.model, self.val.images, self.val.labels, m.sensitivity_radii,
-                                 precision=self.precision, unmasked_scores=scores)
-        metrics["core_sensitivity"] = curve
-        metrics["core_reliance"] = core_reliance(curve, m.core_reliance_radius)
+        raw_val, raw_note = self.raw_robust_val()
+        metrics.update(final_val_metrics(self.model, self.val, experiment, m, best_epoch=top["epoch"],
+                                         precision=self.precision, raw_val=raw_val, raw_note=raw_note))
         self.write_metrics(metrics)
+        radius = metrics.get("final_mask_radius")
+        masked = (f" masked at R={radius} (best.pt's epoch): core {_fmt(metrics['final_masked_core_lr_auc'])} "
+                  f"radial {_fmt(metrics['final_masked_radial_lr_auc'])};" if radius else "")
         self.log.line(f"best epoch {top['epoch'] + 1}: val_auroc {_fmt(top['val_auroc'])}; "
-                      f"final gates on {final['gate_n_samples']} val rows: core_lr_auc "
-                      f"{_fmt(metrics['final_core_lr_auc'])} radial_lr_auc {_fmt(metrics['final_radial_lr_auc'])}; "
-                      f"core_reliance {_fmt(metrics['core_reliance'])}  sensitivity "
-                      + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in curve))
+                      f"final gates on {metrics['final_gate_n_samples']} val rows: core_lr_auc "
+                      f"{_fmt(metrics['final_core_lr_auc'])} radial_lr_auc {_fmt(metrics['final_radial_lr_auc'])} "
+                      f"(ungrouped, the published method: {_fmt(metrics['final_core_lr_auc_ungrouped'])} / "
+                      f"{_fmt(metrics['final_radial_lr_auc_ungrouped'])});{masked} raw_robust inputs: core "
+                      f"{_fmt(metrics['final_raw_robust_core_lr_auc'])} radial "
+                      f"{_fmt(metrics['final_raw_robust_radial_lr_auc'])}; core_reliance "
+                      f"{_fmt(metrics['core_reliance'])}  sensitivity "
+                      + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in metrics["core_sensitivity"]))
         if self.stop.requested:
             raise Aborted("after the val evaluation, before the test set: the end runs again on resume")
 
         # The test set, once, with best.pt (the public work used the last epoch's weights by mistake).
-        self.train_split = None  # free the device for the test images
         test = load_device_split(self.cfg, self.plan.experiment, self.plan.data_root, "test", self.device,
                                  limit=self.plan.limit_val, limit_seed=self.plan.seed,
                                  settings=self.plan.data_settings)
@@ -722,9 +729,27 @@ class Trainer:
                                                             unmasked_scores=scores)
         p.status = "done"
         self.save_last(p)  # a later start sees "done" and asks for --fresh instead of retraining
-        self.log.line(f"test ({len(test)} rows, best.pt of epoch {top['epoch'] + 1}): test_auroc "
+        self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch'] + 1}): test_auroc "
                       f"{_fmt(metrics['test_auroc'])}  sensitivity "
                       + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in metrics["test_core_sensitivity"]))
+
+
+    def raw_robust_val(self) -> tuple[DeviceSplit | None, str | None]:
+        """The val rows with raw_robust preprocessing (host only), for the data-level gate context.
+
+        (None, why) when the run's own inputs are raw_robust, or the rows cannot be read: the
+        context is then missing and says why; the run goes on.
+        """
+        plan = self.plan
+        if plan.experiment.preprocessing == "raw_robust":
+            return None, "the run's own inputs are raw_robust: its gates are the raw_robust values"
+        try:
+            return load_device_split(plan.config, plan.experiment, plan.data_root, "val", None,
+                                     limit=plan.limit_val, limit_seed=plan.seed, settings=plan.data_settings,
+                                     preprocessing="raw_robust"), None
+        except DATA_ERRORS as exc:
+            self.log.line(f"raw_robust gate context not computed: {exc}")
+            return None, f"raw_robust val rows could not be read: {exc}"
 
 
 def _fmt(value: float | None, digits: int = 4) -> str:

@@ -538,6 +538,10 @@ def verdict_lines(entry: Mapping[str, Any]) -> list[Text]:
         verdict = item.get("verdict") if item.get("verdict") in VERDICT_STYLES else None
         line = Text(f"{name:<22}")
         line.append_text(verdict_text(verdict, _num(item.get("value"))))
+        if item.get("reading") == "masked":       # a masking variant's core gate (engine.verdicts)
+            line.append(f" masked R={item.get('mask_radius')}")
+        if item.get("uninformative"):             # a gate that cannot fail on the run's inputs
+            line.append("  cannot fail on residual inputs", style="yellow")
         if item.get("rule"):
             line.append(f"  {item['rule']}", style="dim")
         lines.append(line)

@@ -394,6 +394,39 @@ async def test_detail_shows_epochs_bins_gates_log_and_back():
         assert not isinstance(app.screen, DetailScreen)
 
 
+async def test_detail_shows_a_variants_masked_gate_beside_the_unmasked_one_and_the_held_out_test():
+    from engine.config import load_config
+    from engine.verdicts import compute_verdicts
+
+    b3 = {"state": "done", "epochs_planned": 50, "history": [epoch(0, 0.90), epoch(1, 0.93)], "best_epoch": 1,
+          "best_val_auroc": 0.93, "gates": [gate(50, 0.71, 0.50)], "errors": [],
+          "inputs": {"preprocessing": "residual"}, "final_gate_n_samples": 10000,
+          "final_core_lr_auc": 0.71, "final_core_lr_auc_ungrouped": 0.83, "final_radial_lr_auc": 0.50,
+          "final_radial_lr_auc_ungrouped": 0.61, "final_radial_feature_max_abs": 1.2e-4, "final_mask_radius": 7,
+          "final_masked_core_lr_auc": 0.55, "final_masked_core_lr_auc_ungrouped": 0.66,
+          "final_raw_robust_core_lr_auc": 0.86, "final_raw_robust_radial_lr_auc": 0.93, "core_reliance": 0.01,
+          "final_val_auroc_by_thetae": [{"bin": [0.5, 0.75], "auroc": 0.88, "count": 300, "note": None}],
+          "test_auroc": 0.80, "test_auroc_by_thetae": [{"bin": [0.5, 0.75], "auroc": 0.6, "count": 300, "note": None}]}
+    config = load_config(PLAN)
+    b3["verdicts"] = compute_verdicts(b3, config.thresholds, config.targets)
+    fleet = FakeFleet(["local"])
+    fleet.runs["local"]["B3"] = b3
+    app = app_with(fleet)
+    async with app.run_test(size=(140, 60)) as pilot:
+        await wait_for(pilot, lambda: cell(app, "B3", "status") == "done")
+        app.matrix.select("B3")
+        await pilot.press("enter")
+        detail = app.screen
+        analysis = str(detail.query_one("#analysis").render())
+        assert "Val AUROC by θ_E (best.pt, end of training)" in analysis and "0.880" in analysis
+        assert "0.550 PASS masked R=7" in analysis
+        assert "unmasked (the data's shortcut) 0.710" in analysis
+        assert "ungrouped (published method, leaks LRG identity) 0.660" in analysis
+        assert "raw_robust inputs 0.930" in analysis
+        assert "cannot fail on residual inputs" in analysis
+        assert "Test AUROC 0.800 (held out, not used for selection)" in analysis
+
+
 async def test_an_experiment_run_on_two_hosts_shows_plus_one_and_h_switches_the_detail(tmp_path):
     fleet = FakeFleet(["local", "lambda"])
     fleet.runs["local"]["A1"] = {"state": "done", "epochs_planned": 2, "history": [epoch(0, 0.70), epoch(1, 0.74)],
@@ -581,6 +614,7 @@ async def test_decision_panel_launches_next_phase():
         await pilot.press("d")
         assert isinstance(app.screen, DecisionScreen)
         assert expected.title in app.screen.text
+        assert "Read: validation numbers only" in app.screen.text
         assert expected.next_experiments, "B1 core AUC > 0.65 with low reliance: test the masking variants"
         await pilot.press("l")
         assert isinstance(app.screen, ConfirmScreen)

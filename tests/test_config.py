@@ -170,6 +170,9 @@ BAD_CONFIGS = {
     "unknown unpaired method": (
         ('unpaired_method = "origin"', 'unpaired_method = "orgin"'),
         [r"sampling\.unpaired_method: 'orgin' is not one of origin, per_cell", r"did you mean 'origin'"]),
+    "unknown core-gate reading": (
+        ('variant_core_gate = "masked"', 'variant_core_gate = "maskd"'),
+        [r"decision\.variant_core_gate: 'maskd' is not one of masked, unmasked", r"did you mean 'masked'"]),
     "core reliance radius not measured": (
         ("core_reliance_radius = 7", "core_reliance_radius = 8"),
         [r"metrics\.core_reliance_radius: core_reliance needs radii 0 and 8 in sensitivity_radii"]),
@@ -215,3 +218,12 @@ def test_config_is_frozen():
         c.training.epochs = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         c.experiments["X"] = c.experiment("A1")  # type: ignore[index]
+
+
+def test_the_decision_reading_defaults_to_masked_and_can_be_set(shipped_text):
+    assert parse_config(shipped_text.encode()).decision.variant_core_gate == "masked"
+    without = shipped_text.split("[decision]")[0] + "[experiments.A1]" + shipped_text.split("[experiments.A1]", 1)[1]
+    assert "variant_core_gate" not in without
+    assert parse_config(without.encode()).decision.variant_core_gate == "masked"
+    unmasked = _edit(shipped_text, 'variant_core_gate = "masked"', 'variant_core_gate = "unmasked"')
+    assert parse_config(unmasked.encode()).decision.variant_core_gate == "unmasked"

@@ -186,8 +186,22 @@ def test_a_shortened_run_makes_the_decision_provisional_and_says_so():
 # ---------------------------------------------------------------------------
 # The masking variants (B1 core > 0.65, reliance < 0.05)
 
-B1_SHORTCUT_IN_DATA = run(core=0.70, rel=0.02, thetae=(0.80, 0.88, 0.90, 0.92, 0.94, 0.95))   # spread 0.15
-PASSING = dict(core=0.58, rel=0.01, radial=0.50, val=0.95)
+B1_CORE = 0.70   # B1's unmasked core probe: B1-B4 share their val images, so every variant carries it
+B1_SHORTCUT_IN_DATA = run(core=B1_CORE, rel=0.02, thetae=(0.80, 0.88, 0.90, 0.92, 0.94, 0.95))   # spread 0.15
+RADIUS = {"B2": 5, "B3": 7, "B4": 3}
+
+
+def variant(exp, masked=0.55, rel=0.01, radial=0.50, val=0.95, thetae=GOOD_BINS, **extra):
+    """A finished masking variant as the engine writes it: the unmasked probe is B1's (the same val
+    images), the masked probe at the variant's radius is its own; θ_E from best.pt's val table."""
+    m = run(core=B1_CORE, rel=rel, radial=radial, val=val, thetae=thetae)
+    m["gates"][-1].update(mask_radius=RADIUS[exp], masked_core_lr_auc=masked, masked_radial_lr_auc=radial)
+    m.update(final_mask_radius=RADIUS[exp], final_masked_core_lr_auc=masked, final_masked_radial_lr_auc=radial,
+             final_val_auroc_by_thetae=m["gates"][-1]["val_auroc_by_thetae"])
+    if exp == "B3":
+        m["best_epoch"] = 9     # B3's schedule masks at R=7 in epochs 0-9
+    m.update(extra)
+    return m
 
 
 def variants(b2, b3, b4):
@@ -199,31 +213,37 @@ def spread(s):
     return (0.85, 0.85 + s, 0.86, 0.86, 0.86, 0.86)
 
 
+def V(exp, **kw):
+    return lambda: variant(exp, **kw)
+
+
+# Boundary cases of the sub-tree on values of the engine's shape (tests/test_variant_subtree.py
+# reaches each branch with values the engine computed).
 VARIANT_TABLE = [
     # id, B2, B3, B4, branch, base
-    ("b3_passes", run(**PASSING), run(**PASSING), run(**PASSING), "use_b3", "B3"),
-    ("b3_passes_alone", run(core=0.70), run(**PASSING), run(core=0.70), "use_b3", "B3"),
-    ("b2_better_spread", run(**PASSING, thetae=spread(0.05)), run(core=0.62), run(core=0.70), "use_b2", "B2"),
-    ("b4_better_spread", run(core=0.70), run(core=0.62), run(**PASSING, thetae=spread(0.10)), "use_b4", "B4"),
-    ("both_better_b4_lower", run(**PASSING, thetae=spread(0.12)), run(core=0.62),
-     run(**PASSING, thetae=spread(0.08)), "use_b4", "B4"),
-    ("both_tie", run(**PASSING, thetae=spread(0.08)), run(core=0.62), run(**PASSING, thetae=spread(0.08)),
+    ("b3_passes", V("B2"), V("B3"), V("B4"), "use_b3", "B3"),
+    ("b3_passes_alone", V("B2", masked=0.70), V("B3"), V("B4", masked=0.70), "use_b3", "B3"),
+    ("b2_better_spread", V("B2", thetae=spread(0.05)), V("B3", masked=0.62), V("B4", masked=0.70), "use_b2", "B2"),
+    ("b4_better_spread", V("B2", masked=0.70), V("B3", masked=0.62), V("B4", thetae=spread(0.10)), "use_b4", "B4"),
+    ("both_better_b4_lower", V("B2", thetae=spread(0.12)), V("B3", masked=0.62),
+     V("B4", thetae=spread(0.08)), "use_b4", "B4"),
+    ("both_tie", V("B2", thetae=spread(0.08)), V("B3", masked=0.62), V("B4", thetae=spread(0.08)),
      "outside_plan", None),
-    ("b2_spread_on_the_warn_bound", run(**PASSING, thetae=spread(0.15)), run(core=0.62), run(core=0.70),
+    ("b2_spread_on_the_warn_bound", V("B2", thetae=spread(0.15)), V("B3", masked=0.62), V("B4", masked=0.70),
      "outside_plan", None),                          # spread exactly 0.15 is WARN: B2 does not pass
-    ("all_fail_core", run(core=0.70), run(core=0.58, rel=0.06), run(core=0.66, rel=0.051),
+    ("all_fail_core", V("B2", masked=0.70), V("B3", rel=0.06), V("B4", masked=0.66, rel=0.051),
      "stop_data_redesign", None),
-    ("fail_differently", run(core=0.62), run(core=0.58, radial=0.61), run(core=0.70), "outside_plan", None),
-    ("b3_warn_only_on_val_target", run(core=0.70), run(**{**PASSING, "val": 0.90}), run(core=0.70),
+    ("fail_differently", V("B2", masked=0.62), V("B3", radial=0.61), V("B4", masked=0.70), "outside_plan", None),
+    ("b3_warn_only_on_val_target", V("B2", masked=0.70), V("B3", val=0.90), V("B4", masked=0.70),
      "outside_plan", None),                          # val exactly 0.90 is not > 0.90: B3 does not pass
-    ("b3_thetae_min_warn", run(core=0.70), run(**PASSING, thetae=(0.80, 0.9, 0.9, 0.9, 0.9, 0.9)),
-     run(core=0.70), "outside_plan", None),
+    ("b3_thetae_min_warn", V("B2", masked=0.70), V("B3", thetae=(0.80, 0.9, 0.9, 0.9, 0.9, 0.9)),
+     V("B4", masked=0.70), "outside_plan", None),
 ]
 
 
 @pytest.mark.parametrize("name,b2,b3,b4,branch,base", VARIANT_TABLE, ids=[c[0] for c in VARIANT_TABLE])
 def test_masking_variant_branches(name, b2, b3, b4, branch, base):
-    d = decide(variants(b2, b3, b4), CONFIG)
+    d = decide(variants(b2(), b3(), b4()), CONFIG)
     assert d.branch == branch, d.reason
     assert d.base == base
     assert d.next_experiments == (("FULL",) if base else ())
@@ -231,55 +251,93 @@ def test_masking_variant_branches(name, b2, b3, b4, branch, base):
     assert d.outside_plan == (branch == "outside_plan")
     assert d.criterion
     assert "B1 has core LR AUC 0.70 and core_reliance 0.02" in d.reason
+    assert d.core_gate_reading == "masked" and any("masked at its radius" in r for r in d.readings)
+
+
+def test_the_unmasked_reading_gives_every_variant_b1s_core_and_so_stops():
+    """The reading before issue 14: B1-B4 share the unmasked images, so no variant can pass."""
+    unmasked = replace(CONFIG, decision=replace(CONFIG.decision, variant_core_gate="unmasked"))
+    for name, b2, b3, b4, *_ in VARIANT_TABLE:
+        d = decide(variants(b2(), b3(), b4()), unmasked)
+        assert d.branch == "stop_data_redesign", name
+        assert d.core_gate_reading == "unmasked"
+        assert "B2 core_lr_auc FAIL (0.70)" in d.criterion
 
 
 def test_variant_criteria_are_named():
-    d = decide(variants(run(**PASSING), run(**PASSING), run(core=0.70)), CONFIG)
+    d = decide(variants(variant("B2"), variant("B3"), variant("B4", masked=0.70)), CONFIG)
     assert d.criterion == ("B3 passes all criteria (core_lr_auc, radial_lr_auc, core_reliance, "
                            "thetae_min_bin_auroc, thetae_max_spread, val_auroc: every one PASS)")
     assert "B2 also passes; §10 prefers B3 (its first sub-branch)" in d.notes
-    d = decide(variants(run(**PASSING, thetae=spread(0.05)), run(core=0.62), run(core=0.70)), CONFIG)
-    assert "θ_E spread 0.05 is lower than B1's 0.15 (val bins)" in d.criterion
-    assert d.numbers["B2.thetae_max_spread_val"] == 0.05 and d.numbers["B1.thetae_max_spread_val"] == 0.15
-    d = decide(variants(run(core=0.70), run(core=0.58, rel=0.06), run(core=0.66, rel=0.051)), CONFIG)
+    assert d.numbers["B3.final_masked_core_lr_auc"] == 0.55 and d.numbers["B3.final_core_lr_auc"] == 0.70
+    d = decide(variants(variant("B2", thetae=spread(0.05)), variant("B3", masked=0.62),
+                        variant("B4", masked=0.70)), CONFIG)
+    assert "θ_E spread 0.05 is lower than B1's 0.15 (the latest val gates' bins, not best.pt's)" in d.criterion
+    assert "B3 does not pass (core_lr_auc WARN (0.62 masked at R=7))" in d.reason
+    assert d.numbers["B2.thetae_max_spread_val_gate"] == 0.05 and d.numbers["B1.thetae_max_spread_val_gate"] == 0.15
+    d = decide(variants(variant("B2", masked=0.70), variant("B3", rel=0.06), variant("B4", masked=0.66, rel=0.051)),
+               CONFIG)
     assert d.criterion.startswith("every variant FAILs a core criterion")
     assert "B3 core_reliance FAIL (0.06)" in d.criterion
+    assert "B2 core_lr_auc FAIL (0.70 masked at R=5)" in d.criterion
+
+
+def test_spreads_compare_best_pt_val_tables_when_both_runs_have_them():
+    b1 = run(core=B1_CORE, rel=0.02, thetae=spread(0.05),
+             final_val_auroc_by_thetae=[{"bin": list(b), "auroc": a, "count": 400, "note": None}
+                                        for b, a in zip(BINS, spread(0.15))])
+    d = decide({"A1": A1, "B1": b1, "B2": variant("B2", thetae=spread(0.08)), "B3": variant("B3", masked=0.62),
+                "B4": variant("B4", masked=0.70)}, CONFIG)
+    # The gate bins would say 0.08 > 0.05 (not better); best.pt's tables say 0.08 < 0.15.
+    assert d.branch == "use_b2", d.reason
+    assert "lower than B1's 0.15 (val bins of best.pt)" in d.criterion
 
 
 def test_variants_failing_differently_explain_each_one():
-    d = decide(variants(run(core=0.62), run(core=0.58, radial=0.61), run(core=0.70)), CONFIG)
-    assert "B2 does not pass: core_lr_auc WARN (0.62)" in d.reason
+    d = decide(variants(variant("B2", masked=0.62), variant("B3", radial=0.61), variant("B4", masked=0.70)), CONFIG)
+    assert "B2 does not pass: core_lr_auc WARN (0.62 masked at R=5)" in d.reason
     assert "B3 does not pass: radial_lr_auc FAIL (0.61)" in d.reason
-    assert "B4 does not pass: core_lr_auc FAIL (0.70)" in d.reason
+    assert "B4 does not pass: core_lr_auc FAIL (0.70 masked at R=3)" in d.reason
     assert "B2, B3 do not" in d.reason
 
 
 @pytest.mark.parametrize("b2_spread", [0.09, 0.05])
 def test_a_passing_variant_whose_spread_is_not_lower_than_b1s_is_outside_the_plan(b2_spread):
-    b1 = run(core=0.70, rel=0.02, thetae=spread(0.05))
-    d = decide({"A1": A1, "B1": b1, "B2": run(**PASSING, thetae=spread(b2_spread)), "B3": run(core=0.62),
-                "B4": run(core=0.70)}, CONFIG)
+    b1 = run(core=B1_CORE, rel=0.02, thetae=spread(0.05))
+    d = decide({"A1": A1, "B1": b1, "B2": variant("B2", thetae=spread(b2_spread)), "B3": variant("B3", masked=0.62),
+                "B4": variant("B4", masked=0.70)}, CONFIG)
     assert d.branch == "outside_plan"
     assert (f"B2 passes all criteria, but its θ_E spread {b2_spread:.2f} is not lower than B1's 0.05 "
-            "(val bins)") in d.reason
+            "(the latest val gates' bins, not best.pt's)") in d.reason
 
 
-def test_a_test_auroc_when_present_must_pass_too():
-    d = decide(variants(run(core=0.70), run(**PASSING, test_auroc=0.87), run(core=0.70)), CONFIG)
-    assert d.branch == "outside_plan" and "test_auroc FAIL (0.87)" in d.reason
+def test_a_failing_test_auroc_does_not_stop_a_variant_whose_val_numbers_pass():
+    held_out = {"test_auroc": 0.60,
+                "test_auroc_by_thetae": [{"bin": list(b), "auroc": a, "count": 400, "note": None}
+                                         for b, a in zip(BINS, (0.55, 0.6, 0.9, 0.95, 0.97, 0.99))]}
+    d = decide(variants(variant("B2", masked=0.70), variant("B3", **held_out), variant("B4", masked=0.70)), CONFIG)
+    assert d.branch == "use_b3" and d.base == "B3"
+    assert "test" not in " ".join(d.numbers)
 
 
-def test_spreads_are_compared_on_test_bins_only_when_both_have_them():
-    b1 = run(core=0.70, rel=0.02, thetae=(0.80, 0.88, 0.90, 0.92, 0.94, 0.95),
-             test_auroc_by_thetae=[{"bin": list(b), "auroc": a, "count": 400, "note": None}
-                                   for b, a in zip(BINS, (0.90, 0.9, 0.9, 0.9, 0.9, 0.92))])
-    b2 = run(**PASSING, thetae=spread(0.05))
-    d = decide({"A1": A1, "B1": b1, "B2": b2, "B3": run(core=0.62), "B4": run(core=0.70)}, CONFIG)
-    assert d.branch == "use_b2" and "(val bins)" in d.criterion
+def test_a_variant_without_its_masked_probe_is_not_complete():
+    b3 = variant("B3")
+    del b3["final_masked_core_lr_auc"]
+    d = decide(variants(variant("B2"), b3, variant("B4")), CONFIG)
+    assert d.branch == "test_masking" and d.next_experiments == ("B3",)
+    assert "B3 ended with no final_masked_core_lr_auc" in d.reason
+
+
+def test_a_masked_probe_without_a_value_is_not_replaced_by_the_unmasked_one():
+    b3 = variant("B3", final_gate_note="gate not computed: too few LRGs")
+    b3["final_masked_core_lr_auc"] = None
+    b3["final_core_lr_auc"] = 0.55            # would PASS if it were read instead
+    d = decide(variants(variant("B2", masked=0.70), b3, variant("B4", masked=0.70)), CONFIG)
+    assert d.branch == "test_masking" and "B3 ended with no final_masked_core_lr_auc" in d.reason
 
 
 def test_variants_still_running_keep_the_masking_branch_and_offer_what_is_not_started():
-    d = decide(variants(running(12), run(**PASSING), None), CONFIG)
+    d = decide(variants(running(12), variant("B3"), None), CONFIG)
     assert d.branch == "test_masking" and d.next_experiments == ("B4",)
     assert "B2 has no final_core_lr_auc yet (status running, epoch 12/50)" in d.reason
     assert "B4 has not run yet" in d.reason and "once all three are complete" in d.reason
@@ -309,8 +367,18 @@ def test_a_status_entry_with_an_observed_state_is_read_like_metrics():
 
 
 def test_a_spread_that_cannot_be_compared_is_outside_the_plan():
-    b1 = run(core=0.70, rel=0.02, thetae=(0.85, None, None, None, None, None))   # one bin: no spread
-    d = decide({"A1": A1, "B1": b1, "B2": run(**PASSING), "B3": run(core=0.62), "B4": run(core=0.70)}, CONFIG)
+    b1 = run(core=B1_CORE, rel=0.02, thetae=(0.85, None, None, None, None, None))   # one bin: no spread
+    d = decide({"A1": A1, "B1": b1, "B2": variant("B2"), "B3": variant("B3", masked=0.62),
+                "B4": variant("B4", masked=0.70)}, CONFIG)
     assert d.branch == "outside_plan"
-    assert "B2 passes all criteria, but its θ_E spread cannot be compared with B1's (val bins: B2 0.09, B1 –)" \
-        in d.reason
+    assert ("B2 passes all criteria, but its θ_E spread cannot be compared with B1's (the latest val gates' "
+            "bins, not best.pt's: B2 0.09, B1 –)") in d.reason
+
+
+def test_b1s_ungrouped_probe_is_named_when_it_would_change_the_branch():
+    b1 = run(core=0.557, rel=0.01, final_core_lr_auc_ungrouped=0.698)
+    d = decide({"A1": A1, "B1": b1}, CONFIG)
+    assert d.branch == "success_b1"
+    assert any("ungrouped CV is 0.698" in n and "TEST MASKING" in n for n in d.notes)
+    b1 = run(core=0.557, rel=0.01, final_core_lr_auc_ungrouped=0.58)    # the same branch: nothing to say
+    assert not any("ungrouped" in n for n in decide({"A1": A1, "B1": b1}, CONFIG).notes)

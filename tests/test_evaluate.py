@@ -139,6 +139,9 @@ def test_evaluate_command_updates_metrics_with_the_best_checkpoint(tiny, tmp_pat
     assert [c["radius"] for c in m["test_core_sensitivity"]] == [0, 3, 5, 7, 10, 15]
     assert [c["radius"] for c in m["core_sensitivity"]] == [0, 3, 5, 7, 10, 15]
     assert m["core_reliance"] == pytest.approx(m["core_sensitivity"][0]["auroc"] - m["core_sensitivity"][3]["auroc"])
+    val = load_device_split(cfg, cfg.experiment("A1"), data_root, "val", torch.device("cpu"))
+    assert m["final_val_auroc_by_thetae"] == auroc_by_thetae(val.labels, predict(model, val.images), val.theta_e, BINS, 2)
+    assert m["verdicts"]["thetae_min_bin_auroc"]["source"] == "final_val_auroc_by_thetae"
     assert m["verdicts"]["test_auroc"]["value"] == m["test_auroc"]
     assert m["verdicts"]["core_reliance"]["value"] == m["core_reliance"]
     assert m["status"] == "done"

@@ -190,7 +190,7 @@ def test_cli_prints_the_plan_tables_and_the_strata(tmp_path):
     out = proc.stdout
     for title in ("paired, full dataset", "paired, 10% sample", "unpaired, full dataset", "unpaired, 10% sample"):
         assert title in out
-    assert "| Train | 36 | 18 | 18 |" in out          # 6 LRGs × 3 rows, paired
+    assert "| Train | 36 | 18 (18) | 18 (6) |" in out   # 6 LRGs × 3 rows, paired: a control per LRG
     assert "Drawn twice |" in out and "unpaired view: origin, the published builder's rules" in out
     assert "stratum shares" in out and "theta_e_bin=" in out
     assert "settings from experiments.toml; command-line: seed" in out
@@ -207,3 +207,39 @@ def test_each_unpaired_method_has_its_own_manifest_and_says_which_made_it(tmp_pa
         assert per_cell.summary["views"]["unpaired-full"]["repeats"][split] == 0
     with pytest.raises(ValueError, match="unknown unpaired method 'halves'; expected one of origin, per_cell"):
         build_manifests(root, tmp_path / "m", unpaired_method="halves")
+
+
+def test_distinct_images_per_split_and_label_match_the_blob_bytes(tmp_path):
+    """The §2 tables give the effective sample: a negative LRG's rows share one control image."""
+    import hashlib
+
+    import pyarrow.parquet as pq
+
+    from engine.synth import write_dataset
+
+    root = tmp_path / "synth"
+    write_dataset(root, rows={"train": 192, "val": 192, "test": 192}, seed=3)   # ~16 LRGs per split
+    ms = build_manifests(root, seed=42, sample_fraction=1.0)
+    for mode in ("paired", "unpaired"):
+        view = ms.entries(mode, "full")
+        distinct = manifest.distinct_counts(view)
+        for split in ("train", "val", "test"):
+            v = view[view["split"] == split]
+            digests = {0: set(), 1: set()}
+            for shard, part in v.groupby("shard", observed=True):
+                table = pq.read_table(root / shard, columns=["stamp_npz", "ctrl_stamp_npz"])
+                for row, blob, label in zip(part["row"], part["blob"], part["label"]):
+                    data = table.column("stamp_npz" if blob == "stamp" else "ctrl_stamp_npz")[int(row)].as_py()
+                    digests[int(label)].add(hashlib.sha256(data).hexdigest())
+            assert distinct[split] == {"positive": len(digests[1]), "negative": len(digests[0])}, (mode, split)
+            counts = ms.summary["views"][f"{mode}-full"]["counts"][split]
+            assert counts["negative"] > 0 and distinct[split]["negative"] < counts["negative"]   # one per LRG
+            assert distinct[split]["positive"] < counts["positive"]   # selection sets repeat an injection
+    out = subprocess.run([sys.executable, "-m", "engine.manifest", "--data-root", str(root), "--fraction", "1.0"],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "| Split | Total | Positive (distinct) | Negative (distinct) |" in out.stdout
+    val = ms.summary["views"]["unpaired-full"]["counts"]["val"]
+    d = manifest.distinct_counts(ms.entries("unpaired", "full"))["val"]
+    assert f"| Val | {val['total']:,} | {val['positive']:,} ({d['positive']:,}) | {val['negative']:,} ({d['negative']:,}) |" \
+        in out.stdout

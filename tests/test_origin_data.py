@@ -151,12 +151,36 @@ def test_each_rule_of_the_origin_method_holds(data, tmp_path):
     assert outcomes == {"repeated", "unmatched"}       # the fixture shows both: train is 164 + 126
     cli = subprocess.run([sys.executable, "-m", "engine.manifest", "--data-root", str(data), "--out",
                           str(tmp_path / "m")], cwd=ROOT, capture_output=True, text=True, timeout=120)
-    assert "| Train | 290 | 164 | 126 | 62 |" in cli.stdout and "| Split | Total | Positive | Negative | Drawn twice |" \
-        in cli.stdout
+    # Beside each count, the distinct images (a lens image per LRG and replicate, a control per LRG).
+    assert "| Train | 290 | 164 (40) | 126 (12) | 62 |" in cli.stdout
+    assert "| Split | Total | Positive (distinct) | Negative (distinct) | Drawn twice |" in cli.stdout
 
 
 # ---------------------------------------------------------------------------
 # Importing the origin's manifests
+
+
+def test_the_distinct_image_counts_equal_the_pipelines_blob_bytes(data, tmp_path):
+    """The effective sample of the §2 tables: the pipeline repeats an injection once per selection
+    set and gives an LRG's rows one control, so 290 unpaired train rows hold 52 images."""
+    import hashlib
+
+    from engine.manifest import distinct_counts
+
+    ms = build_manifests(data, tmp_path / "m", seed=42, sample_fraction=1.0)
+    for mode in ("paired", "unpaired"):
+        view = ms.entries(mode, "full")
+        counted = distinct_counts(view)
+        for split in shards.SPLITS:
+            digests: dict[int, set[str]] = {0: set(), 1: set()}
+            part = view[view["split"] == split]
+            for shard, rows in part.groupby("shard", observed=True):
+                table = pq.read_table(data / shard, columns=["stamp_npz", "ctrl_stamp_npz"])
+                for row, blob, label in zip(rows["row"], rows["blob"], rows["label"]):
+                    column = "stamp_npz" if blob == "stamp" else "ctrl_stamp_npz"
+                    digests[int(label)].add(hashlib.sha256(table.column(column)[int(row)].as_py()).hexdigest())
+            assert counted[split] == {"positive": len(digests[1]), "negative": len(digests[0])}, (mode, split)
+    assert distinct_counts(ms.entries("unpaired", "full"))["train"] == {"positive": 40, "negative": 12}
 
 
 def test_the_origins_v2_manifest_imports_onto_a_data_root_with_another_path(data, tmp_path):

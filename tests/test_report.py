@@ -129,7 +129,7 @@ def test_cli_writes_every_artifact_and_the_decision_matches_the_numbers(phase1_r
     assert "0.021 (PASS)" in matrix and "0.951 (PASS)" in matrix
     # B2 ran 7 epochs and never finished: its gate value is shown as such, its settings flagged.
     assert "0.700 (FAIL, gate after 0 epochs)" in matrix      # its gate after 5 epochs has no value
-    assert "| B2 | 5 | – | – | 2000 | gate not computed: the gate sample has one class |" in section(md, "Gate history")
+    assert "| B2 | 5 | – | – | – | – | 2000 | gate not computed: the gate sample has one class |" in section(md, "Gate history")
     assert "**NOT the plan's settings: epochs=7**" in matrix
     assert "**NOT the plan's settings: epochs=7**" in section(md, "Run provenance")
     assert "not run" in matrix                                   # B3, B4, FULL
@@ -245,11 +245,14 @@ def test_test_set_metrics_get_their_own_tables_and_columns(tmp_path):
     md = files.markdown.read_text()
     assert "0.874 (FAIL)" in section(md, "Results matrix")
     thetae = section(md, "θ_E stratification")
-    assert "Test set (§5.6)" in thetae and "| θ_E bin (arcsec) | B1 test |" in thetae
-    assert "| B1 val | B1 test |" in section(md, "Core sensitivity")
+    assert "Test set (§5.6), held out" in thetae and "| θ_E bin (arcsec) | B1 test (held out) |" in thetae
+    assert "| B1 val | B1 test (held out) |" in section(md, "Core sensitivity")
+    assert "0.874 (FAIL)" in section(md, "What the decision reads")
     with open(files.csv, newline="") as f:
         row = next(csv.DictReader(f))
-    assert (row["test_auroc"], row["test_auroc_verdict"], row["thetae_source"]) == ("0.874", "FAIL", "test_auroc_by_thetae")
+    # θ_E verdicts read validation bins; the test bins have their own columns.
+    assert (row["test_auroc"], row["test_auroc_verdict"]) == ("0.874", "FAIL")
+    assert row["thetae_source"] == "gates[after_epochs=50].val_auroc_by_thetae"
     assert row["test_core_sensitivity_r15"] == str(0.874 - 0.015)
 
 

@@ -101,21 +101,27 @@ def test_final_value_wins_over_gates_and_source_says_which():
     assert verdict(done, "radial_lr_auc")["verdict"] == "FAIL"
 
 
-def test_theta_e_uses_test_bins_when_present_else_the_latest_gate_and_names_excluded_bins():
+def test_theta_e_uses_best_pt_val_bins_else_the_latest_gate_never_test_and_names_excluded_bins():
     gates = [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.60, 0.9, 0.9, 0.9, 0.9, 0.9])},
              {"after_epochs": 10, "val_auroc_by_thetae": bins([None, 0.85, 0.9, 0.92, 0.93, None],
                                                               counts=[12, 400, 400, 400, 400, 30])}]
     v = verdict({"gates": gates}, "thetae_min_bin_auroc")
     assert v["value"] == 0.85 and v["verdict"] == "PASS"
     assert v["source"] == "gates[after_epochs=10].val_auroc_by_thetae"
+    assert "not best.pt" in v["note"]
     assert "[0.50, 0.75): 12 positives < 50" in v["note"] and "[2.50, 3.00): 30 positives < 50" in v["note"]
     assert verdict({"gates": gates}, "thetae_max_spread")["value"] == pytest.approx(0.08)
 
-    with_test = {"gates": gates, "test_auroc_by_thetae": bins([0.75, 0.9, 0.9, 0.9, 0.9, 0.95])}
-    v = verdict(with_test, "thetae_min_bin_auroc")
-    assert (v["value"], v["verdict"], v["source"]) == (0.75, "WARN", "test_auroc_by_thetae")
-    assert "test set" in v["note"]
-    assert thetae_summary(with_test, "val").min_auroc == 0.85  # a caller can still ask for val
+    # The test bins are held out: however bad, no verdict reads them.
+    with_test = {"gates": gates, "test_auroc_by_thetae": bins([0.55, 0.9, 0.9, 0.9, 0.9, 0.95])}
+    assert verdict(with_test, "thetae_min_bin_auroc") == verdict({"gates": gates}, "thetae_min_bin_auroc")
+    assert thetae_summary(with_test, "test").min_auroc == 0.55  # the report's held-out table asks by name
+
+    # best.pt's own val table, written at the end of training, is what §6.3 reads.
+    final = {**with_test, "final_val_auroc_by_thetae": bins([0.78, 0.9, 0.9, 0.9, 0.9, 0.95])}
+    v = verdict(final, "thetae_min_bin_auroc")
+    assert (v["value"], v["verdict"], v["source"]) == (0.78, "WARN", "final_val_auroc_by_thetae")
+    assert "best.pt" in v["note"]
 
 
 def test_a_spread_needs_two_bins_with_an_auroc():
@@ -158,5 +164,72 @@ def test_verdicts_survive_the_metrics_file(tmp_path):
     rundir.atomic_write_json(tmp_path / "metrics.json", m)
     back = json.loads((tmp_path / "metrics.json").read_text())["verdicts"]
     assert back["core_lr_auc"] == {"verdict": "WARN", "value": 0.61, "rule": m["verdicts"]["core_lr_auc"]["rule"],
-                                   "source": "final_core_lr_auc", "note": None}
+                                   "source": "final_core_lr_auc", "note": None, "reading": "unmasked",
+                                   "mask_radius": None, "ungrouped_value": None,
+                                   "ungrouped_source": "final_core_lr_auc_ungrouped", "raw_robust_value": None,
+                                   "raw_robust_source": None, "uninformative": None}
     assert back["core_lr_auc"]["rule"] == "PASS < 0.60, WARN 0.60–0.65, FAIL > 0.65 (§6.1)"
+
+
+# ---------------------------------------------------------------------------
+# What the gate verdicts read (issue 14)
+
+MASKED_RUN = {"final_gate_n_samples": 10000, "final_core_lr_auc": 0.71, "final_core_lr_auc_ungrouped": 0.83,
+              "final_radial_lr_auc": 0.50, "final_mask_radius": 3, "final_masked_core_lr_auc": 0.56,
+              "final_masked_core_lr_auc_ungrouped": 0.68, "final_raw_robust_core_lr_auc": 0.86}
+
+
+def test_a_masking_run_is_judged_on_its_masked_probe_with_the_unmasked_one_beside_it():
+    v = verdict(MASKED_RUN, "core_lr_auc")
+    assert (v["value"], v["verdict"], v["source"]) == (0.56, "PASS", "final_masked_core_lr_auc")
+    assert (v["reading"], v["mask_radius"], v["unmasked_value"]) == ("masked", 3, 0.71)
+    assert (v["ungrouped_value"], v["raw_robust_value"]) == (0.68, 0.86)
+    assert "masked at R=3" in v["note"]
+
+
+def test_the_unmasked_reading_judges_the_data_as_stored():
+    v = compute_verdicts(MASKED_RUN, TH, TARGETS, variant_core_gate="unmasked")["core_lr_auc"]
+    assert (v["value"], v["verdict"], v["source"], v["reading"]) == (0.71, "FAIL", "final_core_lr_auc", "unmasked")
+    assert v["ungrouped_value"] == 0.83
+
+
+def test_a_run_without_a_mask_is_judged_unmasked_under_either_reading():
+    b1 = {"final_gate_n_samples": 10000, "final_core_lr_auc": 0.62, "final_mask_radius": None,
+          "final_masked_core_lr_auc": None}
+    for reading in ("masked", "unmasked"):
+        v = compute_verdicts(b1, TH, TARGETS, variant_core_gate=reading)["core_lr_auc"]
+        assert (v["value"], v["reading"]) == (0.62, "unmasked")
+
+
+def test_a_masked_probe_without_a_value_stays_without_one():
+    m = {**MASKED_RUN, "final_masked_core_lr_auc": None, "final_gate_note": "gate not computed: 3 LRGs"}
+    v = verdict(m, "core_lr_auc")
+    assert v["value"] is None and v["verdict"] is None
+    assert "final_masked_core_lr_auc has no value: gate not computed: 3 LRGs" in v["note"]
+
+
+def test_while_training_the_latest_gate_is_read_at_its_mask_radius():
+    running = {"gates": [{"after_epochs": 5, "core_lr_auc": 0.71, "radial_lr_auc": 0.5, "gate_n_samples": 2000,
+                          "mask_radius": 7, "masked_core_lr_auc": 0.52, "core_lr_auc_ungrouped": 0.8,
+                          "masked_core_lr_auc_ungrouped": 0.6}]}
+    v = verdict(running, "core_lr_auc")
+    assert (v["value"], v["source"], v["mask_radius"]) == (0.52, "gates[after_epochs=5].masked_core_lr_auc", 7)
+    assert v["ungrouped_value"] == 0.6 and "not written yet" in v["note"]
+
+
+def test_a_radial_pass_on_residual_inputs_says_it_cannot_fail():
+    m = {"final_radial_lr_auc": 0.50, "final_radial_feature_max_abs": 1.2e-4, "inputs": {"preprocessing": "residual"},
+         "final_raw_robust_radial_lr_auc": 0.93}
+    v = verdict(m, "radial_lr_auc")
+    assert v["verdict"] == "PASS"
+    assert "cannot fail on residual inputs" in v["uninformative"] and "1.2e-04" in v["uninformative"]
+    assert "raw_robust inputs the same val rows give 0.93" in v["uninformative"]
+    raw = {"final_radial_lr_auc": 0.52, "final_radial_feature_max_abs": 3.1, "inputs": {"preprocessing": "raw_robust"}}
+    assert verdict(raw, "radial_lr_auc")["uninformative"] is None
+    # Without the inputs recorded (an older run), the measured feature scale says it.
+    assert verdict({"final_radial_lr_auc": 0.5, "final_radial_feature_max_abs": 1e-4}, "radial_lr_auc")["uninformative"]
+
+
+def test_the_test_auroc_verdict_is_reported_and_marked_held_out():
+    v = verdict({"test_auroc": 0.91}, "test_auroc")
+    assert v["verdict"] == "PASS" and "held out" in v["rule"] and "never used to choose" in v["note"]

@@ -22,6 +22,31 @@ LOG_TAIL_BYTES = 20000
 LOG_OVERLAP = 200  # characters used to find where a newer tail continues the shown one
 
 
+def probe_lines(entry: dict[str, Any]) -> list[Text]:
+    """The two gate verdicts with what rides beside them: the unmasked probe of a masked reading,
+    the published method's ungrouped value, the raw_robust context, and why a gate cannot fail."""
+    verdicts = entry.get("verdicts") if isinstance(entry.get("verdicts"), dict) else {}
+    lines = []
+    for name in ("core_lr_auc", "radial_lr_auc"):
+        item = verdicts.get(name)
+        if not isinstance(item, dict) or item.get("value") is None:
+            continue
+        line = Text(f"{name:<15}")
+        line.append_text(fmt.verdict_text(item.get("verdict"), item.get("value")))
+        line.append(f" masked R={item.get('mask_radius')}" if item.get("reading") == "masked" else " unmasked")
+        lines.append(line)
+        extras = []
+        if item.get("reading") == "masked":
+            extras.append(f"unmasked (the data's shortcut) {fmt.fmt_float(item.get('unmasked_value'))}")
+        extras.append(f"ungrouped (published method, leaks LRG identity) {fmt.fmt_float(item.get('ungrouped_value'))}")
+        if item.get("raw_robust_value") is not None:
+            extras.append(f"raw_robust inputs {fmt.fmt_float(item.get('raw_robust_value'))}")
+        lines.append(Text("    " + "; ".join(extras), style="dim"))
+        if item.get("uninformative"):
+            lines.append(Text(f"    {item['uninformative']}", style="yellow"))
+    return lines or [Text("no gate verdict yet", style="dim")]
+
+
 class DetailScreen(Screen[None]):
     """One run on one host, live; escape goes back to the matrix."""
 
@@ -92,18 +117,23 @@ class DetailScreen(Screen[None]):
 
     def _analysis(self, entry: dict[str, Any]) -> Text:
         gate = fmt.latest_gate(entry) or {}
+        if entry.get("final_val_auroc_by_thetae"):
+            thetae = ("Val AUROC by θ_E (best.pt, end of training)", entry["final_val_auroc_by_thetae"])
+        else:
+            thetae = (f"Val AUROC by θ_E (gate after {gate.get('after_epochs', '?')} epochs)",
+                      gate.get("val_auroc_by_thetae"))
         parts: list[tuple[str, list[Text]]] = [
-            (f"Val AUROC by θ_E (gate after {gate.get('after_epochs', '?')} epochs)",
-             fmt.thetae_lines(gate.get("val_auroc_by_thetae"))),
+            (thetae[0], fmt.thetae_lines(thetae[1])),
             ("Core sensitivity (val)", fmt.sensitivity_lines(entry.get("core_sensitivity"))),
             ("Gate history", fmt.gate_history_lines(entry, self.app.config)),
+            ("Shortcut probes (what the gate verdicts judge, and beside them)", probe_lines(entry)),
             ("Verdicts (§6)", fmt.verdict_lines(entry)),
         ]
         if entry.get("test_auroc") is not None:
             parts += [
-                (f"Test AUROC {fmt.fmt_float(entry.get('test_auroc'))} — by θ_E",
+                (f"Test AUROC {fmt.fmt_float(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
                  fmt.thetae_lines(entry.get("test_auroc_by_thetae"))),
-                ("Core sensitivity (test)", fmt.sensitivity_lines(entry.get("test_core_sensitivity"))),
+                ("Core sensitivity (test, held out)", fmt.sensitivity_lines(entry.get("test_core_sensitivity"))),
             ]
         out = Text()
         for i, (heading, lines) in enumerate(parts):

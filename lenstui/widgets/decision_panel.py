@@ -27,6 +27,8 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]]) -
         out.append(f"Criterion: {decision.criterion}\n", style="dim")
     for note in decision.notes:
         out.append(f"Note: {note}\n", style="yellow")
+    for reading in getattr(decision, "readings", ()):
+        out.append(f"Read: {reading}\n", style="dim")
     numbers: Mapping[str, Any] = decision.numbers or {}
     if numbers:
         out.append("\nNumbers that chose this branch\n", style="bold underline")
