@@ -45,7 +45,8 @@ SUMMARY_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radi
                 "core_sensitivity", "core_reliance", "test_auroc", "test_auroc_by_thetae",
                 "test_core_sensitivity", "overrides", "updated_at", "bad_rows")
 RUN_INFO_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
-                 "device", "started_at", "ended_at", "exit_status")
+                 "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
+                 "launched_at")
 
 SERVE_PROTOCOL = 1       # bumped when the --serve request or answer changes incompatibly
 SERVE_IDLE_EXIT = 600.0  # a server with no request for this long exits (a half-open link, a vanished client)
@@ -236,7 +237,7 @@ def run_status(directory: Path) -> dict[str, Any]:
         "state": view.state.value,
         "reason": view.reason or None,
         "written_status": metrics.get("status"),
-        "epoch": last.get("epoch"),
+        "epoch": last.get("epoch"),        # the newest finished epoch, counted from 1 (= epochs done)
         "epochs_planned": metrics.get("epochs_planned"),
         "val_auroc": last.get("val_auroc"),
         "gate": gates[-1] if gates else None,
@@ -249,6 +250,8 @@ def run_status(directory: Path) -> dict[str, Any]:
         "pgid": info.get("pgid", launch.get("pgid")),
         "gpu": launch.get("gpu"),
         "launched_at": launch.get("launched_at"),
+        "launch_failure": view.launch_failure,
+        "resumable": (directory / rundir.LAST_CKPT).is_file(),
         "log_bytes": _size(directory / rundir.LOG_FILE),
     })
     for key in SUMMARY_KEYS:
