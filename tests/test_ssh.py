@@ -478,8 +478,8 @@ def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
         entry = wait_for(finished, timeout=280, interval=1.0)
         log = fleet.logs("A1", "h1")
         assert entry["state"] == "done", log
-        assert [row["epoch"] for row in entry["history"]] == [0, 1]
-        assert entry["gates"] and entry["run"]["code_version"]
+        assert [row["epoch"] for row in entry["history"]] == [1, 2]
+        assert entry["gates"] and entry["run"]["code_version"].startswith("git-"), "the version sync recorded"
         wait_for(lambda: group_alive(launched.pgid) == [], timeout=60)  # it exits after its last write
         dest = fleet.fetch("A1", "h1", tmp_path / "fetched")
         assert json.loads((dest / "metrics.json").read_text())["status"] == "done"
