@@ -11,6 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from lenstui.format import VERDICT_STYLES
+from lenstui.screens.back import AltKeyMeansEscape
 
 KEYS: tuple[tuple[str, str], ...] = (
     ("l", "launch the selected experiment (choose host and GPU, then confirm)"),
@@ -29,8 +30,10 @@ KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-class HelpScreen(ModalScreen[None]):
-    """Keys and legend; any of escape, q or ? closes it."""
+class HelpScreen(AltKeyMeansEscape, ModalScreen[None]):
+    """Keys and legend; any of escape, q, ? or backspace closes it."""
+
+    ESCAPE_ACTION = "close"
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -39,7 +42,7 @@ class HelpScreen(ModalScreen[None]):
         border: thick $accent; background: $surface; padding: 1 2;
     }
     """
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    BINDINGS = [Binding("escape,q,question_mark,backspace", "close", "Close")]
 
     def compose(self) -> ComposeResult:
         keys = Table.grid(padding=(0, 2))
