@@ -245,7 +245,8 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
     snaps = poll_all(fleet, names)
     choices = representatives(snaps, names, fleet.config.training.epochs)
     if args.json:
-        _print_json({"hosts": {n: asdict(s) for n, s in snaps.items()},
+        # Hosts by name, as before; "experiments": the run that stands for each (no host id is that word).
+        _print_json({**{n: asdict(s) for n, s in snaps.items()},
                      "experiments": {e: {"host": c.chosen.host, "state": c.chosen.state, "reason": c.reason(),
                                          "others": [{"host": o.host, "state": o.state} for o in c.others]}
                                      for e, c in choices.items()}})

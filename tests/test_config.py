@@ -49,8 +49,9 @@ def test_shipped_plan_has_every_value_of_plan_v2():
     assert list(c.hosts) == ["local", "lambda", "lambda2", "lambda3"]
     assert c.host("local").transport == "local" and c.host("local").enabled
     lam = c.host("lambda")
-    assert not lam.enabled and lam.runs_root_path == "/home/ubuntu/checkpoints"
-    assert c.dataset_for(lam).root == "/home/ubuntu/data/v5_cosmos_paired"
+    assert not lam.enabled and lam.runs_root_path == "~/checkpoints" and lam.work_dir == "~/lenstui"
+    assert lam.user is None, "the shipped example leaves the user to ~/.ssh/config"
+    assert c.dataset_for(lam).root == "~/data/v5_cosmos_paired"
     assert c.dataset_for(c.host("local")).kind == "synthetic"
 
 
@@ -141,8 +142,8 @@ BAD_CONFIGS = {
         ("[training]\n", "[trainng]\n"),
         [r"trainng: unknown table", r"did you mean \[training\]\?"]),
     "port out of range": (
-        ('user = "ubuntu"\nwork_dir = "/home/ubuntu/lenstui"\npython = "python3"\nruns_root = "/home/ubuntu/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]',
-         'user = "ubuntu"\nport = 70000\nwork_dir = "/home/ubuntu/lenstui"\npython = "python3"\nruns_root = "/home/ubuntu/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]'),
+        ('runs_root = "~/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]',
+         'port = 70000\nruns_root = "~/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]'),
         [r"hosts\.lambda\.port: 70000 is above the maximum 65535"]),
     "odd gate sample": (
         ("gate_n_samples = 2000", "gate_n_samples = 2001"),
@@ -192,3 +193,15 @@ def test_config_is_frozen():
         c.training.epochs = 3  # type: ignore[misc]
     with pytest.raises(TypeError):
         c.experiments["X"] = c.experiment("A1")  # type: ignore[index]
+
+
+def test_a_host_can_keep_its_dataset_elsewhere_without_a_second_dataset_entry(shipped_text):
+    text = shipped_text.replace('[hosts.lambda2]\nenabled = false\n',
+                                '[hosts.lambda2]\nenabled = false\ndata_root = "/mnt/nvme/v5"\n')
+    c = parse_config(text.encode())
+    assert c.dataset_for(c.host("lambda2")).root == "/mnt/nvme/v5"
+    assert c.dataset_for(c.host("lambda")).root == "~/data/v5_cosmos_paired"
+    assert c.dataset_for(c.host("lambda2")).name == "v5_cosmos_paired" and list(c.datasets) == \
+        ["synthetic-demo", "v5_cosmos_paired"]
+    with pytest.raises(ConfigError, match="data_root: expected a string"):
+        parse_config(text.replace('data_root = "/mnt/nvme/v5"', "data_root = 5").encode())
