@@ -35,6 +35,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
+from engine.train_options import extra_args, resume_settings
+
 DONE = "done"
 IN_PROGRESS = ("running", "pending")
 ENDED_INCOMPLETE = ("failed", "aborted", "lost")
@@ -68,11 +70,18 @@ class RunCandidate:
 
     @property
     def overrides(self) -> dict[str, Any]:
-        """What this run changed from experiments.toml (metrics.json's, else run.json's `overrides`)."""
+        """What this run changed from experiments.toml (metrics.json's, else run.json's `overrides`;
+        for a run that has written neither yet, what its launch command asks for)."""
         for source in (self.metrics, self.run_info or {}):
             value = source.get("overrides")
             if isinstance(value, Mapping):
                 return dict(value)
+        command = (self.run_info or {}).get("command")
+        if isinstance(command, list):
+            try:
+                return resume_settings(extra_args(command))
+            except ValueError:
+                return {}
         return {}
 
     @property

@@ -12,7 +12,7 @@ one JSON request line on stdin, one JSON answer line on stdout, computed fresh
 for each request (see `serve`). It exits when stdin closes.
 
 `python -m engine.status --preflight [--data-root DIR]` checks that this Python
-has what training needs (torch, numpy, scikit-learn, pyarrow) and
+has what training needs (torch, numpy, scikit-learn, pandas, pyarrow) and
 sees GPUs; only that mode imports torch.
 
 Torch-free at module level: lenstui imports this on a laptop.
@@ -37,7 +37,8 @@ from engine import ENGINE_VERSION, rundir
 
 HISTORY_CAP = 300          # epochs kept in a status answer; the plan runs 50
 NVIDIA_SMI_TIMEOUT = 10.0  # a wedged driver must not hang the probe forever
-TRAIN_MODULES = ("torch", "numpy", "sklearn", "pyarrow")   # what engine.train imports (no torchvision)
+# Every third-party module engine.train imports (no torchvision); tests/test_status.py checks the list.
+TRAIN_MODULES = ("torch", "numpy", "sklearn", "pandas", "pyarrow", "threadpoolctl")
 PIP_NAMES = {"sklearn": "scikit-learn"}
 
 # Metric keys copied as they are into a run's status entry (plan §5.4–5.6).

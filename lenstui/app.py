@@ -276,11 +276,23 @@ class LensTUI(App[None]):
             self.notify("No host is enabled: set enabled = true on one in experiments.toml",
                         severity="error")
             return
-        host = self.default_host
+        self.launch_dialogs([(exp_id, self.launch_host(exp_id), None)], self._launch_chosen)
+
+    def launch_host(self, exp_id: str) -> str | None:
+        """The host the launch dialog starts on: where the run that stands for it ended incomplete
+        (a relaunch resumes there); else the default host, unless the engine would refuse it there
+        (running, or done) and another connected host would not."""
         shown = self.runs.get(exp_id)
         if shown is not None and shown.state in ("failed", "aborted", "lost") and shown.host in self.enabled_hosts:
-            host = shown.host   # the run that stands for it ended incomplete: relaunch it where it is
-        self.launch_dialogs([(exp_id, host, None)], self._launch_chosen)
+            return shown.host
+        order = ([self.default_host] if self.default_host else []) + \
+            [h for h in self.enabled_hosts if h != self.default_host]
+        for host in order:
+            snap = self.snapshots.get(host)
+            run = self.run_on(exp_id, host)
+            if getattr(snap, "connected", False) and (run is None or run.state not in ("running", "pending", "done")):
+                return host
+        return self.default_host
 
     def launch_dialogs(self, items: Sequence[tuple[str, str | None, str | None]], done: Any,
                        notes: Sequence[str] = ()) -> None:

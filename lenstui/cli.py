@@ -410,9 +410,11 @@ def cmd_preflight(fleet: Fleet, args: argparse.Namespace) -> int:
         if not r.ok:
             code = max(code, EXIT_REFUSED)
         if not args.json:
-            print(r.message)
+            print(r.message if r.ok else f"{name}: not ready:")
+            for problem in [] if r.ok else r.problems:
+                print(f"  - {problem}")
             for mod, version in r.modules.items():
-                print(f"  {mod:<12} {version or 'MISSING'}")
+                print(f"  {mod:<14} {version or 'MISSING'}")
     if args.json:
         _print_json(results)
     return code

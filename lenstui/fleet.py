@@ -433,6 +433,9 @@ class Fleet:
         gpus = answer.get("cuda_devices") or answer.get("gpus") or []
         ok = bool(answer.get("ok"))
         problems = list(answer.get("problems") or [])
+        if answer.get("missing"):
+            problems.append(f"or set python = \"~/venv/bin/python\" (a Python that has them) under [hosts.{host}] "
+                            f"in {self.config.source}, then sync")
         data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
         if data.get("exists") is False:
             problems.append(self.data_route(host))

@@ -68,7 +68,9 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         """'A1: done on local, epoch 2/2 (epochs=2)' for each run the tree reads."""
         app = self.app
         out = []
-        for exp_id in READS:
+        variants = self.decision is not None and self.decision.branch not in (
+            "waiting", "success_b1", "acceptable_b1", "stop_shortcut") or any(v in app.choices for v in READS[2:])
+        for exp_id in READS if variants else READS[:2]:
             choice = app.choices.get(exp_id)
             if choice is None:
                 out.append(f"{exp_id}: not run")

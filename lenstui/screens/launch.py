@@ -150,7 +150,9 @@ class LaunchScreen(AltKeyMeansEscape, ModalScreen["LaunchChoice | None"]):
         text = Text()
         if prior is not None:
             text.append(f"{self.exp_id} on {host}: {prior.summary}", style="dim")
-        self.query_one("#prior", Static).update(text)
+        widget = self.query_one("#prior", Static)
+        widget.update(text)
+        widget.display = prior is not None
 
     def on_select_changed(self, event: Select.Changed) -> None:
         if event.select.id == "host" and isinstance(event.value, str):
