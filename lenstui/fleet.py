@@ -433,7 +433,7 @@ class Fleet:
         gpus = answer.get("cuda_devices") or answer.get("gpus") or []
         ok = bool(answer.get("ok"))
         problems = list(answer.get("problems") or [])
-        if answer.get("missing"):
+        if answer.get("missing") and "/" not in self.host(host).python:   # a bare python3 from PATH
             problems.append(f"or set python = \"~/venv/bin/python\" (a Python that has them) under [hosts.{host}] "
                             f"in {self.config.source}, then sync")
         data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
