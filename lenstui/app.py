@@ -249,9 +249,12 @@ class LensTUI(App[None]):
                                      f"it was started with ({shlex.join(before) or 'none'}); these differ "
                                      f"({'; '.join(differ)}). Use those, or add --fresh to start over "
                                      "(the old run is kept)"))
-            else:
+            elif run.entry.get("resumable", True):
                 out.append(("info", f"{exp_id} {run.state} on {host}: it resumes from last.pt "
                                     "(the log is appended, never overwritten)"))
+            else:
+                out.append(("info", f"{exp_id} {run.state} on {host} before its first checkpoint: it starts "
+                                    "over there (the log is appended, never overwritten)"))
         snap = self.snapshots.get(host)
         status = snap.status if snap is not None and isinstance(snap.status, dict) else None
         if status is not None and not status.get("gpus") and choice.gpu != "cpu":

@@ -253,7 +253,8 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
     else:
         for snap in snaps.values():
             print(format_snapshot(snap))
-        print(format_experiments(choices, list(fleet.config.experiments)))
+        print(format_experiments(choices, list(fleet.config.experiments),
+                                 None if not args.host else names))
     codes = [s.exit_code or (EXIT_UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
     return max(codes, default=0)
 
@@ -272,11 +273,14 @@ def representatives(snaps: Mapping[str, HostSnapshot], names: Sequence[str], pla
     return choose_all(found, plan_epochs)
 
 
-def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str]) -> str:
-    """'experiments (the run that stands for each):' then one line per experiment."""
+def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],
+                       only: Sequence[str] | None = None) -> str:
+    """'experiments (the run that stands for each):' then one line per experiment; `only`: the
+    hosts polled, when not every host was (the runs elsewhere are not counted then)."""
     from engine.representative import describe
 
-    lines = ["experiments (the run that stands for each; other runs after 'also'):"]
+    where = f" among the runs on {', '.join(only)} only" if only else ""
+    lines = [f"experiments (the run that stands for each{where}; other runs after 'also'):"]
     for exp in list(plan_ids) + sorted(e for e in choices if e not in plan_ids):
         choice = choices.get(exp)
         if choice is None:
