@@ -21,8 +21,8 @@ directory under any --runs-root: the message names where it looked).
 Several --runs-root are the results fetched from several hosts. The same experiment found more
 than once: engine.representative's rule picks the run that stands for it (the one the matrix,
 the decision panel and `lenstui status` show), the report says which and why, lists the others
-under "Runs of each experiment", and warns when the runs it compares used different datasets,
-settings or versions of experiments.toml.
+under "Runs of each experiment", and warns when the runs it compares used different datasets
+or settings.
 Verdicts are recomputed from the values with this config's thresholds (engine.verdicts), so a
 report never shows verdicts of an older threshold table.
 

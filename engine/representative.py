@@ -275,7 +275,7 @@ def settings_key(c: RunCandidate) -> tuple:
 
 
 def comparison_notes(chosen: Mapping[str, RunCandidate], ids: Sequence[str]) -> list[str]:
-    """Warnings when the runs that stand for `ids` used different datasets, settings or configs."""
+    """Warnings when the runs that stand for `ids` used different datasets or settings."""
     runs = [(e, chosen[e]) for e in ids if e in chosen]
     if len(runs) < 2:
         return []
@@ -288,9 +288,7 @@ def comparison_notes(chosen: Mapping[str, RunCandidate], ids: Sequence[str]) -> 
     if len({settings_key(c) for _, c in runs}) > 1:
         notes.append("the runs compared used different settings: "
                      + ", ".join(f"{e} {settings_text(c)} ({c.where()})" for e, c in runs))
-    shas = {str((c.run_info or {}).get("config_sha256"))[:12] for _, c in runs
-            if (c.run_info or {}).get("config_sha256")}
-    if len(shas) > 1:
-        notes.append("the runs compared were started from different versions of experiments.toml "
-                     "(config_sha256 " + ", ".join(sorted(shas)) + ")")
+    # Not compared: run.json's config_sha256. It hashes the whole experiments.toml, hosts
+    # included, so enabling a host would raise the alarm between two identical trainings; the
+    # report's provenance table shows it per run instead.
     return notes
