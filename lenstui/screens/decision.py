@@ -68,9 +68,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         """'A1: done on local, epoch 2/2 (epochs=2)' for each run the tree reads."""
         app = self.app
         out = []
-        variants = self.decision is not None and self.decision.branch not in (
-            "waiting", "success_b1", "acceptable_b1", "stop_shortcut") or any(v in app.choices for v in READS[2:])
-        for exp_id in READS if variants else READS[:2]:
+        for exp_id in self.read_ids():
             choice = app.choices.get(exp_id)
             if choice is None:
                 out.append(f"{exp_id}: not run")
@@ -83,9 +81,16 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
             out.append(text)
         return out
 
+    def read_ids(self) -> tuple[str, ...]:
+        """The experiments this decision reads: A1 and B1, and the variants once B1 sends it to them."""
+        branch = self.decision.branch if self.decision is not None else "waiting"
+        phase1 = branch in ("waiting", "success_b1", "acceptable_b1", "stop_shortcut") or (
+            branch == "outside_plan" and self.decision.criterion == "no B1 branch of §10 holds")
+        return READS[:2] if phase1 else READS
+
     def warnings(self) -> list[str]:
         """Smoke runs among the inputs: a decision on them is provisional at best."""
-        smoke = self.app.smoke_inputs(READS)
+        smoke = self.app.smoke_inputs(self.read_ids())
         return ([f"The decision read runs shorter than the plan: {', '.join(smoke)}. Check before "
                  "spending a full run on it."] if smoke else [])
 
