@@ -117,7 +117,10 @@ def test_arguments_and_paths_never_run_as_shell_on_the_host(lab_fleet, tmp_path)
     try:
         odd.sync("h2")
         install_standin(h2.work_dir)
-        odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0", f"$(touch {mark}7)"])
+        with pytest.raises(FleetError) as refused:   # the stand-in takes no such argument: it says so, literally
+            odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0", f"$(touch {mark}7)"])
+        assert f"unrecognized arguments: $(touch {mark}7)" in refused.value.message
+        odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0"])
         snap = wait_for(lambda: (s := odd.poll("h2")).status and s.status["runs"].get("B1") and s, timeout=30)
         assert snap.error is None and snap.status["runs_root"] == odd.paths("h2").runs_root
         assert odd.paths("h2").runs_root.endswith(f"/runs $(touch {mark}5); touch {mark}6")

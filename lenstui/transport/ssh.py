@@ -359,6 +359,7 @@ class SshTransport(Transport):
         self._sftp_lock = threading.Lock()
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._last_kind: type = HostUnreachable   # the class of the last failed attempt
 
     # -- the link --------------------------------------------------------------------
 
@@ -383,11 +384,14 @@ class SshTransport(Transport):
                 self._drop(f"{self.name}: the connection was closed by the host or the network")
             wait = self._next_attempt - time.monotonic()
             if wait > 0:
-                raise HostUnreachable(f"{self.last_error} (next try in {wait:.1f} s)")
+                # The same kind of error as the attempt that failed: a refused key stays refused (exit 3).
+                kind = self._last_kind if self._last_kind in (HostKeyError, AuthError) else HostUnreachable
+                raise kind(f"{self.last_error} (next try in {wait:.1f} s)")
             try:
                 self._client, self._gateways = _open_chain(self.name, self.endpoint(), self.options)
             except TransportError as exc:
                 self._failed(str(exc))
+                self._last_kind = type(exc)
                 raise
             self.down_since, self.last_error, self._backoff = None, None, 0.0
             return self._client
