@@ -262,6 +262,7 @@ class Host:
     port: int | None = None
     identity_file: str | None = None
     cache_dir: str | None = None   # manifests and stamp caches; default <data root>/.lenstui-cache where writable
+    data_root: str | None = None    # where this host keeps its dataset, when not at the dataset's `root`
 
     def resolve(self, path: str) -> str:
         """`path` as the host sees it: relative paths are under work_dir."""
@@ -310,7 +311,9 @@ class Config:
         return _lookup(self.hosts, name, self.source, "host")
 
     def dataset_for(self, host: Host) -> Dataset:
-        return self.datasets[host.dataset]
+        """The host's dataset, with the host's own `data_root` (when it sets one) as its root."""
+        dataset = self.datasets[host.dataset]
+        return replace(dataset, root=host.data_root) if host.data_root else dataset
 
     def _phase4_ids(self) -> str:
         return ", ".join(e.id for e in self.experiments.values() if e.base) or "none"
@@ -745,14 +748,16 @@ def _hosts(t: _Table, datasets: Mapping[str, Dataset]) -> dict[str, Host]:
             port=h.int("port", default=None, minimum=1, maximum=65535),
             identity_file=h.str("identity_file", default=None),
             cache_dir=h.str("cache_dir", default=None),
+            data_root=h.str("data_root", default=None),
         )
         if transport == "ssh" and not host.ssh_host:
             raise h.error("ssh_host", "missing; an ssh host needs an address or an ~/.ssh/config alias")
         if transport == "local" and (host.ssh_host or host.user or host.port):
             raise h.error("transport", "is 'local' but ssh settings are given",
                           "set transport = \"ssh\" or remove ssh_host/user/port")
-        for key in ("work_dir", "python", "runs_root", "cache_dir"):
-            if getattr(host, key) is not None and ("\x00" in getattr(host, key) or "\n" in getattr(host, key)):
+        for key in ("work_dir", "python", "runs_root", "cache_dir", "data_root"):
+            value = getattr(host, key) or ""
+            if "\x00" in value or "\n" in value:
                 raise h.error(key, "contains a control character")
         h.done()
         out[name] = host

@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from engine.config import Band, Config, ConfigError
+from engine.representative import candidate_from_entry, comparison_notes
 from engine.verdicts import (compute_verdicts, failing, fmt_value, number, rounded, shown_value,
                              thetae_summary)
 
@@ -124,12 +125,20 @@ def run_state(metrics: Mapping[str, Any]) -> str | None:
 
 
 def progress(metrics: Mapping[str, Any]) -> str:
-    """'status running, epoch 7/50' (completed epochs over planned)."""
+    """'status running, epoch 7/50 on lambda' (completed epochs over planned; the host when known)."""
     history = metrics.get("history")
     done = len(history) if isinstance(history, list) else 0
     planned = metrics.get("epochs_planned")
     planned_text = str(planned) if isinstance(planned, int) and not isinstance(planned, bool) else "?"
-    return f"status {run_state(metrics) or 'unknown'}, epoch {done}/{planned_text}"
+    run = metrics.get("run")
+    host = run.get("host") if isinstance(run, Mapping) else None
+    return f"status {run_state(metrics) or 'unknown'}, epoch {done}/{planned_text}" + (f" on {host}" if host else "")
+
+
+def mixed_data_notes(results: Mapping[str, Mapping[str, Any]], ids: tuple[str, ...]) -> list[str]:
+    """engine.representative's warning when the runs compared used different datasets."""
+    chosen = {e: candidate_from_entry(e, results[e]) for e in ids if results.get(e)}
+    return [n for n in comparison_notes(chosen, ids) if "different datasets" in n]
 
 
 def _missing(exp_id: str, metrics: Mapping[str, Any] | None,
@@ -228,6 +237,9 @@ def _decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decisio
         if note:
             provisional = True
             notes.append(note + ": the decision is provisional")
+    for note in mixed_data_notes(results, PHASE1):
+        provisional = True
+        notes.append(note + ": the decision is provisional")
 
     b1 = results["B1"]
     core, rel = number(b1["final_core_lr_auc"]), number(b1["core_reliance"])
@@ -339,6 +351,9 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
         if note:
             provisional = True
             notes.append(note + ": the decision is provisional")
+    for note in mixed_data_notes(results, ("B1",) + VARIANTS):
+        provisional = True
+        notes.append(note + ": the decision is provisional")
     verdicts = {v: compute_verdicts(results[v], th, targets, variant_core_gate=reading) for v in VARIANTS}
     for v in VARIANTS:
         core = verdicts[v]["core_lr_auc"]

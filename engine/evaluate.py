@@ -326,6 +326,7 @@ def final_val_metrics(model: nn.Module, val: DeviceSplit, experiment: Experiment
 
     - final gates on the whole val split: unmasked (`final_core_lr_auc`, ...: the data's
       shortcut) and, for an experiment that masks, at the radius in force at `best_epoch`
+      (best.pt's epoch, counted from 1 as metrics.json counts)
       (`final_mask_radius`, `final_masked_*`: B3's best.pt may come from any step of its
       schedule); each with the published method's `*_ungrouped` beside it;
     - the same probes on `raw_val` (the same rows, raw_robust inputs) as data-level context
@@ -337,7 +338,7 @@ def final_val_metrics(model: nn.Module, val: DeviceSplit, experiment: Experiment
     """
     out: dict[str, Any] = {k: None for k in (*_FINAL_GATE_KEYS.values(), *_FINAL_MASKED_KEYS.values(),
                                              *_RAW_KEYS.values())}
-    radius, _ = experiment.masking.at_epoch(best_epoch)
+    radius, _ = experiment.masking.at_epoch(best_epoch - 1)   # best_epoch counts from 1; at_epoch from 0
     final = gate_record(val, metrics_cfg, n_samples=None, mask_radius=radius)
     for source, key in (*_FINAL_GATE_KEYS.items(), *(_FINAL_MASKED_KEYS.items() if radius else ())):
         out[key] = final.get(source)

@@ -1,18 +1,22 @@
 """Host-side launch and abort of one experiment's run: the same code behind both transports.
 
     python -m engine.launch start --experiment ID --runs-root DIR [--gpu N|auto|cpu]
-                                  [--require MOD,...] -- TRAIN ARGV...
+                                  [--require MOD,...] [--wait SECONDS] -- TRAIN ARGV...
     python -m engine.launch abort --experiment ID --runs-root DIR [--grace SECONDS]
 
 `start` takes the run directory's lock (a second launch is refused with exit
 code 3, so two racing launches start exactly one run), appends a header to
 stdout.log, picks a free GPU, starts the training command in a new session
 (its own process group, detached from the SSH session, holding the lock) and
-returns at once. `abort` signals exactly that process group - verified by pid
-and start time, never by name - SIGTERM first, SIGKILL after the grace period.
+returns at once, or with --wait once the engine has written run.json (a run that
+ends before that is a failed launch, reported with the engine's own line). `abort`
+signals exactly that process group - verified by pid and start time, never by
+name - SIGTERM first, SIGKILL after the grace period; an abort that lands before
+the engine wrote anything marks launch.json `aborted`.
 
 Both print one JSON object on stdout (with an "error" key on failure) and a
-human message on stderr. Exit codes: 0 ok, 2 bad input, 3 refused.
+human message on stderr. Exit codes: 0 ok, 1 the run failed as it started,
+2 bad input, 3 refused.
 Torch-free: the launcher must start fast and must not touch the GPU itself.
 """
 
@@ -35,7 +39,7 @@ from typing import Any, Sequence
 from engine import ENGINE_VERSION, rundir
 from engine.config import ID_PATTERN
 
-EXIT_OK, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 2, 3
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 FREE_GPU_MEMORY_MIB = 1024   # a GPU using more than this without a listed process is not free
 KILL_WAIT = 10.0             # after SIGKILL, how long to wait for the kernel to finish
 
@@ -136,8 +140,13 @@ def missing_modules(names: Sequence[str]) -> list[str]:
 
 
 def start(exp_id: str, runs_root: str | Path, train_argv: Sequence[str], gpu: str = "auto",
-          require: Sequence[str] = ()) -> dict[str, Any]:
-    """Start `train_argv` detached, holding the run lock; return {pid, pgid, gpu, run_dir, ...}."""
+          require: Sequence[str] = (), wait: float = 0.0) -> dict[str, Any]:
+    """Start `train_argv` detached, holding the run lock; return {pid, pgid, gpu, run_dir, ...}.
+
+    With `wait` > 0, watch the new process for up to `wait` seconds: a process that ends before
+    the engine takes the run over (writes run.json with its pid) is a failed launch, raised as a
+    LaunchError with the engine's own line from stdout.log; `started` says whether it got that far.
+    """
     _check_id(exp_id)
     if not train_argv:
         raise LaunchError("no training command given after --")
@@ -158,12 +167,37 @@ def start(exp_id: str, runs_root: str | Path, train_argv: Sequence[str], gpu: st
     try:
         choice = choose_gpu(gpu, root)
         argv = [os.path.expanduser(train_argv[0]), *train_argv[1:]]  # a host's python may be ~/venv/bin/python
-        return _spawn(exp_id, directory, argv, choice, lock_fd)
+        result, proc = _spawn(exp_id, directory, argv, choice, lock_fd)
     finally:
         os.close(lock_fd)  # the child holds its own copy; the lock lives as long as the run
+    result["started"] = _await_start(exp_id, directory, proc, wait) if wait > 0 else False
+    return result
 
 
-def _spawn(exp_id: str, directory: Path, argv: list[str], choice: GpuChoice, lock_fd: int) -> dict[str, Any]:
+def _await_start(exp_id: str, directory: Path, proc: subprocess.Popen, wait: float) -> bool:
+    """True once the engine wrote run.json with this pid; LaunchError when the process ends first."""
+    deadline = time.monotonic() + wait
+    started = time.monotonic()
+    while True:
+        rc = proc.poll()
+        info = rundir.read_run_info(directory).data or {}
+        if info.get("pid") == proc.pid:
+            return True
+        if rc is not None:
+            if rc < 0:
+                why = f"stopped by {signal.Signals(-rc).name} while it started"
+            else:
+                why = rundir.launch_failure_line(directory / rundir.LOG_FILE)
+            code = rc if rc in (EXIT_BAD_INPUT, EXIT_REFUSED) else EXIT_FAILED
+            raise LaunchError(f"{exp_id} ended {time.monotonic() - started:.0f} s after the launch "
+                              f"(exit {rc}): {why}", code)
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.1)
+
+
+def _spawn(exp_id: str, directory: Path, argv: list[str], choice: GpuChoice,
+           lock_fd: int) -> tuple[dict[str, Any], subprocess.Popen]:
     env = dict(os.environ)
     env[rundir.LOCK_FD_ENV] = str(lock_fd)
     env["PYTHONUNBUFFERED"] = "1"
@@ -199,8 +233,9 @@ def _spawn(exp_id: str, directory: Path, argv: list[str], choice: GpuChoice, loc
         "status": rundir.RunState.PENDING.value,
     }
     rundir.atomic_write_json(directory / rundir.LAUNCH_FILE, record)
-    return {"pid": proc.pid, "pgid": proc.pid, "gpu": choice.label, "gpu_note": choice.note,
-            "run_dir": str(directory), "log": str(directory / rundir.LOG_FILE)}
+    return ({"pid": proc.pid, "pgid": proc.pid, "gpu": choice.label, "gpu_note": choice.note,
+             "run_dir": str(directory), "log": str(directory / rundir.LOG_FILE),
+             "launched_at": launched_at}, proc)
 
 
 # ---------------------------------------------------------------------------
@@ -270,6 +305,8 @@ def abort(exp_id: str, runs_root: str | Path, grace: float = 30.0) -> dict[str, 
             time.sleep(0.05)
         _mark_aborted(directory)
     remaining = _group_members(pgid)
+    if not remaining:
+        _mark_launch_aborted(directory, record)
     how = "SIGKILL after the grace period" if killed else "SIGTERM"
     message = (f"{exp_id}: process group {pgid} stopped by {how}" if not remaining
                else f"{exp_id}: processes {remaining} of group {pgid} survive SIGKILL (stuck in the kernel?)")
@@ -284,6 +321,18 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
         pass  # the group finished between our check and the signal
     except PermissionError:
         raise LaunchError(f"not allowed to signal process group {pgid} (another user's run?)") from None
+
+
+def _mark_launch_aborted(directory: Path, record: dict[str, Any]) -> None:
+    """An abort that landed while the engine was starting (it never wrote run.json): the launch
+    record says `aborted`, so the run reads aborted, as asked, rather than lost."""
+    launch = rundir.read_json(directory / rundir.LAUNCH_FILE).data
+    if launch is None or launch.get("pid") != record.get("pid"):
+        return   # the process signalled was recorded by run.json: the engine had taken over
+    if (rundir.read_run_info(directory).data or {}).get("pid") == launch.get("pid"):
+        return   # the engine wrote run.json: it says itself how it ended
+    launch.update(status=rundir.RunState.ABORTED.value, aborted_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    rundir.atomic_write_json(directory / rundir.LAUNCH_FILE, launch)
 
 
 def _mark_aborted(directory: Path) -> None:
@@ -313,6 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         p.add_argument("--runs-root", required=True)
     p_start.add_argument("--gpu", default="auto", help="GPU index, 'auto' (a free one) or 'cpu'")
     p_start.add_argument("--require", default="", help="comma-separated modules the training needs")
+    p_start.add_argument("--wait", type=float, default=0.0, metavar="SECONDS",
+                         help="watch the new run this long: one that ends before the engine takes it over is a "
+                              "failed launch, reported with the engine's reason (default 0: return at once)")
     p_start.add_argument("train_argv", nargs=argparse.REMAINDER, help="-- the training command")
     p_abort.add_argument("--grace", type=float, default=30.0, help="seconds between SIGTERM and SIGKILL")
     args = parser.parse_args(argv)
@@ -320,7 +372,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.command == "start":
             train = args.train_argv[1:] if args.train_argv[:1] == ["--"] else args.train_argv
             result = start(args.experiment, args.runs_root, train, args.gpu,
-                           [m.strip() for m in args.require.split(",") if m.strip()])
+                           [m.strip() for m in args.require.split(",") if m.strip()], wait=args.wait)
             print(f"started {args.experiment}: pid {result['pid']}, gpu {result['gpu']}", file=sys.stderr)
         else:
             result = abort(args.experiment, args.runs_root, args.grace)

@@ -18,8 +18,11 @@ writes into --out:
 Exit codes: 0 written; 1 the output could not be written; 2 bad input (a bad config, no run
 directory under any --runs-root: the message names where it looked).
 
-Several --runs-root are the results fetched from several hosts. The same experiment under
-two roots: the one with the newest `updated_at` is used, and the report says which and why.
+Several --runs-root are the results fetched from several hosts. The same experiment found more
+than once: engine.representative's rule picks the run that stands for it (the one the matrix,
+the decision panel and `lenstui status` show), the report says which and why, lists the others
+under "Runs of each experiment", and warns when the runs it compares used different datasets
+or settings.
 Verdicts are recomputed from the values with this config's thresholds and `[decision]`
 reading (engine.verdicts), so a report never shows verdicts of an older threshold table.
 The decision and the verdicts read validation numbers only; the test numbers are shown in
@@ -53,13 +56,14 @@ import argparse
 import csv
 import sys
 import time
-from dataclasses import dataclass
-from datetime import datetime
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from engine.config import Config, ConfigError, default_config_path, load_config
 from engine.decision import Decision, decide, settings_note
+from engine.representative import (Choice, RunCandidate, candidate_from_entry, choose_all, comparison_notes,
+                                   settings_text, time_text)
 from engine.rundir import LAUNCH_FILE, METRICS_FILE, RUN_FILE, observe_run
 from engine.verdicts import (THETAE_KINDS, VERDICT_NAMES, compute_verdicts, gates_in_order, gate_verdicts,
                              latest_gate_with, number, thetae_summary)
@@ -86,31 +90,17 @@ _MATRIX_ORDER = ("val_auroc", "core_lr_auc", "radial_lr_auc", "core_reliance",
 # Finding the runs
 
 
-@dataclass(frozen=True)
-class FoundRun:
-    """One run directory as the report uses it."""
-
-    experiment: str
-    location: str                   # the run directory, or where a status entry came from
-    state: str                      # observed (local runs) or as written (runs fetched from a host)
-    state_note: str
-    metrics: dict[str, Any]         # {} before the first metrics.json
-    run_info: dict[str, Any] | None
-    errors: tuple[str, ...]
-
-    @property
-    def updated_at(self) -> str | None:
-        value = self.metrics.get("updated_at")
-        return value if isinstance(value, str) else None
+FoundRun = RunCandidate   # one run as the report uses it (engine/representative.py)
 
 
 @dataclass(frozen=True)
 class Collection:
-    """Every experiment found under the runs roots, one run each, and what was noticed on the way."""
+    """Every run found, the one that stands for each experiment, and what was noticed on the way."""
 
-    runs: dict[str, FoundRun]
+    runs: dict[str, RunCandidate]   # experiment -> the run that stands for it (engine.representative)
     notes: tuple[str, ...]
     looked_in: tuple[str, ...]      # "runs (3 run directories)", "fetched/x (does not exist)"
+    choices: Mapping[str, Choice] = field(default_factory=dict)   # experiment -> every run of it, ranked
 
 
 def _is_run_dir(path: Path) -> bool:
@@ -123,7 +113,7 @@ def _local_hosts(config: Config | None) -> set[str]:
     return {h.name for h in config.hosts.values() if h.transport == "local"}
 
 
-def _found_run(directory: Path, config: Config | None) -> FoundRun:
+def _found_run(directory: Path, config: Config | None, order: int = 0) -> RunCandidate:
     view = observe_run(directory)
     metrics = dict(view.metrics or {})
     state, note = view.state.value, view.reason
@@ -132,30 +122,16 @@ def _found_run(directory: Path, config: Config | None) -> FoundRun:
     if config is not None and isinstance(host, str) and host not in _local_hosts(config):
         written = metrics.get("status") or (view.run_info or {}).get("status") or "pending"
         state, note = str(written), f"as written on {host}; its process is not checked from here"
-    return FoundRun(view.experiment, str(directory), state, note, metrics, view.run_info, view.errors)
-
-
-def _parse_time(value: str | None) -> datetime | None:
-    """rundir's `updated_at` ('2026-02-07T10:00:00+0000'), or any ISO time with an offset."""
-    if not value:
-        return None
-    try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
-    except ValueError:
-        pass
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        return None
-    # A time without an offset cannot be compared with one that has it.
-    return parsed if parsed.tzinfo else None
+    return RunCandidate(view.experiment, host if isinstance(host, str) else None, str(directory), state, metrics,
+                        view.run_info, note, view.errors, order)
 
 
 def collect_runs(roots: Sequence[str | Path], config: Config | None = None) -> Collection:
-    """Read every run directory under each of `roots`; one run per experiment (the newest)."""
+    """Read every run directory under each of `roots`; the run that stands for each experiment is
+    chosen by engine.representative's rule, and the report lists the others."""
     notes: list[str] = []
     looked_in: list[str] = []
-    found: dict[str, list[FoundRun]] = {}
+    found: list[RunCandidate] = []
     for root in roots:
         path = Path(root).expanduser()
         if not path.exists():
@@ -170,59 +146,48 @@ def collect_runs(roots: Sequence[str | Path], config: Config | None = None) -> C
             hint = "; it holds metrics.json itself: pass its parent folder"
         looked_in.append(f"{path} ({len(run_dirs)} run director{'y' if len(run_dirs) == 1 else 'ies'}{hint})")
         for d in run_dirs:
-            run = _found_run(d, config)
-            found.setdefault(run.experiment, []).append(run)
+            run = _found_run(d, config, order=len(found))
+            found.append(run)
             notes.extend(f"{run.experiment}: {e}" for e in run.errors)
             named = run.metrics.get("experiment")
             if isinstance(named, str) and named != run.experiment:
                 notes.append(f"{d}: metrics.json names experiment {named!r}; the folder name "
                              f"{run.experiment!r} is used")
-    runs = {}
-    for exp_id, candidates in found.items():
-        runs[exp_id] = _newest(exp_id, candidates, notes)
-    return Collection(runs, tuple(notes), tuple(looked_in))
+    return collection_from_candidates(found, config, looked_in, notes)
 
 
-def _newest(exp_id: str, candidates: list[FoundRun], notes: list[str]) -> FoundRun:
-    if len(candidates) == 1:
-        return candidates[0]
-    dated = [(_parse_time(c.updated_at), i, c) for i, c in enumerate(candidates)]
-    known = [d for d in dated if d[0] is not None]
-    if not known:
-        chosen = candidates[0]
-        why = "none has a readable updated_at, so the first --runs-root given wins"
-    else:
-        newest = max(d[0] for d in known)
-        tied = [d for d in known if d[0] == newest]
-        chosen = tied[0][2]
-        why = (f"it is the newest by updated_at ({chosen.updated_at})" if len(tied) == 1 else
-               f"updated_at ties at {chosen.updated_at}, so the first --runs-root given wins")
-    others = ", ".join(f"{c.location} (updated {c.updated_at or 'unknown'})"
-                       for c in candidates if c is not chosen)
-    notes.append(f"{exp_id} was found in {len(candidates)} places: using {chosen.location}, because "
-                 f"{why}; not used: {others}")
-    return chosen
+def collection_from_candidates(candidates: Sequence[RunCandidate], config: Config | None,
+                               looked_in: Sequence[str], notes: Sequence[str] = ()) -> Collection:
+    """A Collection from runs found anywhere (run directories, or lenstui's hosts): the rule picks."""
+    choices = choose_all(candidates, config.training.epochs if config is not None else None)
+    notes = list(notes)
+    for exp_id, choice in choices.items():
+        if choice.others:
+            notes.append(f"{exp_id} has {len(choice.ranked)} runs: {choice.reason()}")
+    runs = {e: c.chosen for e, c in choices.items()}
+    if config is not None:
+        ids = [e for e in _ordered(runs, config)]
+        notes += [f"Warning: {n}" for n in comparison_notes(runs, ids)]
+    return Collection(runs, tuple(notes), tuple(looked_in), choices)
 
 
 def collection_from_results(results: Mapping[str, Mapping[str, Any]]) -> Collection:
     """A Collection from metrics-like dicts: lenstui's status entries (their `state` and `run`
-    keys are used) or plain metrics.json contents."""
-    runs = {}
-    for exp_id, entry in results.items():
-        info = entry.get("run") if isinstance(entry.get("run"), Mapping) else None
-        state = entry.get("state") or entry.get("status") or "pending"
-        host = (info or {}).get("host")
-        location = f"{exp_id} on {host} (lenstui status)" if host else f"{exp_id} (lenstui status)"
-        raw_errors = entry.get("errors")
-        errors = tuple(str(e) for e in raw_errors) if isinstance(raw_errors, list) else ()
-        runs[exp_id] = FoundRun(exp_id, location, str(state), str(entry.get("reason") or ""), dict(entry),
-                                dict(info) if info else None, errors)
-    return Collection(runs, (), ("the latest status of every host, as lenstui shows it",))
+    keys are used) or plain metrics.json contents, one run per experiment."""
+    runs = {exp_id: candidate_from_entry(exp_id, entry) for exp_id, entry in results.items()}
+    return Collection(runs, (), ("the latest status of every host, as lenstui shows it",),
+                      {e: Choice(e, c) for e, c in runs.items()})
+
+
+def _ordered(runs: Mapping[str, Any], config: Config) -> list[str]:
+    return list(config.experiments) + sorted(e for e in runs if e not in config.experiments)
 
 
 def decision_inputs(collection: Collection) -> dict[str, dict[str, Any]]:
-    """Experiment id → metrics with `status` set to the state the report shows, for `decide`."""
-    return {e: {**r.metrics, "status": r.state} for e, r in collection.runs.items() if r.metrics}
+    """Experiment id → metrics with `status` set to the state the report shows and `run` its
+    provenance (host, dataset), for `decide`."""
+    return {e: {**r.metrics, "status": r.state, "run": dict(r.run_info or {}, host=r.host)}
+            for e, r in collection.runs.items() if r.metrics}
 
 
 # ---------------------------------------------------------------------------
@@ -448,7 +413,7 @@ def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> Non
 
 def _ordered_ids(collection: Collection, config: Config) -> list[str]:
     """The plan's experiments in the file's order, then any other experiment found."""
-    return list(config.experiments) + sorted(e for e in collection.runs if e not in config.experiments)
+    return _ordered(collection.runs, config)
 
 
 def render_decision(decision: Decision) -> list[str]:
@@ -495,6 +460,7 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
               "but the test AUROC reads validation numbers; the test set is held out (§5.6).", ""]
     rules = {name: (verdicts[found[0]][name]["rule"] if found else "") for name in VERDICT_NAMES}
     rows = [["Status", ""] + [_status_cell(runs.get(e)) for e in ids],
+            ["Host", ""] + [(runs[e].host or DASH) if e in runs else DASH for e in ids],
             ["Epochs (done/planned)", ""] + [_epochs_cell(runs.get(e)) for e in ids],
             ["Best epoch", ""] + [_f(runs[e].metrics.get("best_epoch"), 0) if e in runs else DASH
                                   for e in ids]]
@@ -503,6 +469,9 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
                     + [verdict_cell(verdicts[e][name]) if e in runs else DASH for e in ids])
     rows.append(["Settings", ""] + [_settings(e, runs[e].metrics) if e in runs else DASH for e in ids])
     lines += _table(["Metric", "Rule"] + ids, rows) + [""]
+    warnings = [n[len("Warning: "):] for n in collection.notes if n.startswith("Warning: ")]
+    lines += [f"**Warning:** {w}." for w in warnings] + ([""] if warnings else [])
+    lines += render_runs(collection, ids)
     lines += render_selection(found, runs, verdicts, config)
     lines += render_probes(found, runs, verdicts, config)
     lines += render_effective_sample(found, runs)
@@ -535,6 +504,28 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
     notes = list(collection.notes) + ([plot_note] if plot_note else [])
     lines += ["## Notes", ""] + ([f"- {n}" for n in notes] if notes else ["None."]) + [""]
     return "\n".join(lines)
+
+
+def render_runs(collection: Collection, ids: Sequence[str]) -> list[str]:
+    """Every run found of each experiment, the one that stands for it first (engine.representative)."""
+    lines = ["## Runs of each experiment", "",
+             "Where an experiment ran more than once, one rule picks the run that stands for it: completed "
+             "or in progress before ended incomplete, the plan's settings before overrides (fewer epochs, "
+             "then row limits), completed before in progress, then the newest. Every other run is listed.", ""]
+    rows = []
+    for e in ids:
+        choice = collection.choices.get(e)
+        if choice is None:
+            continue
+        for i, run in enumerate(choice.ranked):
+            info = run.run_info or {}
+            rows.append([e, "**yes**" if i == 0 else f"no: {choice.reasons[i - 1]}", run.state,
+                         run.host or DASH, run.location, run.dataset or DASH, settings_text(run),
+                         _epochs_cell(run), time_text(run), info.get("code_version") or DASH])
+    if not rows:
+        return lines + ["No run yet.", ""]
+    return lines + _table(("Experiment", "Stands for it", "State", "Host", "Directory", "Dataset", "Settings",
+                           "Epochs", "Updated", "Code version"), rows) + [""]
 
 
 def _plain_verdict(entry: Mapping[str, Any]) -> str:
@@ -746,6 +737,7 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
         import matplotlib
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
+        from matplotlib.ticker import MaxNLocator
     except ImportError:
         return [], ("Plots were not drawn: matplotlib is not installed for this Python "
                     "(`python -m pip install matplotlib`); the tables above hold every value.")
@@ -757,7 +749,7 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
     drawn = False
     for i, e in enumerate(ids):
         history = _history(runs[e].metrics)
-        epochs = [r.get("epoch", n) for n, r in enumerate(history)]
+        epochs = [r.get("epoch", n + 1) for n, r in enumerate(history)]
         color = f"C{i % 10}"
         for key, style, label in (("train_loss", "-", "train"), ("val_loss", "--", "val")):
             ys = [_nan(r.get(key)) for r in history]
@@ -768,6 +760,8 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
             drawn = True
     ax_auc.axhline(config.targets.val_auroc, color="grey", linestyle=":",
                    label=f"target {config.targets.val_auroc:.2f}")
+    for ax in (ax_loss, ax_auc):   # epochs are whole numbers, counted from 1
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     _finish(ax_loss, "epoch", "BCE loss", "Loss (solid train, dashed val)", drawn)
     _finish(ax_auc, "epoch", "val AUROC", "Validation AUROC", drawn)
     _save(fig, plt, out_dir / PLOT_FILES[0])

@@ -33,7 +33,7 @@ LAST_CKPT = "last.pt"
 LAUNCH_FILE = "launch.json"   # written by the launcher for the seconds before run.json exists
 RUN_LOCK = ".run.lock"        # flock held for the whole life of the training process
 LOCK_FD_ENV = "LENSTUI_RUN_LOCK_FD"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2: epochs count from 1 (history "epoch", best_epoch); 1 counted from 0
 
 # The plan's per-epoch metric names (§5.1), in the plan's order.
 EPOCH_METRICS = ("train_loss", "val_auroc", "val_loss", "learning_rate", "epoch_time_sec")
@@ -180,7 +180,7 @@ def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any])
         "status": RunState.RUNNING.value,
         "epochs_planned": epochs_planned,
         "overrides": dict(overrides),
-        "history": [],        # §5.1: one dict per finished epoch, "epoch" counts from 0
+        "history": [],        # §5.1: one dict per finished epoch; "epoch" counts from 1 (the Nth epoch)
         "gates": [],          # §5.2/§5.3: {"after_epochs": k, core_lr_auc, radial_lr_auc, ...}
         "verdicts": {},       # §6: name -> {"verdict", "value", "rule"}
         "updated_at": _now(),
@@ -193,7 +193,30 @@ def write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
 
 
 def read_metrics(directory: Path) -> JsonRead:
-    return read_json(Path(directory) / METRICS_FILE)
+    """metrics.json, in the current schema (an older file is upgraded in memory, never on disk here)."""
+    read = read_json(Path(directory) / METRICS_FILE)
+    return JsonRead(upgrade_metrics(read.data), read.error) if read.data is not None else read
+
+
+def upgrade_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    """A metrics document in SCHEMA_VERSION: schema 1 counted epochs from 0, so its history rows'
+    `epoch` and its `best_epoch` move up by one. One numbering everywhere: epoch N is the Nth
+    epoch, the one after which N epochs are done (as "3/50" and "gate after 5 epochs" count)."""
+    version = metrics.get("schema_version")
+    if isinstance(version, int) and not isinstance(version, bool) and version >= 2:
+        return metrics
+    history = metrics.get("history")
+    if isinstance(history, list):
+        metrics["history"] = [{**row, "epoch": row["epoch"] + 1}
+                              if isinstance(row, dict) and _is_int(row.get("epoch")) else row for row in history]
+    if _is_int(metrics.get("best_epoch")):
+        metrics["best_epoch"] += 1
+    metrics["schema_version"] = SCHEMA_VERSION
+    return metrics
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def write_run_info(directory: Path, info: dict[str, Any]) -> None:
@@ -283,21 +306,47 @@ class RunView:
     metrics: dict[str, Any] | None
     run_info: dict[str, Any] | None
     errors: tuple[str, ...]
+    launch_failure: str | None = None   # the newest launch ended before the engine took over: its words
 
 
 def observe_run(directory: Path) -> RunView:
-    """Read a run directory and reconcile its written status with the live process."""
+    """Read a run directory and reconcile its written status with the live process.
+
+    launch.json names the newest start when the engine has not taken it over (its pid is not
+    run.json's and it was written after run.json): alive, the run is `pending`; aborted while
+    it started, `aborted`; otherwise that launch failed, and `launch_failure` holds the
+    engine's one line about why (stdout.log after the launch header). The run's state is then
+    that of its previous start, or `failed` when there was none.
+    """
     directory = Path(directory)
     m, r = read_metrics(directory), read_run_info(directory)
-    if r.data is None and r.error is None:
-        r = read_json(directory / LAUNCH_FILE)  # launched, engine not yet started
+    launch_read = read_json(directory / LAUNCH_FILE)
+    launch = launch_read.data
     errors = tuple(e for e in (m.error, r.error) if e)
-    if r.data is not None:
-        # Relaunched: launch.json names a newer, live process that has not written run.json yet.
-        launch = read_json(directory / LAUNCH_FILE).data
-        if launch is not None and launch.get("pid") != r.data.get("pid") and is_same_process(launch)[0] \
-                and not is_same_process(r.data)[0]:
-            return RunView(directory.name, RunState.PENDING, "starting again", m.data, launch, errors)
+    attempt = None   # a launch the engine has not (yet, or ever) taken over
+    if launch is not None and (r.data is None or (launch.get("pid") != r.data.get("pid")
+                                                  and _newer(directory / LAUNCH_FILE, directory / RUN_FILE))):
+        attempt = launch
+    if attempt is not None:
+        if is_same_process(attempt)[0]:
+            reason = "starting again" if r.data is not None else "starting"
+            return RunView(directory.name, RunState.PENDING, reason, m.data, attempt, errors)
+        if attempt.get("status") == RunState.ABORTED.value:
+            return RunView(directory.name, RunState.ABORTED, "aborted while it started, before the engine "
+                           "wrote anything", m.data, r.data or attempt, errors)
+        failure = launch_failure_line(directory / LOG_FILE)
+        if r.data is None and m.data is None:
+            return RunView(directory.name, RunState.FAILED, f"the launch failed: {failure}", None, attempt,
+                           errors + ((launch_read.error,) if launch_read.error else ()), failure)
+        view = _observe_started(directory, m, r, errors)
+        return RunView(view.experiment, view.state, view.reason, view.metrics, view.run_info, view.errors, failure)
+    if r.data is None and r.error is None and launch is not None:
+        r = launch_read
+    return _observe_started(directory, m, r, errors)
+
+
+def _observe_started(directory: Path, m: JsonRead, r: JsonRead, errors: tuple[str, ...]) -> RunView:
+    """The state of the start the engine took over: written status, checked against its process."""
     written = _parse_state((m.data or {}).get("status")) or _parse_state((r.data or {}).get("status"))
     state, reason = written or RunState.PENDING, ""
     if state in (RunState.RUNNING, RunState.PENDING) and r.data is not None:
@@ -309,6 +358,51 @@ def observe_run(directory: Path) -> RunView:
     elif state is RunState.RUNNING and r.data is None:
         state, reason = RunState.LOST, "run.json is missing: no process to check"
     return RunView(directory.name, state, reason, m.data, r.data, errors)
+
+
+def _newer(a: Path, b: Path) -> bool:
+    """Whether file `a` was written after file `b` (a missing `b` is older than anything)."""
+    try:
+        a_time = a.stat().st_mtime_ns
+    except OSError:
+        return False
+    try:
+        return a_time > b.stat().st_mtime_ns
+    except OSError:
+        return True
+
+
+LAUNCH_HEADER = "===== "          # engine.launch's lines in stdout.log start so ...
+LAUNCH_MARK = " lenstui launch of "   # ... and its first line of each launch says so
+FAILURE_TAIL_BYTES = 16384
+
+
+def launch_failure_line(log: Path) -> str:
+    """Why the newest launch ended: the engine's last `engine.train: …` or `FAILED` line after the
+    launch header in stdout.log, else its last line, in one line."""
+    try:
+        with open(log, "rb") as f:
+            f.seek(0, os.SEEK_END)
+            size = f.tell()
+            f.seek(max(0, size - FAILURE_TAIL_BYTES))
+            text = f.read().decode("utf-8", "replace")
+    except OSError:
+        return f"the training process ended at once, and {log} cannot be read"
+    lines = text.splitlines()
+    headers = [i for i, line in enumerate(lines) if line.startswith(LAUNCH_HEADER) and LAUNCH_MARK in line]
+    after = [line.strip() for line in lines[headers[-1] + 1:] if line.strip()] if headers else \
+        [line.strip() for line in lines if line.strip()]
+    after = [line for line in after if not line.startswith(LAUNCH_HEADER)]
+    for prefix in ("engine.train: ", "error: "):
+        said = [line for line in after if line.startswith(prefix)]
+        if said:
+            return said[-1][len(prefix):]
+    said = [line for line in after if line.startswith("FAILED") or ": FAILED" in line]
+    if said:
+        return said[-1]
+    if after:
+        return after[-1]   # a traceback ends with the exception's own line
+    return f"the training process ended at once without a word (see {log})"
 
 
 def _parse_state(value: Any) -> RunState | None:

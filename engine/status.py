@@ -12,7 +12,7 @@ one JSON request line on stdin, one JSON answer line on stdout, computed fresh
 for each request (see `serve`). It exits when stdin closes.
 
 `python -m engine.status --preflight [--data-root DIR]` checks that this Python
-has what training needs (torch, numpy, scikit-learn, pyarrow) and
+has what training needs (torch, numpy, scikit-learn, pandas, pyarrow) and
 sees GPUs; only that mode imports torch.
 
 Torch-free at module level: lenstui imports this on a laptop.
@@ -37,7 +37,8 @@ from engine import ENGINE_VERSION, rundir
 
 HISTORY_CAP = 300          # epochs kept in a status answer; the plan runs 50
 NVIDIA_SMI_TIMEOUT = 10.0  # a wedged driver must not hang the probe forever
-TRAIN_MODULES = ("torch", "numpy", "sklearn", "pyarrow")   # what engine.train imports (no torchvision)
+# Every third-party module engine.train imports (no torchvision); tests/test_status.py checks the list.
+TRAIN_MODULES = ("torch", "numpy", "sklearn", "pandas", "pyarrow", "threadpoolctl")
 PIP_NAMES = {"sklearn": "scikit-learn"}
 
 # Metric keys copied as they are into a run's status entry (plan §5.4–5.6).
@@ -45,7 +46,8 @@ SUMMARY_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radi
                 "core_sensitivity", "core_reliance", "test_auroc", "test_auroc_by_thetae",
                 "test_core_sensitivity", "overrides", "updated_at", "bad_rows")
 RUN_INFO_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
-                 "device", "started_at", "ended_at", "exit_status")
+                 "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
+                 "launched_at")
 
 SERVE_PROTOCOL = 1       # bumped when the --serve request or answer changes incompatibly
 SERVE_IDLE_EXIT = 600.0  # a server with no request for this long exits (a half-open link, a vanished client)
@@ -236,7 +238,7 @@ def run_status(directory: Path) -> dict[str, Any]:
         "state": view.state.value,
         "reason": view.reason or None,
         "written_status": metrics.get("status"),
-        "epoch": last.get("epoch"),
+        "epoch": last.get("epoch"),        # the newest finished epoch, counted from 1 (= epochs done)
         "epochs_planned": metrics.get("epochs_planned"),
         "val_auroc": last.get("val_auroc"),
         "gate": gates[-1] if gates else None,
@@ -249,6 +251,8 @@ def run_status(directory: Path) -> dict[str, Any]:
         "pgid": info.get("pgid", launch.get("pgid")),
         "gpu": launch.get("gpu"),
         "launched_at": launch.get("launched_at"),
+        "launch_failure": view.launch_failure,
+        "resumable": (directory / rundir.LAST_CKPT).is_file(),
         "log_bytes": _size(directory / rundir.LOG_FILE),
     })
     for key in SUMMARY_KEYS:

@@ -906,7 +906,7 @@ def _fill_from_config(args: argparse.Namespace) -> None:
     if dataset.kind != "synthetic":
         raise SynthError(f"{args.config}: hosts.{host.name} uses dataset {dataset.name!r}, which is "
                          f"kind {dataset.kind!r}, not 'synthetic': there is nothing to make")
-    root = Path(host.resolve(dataset.root))
+    root = Path(os.path.expanduser(host.resolve(dataset.root)))   # a host's root may be ~/data/...
     if not root.is_absolute() and host.work_dir == ".":
         root = args.config.resolve().parent / root  # '.' is the config file's folder
     args.out = args.out or root

@@ -45,6 +45,7 @@ from engine.preprocess import PREPROCESS_VERSION
 from engine.runlog import RunLog
 from engine.shards import BadRowsError, BlobError, ShardError
 from engine.step import CudaGraphStep, EagerStep
+from engine.train_options import build_parser
 
 EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 # Errors of the data layer, whose messages name the shard, the row and what is wrong.
@@ -61,27 +62,7 @@ class UsageError(Exception):
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="python -m engine.train", description="Train one experiment of the plan.")
-    p.add_argument("--experiment", required=True, help="experiment id in the config, e.g. A1, B3, FULL")
-    p.add_argument("--config", type=Path, default=Path("experiments.toml"))
-    where = p.add_mutually_exclusive_group()
-    where.add_argument("--host", default=None, help="the host whose dataset and runs_root to use (default: local)")
-    where.add_argument("--data-root", type=Path, default=None, help="a shard root to read instead of the host's dataset")
-    p.add_argument("--runs-root", type=Path, default=None, help="default: the host's runs_root")
-    p.add_argument("--epochs", type=int, default=None, help="override the plan's epochs (recorded)")
-    p.add_argument("--fresh", action="store_true", help="move an existing run directory aside and start over")
-    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cuda when available")
-    p.add_argument("--seed", type=int, default=None, help="override the plan's seed (recorded)")
-    p.add_argument("--base", default=None, help="for a Phase-4 run: the experiment whose config it takes")
-    p.add_argument("--limit-train", type=int, default=None, help="use N training rows (smoke runs; recorded)")
-    p.add_argument("--limit-val", type=int, default=None, help="use N val rows, and N test rows (recorded)")
-    p.add_argument("--cuda-graph", action="store_true",
-                   help="capture the training step once as a CUDA graph and replay it (GPU only; "
-                        "5x faster steps at batch 128 on an H100: docs/PERFORMANCE.md)")
-    p.add_argument("--compile", action="store_true",
-                   help="torch.compile the training step's model (a speed option, not recorded as an override; "
-                        "its first steps compile for up to a minute: docs/PERFORMANCE.md)")
-    return p
+    return build_parser()   # engine/train_options.py: torch-free, so lenstui reads run commands with it
 
 
 @dataclass(frozen=True)
@@ -152,8 +133,9 @@ def make_plan(argv: Sequence[str]) -> RunPlan:
     missing = [s for s in ("train", "val", "test") if not (data_root / s).is_dir()]
     if missing:
         problem = "not found" if not data_root.is_dir() else f"has no {', '.join(missing)} folder"
+        where = f"hosts.{host.name}.data_root" if host.data_root else f"datasets.{dataset}.root"
         fix = (f"make the synthetic set with `{hint}`" if hint
-               else f"check datasets.{dataset}.root in {config.source}" if dataset else "check the path")
+               else f"copy the shards there, or check {where} in {config.source}" if dataset else "check the path")
         raise UsageError(f"{what}: {problem}; {fix}")
 
     runs_root = args.runs_root or Path(os.path.expanduser(host.runs_root_path))
@@ -232,8 +214,13 @@ class Aborted(Exception):
 
 
 def code_version() -> str:
-    """`git rev-parse --short HEAD` of the engine's checkout, "-dirty" if it differs; else "unknown"."""
+    """`git rev-parse --short HEAD` of the engine's checkout, "-dirty" if it differs; on a host that
+    `lenstui sync` filled (no git there), the version sync recorded in engine/code_version.json;
+    else "unknown"."""
     root = Path(__file__).resolve().parent.parent
+    synced = rundir.read_json(Path(__file__).resolve().parent / "code_version.json").data or {}
+    if isinstance(synced.get("code_version"), str):
+        return f"{synced['code_version']} (synced {synced.get('synced_at', '?')})"
     try:
         head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
                               text=True, timeout=10)
@@ -491,7 +478,7 @@ class Trainer:
             metrics = rundir.new_metrics(e.id, self.plan.epochs, self.plan.overrides)
             metrics["inputs"] = inputs
             return Progress(metrics=metrics)
-        metrics = json.loads(resume["metrics_json"])
+        metrics = rundir.upgrade_metrics(json.loads(resume["metrics_json"]))   # a run begun by an older engine
         metrics["status"] = "running"
         metrics["overrides"] = dict(self.plan.overrides)
         metrics["inputs"] = inputs
@@ -631,7 +618,7 @@ class Trainer:
 
             scores = predict(self.model, self.val.images, precision=self.precision)
             val_auroc, val_loss = auroc(self.val.labels, scores), bce(self.val.labels, scores)
-            row = {"epoch": epoch, "train_loss": train_loss, "val_auroc": val_auroc, "val_loss": val_loss,
+            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val_auroc, "val_loss": val_loss,
                    "learning_rate": lr, "epoch_time_sec": round(time.perf_counter() - started, 3),
                    "train_time_sec": round(train_time, 3)}
             if radius > 0:
@@ -640,7 +627,7 @@ class Trainer:
             improved = val_auroc is not None and val_auroc > p.best_val_auroc
             if improved:  # best so far, live: the matrix's "Best" column reads it every refresh
                 p.best_val_auroc, p.best_epoch = val_auroc, epoch
-                p.metrics["best_val_auroc"], p.metrics["best_epoch"] = val_auroc, epoch
+                p.metrics["best_val_auroc"], p.metrics["best_epoch"] = val_auroc, epoch + 1  # counted from 1
             p.epoch, p.batch, p.loss_sum, p.seen, p.elapsed = epoch + 1, 0, 0.0, 0, 0.0
             if (epoch + 1) % m.gate_every_epochs == 0:
                 self.gate(p, after_epochs=epoch + 1, scores=scores)
@@ -703,7 +690,7 @@ class Trainer:
         radius = metrics.get("final_mask_radius")
         masked = (f" masked at R={radius} (best.pt's epoch): core {_fmt(metrics['final_masked_core_lr_auc'])} "
                   f"radial {_fmt(metrics['final_masked_radial_lr_auc'])};" if radius else "")
-        self.log.line(f"best epoch {top['epoch'] + 1}: val_auroc {_fmt(top['val_auroc'])}; "
+        self.log.line(f"best epoch {top['epoch']}: val_auroc {_fmt(top['val_auroc'])}; "
                       f"final gates on {metrics['final_gate_n_samples']} val rows: core_lr_auc "
                       f"{_fmt(metrics['final_core_lr_auc'])} radial_lr_auc {_fmt(metrics['final_radial_lr_auc'])} "
                       f"(ungrouped, the published method: {_fmt(metrics['final_core_lr_auc_ungrouped'])} / "
@@ -729,7 +716,7 @@ class Trainer:
                                                             unmasked_scores=scores)
         p.status = "done"
         self.save_last(p)  # a later start sees "done" and asks for --fresh instead of retraining
-        self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch'] + 1}): test_auroc "
+        self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch']}): test_auroc "
                       f"{_fmt(metrics['test_auroc'])}  sensitivity "
                       + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in metrics["test_core_sensitivity"]))
 

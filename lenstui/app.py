@@ -8,10 +8,11 @@ screen. Nothing here imports torch or NumPy: the app starts on a laptop.
 
 from __future__ import annotations
 
+import shlex
 import sys
-from collections import Counter
+import time
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
 from textual import work
 from textual.app import App
@@ -19,6 +20,9 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from engine.config import Config, ConfigError, load_config
+from engine.representative import settings_rank, settings_text
+from engine.train_options import extra_args as recorded_args
+from engine.train_options import is_fresh, settings_difference
 from lenstui import format as fmt
 from lenstui.fleet import Fleet, FleetError
 from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
@@ -28,7 +32,7 @@ from lenstui.screens.confirm import ConfirmScreen
 from lenstui.screens.detail import DetailScreen
 from lenstui.screens.decision import DecisionScreen
 from lenstui.screens.help import HelpScreen
-from lenstui.screens.launch import HostChoice, LaunchChoice, LaunchScreen
+from lenstui.screens.launch import HostChoice, LaunchChoice, LaunchScreen, PriorRun, Problem
 from lenstui.screens.main import MainScreen
 from lenstui.widgets.matrix import ExperimentMatrix
 
@@ -64,9 +68,11 @@ class LensTUI(App[None]):
         self.default_host = host or ("local" if "local" in self.enabled_hosts else
                                      next(iter(self.enabled_hosts), None))
         self.snapshots: dict[str, Any] = {}   # host -> latest HostSnapshot (enabled hosts only)
+        self.last_seen: dict[str, tuple[float, dict]] = {}   # host -> (when, its last status answer)
         self._polling: set[str] = set()
-        self._seen: dict[tuple[str, str], tuple[str, int]] = {}   # (exp, host) -> (state, gates)
-        self.runs: dict[str, fmt.RunRef] = {}
+        self._seen: dict[tuple[str, str], tuple[str, int, Any]] = {}   # (exp, host) -> (state, gates, failure)
+        self.runs: dict[str, fmt.RunRef] = {}     # experiment -> the run that stands for it
+        self.choices: dict[str, Any] = {}         # experiment -> engine.representative.Choice
 
     # -- screens ----------------------------------------------------------------
 
@@ -123,6 +129,8 @@ class LensTUI(App[None]):
                         title="lenstui bug or Fleet error")
             return
         self.snapshots[message.host] = message.snapshot
+        if isinstance(message.snapshot.status, dict):
+            self.last_seen[message.host] = (time.time(), message.snapshot.status)
         self._notify_transitions(message.host, message.snapshot)
         self._redraw()
 
@@ -133,12 +141,17 @@ class LensTUI(App[None]):
         """Tell the user when a run ends, fails, is lost, or a gate FAILs."""
         for exp_id, entry in fmt.runs_of(snapshot).items():
             state, n_gates = str(entry.get("state") or "pending"), len(fmt.gates(entry))
+            failure = (entry.get("launched_at"), entry.get("launch_failure")) if entry.get("launch_failure") else None
             before = self._seen.get((exp_id, host))
-            self._seen[(exp_id, host)] = (state, n_gates)
+            self._seen[(exp_id, host)] = (state, n_gates, failure)
             if before is None:
                 continue  # first sight: the user already knows how things stood
             where = f"{exp_id} on {host}"
-            if state != before[0]:
+            if failure is not None and failure != before[2]:
+                # The newest launch ended before the engine took over: a failed launch, whatever
+                # state the run's earlier start left behind.
+                self.notify(f"{where}: {failure[1]}", severity="error", title="Launch failed", timeout=30)
+            elif state != before[0]:
                 if state == "done":
                     best = fmt.fmt_float(fmt.best_val_auroc(entry))
                     self.notify(f"{where} finished: best val AUROC {best}", title="Run done")
@@ -168,13 +181,14 @@ class LensTUI(App[None]):
 
     def _redraw(self) -> None:
         """Bring every view up to date with the latest snapshots."""
-        self.runs = fmt.primary_runs(self.snapshots, self.host_order)
-        hosts_per_exp = Counter(ref.exp_id for ref in fmt.all_runs(self.snapshots, self.host_order))
+        self.choices = fmt.representatives(self.snapshots, self.host_order, self.last_seen,
+                                           self.config.training.epochs)
+        self.runs = {e: fmt.ref_of(c.chosen) for e, c in self.choices.items()}
         rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config,
-                                       other_hosts=max(hosts_per_exp[exp_id] - 1, 0))
+                                       other_hosts=len(self.choices[exp_id].others) if exp_id in self.choices else 0)
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
-        self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled)
+        self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled, self.choices)
         for screen in self.screen_stack:
             # A screen still being composed draws itself from the app when it mounts.
             if isinstance(screen, (DetailScreen, DecisionScreen)) and screen.is_mounted:
@@ -191,8 +205,69 @@ class LensTUI(App[None]):
             status = snap.status if snap is not None and isinstance(snap.status, dict) else {}
             gpus = tuple((f"GPU {g.get('index')} {g.get('name', '')}", str(g.get("index")))
                          for g in status.get("gpus") or [] if isinstance(g, dict))
-            label = f"{host} ({state}{'' if gpus or snap is None else ', CPU only'})"
+            label = f"{host} ({state}{'' if gpus or not status else ', CPU only'})"
             out.append(HostChoice(host, label, gpus))
+        return out
+
+    def prior_runs(self, exp_id: str) -> dict[str, PriorRun]:
+        """The experiment's run on each enabled host, with the arguments it was started with."""
+        out = {}
+        for host in self.enabled_hosts:
+            run = self.run_on(exp_id, host)
+            if run is None:
+                continue
+            args = tuple(recorded_args((run.entry.get("run") or {}).get("command")))
+            shown = shlex.join(args) if args else "no extra arguments"
+            state = fmt.state_text(run.state, as_of=run.as_of).plain
+            out[host] = PriorRun(run.state, args, f"{state} at epoch {fmt.epoch_cell(run.entry)}, "
+                                                  f"started with {shown}")
+        return out
+
+    def launch_problems(self, choice: LaunchChoice) -> list[Problem]:
+        """What the engine would refuse about `choice` (errors), and what deserves a second look."""
+        exp_id, host, args = choice.exp_id, choice.host, choice.extra_args
+        try:
+            settings_difference([], args)   # engine.train's own parser: a bad option is said here
+        except ValueError as exc:
+            return [("error", f"Extra arguments: {exc}")]
+        out: list[Problem] = []
+        run = self.run_on(exp_id, host)
+        if run is not None and run.stale:
+            out.append(("warning", f"{host} does not answer: {exp_id} there was last seen "
+                                   f"{fmt.state_text(run.state, as_of=run.as_of).plain}"))
+        elif run is not None and run.state in ("running", "pending"):
+            out.append(("error", f"{exp_id} is already {run.state} on {host}: the engine refuses a second run "
+                                 "(abort it first, or choose another host)"))
+        elif run is not None and run.state == "done" and not is_fresh(args):
+            out.append(("error", f"{exp_id} is already done on {host}: the engine refuses unless --fresh is "
+                                 "among the arguments (the old run is moved aside and kept)"))
+        elif run is not None and run.state in ("failed", "aborted", "lost") and not is_fresh(args):
+            before = recorded_args((run.entry.get("run") or {}).get("command"))
+            differ = settings_difference(before, args) if run.entry.get("resumable", True) else []
+            if differ:
+                out.append(("error", f"{exp_id} {run.state} on {host} resumes from last.pt only with the arguments "
+                                     f"it was started with ({shlex.join(before) or 'none'}); these differ "
+                                     f"({'; '.join(differ)}). Use those, or add --fresh to start over "
+                                     "(the old run is kept)"))
+            elif run.entry.get("resumable", True):
+                out.append(("info", f"{exp_id} {run.state} on {host}: it resumes from last.pt "
+                                    "(the log is appended, never overwritten)"))
+            else:
+                out.append(("info", f"{exp_id} {run.state} on {host} before its first checkpoint: it starts "
+                                    "over there (the log is appended, never overwritten)"))
+        snap = self.snapshots.get(host)
+        status = snap.status if snap is not None and isinstance(snap.status, dict) else None
+        if status is not None and not status.get("gpus") and choice.gpu != "cpu":
+            epochs = self.config.training.epochs
+            for i, a in enumerate(args):   # what --epochs this launch asks for
+                if a == "--epochs" and i + 1 < len(args) and args[i + 1].isdigit():
+                    epochs = int(args[i + 1])
+                elif a.startswith("--epochs=") and a[9:].isdigit():
+                    epochs = int(a[9:])
+            sample = self.config.experiment(exp_id, choice.base).sample
+            out.append(("warning", f"{host} has no GPU: {exp_id} trains on its CPU for {epochs} epochs"
+                                   + (" on the full dataset" if sample == "full" else "")
+                                   + (" (hours)" if epochs >= 10 else "")))
         return out
 
     def action_launch(self, exp_id: str | None = None) -> None:
@@ -204,43 +279,70 @@ class LensTUI(App[None]):
             self.notify("No host is enabled: set enabled = true on one in experiments.toml",
                         severity="error")
             return
-        exp = self.config.experiment(exp_id)
-        bases = [e.id for e in self.config.experiments.values() if e.base is None] if exp.base else []
-        screen = LaunchScreen(exp_id, self.host_choices(), self.default_host, bases=bases,
-                              base=exp.base, extra_args=self.train_args)
-        self.push_screen(screen, self._launch_chosen)
+        self.launch_dialogs([(exp_id, self.launch_host(exp_id), None)], self._launch_chosen)
 
-    def _launch_chosen(self, choice: LaunchChoice | None) -> None:
-        if choice is None:
-            return
-        self.confirm_launch([(choice.exp_id, choice.host, choice.gpu, choice.base)], choice.extra_args)
+    def launch_host(self, exp_id: str) -> str | None:
+        """The host the launch dialog starts on: where the run that stands for it ended incomplete
+        (a relaunch resumes there); else the default host, unless the engine would refuse it there
+        (running, or done) and another connected host would not."""
+        shown = self.runs.get(exp_id)
+        if shown is not None and shown.state in ("failed", "aborted", "lost") and shown.host in self.enabled_hosts:
+            return shown.host
+        order = ([self.default_host] if self.default_host else []) + \
+            [h for h in self.enabled_hosts if h != self.default_host]
+        for host in order:
+            snap = self.snapshots.get(host)
+            run = self.run_on(exp_id, host)
+            if getattr(snap, "connected", False) and (run is None or run.state not in ("running", "pending", "done")):
+                return host
+        return self.default_host
 
-    def confirm_launch(self, plan: list[tuple[str, str, str, str | None]],
-                       extra_args: Sequence[str] = ()) -> None:
-        """Ask, listing what runs where; on yes, launch each item of `plan` in a worker."""
-        lines = []
-        for exp_id, host, gpu, base in plan:
-            exp = self.config.experiment(exp_id, base)
-            dataset = self.config.dataset_for(self.config.host(host))
-            lines.append(f"{exp_id} on {host} (GPU {gpu}): {exp.data_mode}, {exp.preprocessing}, "
+    def launch_dialogs(self, items: Sequence[tuple[str, str | None, str | None]], done: Any,
+                       notes: Sequence[str] = ()) -> None:
+        """One launch dialog per (experiment, host, base), in turn; `done` gets the choices made."""
+        chosen: list[LaunchChoice] = []
+        todo = list(items)
+
+        def next_dialog(answer: LaunchChoice | None = None) -> None:
+            if answer is not None:
+                chosen.append(answer)
+            if not todo:
+                done(chosen)
+                return
+            exp_id, host, base = todo.pop(0)
+            exp = self.config.experiment(exp_id)
+            bases = [e.id for e in self.config.experiments.values() if e.base is None] if exp.base else []
+            count = len(items)
+            title = f"Launch {exp_id}" + (f" ({count - len(todo)} of {count})" if count > 1 else "")
+            self.push_screen(LaunchScreen(exp_id, self.host_choices(), host, bases=bases,
+                                          base=base or exp.base, extra_args=self.train_args,
+                                          prior=self.prior_runs(exp_id), check=self.launch_problems,
+                                          notes=notes, title=title), next_dialog)
+
+        next_dialog()
+
+    def _launch_chosen(self, choices: list[LaunchChoice]) -> None:
+        if choices:
+            self.confirm_launch(choices)
+
+    def confirm_launch(self, choices: Sequence[LaunchChoice]) -> None:
+        """Ask, listing what runs where; on yes, launch each choice in a worker."""
+        lines: list[str | Any] = []
+        for c in choices:
+            exp = self.config.experiment(c.exp_id, c.base)
+            dataset = self.config.dataset_for(self.config.host(c.host))
+            lines.append(f"{c.exp_id} on {c.host} (GPU {c.gpu}): {exp.data_mode}, {exp.preprocessing}, "
                          f"masking {exp.masking.describe()}, dataset {dataset.name}"
-                         + (f", base {base}" if base else ""))
-            before = self.run_on(exp_id, host)
-            if before is not None and before.state == "done" and "--fresh" not in extra_args:
-                lines.append(f"  {exp_id} is already done on {host}: the engine refuses unless "
-                             "--fresh is among the extra arguments (the old run is kept)")
-            elif before is not None and before.state in ("failed", "aborted", "lost"):
-                lines.append(f"  {exp_id} {before.state} on {host}: it resumes from last.pt "
-                             "(the log is appended, never overwritten)")
-        if extra_args:
-            lines.append("extra arguments: " + " ".join(extra_args))
+                         + (f", base {c.base}" if c.base else ""))
+            lines.append("  arguments: " + (shlex.join(c.extra_args) if c.extra_args else "none (the plan's settings)"))
+            lines += [f"  {words}" for level, words in self.launch_problems(c) if level != "error"]
         lines.append("Runs are detached: they keep going if lenstui quits.")
-        title = "Launch " + ", ".join(p[0] for p in plan) + "?"
+        title = "Launch " + ", ".join(c.exp_id for c in choices) + "?"
 
         def answered(yes: bool | None) -> None:
             if yes:
-                for exp_id, host, gpu, base in plan:
-                    self._launch_worker(exp_id, host, gpu, base, tuple(extra_args))
+                for c in choices:
+                    self._launch_worker(c.exp_id, c.host, c.gpu, c.base, tuple(c.extra_args))
 
         self.push_screen(ConfirmScreen(title, lines, confirm_label="Launch"), answered)
 
@@ -256,8 +358,7 @@ class LensTUI(App[None]):
 
     def on_launch_finished(self, message: LaunchFinished) -> None:
         if message.ok:
-            self.notify(f"{message.exp_id} launched on {message.host}. {message.message}",
-                        title="Launched")
+            self.notify(f"{message.exp_id} launched on {message.host}: {message.message}", title="Launched")
         else:
             self.notify(f"{message.exp_id} on {message.host}: {message.message}",
                         severity="error", title="Launch failed", timeout=30)
@@ -266,15 +367,21 @@ class LensTUI(App[None]):
     # -- abort ----------------------------------------------------------------
 
     def run_on(self, exp_id: str, host: str) -> fmt.RunRef | None:
-        """`exp_id`'s run on `host` as last polled, or None."""
-        entry = fmt.runs_of(self.snapshots.get(host)).get(exp_id)
-        return fmt.RunRef(exp_id, host, entry) if entry is not None else None
+        """`exp_id`'s run on `host` as last polled (as last seen, while the host does not answer), or None."""
+        for ref in fmt.all_runs(self.snapshots, [host], self.last_seen):
+            if ref.exp_id == exp_id:
+                return ref
+        return None
 
     def action_abort(self, exp_id: str | None = None, host: str | None = None) -> None:
         exp_id = exp_id or self.matrix.selected_id
         if exp_id is None:
             return
         run = self.run_on(exp_id, host) if host else self.runs.get(exp_id)
+        if run is not None and run.state not in ("running", "pending") and not host:
+            live = [r for r in fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
+                    if r.exp_id == exp_id and r.state in ("running", "pending")]
+            run = live[0] if live else run   # the matrix shows a finished run; another host still runs one
         if run is None or run.state not in ("running", "pending"):
             state = run.state if run else "not running"
             self.notify(f"{exp_id} is {state}: nothing to abort", severity="warning")
@@ -320,6 +427,15 @@ class LensTUI(App[None]):
             return
         self.push_screen(DetailScreen(exp_id, run.host))
 
+    def smoke_inputs(self, exp_ids: Iterable[str]) -> list[str]:
+        """'A1 (epochs=2, limit_train=256 on local)' for each shown run that ran short of the plan."""
+        out = []
+        for e in exp_ids:
+            run = self.runs.get(e)
+            if run is not None and settings_rank(fmt.candidate(run).overrides, self.config.training.epochs) >= 2:
+                out.append(f"{e} ({settings_text(fmt.candidate(run))} on {run.host})")
+        return out
+
     def action_filter(self) -> None:
         """Back to the matrix (closing views on top of it) and open its filter."""
         while self.screen is not self.main:
@@ -360,13 +476,13 @@ class LensTUI(App[None]):
     def action_report(self) -> None:
         out = self.config_path.resolve().parent / REPORT_DIR
         self.notify(f"Writing the report to {out} …", title="Report")
-        self._report_worker(self.results(), out)
+        self._report_worker(self.run_collection(), out)
 
     @work(thread=True, group="report")
-    def _report_worker(self, results: dict[str, dict[str, Any]], out: Path) -> None:
+    def _report_worker(self, collection: Any, out: Path) -> None:
         try:
             from engine import report  # torch-free, but only needed on demand
-            files = report.write_report(results, self.config, out)
+            files = report.write_report(collection, self.config, out)
         except Exception as exc:
             self.post_message(ReportFinished(False, _words(exc)))
         else:
@@ -377,9 +493,19 @@ class LensTUI(App[None]):
                     severity="information" if message.ok else "error")
 
     def results(self) -> dict[str, dict[str, Any]]:
-        """Each experiment's shown run as a metrics-like dict, for the decision tree and report."""
-        return {exp_id: dict(run.entry) for exp_id, run in self.runs.items()
-                if exp_id in self.config.experiments}
+        """The run that stands for each experiment as a metrics-like dict (its host in `run`), for
+        the decision tree."""
+        return {exp_id: {**run.entry, "run": {**(run.entry.get("run") or {}), "host": run.host}}
+                for exp_id, run in self.runs.items() if exp_id in self.config.experiments}
+
+    def run_collection(self) -> Any:
+        """Every run on every host, as the report reads them (engine.report.Collection)."""
+        from engine import report
+        refs = fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
+        looked = [f"{h} ({'as last seen' if any(r.stale for r in refs if r.host == h) else 'live'})"
+                  for h in self.enabled_hosts if any(r.host == h for r in refs)]
+        return report.collection_from_candidates([fmt.candidate(r, i) for i, r in enumerate(refs)], self.config,
+                                                 looked or ["the hosts lenstui polls (no run yet)"])
 
     # -- quit -----------------------------------------------------------------
 

@@ -16,7 +16,7 @@ import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from engine.config import ConfigError, Host, load_config
 from lenstui.fleet import (EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, POLL_TIMEOUT, Fleet, FleetError,
@@ -37,6 +37,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--ssh-config", type=Path, help=f"SSH client config (default ~/.ssh/config; ${SSH_CONFIG_ENV})")
     parser.add_argument("--known-hosts", type=Path,
                         help=f"known_hosts file (default ~/.ssh/known_hosts; ${KNOWN_HOSTS_ENV})")
+    parser.add_argument("--no-utf8-check", action="store_true",
+                        help="open the app even when the locale is not UTF-8 (lines and symbols may draw as _ q x)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     p = sub.add_parser("hosts", help="list the configured hosts")
@@ -72,6 +74,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("preflight", help="check a host's Python can train and sees its GPUs")
     p.add_argument("--host", help="only this host (default: every enabled host)")
     p.add_argument("--json", action="store_true")
+
+    p = sub.add_parser("synth", help="make a host's synthetic dataset on that host (when it has none yet)")
+    p.add_argument("--host", required=True)
 
     p = sub.add_parser("fetch", help="copy a run's metrics, run info and log here")
     p.add_argument("experiment")
@@ -123,11 +128,40 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _open_app(args: argparse.Namespace) -> int:
     load_config(args.config)  # a bad config is reported here, before Textual takes the screen
+    problem = locale_problem(os.environ)
+    if problem and not args.no_utf8_check:
+        print(f"lenstui: {problem}", file=sys.stderr)
+        return EXIT_BAD_INPUT
     _export_ssh_options(args)
     from lenstui.app import run_app  # Textual only when the app is wanted
 
     run_app(args.config, args.app_host)
     return 0
+
+
+def locale_problem(environ: Mapping[str, str]) -> str | None:
+    """Why the terminal would draw garbage, or None: a locale that is not UTF-8.
+
+    The app draws borders, θ, dashes and charts in Unicode. Started from a shell (or a tmux)
+    whose locale is C/POSIX, as an SSH session without LANG is, a terminal or tmux turns them
+    into _, q and x. Python itself runs in UTF-8 there (PEP 538 sets LC_CTYPE=C.UTF-8 in its own
+    environment), so the locale the shell had is what is checked."""
+    for name in ("LC_ALL", "LC_CTYPE", "LANG"):
+        value = environ.get(name, "")
+        if not value:
+            continue
+        if name == "LC_CTYPE" and value in ("C.UTF-8", "C.utf8") and not environ.get("LANG", "") \
+                and not environ.get("LC_ALL", ""):
+            value = "C"   # Python's own coercion of a C locale (PEP 538), not the shell's choice
+        if "utf-8" in value.lower() or "utf8" in value.lower():
+            return None
+        shown = f"{name}={value}"
+        break
+    else:
+        shown = "LANG, LC_ALL and LC_CTYPE unset"
+    return (f"the locale is not UTF-8 ({shown}): lenstui draws with Unicode box lines, θ and dashes, which "
+            "a terminal or tmux started in this locale shows as _, q and x. Run `export LANG=C.UTF-8` "
+            "(and start tmux with `tmux -u`), then lenstui again; or pass --no-utf8-check to open it anyway.")
 
 
 def _ssh_options(args: argparse.Namespace) -> SshOptions:
@@ -165,14 +199,14 @@ def cmd_hosts(fleet: Fleet, args: argparse.Namespace) -> int:
         h = fleet.config.hosts[name]
         rows.append({"host": name, "transport": h.transport, "enabled": h.enabled, "address": _address(h),
                      "work_dir": h.work_dir, "python": h.python, "runs_root": h.runs_root,
-                     "dataset": h.dataset})
+                     "dataset": h.dataset, "data_root": fleet.config.dataset_for(h).root})
     if args.json:
         _print_json(rows)
         return 0
     for r in rows:
         state = "" if r["enabled"] else "  (not configured: enabled = false)"
         print(f"{r['host']:<10} {r['transport']:<6} {r['address']:<28} {r['work_dir']}  runs {r['runs_root']}  "
-              f"data {r['dataset']}{state}")
+              f"data {r['dataset']} ({r['data_root']}){state}")
     return 0
 
 
@@ -203,15 +237,62 @@ def poll_all(fleet: Fleet, names: Sequence[str], deadline: float = STATUS_DEADLI
 
 
 def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
+    """Every host, then the run that stands for each experiment (engine/representative.py).
+
+    Exit 0 when every enabled host answered; 3 when one refused us (host key, credentials) or
+    is not set up (no work_dir or engine: `lenstui sync`); 4 when one is unreachable."""
     names = _chosen_hosts(fleet, args.host) if args.host else fleet.hosts()
     snaps = poll_all(fleet, names)
-    unreachable = any(s.configured and not s.connected for s in snaps.values())
+    choices = representatives(snaps, names, fleet.config.training.epochs)
     if args.json:
-        _print_json({n: asdict(s) for n, s in snaps.items()})
+        # Hosts by name, as before; "experiments": the run that stands for each (no host id is that word).
+        _print_json({**{n: asdict(s) for n, s in snaps.items()},
+                     "experiments": {e: {"host": c.chosen.host, "state": c.chosen.state, "reason": c.reason(),
+                                         "others": [{"host": o.host, "state": o.state} for o in c.others]}
+                                     for e, c in choices.items()}})
     else:
         for snap in snaps.values():
             print(format_snapshot(snap))
-    return EXIT_UNREACHABLE if unreachable else 0
+        print(format_experiments(choices, list(fleet.config.experiments),
+                                 None if not args.host else names))
+    codes = [s.exit_code or (EXIT_UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
+    return max(codes, default=0)
+
+
+def representatives(snaps: Mapping[str, HostSnapshot], names: Sequence[str], plan_epochs: int) -> dict[str, Any]:
+    """The one rule (engine/representative.py) over every host's runs."""
+    from engine.representative import candidate_from_entry, choose_all
+
+    found = []
+    for name in names:
+        status = snaps[name].status
+        runs = status.get("runs") if isinstance(status, dict) else None
+        for exp, entry in (runs or {}).items():
+            if isinstance(entry, dict):
+                found.append(candidate_from_entry(exp, entry, host=name, order=len(found)))
+    return choose_all(found, plan_epochs)
+
+
+def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],
+                       only: Sequence[str] | None = None) -> str:
+    """'experiments (the run that stands for each):' then one line per experiment; `only`: the
+    hosts polled, when not every host was (the runs elsewhere are not counted then)."""
+    from engine.representative import describe
+
+    where = f" among the runs on {', '.join(only)} only" if only else ""
+    lines = [f"experiments (the run that stands for each{where}; other runs after 'also'):"]
+    for exp in list(plan_ids) + sorted(e for e in choices if e not in plan_ids):
+        choice = choices.get(exp)
+        if choice is None:
+            lines.append(f"  {exp:<6} not run")
+            continue
+        history = choice.chosen.metrics.get("history")
+        done = len(history) if isinstance(history, list) else "?"
+        text = f"  {exp:<6} {describe(choice.chosen)}, epoch {done}/{choice.chosen.metrics.get('epochs_planned') or '?'}"
+        for other in choice.others:
+            text += f"; also {describe(other)}"
+        lines.append(text)
+    return "\n".join(lines)
 
 
 def format_snapshot(snap: HostSnapshot) -> str:
@@ -220,9 +301,10 @@ def format_snapshot(snap: HostSnapshot) -> str:
         return f"{snap.host}: not configured (enabled = false)"
     if not snap.connected:
         since = time.strftime("%H:%M:%S", time.localtime(snap.since)) if snap.since else "?"
-        return f"{snap.host}: DISCONNECTED since {since}: {snap.error}"
+        what = "REFUSED" if snap.exit_code == EXIT_REFUSED else "DISCONNECTED"
+        return f"{snap.host}: {what} since {since}: {snap.error}"
     if snap.status is None:
-        return f"{snap.host}: connected, but: {snap.error}"
+        return f"{snap.host}: connected, but not ready: {snap.error}"
     s = snap.status
     lines = [f"{snap.host}: connected ({s.get('host')}, engine {s.get('engine_version')})"]
     if snap.error:
@@ -237,8 +319,9 @@ def format_snapshot(snap: HostSnapshot) -> str:
     if not runs:
         lines.append(f"  runs: none in {s.get('runs_root')}")
     for exp, r in runs.items():
-        epoch = r.get("epoch")
-        done = "-" if epoch is None else str(epoch + 1)
+        history = r.get("history")
+        epoch = len(history) if isinstance(history, list) else r.get("epoch")   # epochs done, counted from 1
+        done = "-" if epoch is None else str(epoch)
         auroc = r.get("val_auroc")
         best = r.get("best_val_auroc")
         text = (f"  {exp:<6} {r.get('state'):<8} epoch {done}/{r.get('epochs_planned') or '?'}  "
@@ -246,6 +329,8 @@ def format_snapshot(snap: HostSnapshot) -> str:
                 f"best {'-' if best is None else f'{best:.4f}'}  gpu {r.get('gpu') or '-'}")
         if r.get("reason"):
             text += f"  ({r['reason']})"
+        if r.get("launch_failure"):
+            text += f"\n         ! the newest launch failed: {r['launch_failure']}"
         for err in r.get("errors") or []:
             text += f"\n         ! {err}"
         lines.append(text)
@@ -257,7 +342,14 @@ def cmd_launch(fleet: Fleet, args: argparse.Namespace) -> int:
     if args.json:
         _print_json(asdict(result))
     else:
-        print(f"{result.exp_id} started on {result.host}: {result.message}; log {result.run_dir}/stdout.log")
+        print(f"{result.exp_id} launched on {result.host}: {result.message}; log {result.run_dir}/stdout.log")
+    return 0
+
+
+def cmd_synth(fleet: Fleet, args: argparse.Namespace) -> int:
+    print(f"making the synthetic dataset on {args.host} (minutes; nothing is redone if it is complete) …",
+          file=sys.stderr)
+    print(fleet.synth(args.host))
     return 0
 
 
@@ -322,9 +414,11 @@ def cmd_preflight(fleet: Fleet, args: argparse.Namespace) -> int:
         if not r.ok:
             code = max(code, EXIT_REFUSED)
         if not args.json:
-            print(r.message)
+            print(r.message if r.ok else f"{name}: not ready:")
+            for problem in [] if r.ok else r.problems:
+                print(f"  - {problem}")
             for mod, version in r.modules.items():
-                print(f"  {mod:<12} {version or 'MISSING'}")
+                print(f"  {mod:<14} {version or 'MISSING'}")
     if args.json:
         _print_json(results)
     return code
@@ -398,7 +492,7 @@ def cmd_report(fleet: Fleet, args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"hosts": cmd_hosts, "status": cmd_status, "launch": cmd_launch, "abort": cmd_abort,
-            "logs": cmd_logs, "sync": cmd_sync, "preflight": cmd_preflight, "fetch": cmd_fetch,
+            "logs": cmd_logs, "sync": cmd_sync, "preflight": cmd_preflight, "synth": cmd_synth, "fetch": cmd_fetch,
             "trust": cmd_trust, "report": cmd_report}
 
 

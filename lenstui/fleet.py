@@ -36,6 +36,8 @@ EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
 SERVE_RETRY_S = 60.0       # a host whose engine lacks --serve is polled the old way this long, then asked again
 LAUNCH_TIMEOUT = 60.0
+LAUNCH_WAIT = 20.0         # a run that ends within this long after its launch is a failed launch (engine.launch --wait)
+SYNTH_TIMEOUT = 1800.0     # making a synthetic dataset on a host
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
 CODE_VERSION_FILE = "engine/code_version.json"   # written by sync into the host's work_dir
 REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
@@ -56,7 +58,9 @@ def _as_fleet_error(what: str) -> Iterator[None]:
     """Transport trouble as a FleetError: host unreachable (exit 4), anything else (exit 2)."""
     try:
         yield
-    except (HostUnreachable, HostKeyError, AuthError) as exc:
+    except (HostKeyError, AuthError) as exc:   # the host answered and refused us (or we refused its key)
+        raise FleetError(f"{what}: {exc}", EXIT_REFUSED) from None
+    except HostUnreachable as exc:
         raise FleetError(f"{what}: {exc}", EXIT_UNREACHABLE) from None
     except TransportError as exc:
         raise FleetError(f"{what}: {exc}", EXIT_BAD_INPUT) from None
@@ -72,6 +76,7 @@ class HostSnapshot:
     since: float | None           # time.time() when it became disconnected (None if connected)
     error: str | None             # human message (auth refused, host key unknown + how to trust, timeout…)
     status: dict | None           # the engine.status JSON object from that host
+    exit_code: int = 0            # the CLI's code for this host: 3 refused or not set up, 4 unreachable
 
 
 @dataclass(frozen=True)
@@ -85,6 +90,7 @@ class LaunchResult:
     gpu: str
     run_dir: str
     message: str
+    started: bool = False         # the engine took the run over (wrote run.json) before launch returned
 
 
 @dataclass(frozen=True)
@@ -144,8 +150,9 @@ def host_paths(config: Config, host: Host, config_path: Path) -> HostPaths:
     """
     dataset_root = config.dataset_for(host).root
     if host.transport != "local":
+        # The config as its commands name it: relative, since they run in work_dir (which may be ~/...).
         return HostPaths(host.work_dir, host.python, host.runs_root_path,
-                         host.resolve(REMOTE_CONFIG_NAME), host.resolve(dataset_root))
+                         REMOTE_CONFIG_NAME, host.resolve(dataset_root))
     base = Path(config_path).resolve().parent
 
     def absolute(path: str, root: Path) -> str:
@@ -253,16 +260,18 @@ class Fleet:
             if time.monotonic() < self._one_shot_until.get(host, 0.0):
                 return self._poll_once(host, t, paths)
             status = self.status_channel(host).ask(POLL_TIMEOUT)
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None)
+        except (HostKeyError, AuthError) as exc:
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_REFUSED)
+        except HostUnreachable as exc:
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_UNREACHABLE)
         except StreamClosed as exc:  # the server could not start: the engine's own words say why
             if _lacks_serve(exc.stderr):  # an engine from before --serve: the old way, until it is synced
                 self._one_shot_until[host] = time.monotonic() + SERVE_RETRY_S
                 return self._poll_once(host, t, paths)
             message = self._engine_failure(host, paths, exc.stderr) if exc.stderr.strip() else str(exc)
-            return HostSnapshot(host, True, True, None, message, None)
+            return HostSnapshot(host, True, True, None, message, None, EXIT_REFUSED)
         except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
-            return HostSnapshot(host, True, True, None, str(exc), None)
+            return HostSnapshot(host, True, True, None, str(exc), None, EXIT_REFUSED)
         return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
 
     def _poll_once(self, host: str, t: Transport, paths: HostPaths) -> HostSnapshot:
@@ -270,17 +279,20 @@ class Fleet:
         argv = [paths.python, "-m", "engine.status", "--runs-root", paths.runs_root]
         try:
             done = t.run(argv, cwd=paths.work_dir, timeout=POLL_TIMEOUT)
-        except (HostUnreachable, HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None)
+        except (HostKeyError, AuthError) as exc:
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_REFUSED)
+        except HostUnreachable as exc:
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_UNREACHABLE)
         except TransportError as exc:
-            return HostSnapshot(host, True, True, None, str(exc), None)
+            return HostSnapshot(host, True, True, None, str(exc), None, EXIT_REFUSED)
         if done.rc != 0:
-            return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None)
+            return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None,
+                                EXIT_REFUSED)
         try:
             status = json.loads(done.stdout)
         except json.JSONDecodeError:
             return HostSnapshot(host, True, True, None,
-                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None)
+                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None, EXIT_REFUSED)
         return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
 
     def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
@@ -288,6 +300,9 @@ class Fleet:
         if any(m in stderr for m in ("No module named engine", "No module named 'engine", "from 'engine'")):
             return (f"{host}: the engine is not installed in {paths.work_dir}; "
                     f"run `lenstui sync --host {host}`")
+        if "cd:" in stderr or "can't cd" in stderr:   # the shell could not enter work_dir: never synced
+            return (f"{host}: its work_dir {paths.work_dir} does not exist yet ({tail}); run "
+                    f"`lenstui sync --host {host}`, which creates it and puts the engine there")
         if "No such file" in stderr or "not found" in stderr:
             return f"{host}: {tail} (check work_dir and python under [hosts.{host}])"
         return f"{host}: {tail}"
@@ -320,10 +335,16 @@ class Fleet:
         except ValueError as exc:
             raise FleetError(str(exc)) from None
         argv = [paths.python, "-m", "engine.launch", "start", "--experiment", exp_id,
-                "--runs-root", paths.runs_root, "--gpu", gpu, "--require", ",".join(TRAIN_MODULES), "--", *train]
-        answer = self._engine_call(host, argv, LAUNCH_TIMEOUT, "launch")
+                "--runs-root", paths.runs_root, "--gpu", gpu, "--require", ",".join(TRAIN_MODULES),
+                "--wait", f"{LAUNCH_WAIT:g}", "--", *train]
+        answer = self._engine_call(host, argv, LAUNCH_TIMEOUT + LAUNCH_WAIT, "launch")
+        started = bool(answer.get("started"))
+        how = ("the engine is running it" if started else
+               f"the engine had not taken it over after {LAUNCH_WAIT:g} s (still starting; "
+               "a failure shows as 'Launch failed')")
         return LaunchResult(exp_id, host, answer["pid"], answer["pgid"], str(answer["gpu"]), answer["run_dir"],
-                            f"pid {answer['pid']} on {host}, gpu {answer['gpu']} ({answer.get('gpu_note', '')})")
+                            f"pid {answer['pid']} on {host}, gpu {answer['gpu']} ({answer.get('gpu_note', '')}); {how}",
+                            started)
 
     def abort(self, exp_id: str, host: str, grace: float = 30) -> AbortResult:
         """SIGTERM the run's process group, SIGKILL after `grace` seconds."""
@@ -411,12 +432,49 @@ class Fleet:
             raise FleetError(f"preflight on {host} failed: {self._engine_failure(host, paths, done.stderr)}")
         gpus = answer.get("cuda_devices") or answer.get("gpus") or []
         ok = bool(answer.get("ok"))
+        problems = list(answer.get("problems") or [])
+        if answer.get("missing") and "/" not in self.host(host).python:   # a bare python3 from PATH
+            problems.append(f"or set python = \"~/venv/bin/python\" (a Python that has them) under [hosts.{host}] "
+                            f"in {self.config.source}, then sync")
+        data = answer.get("data") if isinstance(answer.get("data"), dict) else {}
+        if data.get("exists") is False:
+            problems.append(self.data_route(host))
         message = (f"{host}: Python {answer.get('python_version')} has everything; "
                    f"GPUs: {', '.join(gpus) or 'none (' + str(answer.get('gpu_note')) + ')'}" if ok
-                   else f"{host}: " + "; ".join(answer.get("problems") or ["not ready"]))
+                   else f"{host}: " + "; ".join(problems or ["not ready"]))
         return PreflightResult(host, ok, str(answer.get("python")), str(answer.get("python_version")),
                                dict(answer.get("modules") or {}), list(answer.get("missing") or []),
-                               list(gpus), list(answer.get("problems") or []), message)
+                               list(gpus), problems, message)
+
+    def data_route(self, host: str) -> str:
+        """How to give `host` its dataset: make a synthetic one there, or what to copy where."""
+        h, paths = self.host(host), self.paths(host)
+        dataset = self.config.dataset_for(h)
+        if dataset.kind == "synthetic":
+            return (f"make it there with `lenstui synth --host {host}` (renders the synthetic dataset "
+                    f"{dataset.name!r} into {paths.data_root} on {host}; sync first)")
+        sources = [self.paths(o).data_root for o, other in self.config.hosts.items()
+                   if other.transport == "local" and other.enabled and self.config.dataset_for(other).name == dataset.name]
+        source = sources[0] if sources else "<the folder holding its train/ val/ test/ shards>"
+        target = f"{h.ssh_host or host}:{paths.data_root}" if h.transport != "local" else paths.data_root
+        return (f"copy the shards of dataset {dataset.name!r} there, e.g. `rsync -a {source}/ {target}/` "
+                f"(the folders train/, val/ and test/); or, if {host} keeps them elsewhere, set "
+                f"data_root = \"/that/folder\" under [hosts.{host}] in {self.config.source}")
+
+    def synth(self, host: str) -> str:
+        """Make the host's synthetic dataset on the host (unless a complete one is there); its last words."""
+        h, paths = self.host(host), self.paths(host)
+        dataset = self.config.dataset_for(h)
+        if dataset.kind != "synthetic":
+            raise FleetError(f"{host} uses dataset {dataset.name!r}, real shards: nothing to make. "
+                             + self.data_route(host), EXIT_BAD_INPUT)
+        argv = [paths.python, "-m", "engine.synth", "--config", paths.config_file, "--host", host, "--if-missing"]
+        with _as_fleet_error(f"synth on {host}"):
+            done = self.transport(host).run(argv, cwd=paths.work_dir, timeout=SYNTH_TIMEOUT)
+        if done.rc != 0:
+            raise FleetError(f"synth on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
+                             EXIT_BAD_INPUT if done.rc == 2 else EXIT_REFUSED)
+        return f"{host}: {last_line(done.stdout) or 'done'}"
 
     def fetch(self, exp_id: str, host: str, dest: Path, checkpoints: bool = False) -> Path:
         """Copy the run directory's metrics, run info and log (and checkpoints if asked) to dest/<exp_id>/."""

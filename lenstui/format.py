@@ -16,6 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from rich.text import Text
 
 from engine.config import Config, Experiment
+from engine.representative import Choice, RunCandidate, candidate_from_entry, choose_all
 
 # A verdict is shown as its word in its colour: never colour alone.
 VERDICT_STYLES = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
@@ -27,8 +28,6 @@ STATE_STYLES = {
     "aborted": "yellow",
     "lost": "bold magenta",
 }
-# Which run to show in the matrix when an experiment has runs on several hosts.
-STATE_PRIORITY = {"running": 0, "pending": 1, "lost": 2, "failed": 3, "aborted": 4, "done": 5}
 DASH = "–"
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -48,6 +47,8 @@ MATRIX_COLUMNS: tuple[tuple[str, str], ...] = (
     ("prep", "Prep"),
     ("mask", "Masking"),
 )
+# Below 120 columns the configuration gives way (it is static, and the selected run names it).
+NARROW_MATRIX_COLUMNS = tuple(c for c in MATRIX_COLUMNS if c[0] not in ("mode", "prep", "mask"))
 EPOCH_COLUMNS: tuple[tuple[str, str], ...] = (
     ("epoch", "Epoch"),
     ("train_loss", "train_loss"),
@@ -60,15 +61,21 @@ EPOCH_COLUMNS: tuple[tuple[str, str], ...] = (
 
 @dataclass(frozen=True)
 class RunRef:
-    """One experiment's run on one host, as the status probe reported it."""
+    """One experiment's run on one host, as the status probe reported it (or, when that host
+    no longer answers, as it last reported it: `as_of` is when)."""
 
     exp_id: str
     host: str
     entry: Mapping[str, Any]
+    as_of: float | None = None
 
     @property
     def state(self) -> str:
         return str(self.entry.get("state") or "pending")
+
+    @property
+    def stale(self) -> bool:
+        return self.as_of is not None
 
 
 # ---------------------------------------------------------------------------
@@ -90,11 +97,11 @@ def history(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def epochs_done(entry: Mapping[str, Any]) -> int | None:
-    """Completed epochs: the history's length, else the probe's `epoch` count."""
+    """Completed epochs: the history's length, else the probe's `epoch` (the newest, counted from 1)."""
     if isinstance(entry.get("history"), list):
         return len(history(entry))
-    epoch = entry.get("epoch")  # the probe's newest 0-based epoch
-    return epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    epoch = entry.get("epoch")
+    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
 
 
 def gates(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -142,30 +149,54 @@ def verdict_of(entry: Mapping[str, Any], name: str) -> tuple[str | None, float |
 
 def runs_of(snapshot: Any) -> dict[str, dict[str, Any]]:
     """A host snapshot's runs (exp_id -> status entry); empty when it has no status."""
-    status = getattr(snapshot, "status", None)
+    return runs_in(getattr(snapshot, "status", None))
+
+
+def runs_in(status: Any) -> dict[str, dict[str, Any]]:
+    """The runs of an engine.status answer (exp_id -> status entry)."""
     runs = status.get("runs") if isinstance(status, dict) else None
     return {e: r for e, r in runs.items() if isinstance(r, dict)} if isinstance(runs, dict) else {}
 
 
-def all_runs(snapshots: Mapping[str, Any], host_order: Sequence[str]) -> list[RunRef]:
-    """Every run on every host, host order then experiment order."""
-    return [RunRef(e, host, entry) for host in host_order
-            for e, entry in runs_of(snapshots.get(host)).items()]
+LastSeen = Mapping[str, "tuple[float, dict[str, Any]]"]   # host -> (when, its last status answer)
 
 
-def primary_runs(snapshots: Mapping[str, Any], host_order: Sequence[str]) -> dict[str, RunRef]:
-    """For each experiment, the run to show: a live one first, then by host order."""
-    best: dict[str, RunRef] = {}
-    for ref in all_runs(snapshots, host_order):
-        have = best.get(ref.exp_id)
-        if have is None or STATE_PRIORITY.get(ref.state, 9) < STATE_PRIORITY.get(have.state, 9):
-            best[ref.exp_id] = ref
-    return best
+def all_runs(snapshots: Mapping[str, Any], host_order: Sequence[str],
+             last_seen: LastSeen | None = None) -> list[RunRef]:
+    """Every run on every host, host order then experiment order. A host whose latest poll has
+    no status (disconnected, or its probe failing) shows its runs as last seen, with `as_of`."""
+    out = []
+    for host in host_order:
+        snap = snapshots.get(host)
+        runs, as_of = runs_of(snap), None
+        if getattr(snap, "status", None) is None and last_seen and host in last_seen:
+            as_of, status = last_seen[host]
+            runs = runs_in(status)
+        out += [RunRef(e, host, entry, as_of) for e, entry in runs.items()]
+    return out
 
 
-def hosts_with(exp_id: str, snapshots: Mapping[str, Any], host_order: Sequence[str]) -> list[str]:
-    """The hosts that report a run of `exp_id`, in host order."""
-    return [host for host in host_order if exp_id in runs_of(snapshots.get(host))]
+def candidate(ref: RunRef, order: int = 0) -> RunCandidate:
+    """A run as engine.representative ranks it."""
+    return candidate_from_entry(ref.exp_id, ref.entry, host=ref.host, order=order, as_of=ref.as_of)
+
+
+def ref_of(c: RunCandidate) -> RunRef:
+    return RunRef(c.experiment, c.host or "?", c.metrics, c.as_of)
+
+
+def representatives(snapshots: Mapping[str, Any], host_order: Sequence[str], last_seen: LastSeen | None = None,
+                    plan_epochs: int | None = None) -> dict[str, Choice]:
+    """For each experiment, every run of it ranked by the one rule (engine/representative.py):
+    the first stands for it in the matrix, the decision, the report and the CLI."""
+    refs = all_runs(snapshots, host_order, last_seen)
+    return choose_all([candidate(r, i) for i, r in enumerate(refs)], plan_epochs)
+
+
+def hosts_with(exp_id: str, snapshots: Mapping[str, Any], host_order: Sequence[str],
+               last_seen: LastSeen | None = None) -> list[str]:
+    """The hosts that report (or last reported) a run of `exp_id`, in host order."""
+    return [r.host for r in all_runs(snapshots, host_order, last_seen) if r.exp_id == exp_id]
 
 
 # ---------------------------------------------------------------------------
@@ -208,10 +239,15 @@ def verdict_text(verdict: str | None, value: float | None = None, digits: int = 
     return Text(" ".join(parts), style=VERDICT_STYLES.get(verdict or "", ""))
 
 
-def state_text(state: str | None, reason: str = "") -> Text:
-    """A run state in its colour (`lost` stands out: the process died silently)."""
+def state_text(state: str | None, reason: str = "", as_of: float | None = None) -> Text:
+    """A run state in its colour (`lost` stands out: the process died silently). A run on a host
+    that no longer answers reads as last seen: 'running? as of 00:15'."""
     if not state:
         return Text(DASH, style="dim")
+    if as_of is not None:
+        clock = time.strftime("%H:%M", time.localtime(as_of))
+        shown = f"{state}?" if state in ("running", "pending") else state
+        return Text(f"{shown} as of {clock}", style="dim " + STATE_STYLES.get(state, ""))
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 
@@ -251,8 +287,8 @@ def epoch_cell(entry: Mapping[str, Any]) -> str:
 def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hosts: int = 0) -> dict[str, str | Text]:
     """The matrix cells of one experiment, keyed by MATRIX_COLUMNS.
 
-    `other_hosts`: how many more hosts have a run of it (shown as "+N"; the detail view's
-    `h` key steps through them).
+    `run` is the run that stands for the experiment (engine/representative.py); `other_hosts`:
+    how many more runs of it there are (shown as "+N"; the detail view's `h` key steps through them).
     """
     row: dict[str, str | Text] = {
         "id": Text(exp.id, style="bold"),
@@ -271,7 +307,7 @@ def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hos
         host.append(f" +{other_hosts}", style="dim")
     row.update(
         host=host,
-        status=state_text(run.state),
+        status=state_text(run.state, as_of=run.as_of),
         epoch=epoch_cell(entry),
         val=fmt_float(last_val_auroc(entry)),
         best=fmt_float(best_val_auroc(entry)),
@@ -485,18 +521,45 @@ def _bar_line(label: str, value: float | None, width: int, note: str = "",
 
 
 def thetae_lines(bins: Sequence[Mapping[str, Any]] | None, width: int = 24) -> list[Text]:
-    """One bar per θ_E bin (AUROC of its positives vs all negatives) with its count."""
+    """One line per θ_E bin: a bar of its AUROC (its positives against all negatives) and its count.
+    A bin without an AUROC (too few positives) takes one short line too."""
     if not bins:
-        return [Text("no θ_E bins yet (first gate at epoch 0)", style="dim")]
+        return [Text("no θ_E bins yet (the first gate is before epoch 1)", style="dim")]
     lines = []
     for item in bins:
         lo_hi = item.get("bin") if isinstance(item, Mapping) else None
         label = f"[{lo_hi[0]:.2f},{lo_hi[1]:.2f})" if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 else "?"
-        note = f"n={item.get('count', '?')}"
-        if item.get("note"):
-            note += f" {item['note']}"
-        lines.append(_bar_line(label, _num(item.get("auroc")), width, note))
+        value = _num(item.get("auroc"))
+        if value is None:   # the engine's note is long; the count says why
+            line = Text(f"{label:<13}")
+            line.append(f"{DASH}  n={item.get('count', '?')}, too few for an AUROC", style="dim")
+            lines.append(line)
+            continue
+        note = f"n={item.get('count', '?')}" + (f" {item['note']}" if item.get("note") else "")
+        lines.append(_bar_line(label, value, width, note))
     return lines
+
+
+def thetae_table(entry: Mapping[str, Any]) -> tuple[str, Sequence[Mapping[str, Any]] | None]:
+    """(heading, bins) of the val AUROC by θ_E the detail view shows, with where they come from.
+
+    A finished run shows the table measured at the end of training with best.pt
+    (`final_val_auroc_by_thetae`); a run still training, its latest gate's. A finished run
+    written before the engine measured that table says so, as does a gate before epoch 1
+    (the untrained model)."""
+    final = entry.get("final_val_auroc_by_thetae")
+    if isinstance(final, list) and final:
+        return "Val AUROC by θ_E (end of training, best.pt)", final
+    gate = next((g for g in reversed(gates(entry)) if g.get("val_auroc_by_thetae")), None)
+    if gate is None:
+        return "Val AUROC by θ_E", None
+    after = gate.get("after_epochs", "?")
+    what = f"gate after {after} epoch{'' if after == 1 else 's'}"
+    if after == 0:
+        what += ": the untrained model"
+    if entry.get("state") == "done":
+        what += "; no end-of-training table in this run's metrics (an engine before it)"
+    return f"Val AUROC by θ_E ({what})", gate.get("val_auroc_by_thetae")
 
 
 def sensitivity_lines(curve: Sequence[Mapping[str, Any]] | None, width: int = 24) -> list[Text]:

@@ -108,9 +108,9 @@ def _make_run(config: Config, exp_id: str, shortcut_radius: float, model: str, b
     scorer = LinearScorer(np.repeat(MODELS[model](shortcut_radius)[None], 3, axis=0))
     best = auroc(val.labels, predict(scorer, val.images))
     history = [{"epoch": e, "train_loss": 0.3, "val_auroc": best - 0.001 * abs(e - best_epoch) - (0.001 if e > best_epoch else 0),
-                "val_loss": 0.3, "learning_rate": 1e-4, "epoch_time_sec": 1.0} for e in range(epochs)]
+                "val_loss": 0.3, "learning_rate": 1e-4, "epoch_time_sec": 1.0} for e in range(1, epochs + 1)]
     metrics: dict[str, Any] = {
-        "schema_version": 1, "experiment": exp_id, "status": "done", "epochs_planned": epochs, "overrides": {},
+        "schema_version": 2, "experiment": exp_id, "status": "done", "epochs_planned": epochs, "overrides": {},
         "inputs": {"data_mode": experiment.data_mode, "preprocessing": experiment.preprocessing,
                    "sample": experiment.sample, "masking": experiment.masking.describe()},
         "history": history, "gates": [], "best_val_auroc": best, "best_epoch": best_epoch,

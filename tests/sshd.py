@@ -308,7 +308,7 @@ signal.signal(signal.SIGTERM, stop)
 print(f"stand-in {a.experiment} on {a.host}: pid {os.getpid()} pgid {os.getpgid(0)}", flush=True)
 for epoch in range(a.epochs):
     time.sleep(a.epoch_seconds)
-    m["history"].append({"epoch": epoch, "train_loss": 1.0 / (epoch + 1), "val_auroc": 0.5 + 0.01 * epoch,
+    m["history"].append({"epoch": epoch + 1, "train_loss": 1.0 / (epoch + 1), "val_auroc": 0.5 + 0.01 * epoch,
                          "val_loss": 0.7, "learning_rate": 1e-4, "epoch_time_sec": a.epoch_seconds})
     rundir.write_metrics(d, m)
     print(f"epoch {epoch} done", flush=True)

@@ -96,7 +96,8 @@ class FakeFleet:
 
 
 def epoch(e: int, auroc: float) -> dict[str, Any]:
-    return {"epoch": e, "train_loss": 0.69 - 0.01 * e, "val_auroc": auroc, "val_loss": 0.7 - 0.01 * e,
+    """The history row after e+1 epochs (rows count epochs from 1)."""
+    return {"epoch": e + 1, "train_loss": 0.69 - 0.01 * e, "val_auroc": auroc, "val_loss": 0.7 - 0.01 * e,
             "learning_rate": 1e-4, "epoch_time_sec": 12.5}
 
 
@@ -143,7 +144,9 @@ async def wait_for(pilot, condition, timeout: float = 10.0) -> None:
 
 
 def cell(app: LensTUI, exp_id: str, column: str) -> str:
-    value = app.matrix.get_cell(exp_id, column)
+    """A matrix cell's text (the configuration cells too, which 80 columns do not show)."""
+    value = app.matrix.cells(exp_id).get(column) if column not in app.matrix.column_keys \
+        else app.matrix.get_cell(exp_id, column)
     return getattr(value, "plain", str(value))
 
 
@@ -276,8 +279,8 @@ async def test_launch_with_extra_args_and_gpu_choice_and_failure(tmp_path):
         extra = app.screen.query_one("#extra", Input)
         assert extra.value == "--epochs 2"
         extra.value = "--epochs 2 --limit-train 64"
-        await pilot.press("enter")   # focus is on Continue
-        assert "extra arguments: --epochs 2 --limit-train 64" in app.screen.text
+        await pilot.press("enter")   # focus is on the arguments: enter continues
+        assert "arguments: --epochs 2 --limit-train 64" in app.screen.text
         await pilot.press("y")
         await wait_for(pilot, lambda: any(s == "error" for s, _ in notes))
         assert fleet.launches == [("B2", "local", "auto", None, ("--epochs", "2", "--limit-train", "64"))]
@@ -287,14 +290,21 @@ async def test_launch_with_extra_args_and_gpu_choice_and_failure(tmp_path):
 async def test_relaunch_says_what_the_engine_will_do():
     fleet = FakeFleet(["local"])
     fleet.runs["local"]["B1"] = {"state": "done", "history": [epoch(0, 0.9)]}
-    fleet.runs["local"]["B2"] = {"state": "aborted", "history": [epoch(0, 0.9)]}
+    fleet.runs["local"]["B2"] = {"state": "aborted", "history": [epoch(0, 0.9)], "resumable": True}
     app = app_with(fleet)
     async with app.run_test() as pilot:
         await wait_for(pilot, lambda: cell(app, "B2", "status") == "aborted")
         app.matrix.select("B1")
-        await pilot.press("l", "enter")
-        assert "B1 is already done on local: the engine refuses unless --fresh" in app.screen.text
-        await pilot.press("n")
+        await pilot.press("l")
+        dialog = app.screen
+        assert "B1 is already done on local: the engine refuses unless --fresh" in dialog.text
+        assert dialog.query_one("#next").disabled, "a launch the engine refuses is not offered"
+        await pilot.press("enter")
+        assert app.screen is dialog, "enter does not go on to a refused launch"
+        dialog.query_one("#extra", Input).value = "--fresh"
+        await pilot.pause()
+        assert not dialog.query_one("#next").disabled
+        await pilot.press("escape")
         app.matrix.select("B2")
         await pilot.press("l", "enter")
         assert "B2 aborted on local: it resumes from last.pt" in app.screen.text
@@ -383,7 +393,7 @@ async def test_detail_shows_epochs_bins_gates_log_and_back():
         assert len(detail.query_one(MetricsTable).row_texts) == 2
         analysis = str(detail.query_one("#analysis").render())
         assert "[0.50,0.75)" in analysis and "0.710" in analysis and "n=80" in analysis
-        assert "fewer than 50 positives" in analysis
+        assert "n=12, too few for an AUROC" in analysis
         assert "0.700 FAIL" in analysis and "0.500 PASS" in analysis  # core FAIL, radial PASS
         fleet.runs["local"]["B2"]["history"].append(epoch(2, 0.81))
         fleet.log_text += "epoch 2 done\n"
@@ -418,7 +428,7 @@ async def test_detail_shows_a_variants_masked_gate_beside_the_unmasked_one_and_t
         await pilot.press("enter")
         detail = app.screen
         analysis = str(detail.query_one("#analysis").render())
-        assert "Val AUROC by θ_E (best.pt, end of training)" in analysis and "0.880" in analysis
+        assert "Val AUROC by θ_E (end of training, best.pt)" in analysis and "0.880" in analysis
         assert "0.550 PASS masked R=7" in analysis
         assert "unmasked (the data's shortcut) 0.710" in analysis
         assert "ungrouped (published method, leaks LRG identity) 0.660" in analysis
@@ -616,7 +626,12 @@ async def test_decision_panel_launches_next_phase():
         assert expected.title in app.screen.text
         assert "Read: validation numbers only" in app.screen.text
         assert expected.next_experiments, "B1 core AUC > 0.65 with low reliance: test the masking variants"
-        await pilot.press("l")
+        for i, exp_id in enumerate(expected.next_experiments):   # the launch dialog for each, in turn
+            await pilot.press("l" if i == 0 else "enter")
+            assert isinstance(app.screen, LaunchScreen) and app.screen.exp_id == exp_id
+            assert f"Launch {exp_id} ({i + 1} of {len(expected.next_experiments)})" in app.screen.text
+            assert "Proposed by the decision panel" in app.screen.text
+        await pilot.press("enter")
         assert isinstance(app.screen, ConfirmScreen)
         for exp_id in expected.next_experiments:
             assert f"{exp_id} on local" in app.screen.text
@@ -714,6 +729,10 @@ async def test_works_in_80x24_and_large_terminal():
                 assert region.height >= 3 and region.width > 0, (size, selector, region)
                 assert region.bottom <= size[1] and region.right <= size[0]
             assert app.matrix.region.height >= 7, "all six experiments and the header are visible"
+            assert app.matrix.virtual_size.width <= app.matrix.region.width, "every column shown fits"
+            if size[0] < 120:
+                assert app.matrix.column_keys == [k for k, _ in fmt.NARROW_MATRIX_COLUMNS]
+                assert "(paired · residual · masking none)" in app.query_one("#selected").border_title
             hosts, experiments = app.query_one("#hosts").region, app.query_one("#experiments").region
             selected, curves = app.query_one("#selected").region, app.query_one("#selected-curves")
             assert hosts.y >= experiments.bottom and selected.y >= experiments.bottom
@@ -793,3 +812,244 @@ async def test_real_launch_on_local_shows_epochs_live(tmp_path, monkeypatch):
         first.fleet.close()
         second.fleet.close()
         stop_run(tmp_path / "runs" / "A1")
+
+
+# ---------------------------------------------------------------------------
+# Issue 15: which run stands for an experiment; launch and relaunch; the way back
+
+
+def smoke_done(core: float = 0.55, rel: float = 0.01, dataset: str = "synthetic-demo") -> dict[str, Any]:
+    """A finished 2-epoch smoke run with the end-of-training values the decision reads."""
+    return {"state": "done", "epochs_planned": 2, "history": [epoch(0, 0.80), epoch(1, 0.85)],
+            "best_val_auroc": 0.85, "final_core_lr_auc": core, "final_radial_lr_auc": 0.50, "core_reliance": rel,
+            "gates": [gate(0, core, 0.50)], "verdicts": {}, "overrides": {"epochs": 2, "limit_train": 256},
+            "run": {"dataset": dataset, "command": ["python", "-m", "engine.train", "--experiment", "X",
+                                                    "--epochs", "2", "--limit-train", "256"]}}
+
+
+async def test_done_on_one_host_and_aborted_on_another_the_done_run_stands_everywhere(tmp_path):
+    config = tmp_path / "experiments.toml"
+    config.write_text(with_lambda_enabled(tmp_path).read_text())
+    fleet = FakeFleet(["local", "lambda"])
+    fleet.runs["local"]["A1"] = smoke_done()
+    fleet.runs["local"]["B1"] = smoke_done(core=0.55, rel=0.01)
+    fleet.runs["lambda"]["A1"] = {"state": "aborted", "epochs_planned": 20, "history": [epoch(0, 0.7)],
+                                  "overrides": {"epochs": 20}, "resumable": True,
+                                  "run": {"dataset": "v5_cosmos_paired", "command": ["python", "-m", "engine.train",
+                                                                                      "--epochs", "20"]}}
+    app = app_with(fleet, config)
+    notes = record_notes(app)
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: cell(app, "A1", "host") == "local +1")
+        assert cell(app, "A1", "status") == "done", "an aborted run never hides a finished one"
+        assert "also aborted on lambda (epochs=20)" in app.query_one("#selected").border_title
+        await pilot.press("d")
+        decision = app.screen
+        assert isinstance(decision, DecisionScreen)
+        words = decision.text
+        assert "A1: done on local, epoch 2/2 (epochs=2, limit_train=256); 1 other run" in words
+        assert "B1: done on local" in words
+        assert "relaunch" not in words, "A1 is complete: nothing asks for it again"
+        assert "The decision read runs shorter than the plan: A1 (epochs=2, limit_train=256 on local)" in words
+        assert decision.plan and all(exp != "A1" for exp, *_ in decision.plan)
+        await pilot.press("escape", "r")
+        await wait_for(pilot, lambda: any(n.startswith("Report:") and "wrote" in n for _, n in notes), timeout=60)
+    md = (tmp_path / "planb" / "EXPERIMENT_RESULTS.md").read_text()
+    runs = md[md.index("## Runs of each experiment"):]
+    assert "| A1 | **yes** | done | local |" in runs and "| aborted | lambda |" in runs
+    assert "the runs compared used different datasets" not in md, "only the chosen runs are compared"
+
+
+async def test_a_host_that_disconnects_keeps_its_running_run_visible_as_last_seen(tmp_path):
+    fleet = FakeFleet(["local", "lambda"])
+    fleet.runs["local"]["B1"] = smoke_done()
+    fleet.runs["lambda"]["B1"] = {"state": "running", "epochs_planned": 20, "overrides": {"epochs": 20},
+                                  "history": [epoch(e, 0.7 + e / 100) for e in range(5)], "gates": []}
+    app = app_with(fleet, with_lambda_enabled(tmp_path))
+    async with app.run_test(size=(120, 40)) as pilot:
+        await wait_for(pilot, lambda: cell(app, "B1", "host") == "lambda +1")
+        assert (cell(app, "B1", "status"), cell(app, "B1", "epoch")) == ("running", "5/20")
+        seen = app.last_seen["lambda"][0]
+        fleet.down["lambda"] = time.time()
+        await wait_for(pilot, lambda: "disconnected" in app.query_one(HostsPanel).text)
+        await pilot.pause(0.3)
+        clock = time.strftime("%H:%M", time.localtime(app.last_seen["lambda"][0]))
+        assert app.last_seen["lambda"][0] >= seen
+        assert cell(app, "B1", "status") == f"running? as of {clock}", "not the old local run"
+        assert (cell(app, "B1", "host"), cell(app, "B1", "epoch")) == ("lambda +1", "5/20")
+        app.matrix.select("B1")
+        await pilot.press("enter")
+        title = str(app.screen.query_one("#detail-title").render())
+        assert f"B1 on lambda  running? as of {clock}  epoch 5/20" in title
+
+
+async def test_relaunch_prefills_the_recorded_arguments_and_says_when_they_differ():
+    fleet = FakeFleet(["local"])
+    fleet.runs["local"]["B2"] = {"state": "aborted", "epochs_planned": 30, "history": [epoch(0, 0.7)],
+                                 "resumable": True, "overrides": {"epochs": 30},
+                                 "run": {"command": ["/p/python", "-m", "engine.train", "--experiment", "B2",
+                                                     "--host", "local", "--config", "/x/experiments.toml",
+                                                     "--epochs", "30"]}}
+    app = app_with(fleet, train_args=("--epochs", "50"))
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: cell(app, "B2", "status") == "aborted")
+        app.matrix.select("B2")
+        await pilot.press("l")
+        dialog = app.screen
+        assert dialog.query_one("#extra", Input).value == "--epochs 30", "the run's own arguments, not --epochs 50"
+        assert "B2 on local: aborted at epoch 1/30, started with --epochs 30" in dialog.text
+        assert not dialog.query_one("#next").disabled
+        dialog.query_one("#extra", Input).value = "--epochs 50"
+        await pilot.pause()
+        assert dialog.query_one("#next").disabled
+        assert ("B2 aborted on local resumes from last.pt only with the arguments it was started with (--epochs 30); "
+                "these differ (--epochs: was 30, now 50)") in dialog.text
+        dialog.query_one("#extra", Input).value = "--epochs 30"
+        await pilot.press("enter", "y")
+        await wait_for(pilot, lambda: fleet.launches)
+        assert fleet.launches == [("B2", "local", "auto", None, ("--epochs", "30"))]
+
+
+async def test_the_launch_dialog_takes_typed_arguments_and_fits_80x24():
+    fleet = FakeFleet(["local"])
+    app = app_with(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: "local" in app.snapshots)
+        await pilot.press("l")
+        dialog = app.screen
+        assert app.focused is dialog.query_one("#extra", Input), "typing goes into the arguments"
+        await pilot.press(*"--epochs 3", "enter")
+        assert isinstance(app.screen, ConfirmScreen)
+        await pilot.press("y")
+        await wait_for(pilot, lambda: fleet.launches)
+        assert fleet.launches == [("A1", "local", "auto", None, ("--epochs", "3"))]
+        await pilot.press("l")
+        dialog = app.screen
+        await pilot.pause()
+        box = dialog.query_one("VerticalScroll")
+        title = dialog.query_one(".title")
+        assert title.region.y >= 0 and box.region.bottom <= 24, "the whole dialog, its title too, is on screen"
+        assert "local has no GPU" in dialog.text
+
+
+async def test_a_launch_that_fails_within_seconds_says_so_with_the_engines_reason():
+    fleet = FakeFleet(["local"])
+    fleet.fail_launch = ("launch on local: B2 ended 3 s after the launch (exit 2): runs/B2 was started with other "
+                         "settings (epochs: was 30, now 50)")
+    app = app_with(fleet)
+    notes = record_notes(app)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: "local" in app.snapshots)
+        app.matrix.select("B2")
+        await pilot.press("l", "enter", "y")
+        await wait_for(pilot, lambda: any(s == "error" for s, _ in notes))
+        assert ("error", "Launch failed: B2 on local: " + fleet.fail_launch) in notes
+        assert not any(n.startswith("Launched") for _, n in notes)
+        # A failure the engine reports later (the launch returned before it took over) reads the same.
+        fleet.fail_launch = None
+        fleet.runs["local"]["B3"] = {"state": "pending", "history": [], "launched_at": "t1"}
+        await wait_for(pilot, lambda: cell(app, "B3", "status") == "pending")
+        fleet.runs["local"]["B3"] = {"state": "failed", "history": [], "launched_at": "t1",
+                                     "launch_failure": "dataset 'synthetic-demo' of host 'local': not found"}
+        await wait_for(pilot, lambda: any("B3 on local: dataset" in n for _, n in notes))
+        assert ("error", "Launch failed: B3 on local: dataset 'synthetic-demo' of host 'local': not found") in notes
+        assert not any("Run failed" in n for _, n in notes)
+
+
+async def test_the_decision_never_proposes_a_launch_the_engine_refuses():
+    fleet = FakeFleet(["local"])
+    fleet.runs["local"]["A1"] = smoke_done()
+    fleet.runs["local"]["B1"] = smoke_done(core=0.55, rel=0.01)           # SUCCESS: next FULL, base B1
+    fleet.runs["local"]["FULL"] = {"state": "running", "epochs_planned": 50, "history": [epoch(0, 0.8)]}
+    app = app_with(fleet)
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_for(pilot, lambda: cell(app, "FULL", "status") == "running")
+        fleet.runs["local"]["FULL"]["state"] = "done"  # a FULL of another base, done here: relaunch refused
+        await wait_for(pilot, lambda: cell(app, "FULL", "status") == "done")
+        await pilot.press("d")
+        screen = app.screen
+        assert (screen.decision.branch, screen.decision.next_experiments) == ("success_b1", ("FULL",))
+        assert screen.plan == [], "FULL is done on the only host: the engine would refuse it there"
+        assert "FULL: done on local; the engine refuses to start it again there without --fresh" in screen.text
+        await pilot.press("l")
+        assert isinstance(app.screen, DecisionScreen), "nothing to launch, so no dialog"
+
+
+async def test_the_decision_relaunches_an_incomplete_run_where_it_is_through_the_dialog(tmp_path):
+    fleet = FakeFleet(["local", "lambda"])
+    fleet.runs["lambda"]["B1"] = {"state": "aborted", "epochs_planned": 20, "history": [epoch(0, 0.7)],
+                                  "overrides": {"epochs": 20}, "resumable": True,
+                                  "run": {"command": ["python", "-m", "engine.train", "--experiment", "B1",
+                                                      "--host", "lambda", "--epochs", "20"]}}
+    app = app_with(fleet, with_lambda_enabled(tmp_path))
+    async with app.run_test(size=(100, 40)) as pilot:
+        await wait_for(pilot, lambda: cell(app, "B1", "status") == "aborted")
+        await pilot.press("d")
+        screen = app.screen
+        assert ("B1", "lambda", "auto", None) in screen.plan, "it resumes where it is, not on local"
+        assert "B1 ended with no final_core_lr_auc (status aborted, epoch 1/20 on lambda): relaunch it" in screen.text
+        await pilot.press("l")
+        dialogs = []
+        while isinstance(app.screen, LaunchScreen):
+            dialogs.append((app.screen.exp_id, app.screen.query_one("#host", Select).value,
+                            app.screen.query_one("#extra", Input).value))
+            await pilot.press("enter")
+        assert ("B1", "lambda", "--epochs 20") in dialogs
+        assert isinstance(app.screen, ConfirmScreen)
+
+
+async def test_escape_and_a_key_joined_into_alt_key_still_close_the_help_and_backspace_goes_back():
+    fleet = FakeFleet(["local"])
+    fleet.runs["local"]["B1"] = {"state": "running", "history": []}
+    app = app_with(fleet)
+    async with app.run_test() as pilot:
+        await wait_for(pilot, lambda: cell(app, "B1", "status") == "running")
+        await pilot.press("question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        await pilot.press("alt+q")          # escape, q through nested tmux
+        await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+        assert "Quit lenstui?" in app.screen.text, "the help closed, then q asked to quit"
+        await pilot.press("backspace")
+        assert not isinstance(app.screen, ConfirmScreen) and app.is_running
+        app.matrix.select("B1")
+        await pilot.press("enter")
+        assert isinstance(app.screen, DetailScreen)
+        await pilot.press("backspace")
+        assert not isinstance(app.screen, DetailScreen)
+        await pilot.press("d", "alt+d")     # escape, d: back to the matrix, and the decision again
+        await pilot.pause(0.2)
+        assert isinstance(app.screen, DecisionScreen) and len(app.screen_stack) == 2
+
+
+async def test_every_panel_of_the_detail_view_is_reachable_at_80x24():
+    fleet = FakeFleet(["local"])
+    fleet.runs["local"]["B2"] = {
+        "state": "done", "epochs_planned": 2, "history": [epoch(0, 0.7), epoch(1, 0.76)],
+        "gates": [gate(0, 0.70, 0.50)], "errors": [], "final_val_auroc_by_thetae": gate(2, 0.6, 0.5)["val_auroc_by_thetae"],
+        "verdicts": {"core_lr_auc": {"verdict": "FAIL", "value": 0.70, "rule": "PASS < 0.60"}}}
+    fleet.log_text = "".join(f"line {i}\n" for i in range(50))
+    app = app_with(fleet)
+    async with app.run_test(size=(80, 24)) as pilot:
+        await wait_for(pilot, lambda: cell(app, "B2", "status") == "done")
+        app.matrix.select("B2")
+        await pilot.press("enter")
+        detail = app.screen
+        await wait_for(pilot, lambda: "line 49" in detail.log_text)
+        grid = detail.query_one("#detail-grid")
+        assert app.focused is grid, "the page scrolls from the start"
+        analysis = str(detail.query_one("#analysis").render())
+        assert "Val AUROC by θ_E (end of training, best.pt)" in analysis and "Verdicts (§6)" in analysis
+        for _ in range(10):
+            await pilot.press("pagedown")
+        await pilot.pause()
+        log_box = detail.query_one("#log-box").region
+        assert 0 < log_box.y and log_box.bottom <= 24, "PageDown reaches the log tail"
+        await pilot.press("home")
+        seen = []
+        for _ in range(5):
+            await pilot.press("tab")
+            await pilot.pause()
+            seen.append(app.focused.id)
+            region = app.focused.region
+            assert region.height > 0 and region.y < 23, (app.focused.id, region)
+        assert {"epochs", "analysis-box", "log"} <= set(seen), seen

@@ -126,7 +126,7 @@ async def test_launch_on_ssh_host_watch_epochs_and_abort_from_the_keyboard(tmp_p
             await pilot.press("l")
             dialog = app.screen
             assert isinstance(dialog, LaunchScreen)
-            await pilot.press("tab")                       # from Continue round to the host list
+            await pilot.press("shift+tab", "shift+tab")    # from the arguments up to the host list
             assert app.focused is dialog.query_one("#host", Select)
             await pilot.press("enter", "down", "down", "enter")   # local -> h1 -> h2
             assert dialog.query_one("#host", Select).value == "h2"
@@ -134,7 +134,7 @@ async def test_launch_on_ssh_host_watch_epochs_and_abort_from_the_keyboard(tmp_p
             confirm = app.screen
             assert isinstance(confirm, ConfirmScreen)
             assert "B1 on h2 (GPU auto): unpaired" in confirm.text
-            assert "extra arguments: " + " ".join(TRAIN_ARGS) in confirm.text
+            assert "arguments: " + " ".join(TRAIN_ARGS) in confirm.text
             await pilot.press("y")
 
             await wait_for(pilot, lambda: cell(app, "B1", "status") == "running", timeout=60)

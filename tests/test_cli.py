@@ -144,3 +144,49 @@ def test_with_no_command_the_app_is_opened_with_the_chosen_host(project, monkeyp
     monkeypatch.setattr(lenstui.app, "run_app", lambda path, host: opened.append((path, host)))
     assert lenstui.cli.main(["--config", project["config"], "--host", "local"]) == 0
     assert opened == [(Path(project["config"]), "local")]
+
+
+def test_status_ends_with_the_run_that_stands_for_each_experiment(project):
+    cfg = project["config"]
+    done = lenstui("--config", cfg, "launch", "B1", "--host", "local", "--", "--epochs", "1", "--epoch-seconds", "0")
+    assert done.returncode == 0, done.stderr
+    assert "the engine is running it" in done.stdout, "launch waits until the engine has taken the run over"
+    wait_for(lambda: (rundir.read_metrics(project["runs"] / "B1").data or {}).get("status") == "done", timeout=30)
+    text = lenstui("--config", cfg, "status").stdout
+    tail = text[text.index("experiments (the run that stands for each"):]
+    assert "  B1     done on local (epochs=1), epoch 1/1" in tail and "  A1     not run" in tail
+    snap = json.loads(lenstui("--config", cfg, "status", "--json").stdout)
+    assert snap["experiments"]["B1"]["host"] == "local" and snap["local"]["connected"]
+
+
+def test_a_launch_that_ends_at_once_is_a_failed_launch_with_the_reason_and_its_exit_code(project):
+    done = lenstui("--config", project["config"], "launch", "B3", "--host", "local", "--", "--no-such-option")
+    assert done.returncode == 2, done.stdout
+    assert "B3 ended" in done.stderr and "unrecognized arguments: --no-such-option" in done.stderr
+    assert "started on" not in done.stdout + done.stderr
+
+
+@pytest.mark.parametrize("env, opens", [
+    ({}, False),                                              # an SSH session without LANG
+    ({"LANG": "C"}, False),
+    ({"LC_CTYPE": "C.UTF-8"}, False),                         # what Python's PEP 538 coercion leaves
+    ({"LANG": "en_US.UTF-8"}, True),
+    ({"LC_ALL": "C.utf8"}, True),
+])
+def test_a_locale_that_is_not_utf8_is_said_at_start_up_instead_of_drawing_garbage(project, monkeypatch, capsys,
+                                                                                   env, opens):
+    import lenstui.app
+    import lenstui.cli
+
+    for name in ("LANG", "LC_ALL", "LC_CTYPE"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    opened = []
+    monkeypatch.setattr(lenstui.app, "run_app", lambda path, host: opened.append(host))
+    code = lenstui.cli.main(["--config", project["config"]])
+    assert (code == 0 and opened == [None]) if opens else (code == 2 and opened == [])
+    if not opens:
+        err = capsys.readouterr().err
+        assert "the locale is not UTF-8" in err and "export LANG=C.UTF-8" in err and "--no-utf8-check" in err
+        assert lenstui.cli.main(["--config", project["config"], "--no-utf8-check"]) == 0 and opened == [None]

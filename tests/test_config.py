@@ -49,8 +49,9 @@ def test_shipped_plan_has_every_value_of_plan_v2():
     assert list(c.hosts) == ["local", "lambda", "lambda2", "lambda3"]
     assert c.host("local").transport == "local" and c.host("local").enabled
     lam = c.host("lambda")
-    assert not lam.enabled and lam.runs_root_path == "/home/ubuntu/checkpoints"
-    assert c.dataset_for(lam).root == "/home/ubuntu/data/v5_cosmos_paired"
+    assert not lam.enabled and lam.runs_root_path == "~/checkpoints" and lam.work_dir == "~/lenstui"
+    assert lam.user is None, "the shipped example leaves the user to ~/.ssh/config"
+    assert c.dataset_for(lam).root == "~/data/v5_cosmos_paired"
     assert c.dataset_for(c.host("local")).kind == "synthetic"
     # The data keys: the published builder's unpaired rules, 0.1% bad rows, caches where the data is.
     assert c.sampling.unpaired_method == "origin" and c.data.bad_row_limit == 0.001
@@ -63,8 +64,8 @@ def test_the_data_table_and_per_host_cache_folder_are_optional_and_read(shipped_
     text = _edit(shipped_text, "bad_row_limit = 0.001", "bad_row_limit = 0.02")
     text = _edit(text, 'unpaired_method = "origin"', 'unpaired_method = "per_cell"')
     text = _edit(text, 'dataset = "synthetic-demo"', 'dataset = "synthetic-demo"\ncache_dir = "/scratch/cache"')
-    text = _edit(text, 'root = "/home/ubuntu/data/v5_cosmos_paired"',
-                 'root = "/home/ubuntu/data/v5_cosmos_paired"\nunpaired_manifest = "manifests/v2"')
+    text = _edit(text, 'root = "~/data/v5_cosmos_paired"',
+                 'root = "~/data/v5_cosmos_paired"\nunpaired_manifest = "manifests/v2"')
     c = parse_config(text.encode())
     assert c.data.bad_row_limit == 0.02 and c.sampling.unpaired_method == "per_cell"
     assert c.host("local").cache_dir == "/scratch/cache"
@@ -158,8 +159,8 @@ BAD_CONFIGS = {
         ("[training]\n", "[trainng]\n"),
         [r"trainng: unknown table", r"did you mean \[training\]\?"]),
     "port out of range": (
-        ('user = "ubuntu"\nwork_dir = "/home/ubuntu/lenstui"\npython = "python3"\nruns_root = "/home/ubuntu/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]',
-         'user = "ubuntu"\nport = 70000\nwork_dir = "/home/ubuntu/lenstui"\npython = "python3"\nruns_root = "/home/ubuntu/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]'),
+        ('runs_root = "~/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]',
+         'port = 70000\nruns_root = "~/checkpoints"\ndataset = "v5_cosmos_paired"\n\n[hosts.lambda2]'),
         [r"hosts\.lambda\.port: 70000 is above the maximum 65535"]),
     "odd gate sample": (
         ("gate_n_samples = 2000", "gate_n_samples = 2001"),
@@ -227,3 +228,15 @@ def test_the_decision_reading_defaults_to_masked_and_can_be_set(shipped_text):
     assert parse_config(without.encode()).decision.variant_core_gate == "masked"
     unmasked = _edit(shipped_text, 'variant_core_gate = "masked"', 'variant_core_gate = "unmasked"')
     assert parse_config(unmasked.encode()).decision.variant_core_gate == "unmasked"
+
+
+def test_a_host_can_keep_its_dataset_elsewhere_without_a_second_dataset_entry(shipped_text):
+    text = shipped_text.replace('[hosts.lambda2]\nenabled = false\n',
+                                '[hosts.lambda2]\nenabled = false\ndata_root = "/mnt/nvme/v5"\n')
+    c = parse_config(text.encode())
+    assert c.dataset_for(c.host("lambda2")).root == "/mnt/nvme/v5"
+    assert c.dataset_for(c.host("lambda")).root == "~/data/v5_cosmos_paired"
+    assert c.dataset_for(c.host("lambda2")).name == "v5_cosmos_paired" and list(c.datasets) == \
+        ["synthetic-demo", "v5_cosmos_paired"]
+    with pytest.raises(ConfigError, match="data_root: expected a string"):
+        parse_config(text.replace('data_root = "/mnt/nvme/v5"', "data_root = 5").encode())

@@ -48,7 +48,7 @@ def test_gate_cell_classifies_both_gates_with_the_plan_bands(config):
 def test_epochs_count_from_history_or_the_probe_epoch():
     assert fmt.epoch_cell({"history": [{}, {}, {}], "epochs_planned": 50}) == "3/50"
     assert fmt.epoch_cell({"history": [], "epochs_planned": 50}) == "0/50"
-    assert fmt.epoch_cell({"epoch": 4, "epochs_planned": 50}) == "5/50", "the probe's epoch is 0-based"
+    assert fmt.epoch_cell({"epoch": 4, "epochs_planned": 50}) == "4/50", "epochs count from 1: the 4th is 4/50"
     assert fmt.epoch_cell({}) == fmt.DASH
 
 
@@ -57,7 +57,7 @@ def test_matrix_row_before_and_during_a_run(config):
     empty = fmt.matrix_row(b3, None, config)
     assert empty["mask"] == "sched 7/5/3" and empty["status"].plain == "not run"
     entry = {"state": "running", "epochs_planned": 50,
-             "history": [{"epoch": 0, "val_auroc": 0.81}, {"epoch": 1, "val_auroc": 0.79}],
+             "history": [{"epoch": 1, "val_auroc": 0.81}, {"epoch": 2, "val_auroc": 0.79}],
              "gates": [{"after_epochs": 0, "core_lr_auc": 0.70, "radial_lr_auc": 0.50}],
              "verdicts": {"core_reliance": {"verdict": "WARN", "value": 0.04, "rule": "…"}}}
     row = fmt.matrix_row(b3, fmt.RunRef("B3", "lambda", entry), config)
@@ -69,13 +69,49 @@ def test_matrix_row_before_and_during_a_run(config):
     assert full["mask"] == "from B1"
 
 
-def test_primary_run_prefers_a_live_run_over_an_old_one():
-    snaps = {"lambda": snap("lambda", {"B1": {"state": "done"}}),
-             "lambda2": snap("lambda2", {"B1": {"state": "running"}, "B2": {"state": "failed"}})}
-    runs = fmt.primary_runs(snaps, ["local", "lambda", "lambda2"])
-    assert (runs["B1"].host, runs["B1"].state) == ("lambda2", "running")
-    assert runs["B2"].host == "lambda2"
-    assert [r.exp_id for r in fmt.all_runs(snaps, ["lambda", "lambda2"])] == ["B1", "B1", "B2"]
+def test_the_run_that_stands_for_an_experiment_follows_the_one_rule():
+    """engine/representative.py decides; a live run no longer hides a finished one by being live."""
+    snaps = {"local": snap("local", {"A1": {"state": "done", "overrides": {"epochs": 2}, "epochs_planned": 2},
+                                     "B1": {"state": "done", "overrides": {"epochs": 2}, "epochs_planned": 2}}),
+             "lambda": snap("lambda", {"A1": {"state": "aborted"}, "B1": {"state": "running", "epochs_planned": 50}})}
+    choices = fmt.representatives(snaps, ["local", "lambda"], plan_epochs=50)
+    assert (choices["A1"].chosen.host, choices["A1"].chosen.state) == ("local", "done")
+    assert (choices["B1"].chosen.host, choices["B1"].chosen.state) == ("lambda", "running"), \
+        "the plan's 50 epochs, running, before a finished 2-epoch smoke run"
+    assert [r.exp_id for r in fmt.all_runs(snaps, ["local", "lambda"])] == ["A1", "B1", "A1", "B1"]
+
+
+def test_a_host_that_stops_answering_shows_its_runs_as_last_seen():
+    seen = {"lambda": (1_790_000_000.0, {"runs": {"B1": {"state": "running", "epochs_planned": 20,
+                                                         "history": [{}] * 5}}})}
+    down = {"lambda": snap("lambda", None, connected=False, since=1_790_000_100.0)}
+    refs = fmt.all_runs(down, ["lambda"], seen)
+    assert [(r.exp_id, r.host, r.as_of) for r in refs] == [("B1", "lambda", 1_790_000_000.0)]
+    cell = fmt.state_text(refs[0].state, as_of=refs[0].as_of).plain
+    clock = __import__("time").strftime("%H:%M", __import__("time").localtime(1_790_000_000.0))
+    assert cell == f"running? as of {clock}" and fmt.epoch_cell(refs[0].entry) == "5/20"
+    assert fmt.hosts_with("B1", down, ["lambda"], seen) == ["lambda"]
+    assert fmt.all_runs(down, ["lambda"]) == [], "without what was last seen there is nothing to show"
+
+
+def test_theta_e_table_of_a_finished_run_is_the_end_of_training_one_and_says_so():
+    gate0 = {"after_epochs": 0, "val_auroc_by_thetae": [{"bin": [0.5, 0.75], "auroc": 0.5, "count": 60}]}
+    final = [{"bin": [0.5, 0.75], "auroc": 0.91, "count": 60}]
+    heading, bins = fmt.thetae_table({"state": "done", "gates": [gate0], "final_val_auroc_by_thetae": final})
+    assert heading == "Val AUROC by θ_E (end of training, best.pt)" and bins == final
+    heading, bins = fmt.thetae_table({"state": "done", "gates": [gate0]})
+    assert heading == ("Val AUROC by θ_E (gate after 0 epochs: the untrained model; no end-of-training "
+                       "table in this run's metrics (an engine before it))") and bins == gate0["val_auroc_by_thetae"]
+    heading, _ = fmt.thetae_table({"state": "running", "gates": [gate0, {**gate0, "after_epochs": 5}]})
+    assert heading == "Val AUROC by θ_E (gate after 5 epochs)"
+
+
+def test_an_empty_theta_e_bin_takes_one_short_line():
+    lines = fmt.thetae_lines([{"bin": [1.0, 1.5], "auroc": None, "count": 19,
+                               "note": "19 positives, fewer than the 50 an AUROC needs (metrics.thetae_min_positives)"}])
+    assert [line.plain.split() for line in lines] == [["[1.00,1.50)", "–", "n=19,", "too", "few", "for", "an",
+                                                         "AUROC"]]
+    assert len(lines[0].plain) < 76, "fits an 80-column detail view on one line"
 
 
 def test_host_lines_connected_disconnected_not_configured_and_cpu():
@@ -133,7 +169,7 @@ def test_thetae_and_sensitivity_bars_and_gate_history(config):
             {"bin": [2.5, 3.0], "auroc": None, "count": 3, "note": "3 positives, fewer than 50"}]
     lines = [line.plain for line in fmt.thetae_lines(bins, width=10)]
     assert lines[0] == "[0.50,0.75)  ████████    0.900  n=120"
-    assert lines[1].startswith("[2.50,3.00)") and "n=3 3 positives, fewer than 50" in lines[1]
+    assert lines[1] == "[2.50,3.00)  –  n=3, too few for an AUROC"
     assert "no θ_E bins yet" in fmt.thetae_lines(None)[0].plain
     curve = [{"radius": 0, "auroc": 0.95}, {"radius": 7, "auroc": 0.91}]
     assert [line.plain.split()[0] for line in fmt.sensitivity_lines(curve)] == ["R=0", "R=7"]

@@ -173,6 +173,63 @@ def test_a_missing_training_program_is_reported_and_the_lock_released(host):
     os.close(rundir.acquire_run_lock(host["runs"] / "A1"))  # free again
 
 
+# -- a launch that ends within seconds, an abort while the engine starts ----------------------
+
+REFUSING_TRAIN = ("import sys; print('engine.train: runs/B2 was started with other settings (epochs: was 30, "
+                  "now 50); pass the same options to resume it', file=sys.stderr); sys.exit(2)")
+
+
+def test_a_launch_that_ends_at_once_is_a_failed_launch_with_the_engines_reason(host):
+    done = engine_launch(host, "start", "--experiment", "B2", "--runs-root", str(host["runs"]), "--wait", "20",
+                         "--", sys.executable, "-c", REFUSING_TRAIN)
+    assert done.returncode == 2, done.stdout
+    error = json.loads(done.stdout)["error"]
+    assert error.startswith("B2 ended ") and "(exit 2): runs/B2 was started with other settings" in error
+    view = rundir.observe_run(host["runs"] / "B2")   # what the status probe shows afterwards
+    assert view.state is rundir.RunState.FAILED and view.reason.startswith("the launch failed: runs/B2 was")
+    assert view.launch_failure.startswith("runs/B2 was started with other settings (epochs: was 30, now 50)")
+
+
+def test_a_failed_relaunch_keeps_the_earlier_state_and_says_why_it_failed(host):
+    assert start(host, "B2", "--epochs", "1", "--epoch-seconds", "0").returncode == 0
+    wait_for(lambda: (rundir.read_metrics(host["runs"] / "B2").data or {}).get("status") == "done")
+    wait_for(lambda: group_alive(host["started"][-1]) == [])
+    done = engine_launch(host, "start", "--experiment", "B2", "--runs-root", str(host["runs"]),
+                         "--", sys.executable, "-c", REFUSING_TRAIN)   # no --wait: the status says it later
+    assert done.returncode == 0
+    wait_for(lambda: group_alive(json.loads(done.stdout)["pgid"]) == [])
+    view = rundir.observe_run(host["runs"] / "B2")
+    assert view.state is rundir.RunState.DONE, "the earlier run's numbers still stand"
+    assert "started with other settings" in view.launch_failure
+
+
+def test_wait_returns_once_the_engine_has_taken_the_run_over(host):
+    done = start(host, "A1", "--epoch-seconds", "5")
+    assert done.returncode == 0 and json.loads(done.stdout)["started"] is False   # no --wait: at once
+    engine_launch(host, "abort", "--experiment", "A1", "--runs-root", str(host["runs"]), "--grace", "5")
+    train = [sys.executable, "-m", "engine.train", "--experiment", "B1", "--host", "local",
+             "--config", str(host["config"]), "--epoch-seconds", "5"]
+    done = engine_launch(host, "start", "--experiment", "B1", "--runs-root", str(host["runs"]), "--wait", "30",
+                         "--", *train)
+    answer = json.loads(done.stdout)
+    host["started"].append(answer["pgid"])
+    assert done.returncode == 0 and answer["started"] is True
+    assert rundir.read_run_info(host["runs"] / "B1").data["pid"] == answer["pid"]
+
+
+def test_an_abort_while_the_engine_is_still_starting_reads_aborted_not_lost(host):
+    slow_start = [sys.executable, "-c", "import time; time.sleep(60)"]   # never writes run.json
+    done = engine_launch(host, "start", "--experiment", "B3", "--runs-root", str(host["runs"]), "--", *slow_start)
+    assert done.returncode == 0
+    host["started"].append(json.loads(done.stdout)["pgid"])
+    assert rundir.observe_run(host["runs"] / "B3").state is rundir.RunState.PENDING
+    stopped = engine_launch(host, "abort", "--experiment", "B3", "--runs-root", str(host["runs"]), "--grace", "5")
+    assert json.loads(stopped.stdout)["signalled"] is True
+    view = rundir.observe_run(host["runs"] / "B3")
+    assert view.state is rundir.RunState.ABORTED, view.reason
+    assert "before the engine wrote anything" in view.reason
+
+
 # -- choosing a GPU ----------------------------------------------------------------------
 
 

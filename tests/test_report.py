@@ -34,13 +34,14 @@ def dead_pid() -> int:
 def write_run(root: Path, exp: str, *, core: float, rel: float, radial: float = 0.51, best: float = 0.95,
               epochs: int = 50, planned: int = 50, status: str = "done", host: str = "local",
               overrides: dict | None = None, finished: bool = True, updated_at: str | None = None,
-              test_auroc: float | None = None, pid: int | None = None, gate_note: str | None = None) -> Path:
+              test_auroc: float | None = None, pid: int | None = None, gate_note: str | None = None,
+              dataset: str = "synthetic-demo") -> Path:
     """A run directory as engine.train leaves it: metrics.json and run.json, written atomically."""
     d = rundir.run_dir(root, exp)
     d.mkdir(parents=True)
     m = rundir.new_metrics(exp, planned, overrides or {})
     m["status"] = status
-    m["history"] = [{"epoch": e, "train_loss": 0.69 - 0.5 * e / planned, "val_auroc": best - 0.2 * (1 - e / max(epochs, 1)),
+    m["history"] = [{"epoch": e + 1, "train_loss": 0.69 - 0.5 * e / planned, "val_auroc": best - 0.2 * (1 - e / max(epochs, 1)),
                      "val_loss": 0.7 - 0.4 * e / planned, "learning_rate": 1e-4 * (1 - e / planned),
                      "epoch_time_sec": 31.5} for e in range(epochs)]
     bins = [{"bin": list(b), "auroc": None if i == 5 else round(best - 0.10 + 0.02 * i, 4),
@@ -52,7 +53,7 @@ def write_run(root: Path, exp: str, *, core: float, rel: float, radial: float = 
         m["gates"][-1].update(core_lr_auc=None, radial_lr_auc=None, note=gate_note)
     if finished:
         curve = [{"radius": r, "auroc": round(best - rel * min(r, 7) / 7 - 0.001 * max(r - 7, 0), 4)} for r in RADII]
-        m.update(best_val_auroc=best, best_epoch=epochs - 1, final_core_lr_auc=core, final_radial_lr_auc=radial,
+        m.update(best_val_auroc=best, best_epoch=epochs, final_core_lr_auc=core, final_radial_lr_auc=radial,
                  core_sensitivity=curve, core_reliance=rel)
     if test_auroc is not None:
         m.update(test_auroc=test_auroc, test_auroc_by_thetae=bins,
@@ -63,7 +64,7 @@ def write_run(root: Path, exp: str, *, core: float, rel: float, radial: float = 
     rundir.write_run_info(d, {
         "experiment": exp, "host": host, "pid": pid or dead_pid(), "pgid": 1, "pid_start_ticks": 1,
         "cmdline": f"python -m engine.train --experiment {exp}", "command": ["python", "-m", "engine.train"],
-        "engine_version": "0.1.0", "code_version": "abc1234", "dataset": "synthetic-demo",
+        "engine_version": "0.1.0", "code_version": "abc1234", "dataset": dataset,
         "data_root": "data/synthetic-demo", "config_sha256": CONFIG.sha256, "overrides": overrides or {},
         "device": "cpu", "started_at": "2026-02-07T09:00:00+0000",
         "ended_at": None if status == "running" else "2026-02-07T10:00:00+0000",
@@ -202,12 +203,50 @@ def test_the_same_experiment_on_two_hosts_uses_the_newest_and_says_so(tmp_path):
     write_run(new, "B1", core=0.58, rel=0.01, host="lambda2", updated_at="2026-02-07T11:30:00+0100")
     collection = collect_runs([old, new], CONFIG)
     assert collection.runs["B1"].location == str(new / "B1")
-    note = next(n for n in collection.notes if n.startswith("B1 was found in 2 places"))
-    assert f"using {new / 'B1'}" in note and "newest by updated_at (2026-02-07T11:30:00+0100)" in note
+    note = next(n for n in collection.notes if n.startswith("B1 has 2 runs"))
+    assert "done on lambda2 (the plan's settings) stands for B1; not done on lambda" in note
+    assert "newer (2026-02-07" in note
     files = write_report(collection, CONFIG, tmp_path / "planb", plots=False)
     assert files.decision.branch == "success_b1"
     md = files.markdown.read_text()
     assert note in section(md, "Notes") and "**SUCCESS: use B1 config" in md
+    runs = section(md, "Runs of each experiment")
+    assert f"| B1 | **yes** | done | lambda2 | {new / 'B1'} |" in runs
+    assert f"| B1 | no: newer (" in runs and f"| done | lambda | {old / 'B1'} |" in runs
+
+
+def test_done_beats_aborted_the_longer_run_beats_the_smoke_run_and_mixed_datasets_are_said(tmp_path):
+    """The issue-15 case: A1 done on local (a smoke run on the demo data) and aborted on lambda
+    (another dataset); B1 a 2-epoch smoke run on local and a finished 20-epoch run on lambda."""
+    local, lam = tmp_path / "local", tmp_path / "lambda"
+    smoke = {"epochs": 2, "limit_train": 256}
+    write_run(local, "A1", core=0.55, rel=0.01, epochs=2, planned=2, overrides=smoke,
+              updated_at="2026-02-07T12:00:00+0000")
+    write_run(lam, "A1", core=0.55, rel=0.01, epochs=3, planned=20, overrides={"epochs": 20}, status="aborted",
+              finished=False, host="lambda", dataset="v5_cosmos_paired", updated_at="2026-02-07T13:00:00+0000")
+    write_run(local, "B1", core=0.70, rel=0.08, epochs=2, planned=2, overrides=smoke,
+              updated_at="2026-02-07T14:00:00+0000")
+    write_run(lam, "B1", core=0.58, rel=0.01, epochs=20, planned=20, overrides={"epochs": 20}, host="lambda",
+              dataset="v5_cosmos_paired", updated_at="2026-02-07T11:00:00+0000")
+    collection = collect_runs([local, lam], CONFIG)
+    a1, b1 = collection.runs["A1"], collection.runs["B1"]
+    assert (a1.host, a1.state) == ("local", "done"), "an aborted run never stands for one that finished"
+    assert (b1.host, b1.epochs_planned) == ("lambda", 20), "20 epochs are closer to the plan than a smoke run"
+    files = write_report(collection, CONFIG, tmp_path / "planb", plots=False)
+    md = files.markdown.read_text()
+    warning = next(n for n in collection.notes if "different datasets" in n)
+    assert "A1 synthetic-demo (on local), B1 v5_cosmos_paired (on lambda)" in warning
+    assert warning[len("Warning: "):] in section(md, "Results matrix")
+    assert "None." not in section(md, "Notes")
+    assert any("different datasets" in n for n in files.decision.notes) and files.decision.provisional
+    runs = section(md, "Runs of each experiment")
+    assert "| A1 | no: a run that completed or is in progress comes before one that ended incomplete | aborted | " \
+           "lambda |" in runs
+    assert "| B1 | no: fewer than the plan's epochs" not in runs
+    assert "| B1 | no: fewer epochs than the plan (epochs=20) is closer to the plan than a smoke run " \
+           "(epochs=2, limit_train=256) | done | local |" in runs
+    matrix = section(md, "Results matrix")
+    assert "| Host |  | local | lambda | – |" in matrix
 
 
 def test_a_shortcut_b1_reports_stop_and_nothing_to_launch(tmp_path):
@@ -232,8 +271,8 @@ def test_run_states_lost_locally_but_as_written_for_a_fetched_copy(tmp_path):
     assert b1.state == "running" and "as written on lambda" in b1.state_note
     files = write_report(collection, CONFIG, tmp_path / "planb", plots=False)
     assert files.decision.branch == "waiting"
-    assert "B1 has no final_core_lr_auc yet (status running, epoch 12/50)" in files.decision.reason
-    assert "A1 ended with no final_core_lr_auc (status lost, epoch 7/50): relaunch it" in files.decision.reason
+    assert "B1 has no final_core_lr_auc yet (status running, epoch 12/50 on lambda)" in files.decision.reason
+    assert "A1 ended with no final_core_lr_auc (status lost, epoch 7/50 on local): relaunch it" in files.decision.reason
     md = files.markdown.read_text()
     assert "running (as written on lambda; its process is not checked from here)" in md
 

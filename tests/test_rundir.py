@@ -107,3 +107,17 @@ def test_run_lock_is_exclusive_and_released_when_the_holder_dies(tmp_path):
         holder.kill()
         holder.wait()
     os.close(rundir.acquire_run_lock(tmp_path))
+
+
+def test_an_old_metrics_json_counting_epochs_from_0_reads_counting_from_1(tmp_path):
+    """Schema 1 (engines before 0.3) wrote history epochs and best_epoch from 0; readers see them from 1."""
+    d = tmp_path / "B1"
+    d.mkdir()
+    old = {"schema_version": 1, "experiment": "B1", "status": "done", "epochs_planned": 2, "best_epoch": 1,
+           "history": [{"epoch": 0, "val_auroc": 0.7}, {"epoch": 1, "val_auroc": 0.8}], "gates": []}
+    (d / rundir.METRICS_FILE).write_text(json.dumps(old))
+    m = rundir.read_metrics(d).data
+    assert [r["epoch"] for r in m["history"]] == [1, 2] and m["best_epoch"] == 2
+    assert m["schema_version"] == rundir.SCHEMA_VERSION == 2
+    assert rundir.upgrade_metrics(dict(m)) == m, "a current file is left as it is"
+    assert json.loads((d / rundir.METRICS_FILE).read_text())["history"][0]["epoch"] == 0, "read, never rewritten"

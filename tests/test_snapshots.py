@@ -19,13 +19,15 @@ from lenstui.app import LensTUI, make_app
 from lenstui.fleet import HostSnapshot
 from lenstui.screens.decision import DecisionScreen
 from lenstui.screens.detail import DetailScreen
+from lenstui.screens.launch import LaunchScreen
 
 from sshd import write_config
 
 SIZE = (120, 34)
+NARROW = (80, 24)    # the smallest terminal lenstui promises to work in: every panel reachable
 FIXED_TIME = 1_790_000_000.0
-LOG = "".join(f"epoch {e}: train_loss {0.69 - 0.05 * e:.3f} val_auroc {0.70 + 0.05 * e:.3f}\n" for e in range(4))
-LOG += "B1: done: best val AUROC 0.850 at epoch 3\n"
+LOG = "".join(f"epoch {e + 1}/4: train_loss {0.69 - 0.05 * e:.3f} val_auroc {0.70 + 0.05 * e:.3f}\n" for e in range(4))
+LOG += "B1: done: best val AUROC 0.850 at epoch 4\n"
 GPU = {"index": 0, "name": "NVIDIA H100 80GB HBM3", "utilization": 0, "memory_used_mib": 512,
        "memory_total_mib": 81559, "temperature_c": 31, "power_w": 70, "processes": []}
 
@@ -55,7 +57,8 @@ class DirFleet:
 
 
 def history_row(e: int, auroc: float) -> dict[str, Any]:
-    return {"epoch": e, "train_loss": round(0.69 - 0.05 * e, 4), "val_auroc": auroc,
+    """The row of the (e+1)-th epoch: epochs count from 1."""
+    return {"epoch": e + 1, "train_loss": round(0.69 - 0.05 * e, 4), "val_auroc": auroc,
             "val_loss": round(0.70 - 0.04 * e, 4), "learning_rate": 1e-4, "epoch_time_sec": 12.5}
 
 
@@ -78,7 +81,8 @@ def write_run(root: Path, exp_id: str, host: str, status: str, aurocs: list[floa
     rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
     rundir.atomic_write_json(d / rundir.RUN_FILE, {
         "experiment": exp_id, "host": host, "pid": 4242, "pgid": 4242, "pid_start_ticks": 1,
-        "command": ["python", "-m", "engine.train", "--experiment", exp_id], "engine_version": "test",
+        "command": ["python", "-m", "engine.train", "--experiment", exp_id, "--host", host, "--epochs", "4"],
+        "engine_version": "test",
         "code_version": "abc123", "dataset": "lab", "device": "cuda:0", "overrides": {"epochs": 4},
         "started_at": "2026-09-21T09:00:00+0000", "ended_at": "2026-09-21T10:00:00+0000",
         "exit_status": 0 if status == "done" else 143, "status": status})
@@ -94,8 +98,11 @@ def fixture_app(tmp_path: Path) -> LensTUI:
     roots = {"local": tmp_path / "local-runs", "gpu1": tmp_path / "gpu1-runs"}
     verdicts = {"core_lr_auc": {"verdict": "FAIL", "value": 0.70, "rule": "PASS < 0.60"},
                 "core_reliance": {"verdict": "PASS", "value": 0.02, "rule": "PASS < 0.03"}}
-    summary = {"best_val_auroc": 0.85, "best_epoch": 3, "final_core_lr_auc": 0.70, "final_radial_lr_auc": 0.50,
+    summary = {"best_val_auroc": 0.85, "best_epoch": 4, "final_core_lr_auc": 0.70, "final_radial_lr_auc": 0.50,
                "core_reliance": 0.02, "verdicts": verdicts,
+               "final_val_auroc_by_thetae": [{"bin": [0.5, 0.75], "auroc": 0.83, "count": 80, "note": None},
+                                             {"bin": [0.75, 1.0], "auroc": 0.86, "count": 64, "note": None},
+                                             {"bin": [1.0, 1.5], "auroc": None, "count": 12, "note": "too few"}],
                "core_sensitivity": [{"radius": 3, "auroc": 0.84}, {"radius": 5, "auroc": 0.83}]}
     write_run(roots["gpu1"], "A1", "gpu1", "done", [0.72, 0.78, 0.82, 0.85],
               [gate(0, 0.66, 0.51), gate(4, 0.70, 0.50)], **summary)
@@ -115,6 +122,7 @@ async def polled(pilot) -> None:
         assert time.monotonic() < deadline, "the fixture fleet did not answer"
         await pilot.pause(0.05)
     await pilot.pause()
+    await pilot.pause()   # the second host's answer re-lays the hosts panel out
 
 
 def test_main_screen(snap_compare, tmp_path):
@@ -134,7 +142,7 @@ def test_detail_screen(snap_compare, tmp_path):
         screen = pilot.app.screen
         assert isinstance(screen, DetailScreen)
         deadline = time.monotonic() + 10
-        while not screen.log_text.endswith("at epoch 3\n"):
+        while not screen.log_text.endswith("at epoch 4\n"):
             assert time.monotonic() < deadline, "the log did not arrive"
             await pilot.pause(0.05)
         await pilot.pause()
@@ -150,3 +158,44 @@ def test_decision_panel(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=SIZE, run_before=run_before)
+
+
+# -- 80×24: every panel there, nothing cut ----------------------------------------------------
+
+
+def test_main_screen_80x24(snap_compare, tmp_path):
+    async def run_before(pilot) -> None:
+        await polled(pilot)
+        pilot.app.matrix.select("B2")
+        await pilot.pause()
+
+    assert snap_compare(fixture_app(tmp_path), terminal_size=NARROW, run_before=run_before)
+
+
+def test_launch_dialog_80x24(snap_compare, tmp_path):
+    async def run_before(pilot) -> None:
+        await polled(pilot)
+        pilot.app.matrix.select("B2")          # aborted on local: a relaunch, pre-filled
+        await pilot.press("l")
+        assert isinstance(pilot.app.screen, LaunchScreen)
+        await pilot.pause()
+
+    assert snap_compare(fixture_app(tmp_path), terminal_size=NARROW, run_before=run_before)
+
+
+def test_detail_screen_80x24(snap_compare, tmp_path):
+    async def run_before(pilot) -> None:
+        await polled(pilot)
+        pilot.app.matrix.select("B1")
+        await pilot.press("enter")
+        screen = pilot.app.screen
+        assert isinstance(screen, DetailScreen)
+        deadline = time.monotonic() + 10
+        while not screen.log_text.endswith("at epoch 4\n"):
+            assert time.monotonic() < deadline, "the log did not arrive"
+            await pilot.pause(0.05)
+        await pilot.press("pagedown")           # down the page: the end-of-training θ_E table
+
+        await pilot.pause()
+
+    assert snap_compare(fixture_app(tmp_path), terminal_size=NARROW, run_before=run_before)

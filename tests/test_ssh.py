@@ -117,7 +117,10 @@ def test_arguments_and_paths_never_run_as_shell_on_the_host(lab_fleet, tmp_path)
     try:
         odd.sync("h2")
         install_standin(h2.work_dir)
-        odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0", f"$(touch {mark}7)"])
+        with pytest.raises(FleetError) as refused:   # the stand-in takes no such argument: it says so, literally
+            odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0", f"$(touch {mark}7)"])
+        assert f"unrecognized arguments: $(touch {mark}7)" in refused.value.message
+        odd.launch("B1", "h2", extra_args=["--epochs", "1", "--epoch-seconds", "0"])
         snap = wait_for(lambda: (s := odd.poll("h2")).status and s.status["runs"].get("B1") and s, timeout=30)
         assert snap.error is None and snap.status["runs_root"] == odd.paths("h2").runs_root
         assert odd.paths("h2").runs_root.endswith(f"/runs $(touch {mark}5); touch {mark}6")
@@ -478,10 +481,93 @@ def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
         entry = wait_for(finished, timeout=280, interval=1.0)
         log = fleet.logs("A1", "h1")
         assert entry["state"] == "done", log
-        assert [row["epoch"] for row in entry["history"]] == [0, 1]
-        assert entry["gates"] and entry["run"]["code_version"]
+        assert [row["epoch"] for row in entry["history"]] == [1, 2]
+        assert entry["gates"] and entry["run"]["code_version"].startswith("git-"), "the version sync recorded"
         wait_for(lambda: group_alive(launched.pgid) == [], timeout=60)  # it exits after its last write
         dest = fleet.fetch("A1", "h1", tmp_path / "fetched")
         assert json.loads((dest / "metrics.json").read_text())["status"] == "done"
+    finally:
+        fleet.close()
+
+
+# ---------------------------------------------------------------------------
+# Onboarding a host (issue 15)
+
+
+def cli(config, *args: str, env: dict) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), *args], env=env,
+                          capture_output=True, text=True, timeout=300, cwd=PROJECT_ROOT, stdin=subprocess.DEVNULL)
+
+
+def test_before_the_first_sync_status_says_run_sync_and_exits_3(lab_fleet, tmp_path):
+    lab, _, config = lab_fleet
+    h2 = lab.servers["h2"]
+    fresh = h2.root / "never-synced"
+    config.write_text(config.read_text().replace(f'work_dir = "{h2.work_dir}"', f'work_dir = "{fresh}"'))
+    done = cli(config, "status", "--host", "h2", env=lab.env())
+    assert done.returncode == 3, done.stdout + done.stderr
+    assert f"h2: connected, but not ready: h2: its work_dir {fresh} does not exist yet" in done.stdout
+    assert "run `lenstui sync --host h2`" in done.stdout
+    assert cli(config, "sync", "--host", "h2", env=lab.env()).returncode == 0
+    assert cli(config, "status", "--host", "h2", env=lab.env()).returncode == 0
+
+
+def test_an_unknown_host_key_is_the_refused_exit_code_not_unreachable(lab_fleet):
+    lab, _, config = lab_fleet
+    lab.known_hosts.write_text("")
+    for args in (["status", "--host", "h1"], ["sync", "--host", "h1"], ["preflight", "--host", "h1"]):
+        done = cli(config, *args, env=lab.env())
+        assert done.returncode == 3, (args, done.stdout, done.stderr)
+        assert "lenstui trust h1" in done.stdout + done.stderr
+    lab.servers["h3"].stop()
+    assert cli(config, "status", "--host", "h3", env=lab.env()).returncode == 4, "a host that is down stays 4"
+
+
+def test_refused_credentials_say_where_the_user_came_from(lab_fleet):
+    lab, _, config = lab_fleet
+    host = Host("h1", "ssh", True, ".", "python3", "runs", "lab", ssh_host="h1", user="ubuntu")
+    t = SshTransport(host, lab.options())
+    try:
+        with pytest.raises(AuthError) as err:
+            t.run(["true"], timeout=10)
+    finally:
+        t.close()
+    message = str(err.value)
+    assert "ubuntu@127.0.0.1" in message
+    assert "the `user` key of this host in experiments.toml, which wins over ~/.ssh/config" in message
+    assert f"that says User {lab.user}: remove the `user` line to use it" in message
+
+
+def test_a_host_without_its_dataset_is_offered_the_route_and_synth_makes_it_there(lab_fleet):
+    lab, fleet, config = lab_fleet
+    h1 = lab.servers["h1"]
+    fleet.sync("h1")
+    pre = fleet.preflight("h1")
+    assert not pre.ok and f"{h1.work_dir}/data/none" in pre.message
+    assert "make it there with `lenstui synth --host h1`" in pre.message
+    done = cli(config, "synth", "--host", "h1", env=lab.env())
+    assert done.returncode == 0, done.stderr
+    assert (h1.work_dir / "data" / "none" / "train").is_dir() and "synth: wrote" in done.stdout
+    assert fleet.preflight("h1").ok
+
+
+def test_real_shards_elsewhere_on_a_host_take_a_data_root_there_not_a_second_dataset(lab_fleet, tmp_path):
+    lab, _, config = lab_fleet
+    h2 = lab.servers["h2"]
+    text = config.read_text().replace('kind = "synthetic"', 'kind = "shards"')
+    text = text.replace(f'[hosts.h2]\ntransport = "ssh"', f'[hosts.h2]\ndata_root = "{h2.root}/shards"\ntransport = "ssh"')
+    config.write_text(text)
+    fleet = Fleet(load_config(config), config, ssh_options=lab.options())
+    try:
+        fleet.sync("h2")
+        route = fleet.preflight("h2").message
+        assert f"dataset root {h2.root}/shards does not exist" in route
+        assert f"copy the shards of dataset 'lab' there, e.g. `rsync -a " in route and f"h2:{h2.root}/shards/`" in route
+        (h2.root / "shards").mkdir()
+        assert "dataset root" not in fleet.preflight("h2").message
+        assert fleet.preflight("h1").message != fleet.preflight("h2").message   # h1 keeps the dataset's root
+        with pytest.raises(FleetError, match="real shards: nothing to make") as err:
+            fleet.synth("h2")
+        assert err.value.code == 2
     finally:
         fleet.close()

@@ -231,11 +231,26 @@ def test_preflight_names_a_missing_module_with_the_install_command_and_a_missing
                           capture_output=True, text=True, timeout=120, env=env)
     answer = json.loads(done.stdout)
     assert done.returncode == 0
-    assert set(answer["modules"]) == {"torch", "numpy", "sklearn", "pyarrow"}
+    assert set(answer["modules"]) == {"torch", "numpy", "sklearn", "pandas", "pyarrow", "threadpoolctl"}
     assert answer["modules"]["torch"] is None and answer["modules"]["numpy"]
     assert answer["missing"] == ["torch"] and answer["ok"] is False
     assert any("pip install torch" in p for p in answer["problems"])
     assert any("does not exist" in p for p in answer["problems"])
+
+
+def test_preflight_asks_for_every_third_party_module_the_engine_imports():
+    """A host whose Python lacked pandas passed preflight, then every launch died importing it."""
+    import ast
+
+    engine_dir = Path(status.__file__).parent
+    imported = set()
+    for path in engine_dir.glob("*.py"):
+        for node in ast.parse(path.read_text()).body:   # module level: what importing the module needs
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
+                     [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
+            imported |= {n.split(".")[0] for n in names}
+    third_party = {m for m in imported if m not in sys.stdlib_module_names and m not in ("engine", "__future__")}
+    assert third_party - {"tomli"} <= set(status.TRAIN_MODULES), third_party - set(status.TRAIN_MODULES)
 
 
 # -- the long-lived server: engine.status --serve ---------------------------------------------

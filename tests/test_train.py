@@ -118,7 +118,7 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
     m = _metrics(run)
     assert m["status"] == "done" and m["experiment"] == "A1" and m["epochs_planned"] == 2
     assert m["overrides"] == {"epochs": 2, "data_root": str(data_root)}
-    assert [r["epoch"] for r in m["history"]] == [0, 1]
+    assert [r["epoch"] for r in m["history"]] == [1, 2], "epochs count from 1, as the log and the matrix do"
     for row in m["history"]:
         assert set(rundir.EPOCH_METRICS) <= set(row)
         assert 0 <= row["val_auroc"] <= 1 and row["train_loss"] > 0 and row["epoch_time_sec"] > 0
@@ -134,7 +134,7 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
 
     best = max(m["history"], key=lambda r: r["val_auroc"])
     assert m["best_val_auroc"] == best["val_auroc"] and m["best_epoch"] == best["epoch"]
-    assert load_checkpoint(run / "best.pt")["epoch"] == m["best_epoch"]
+    assert load_checkpoint(run / "best.pt")["epoch"] + 1 == m["best_epoch"]   # checkpoints keep the loop's counter
     assert 0 <= m["final_core_lr_auc"] <= 1 and 0 <= m["final_radial_lr_auc"] <= 1
     assert m["final_gate_n_samples"] == 2 * 96  # paired view: every val row's stamp and control
     for key in ("core_sensitivity", "test_core_sensitivity"):
@@ -393,7 +393,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
 
     run = runs / "A1"
     m = _metrics(run)
-    assert m["status"] == "done" and [r["epoch"] for r in m["history"]] == [0, 1]
+    assert m["status"] == "done" and [r["epoch"] for r in m["history"]] == [1, 2]
     # The cosine rates over 2 epochs, as the graph read them (a float32 tensor).
     assert [r["learning_rate"] for r in m["history"]] == pytest.approx([1e-4, 5e-5], rel=1e-6)
     info = json.loads((run / "run.json").read_text())

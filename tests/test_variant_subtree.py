@@ -23,7 +23,7 @@ CONFIG = load_config(ROOT / "experiments.toml")
 UNMASKED = replace(CONFIG, decision=replace(CONFIG.decision, variant_core_gate="unmasked"))
 
 # B3's schedule: R=7 in epochs 0-9, R=5 in 10-29, R=3 from 30. Its best.pt epoch sets its radius.
-EARLY, LATE = 4, 35
+EARLY, LATE = 5, 36   # best.pt epochs, counted from 1: B3 masks at R=7 in epochs 1-10, R=3 from 31
 
 # id, where the data's core shortcut lies (counter-images at r < this), B2/B3/B4 as
 # (model, best epoch), expected branch. B1 and A1 are the "broad" model (a wide θ_E spread).

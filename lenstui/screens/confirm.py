@@ -11,9 +11,11 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Label, Static
 
+from lenstui.screens.back import AltKeyMeansEscape
 
-class ConfirmScreen(ModalScreen[bool]):
-    """Dismisses with True on `y` or the confirm button, False on `n`, escape or No."""
+
+class ConfirmScreen(AltKeyMeansEscape, ModalScreen[bool]):
+    """Dismisses with True on `y` or the confirm button, False on `n`, escape, backspace or No."""
 
     DEFAULT_CSS = """
     ConfirmScreen { align: center middle; }
@@ -29,7 +31,7 @@ class ConfirmScreen(ModalScreen[bool]):
 
     BINDINGS = [
         Binding("y", "confirm", "Yes"),
-        Binding("n,escape", "cancel", "No"),
+        Binding("n,escape,backspace", "cancel", "No"),
     ]
     AUTO_FOCUS = "#yes"  # enter presses the focused button: Yes, or No after a tab
 

@@ -13,16 +13,19 @@ from textual.widgets import Footer, Header, Label, Static
 
 from lenstui.fleet import host_paths
 from lenstui.messages import CutoutsLoaded
+from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.cutout import CutoutImage, halfblock_strips, stretch_rgb
 
 N_EACH = 2  # positives and negatives shown
 Panel = tuple[str, list[list[Strip]]]  # title, then the images side by side (raw, preprocessed)
 
 
-class CutoutScreen(Screen[None]):
+class CutoutScreen(AltKeyMeansEscape, Screen[None]):
     """Loads examples from the local host's dataset in a worker (NumPy only there)."""
 
-    BINDINGS = [Binding("escape", "back", "Back")]
+    ESCAPE_ACTION = "back"
+
+    BINDINGS = [Binding("escape,backspace", "back", "Back")]
 
     def __init__(self, exp_id: str, host: str) -> None:
         super().__init__()

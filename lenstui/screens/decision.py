@@ -11,21 +11,33 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from engine.representative import settings_text
+from lenstui import format as fmt
+from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
 
+# The experiments each phase of §10 reads (engine.decision's PHASE1 and VARIANTS).
+READS = ("A1", "B1", "B2", "B3", "B4")
 
-class DecisionScreen(Screen[None]):
-    """Re-evaluated after every poll; `l`/enter launches the proposed next runs."""
+Plan = list[tuple[str, str, str, "str | None"]]   # (experiment, host, gpu, base)
+
+
+class DecisionScreen(AltKeyMeansEscape, Screen[None]):
+    """Re-evaluated after every poll; `l`/enter opens the launch dialog for the proposed runs."""
+
+    ESCAPE_ACTION = "back"
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("backspace", "back", "Back", show=False),
         Binding("l,enter", "launch_next", "Launch next"),
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self.decision: Any = None
-        self.plan: list[tuple[str, str, str, str | None]] = []
+        self.plan: Plan = []
+        self.held: list[str] = []       # proposed runs no host can take now, and why
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -48,33 +60,80 @@ class DecisionScreen(Screen[None]):
             self.query_one(DecisionPanel).show(
                 Text(f"The decision tree could not be evaluated: {type(exc).__name__}: {exc}", style="red"))
             return
-        self.plan = self._plan(self.decision)
-        self.query_one(DecisionPanel).show(decision_text(self.decision, self.plan))
+        self.plan, self.held = self._plan(self.decision)
+        self.query_one(DecisionPanel).show(decision_text(self.decision, self.plan, self.inputs(),
+                                                         self.warnings(), self.held))
 
-    def _plan(self, decision: Any) -> list[tuple[str, str, str, str | None]]:
-        """Spread the next experiments over connected hosts, the default host first."""
-        if decision.stop or not decision.next_experiments:
-            return []
+    def inputs(self) -> list[str]:
+        """'A1: done on local, epoch 2/2 (epochs=2)' for each run the tree reads."""
         app = self.app
-        connected = [h for h in app.enabled_hosts
-                     if getattr(app.snapshots.get(h), "connected", False)]
-        hosts = connected or ([app.default_host] if app.default_host else [])
-        if app.default_host in hosts:
-            hosts.remove(app.default_host)
-            hosts.insert(0, app.default_host)
-        if not hosts:
-            return []
-        plan = []
-        for i, exp_id in enumerate(decision.next_experiments):
+        out = []
+        for exp_id in self.read_ids():
+            choice = app.choices.get(exp_id)
+            if choice is None:
+                out.append(f"{exp_id}: not run")
+                continue
+            run = fmt.ref_of(choice.chosen)
+            text = (f"{exp_id}: {fmt.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
+                    f"epoch {fmt.epoch_cell(run.entry)} ({settings_text(choice.chosen)})")
+            if choice.others:
+                text += f"; {len(choice.others)} other run{'s' if len(choice.others) > 1 else ''}"
+            out.append(text)
+        return out
+
+    def read_ids(self) -> tuple[str, ...]:
+        """The experiments this decision reads: A1 and B1, and the variants once B1 sends it to them."""
+        branch = self.decision.branch if self.decision is not None else "waiting"
+        phase1 = branch in ("waiting", "success_b1", "acceptable_b1", "stop_shortcut") or (
+            branch == "outside_plan" and self.decision.criterion == "no B1 branch of §10 holds")
+        return READS[:2] if phase1 else READS
+
+    def warnings(self) -> list[str]:
+        """Smoke runs among the inputs: a decision on them is provisional at best."""
+        smoke = self.app.smoke_inputs(self.read_ids())
+        return ([f"The decision read runs shorter than the plan: {', '.join(smoke)}. Check before "
+                 "spending a full run on it."] if smoke else [])
+
+    def _plan(self, decision: Any) -> tuple[Plan, list[str]]:
+        """Where each proposed run goes: never a host whose engine would refuse it.
+
+        A run that ended incomplete is relaunched where it is (it resumes there). Otherwise a
+        connected host without a run of that experiment, the default host first, spread in turn.
+        A host where the experiment is running, or done (the engine refuses without --fresh), is
+        never proposed; when no host fits, the screen says why instead.
+        """
+        if decision.stop or not decision.next_experiments:
+            return [], []
+        app = self.app
+        connected = [h for h in app.enabled_hosts if getattr(app.snapshots.get(h), "connected", False)]
+        if app.default_host in connected:
+            connected.remove(app.default_host)
+            connected.insert(0, app.default_host)
+        plan: Plan = []
+        held: list[str] = []
+        turn = 0
+        for exp_id in decision.next_experiments:
             base = decision.base if app.config.experiment(exp_id).base is not None else None
-            plan.append((exp_id, hosts[i % len(hosts)], "auto", base))
-        return plan
+            runs = {h: app.run_on(exp_id, h) for h in connected}
+            resume = [h for h, r in runs.items() if r is not None and r.state in ("failed", "aborted", "lost")]
+            free = [h for h, r in runs.items() if r is None]
+            if resume:
+                plan.append((exp_id, resume[0], "auto", base))
+            elif free:
+                plan.append((exp_id, free[turn % len(free)], "auto", base))
+                turn += 1
+            elif connected:
+                where = ", ".join(f"{r.state} on {h}" for h, r in runs.items() if r is not None)
+                held.append(f"{exp_id}: {where}; the engine refuses to start it again there without "
+                            "--fresh: launch it from the matrix (l) if that is what you want")
+        return plan, held
 
     def action_launch_next(self) -> None:
         if not self.plan:
             self.app.notify("Nothing to launch from the decision yet", severity="warning")
             return
-        self.app.confirm_launch(self.plan, self.app.train_args)
+        notes = [f"Proposed by the decision panel: {self.decision.title}."] + self.warnings()
+        self.app.launch_dialogs([(e, h, b) for e, h, _, b in self.plan], self.app._launch_chosen, notes=notes)
 
     def action_back(self) -> None:
         self.dismiss(None)

@@ -8,12 +8,13 @@ from rich.text import Text
 from textual import work
 from textual.app import ComposeResult
 from textual.binding import Binding
-from textual.containers import Container, Vertical, VerticalScroll
+from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
 from lenstui import format as fmt
 from lenstui.messages import LogFetched
+from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.screens.cutouts import CutoutScreen
 from lenstui.widgets.curves import Curves
 from lenstui.widgets.metrics_table import MetricsTable
@@ -47,11 +48,14 @@ def probe_lines(entry: dict[str, Any]) -> list[Text]:
     return lines or [Text("no gate verdict yet", style="dim")]
 
 
-class DetailScreen(Screen[None]):
+class DetailScreen(AltKeyMeansEscape, Screen[None]):
     """One run on one host, live; escape goes back to the matrix."""
+
+    ESCAPE_ACTION = "back"
 
     BINDINGS = [
         Binding("escape", "back", "Back"),
+        Binding("backspace", "back", "Back", show=False),
         Binding("c", "cutouts", "Cutouts"),
         Binding("a", "abort", "Abort"),
         Binding("h", "other_host", "Other host"),
@@ -68,7 +72,7 @@ class DetailScreen(Screen[None]):
     def compose(self) -> ComposeResult:
         yield Header()
         yield Static(id="detail-title")
-        with Container(id="detail-grid"):
+        with VerticalScroll(id="detail-grid"):
             with Vertical(id="epochs-box"):
                 yield MetricsTable(id="epochs")
             with Vertical(id="curves-box"):
@@ -88,18 +92,22 @@ class DetailScreen(Screen[None]):
         self.refresh_from_app()
         self.fetch_log()
         self.set_interval(self.app.refresh_s, self.fetch_log)
+        if self.app.size.width < 120:
+            # One column: the page scrolls (PageDown, arrows) and Tab visits each panel.
+            self.query_one("#detail-grid").focus()
 
     @property
     def entry(self) -> dict[str, Any] | None:
-        """This run's latest status entry, or None if its host no longer reports it."""
+        """This run's latest status entry (as last seen while its host does not answer), or None."""
         run = self.app.run_on(self.exp_id, self.host)
         return dict(run.entry) if run else None
 
     def refresh_from_app(self) -> None:
         """Redraw from the app's latest snapshot of this host (called after each poll)."""
-        entry = self.entry or {}
+        run = self.app.run_on(self.exp_id, self.host)
+        entry = dict(run.entry) if run else {}
         title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
-        title.append_text(fmt.state_text(entry.get("state") or "unknown"))
+        title.append_text(fmt.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
         title.append(f"  epoch {fmt.epoch_cell(entry)}  val AUROC {fmt.fmt_float(fmt.last_val_auroc(entry))}"
                      f"  best {fmt.fmt_float(fmt.best_val_auroc(entry))}")
         if entry.get("reason"):
@@ -116,14 +124,9 @@ class DetailScreen(Screen[None]):
                 self.query_one(selector, Static).update(text)
 
     def _analysis(self, entry: dict[str, Any]) -> Text:
-        gate = fmt.latest_gate(entry) or {}
-        if entry.get("final_val_auroc_by_thetae"):
-            thetae = ("Val AUROC by θ_E (best.pt, end of training)", entry["final_val_auroc_by_thetae"])
-        else:
-            thetae = (f"Val AUROC by θ_E (gate after {gate.get('after_epochs', '?')} epochs)",
-                      gate.get("val_auroc_by_thetae"))
+        heading, bins = fmt.thetae_table(entry)
         parts: list[tuple[str, list[Text]]] = [
-            (thetae[0], fmt.thetae_lines(thetae[1])),
+            (heading, fmt.thetae_lines(bins)),
             ("Core sensitivity (val)", fmt.sensitivity_lines(entry.get("core_sensitivity"))),
             ("Gate history", fmt.gate_history_lines(entry, self.app.config)),
             ("Shortcut probes (what the gate verdicts judge, and beside them)", probe_lines(entry)),
@@ -197,7 +200,7 @@ class DetailScreen(Screen[None]):
 
     def action_other_host(self) -> None:
         """The same experiment's run on the next host that has one (when several hosts ran it)."""
-        hosts = fmt.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order)
+        hosts = fmt.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order, self.app.last_seen)
         others = [h for h in hosts if h != self.host]
         if not others:
             self.notify(f"{self.exp_id} has no run on another host", severity="warning")

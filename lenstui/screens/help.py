@@ -11,16 +11,19 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from lenstui.format import VERDICT_STYLES
+from lenstui.screens.back import AltKeyMeansEscape
 
 KEYS: tuple[tuple[str, str], ...] = (
-    ("l", "launch the selected experiment (choose host and GPU, then confirm)"),
+    ("l", "launch the selected experiment: host, GPU, arguments (a relaunch is pre-filled with the run's "
+          "own), then confirm; a launch the engine would refuse is not offered"),
     ("a", "abort the selected run (confirm: run, host, epoch); SIGTERM, then SIGKILL after a grace"),
     ("enter", "run detail: epochs, curves, θ_E bins, core sensitivity, gates, log tail"),
     ("c", "in the detail view: cutouts, raw and preprocessed (local datasets)"),
     ("h", "in the detail view: the same experiment's run on the next host (matrix shows +N)"),
-    ("escape", "back / close a dialog / clear the filter"),
+    ("escape", "back / close a dialog / clear the filter (backspace goes back too)"),
+    ("tab", "the next panel (on a small terminal each one scrolls: arrows, PageUp/PageDown)"),
     ("/", "filter the matrix (words match any column: id, host, status, …)"),
-    ("d", "decision panel: plan §10 on the results so far; launch the next phase"),
+    ("d", "decision panel: plan §10 on the results so far; l opens the launch dialog for the next phase"),
     ("s", "sync code (engine + experiments.toml) to every enabled remote host"),
     ("r", "write the results report (EXPERIMENT_RESULTS.md, experiment_metrics.csv)"),
     ("ctrl+p", "command palette: every action by name"),
@@ -29,8 +32,10 @@ KEYS: tuple[tuple[str, str], ...] = (
 )
 
 
-class HelpScreen(ModalScreen[None]):
-    """Keys and legend; any of escape, q or ? closes it."""
+class HelpScreen(AltKeyMeansEscape, ModalScreen[None]):
+    """Keys and legend; any of escape, q, ? or backspace closes it."""
+
+    ESCAPE_ACTION = "close"
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -39,7 +44,7 @@ class HelpScreen(ModalScreen[None]):
         border: thick $accent; background: $surface; padding: 1 2;
     }
     """
-    BINDINGS = [Binding("escape,q,question_mark", "close", "Close")]
+    BINDINGS = [Binding("escape,q,question_mark,backspace", "close", "Close")]
 
     def compose(self) -> ComposeResult:
         keys = Table.grid(padding=(0, 2))
@@ -53,6 +58,9 @@ class HelpScreen(ModalScreen[None]):
         legend.append("\nA run shown as ")
         legend.append("lost", style="bold magenta")
         legend.append(" stopped without writing a final status (process gone).")
+        legend.append("\nEach row shows the run that stands for the experiment (+N: more runs, h in the "
+                      "detail view);\na host that stops answering keeps its runs as last seen "
+                      "('running? as of 00:15').")
         legend.append("\nRuns are detached from this screen: quitting, or losing the network, "
                       "does not stop them.\nMouse: click a row to select it, click it again for its detail.")
         with VerticalScroll():

@@ -11,6 +11,7 @@ from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
+from engine.representative import describe
 from lenstui import format as fmt
 from lenstui.widgets.curves import Curves
 from lenstui.widgets.hosts import HostsPanel
@@ -35,6 +36,7 @@ class MainScreen(Screen[None]):
     def __init__(self) -> None:
         super().__init__()
         self._runs: Mapping[str, fmt.RunRef] = {}
+        self._choices: Mapping[str, Any] = {}
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -45,7 +47,7 @@ class MainScreen(Screen[None]):
             with Vertical(id="selected"):
                 yield MetricsTable(id="metrics")
                 yield Curves(id="selected-curves")  # shown on wide terminals only
-            yield HostsPanel(id="hosts")
+            yield HostsPanel(id="hosts")   # focusable: Tab reaches it, the arrows scroll a long list
         yield Footer()
 
     def on_mount(self) -> None:
@@ -66,9 +68,11 @@ class MainScreen(Screen[None]):
         return self.matrix.selected_id
 
     def show(self, rows: Mapping[str, Mapping[str, Any]], runs: Mapping[str, fmt.RunRef],
-             host_order: Sequence[str], snapshots: Mapping[str, Any], disabled: Collection[str]) -> None:
+             host_order: Sequence[str], snapshots: Mapping[str, Any], disabled: Collection[str],
+             choices: Mapping[str, Any] | None = None) -> None:
         """Bring the matrix, the hosts panel and the selected run's table up to date."""
         self._runs = runs
+        self._choices = choices or {}
         self.matrix.set_rows(rows)
         self.query_one(HostsPanel).show(host_order, snapshots, disabled)
         self._show_selected()
@@ -78,16 +82,26 @@ class MainScreen(Screen[None]):
         run = self._runs.get(exp_id) if exp_id else None
         box = self.query_one("#selected")
         if run is None:
-            box.border_title = f"{exp_id or 'Selected run'}: not run yet"
+            box.border_title = (f"{exp_id}: not run yet  ({self._config_words(exp_id)})" if exp_id
+                                else "Selected run")
             self.query_one(MetricsTable).show(None, [])
             self.query_one(Curves).show([])
             return
         history = fmt.history(run.entry)
         trend = fmt.sparkline([row.get("val_auroc") for row in history], width=20)
-        box.border_title = (f"{exp_id} on {run.host}: {run.state}"
-                            + (f"  val AUROC {trend}" if trend else "") + "  (enter: detail)")
+        choice = self._choices.get(exp_id)
+        others = "".join(f"; also {describe(o)}" for o in choice.others) if choice is not None else ""
+        box.border_title = (f"{exp_id} on {run.host}: {fmt.state_text(run.state, as_of=run.as_of).plain}"
+                            + (f"  val AUROC {trend}" if trend else "") + f"  ({self._config_words(exp_id)})"
+                            + others)
         self.query_one(MetricsTable).show((exp_id, run.host), history)
         self.query_one(Curves).show(history)
+
+    def _config_words(self, exp_id: str) -> str:
+        """'unpaired · residual · R=5 p=0.5': the plan's configuration (the matrix drops it at 80 columns)."""
+        exp = self.app.config.experiment(exp_id)
+        return (f"{exp.data_mode} · {exp.preprocessing} · "
+                f"{'masking ' + exp.masking.describe() if exp.base is None else 'from ' + exp.base}")
 
     @on(DataTable.RowHighlighted, "#matrix")
     def _row_highlighted(self) -> None:

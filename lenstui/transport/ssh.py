@@ -99,6 +99,7 @@ class Endpoint:
     identities_only: bool
     proxy_jump: tuple[str, ...]
     proxy_command: str | None = None   # tokens (%h %p %r) already expanded by paramiko
+    user_from: str = ""                # where `user` came from, for the message when it is refused
 
     @property
     def known_hosts_entry(self) -> str:
@@ -129,12 +130,21 @@ def resolve_endpoint(alias: str, options: SshOptions, user: str | None = None, p
         # OpenSSH takes whichever line comes first; paramiko's lookup no longer knows which did.
         raise TransportError(f"{options.ssh_config}: both ProxyJump ({jump}) and ProxyCommand ({command}) apply "
                              f"to {alias}: keep one of them for that host")
+    config_user = found.get("user")
+    if user:
+        user_from = "the `user` key of this host in experiments.toml, which wins over ~/.ssh/config" + (
+            f" (that says User {config_user}: remove the `user` line to use it)" if config_user and config_user != user
+            else "")
+    elif config_user:
+        user_from = f"User in {options.ssh_config}"
+    else:
+        user_from = f"your local user name (neither experiments.toml nor {options.ssh_config} sets one)"
     return Endpoint(alias=alias, hostname=found.get("hostname", alias),
                     port=int(port or found.get("port", 22)),
-                    user=user or found.get("user") or getpass.getuser(),
+                    user=user or config_user or getpass.getuser(),
                     identity_files=tuple(os.path.expanduser(f) for f in files),
                     identities_only=str(found.get("identitiesonly", "no")).lower() == "yes",
-                    proxy_jump=hops, proxy_command=command)
+                    proxy_jump=hops, proxy_command=command, user_from=user_from)
 
 
 def _parse_hop(hop: str) -> tuple[str, str | None, int | None]:
@@ -268,7 +278,8 @@ def _connect_client(name: str, ep: Endpoint, options: SshOptions, sock: Any = No
         client.close()
         tried = ", ".join(ep.identity_files) or "default keys"
         raise AuthError(f"{name}: {where} refused our credentials ({exc}); tried the ssh-agent and {tried}. "
-                        f"Check User and IdentityFile for {ep.alias} in {options.ssh_config}") from None
+                        f"The user {ep.user} comes from {ep.user_from or 'the gateway line'}; check it and "
+                        f"IdentityFile for {ep.alias} in {options.ssh_config}") from None
     except socket.gaierror:
         client.close()
         raise HostUnreachable(f"{name}: cannot resolve host name {ep.hostname!r}") from None
@@ -348,6 +359,7 @@ class SshTransport(Transport):
         self._sftp_lock = threading.Lock()
         self._backoff = 0.0
         self._next_attempt = 0.0
+        self._last_kind: type = HostUnreachable   # the class of the last failed attempt
 
     # -- the link --------------------------------------------------------------------
 
@@ -372,11 +384,14 @@ class SshTransport(Transport):
                 self._drop(f"{self.name}: the connection was closed by the host or the network")
             wait = self._next_attempt - time.monotonic()
             if wait > 0:
-                raise HostUnreachable(f"{self.last_error} (next try in {wait:.1f} s)")
+                # The same kind of error as the attempt that failed: a refused key stays refused (exit 3).
+                kind = self._last_kind if self._last_kind in (HostKeyError, AuthError) else HostUnreachable
+                raise kind(f"{self.last_error} (next try in {wait:.1f} s)")
             try:
                 self._client, self._gateways = _open_chain(self.name, self.endpoint(), self.options)
             except TransportError as exc:
                 self._failed(str(exc))
+                self._last_kind = type(exc)
                 raise
             self.down_since, self.last_error, self._backoff = None, None, 0.0
             return self._client

@@ -39,7 +39,7 @@ class Curves(Widget):
         width, height = max(10, self.size.width), max(3, self.size.height)
         if not self._history:
             return Text("curves appear after the first epoch", style="dim")
-        per = max(2, height // len(SERIES))  # rows per series, the title line included
+        per = max(2, (height - 1) // len(SERIES))  # rows per series, the title line included
         out = Text()
         for i, (key, label, colour) in enumerate(SERIES):
             values = [r.get(key) for r in self._history]
@@ -55,4 +55,16 @@ class Curves(Widget):
             for line in braille_plot([values], width, per - 1):
                 out.append("\n")
                 out.append(line, style=colour)
+        out.append("\n")
+        out.append_text(epoch_axis(self._history, width))
         return out
+
+
+def epoch_axis(history: Sequence[Mapping[str, Any]], width: int) -> Text:
+    """'epoch 1 ……… 4': the x axis, in whole epochs counted from 1 as everywhere else."""
+    first = history[0].get("epoch") if isinstance(history[0].get("epoch"), int) else 1
+    last = history[-1].get("epoch") if isinstance(history[-1].get("epoch"), int) else len(history)
+    left, right = f"epoch {first}", f"{last}"
+    if len(history) == 1:
+        return Text(left, style="dim")
+    return Text(left + " " * max(1, width - len(left) - len(right)) + right, style="dim")

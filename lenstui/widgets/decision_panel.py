@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from rich.text import Text
 from textual.widgets import Static
@@ -10,10 +10,14 @@ from textual.widgets import Static
 from lenstui.format import fmt_float
 
 
-def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]]) -> Text:
-    """The branch, why, the numbers that chose it, and the next launch (if any).
+def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], inputs: Sequence[str] = (),
+                  warnings: Sequence[str] = (), held: Sequence[str] = ()) -> Text:
+    """The branch, why, the runs it read (with their hosts), the numbers that chose it, and the next
+    launch (if any).
 
-    `decision` is an engine.decision.Decision; `plan` the (exp, host, gpu, base) to launch.
+    `decision` is an engine.decision.Decision; `plan` the (exp, host, gpu, base) to launch; `inputs`
+    one line per run the tree read; `warnings` what a reader must see before launching; `held` the
+    proposed runs no host can take now, and why.
     """
     out = Text()
     out.append(f"{decision.title}", style="bold")
@@ -29,6 +33,12 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]]) -
         out.append(f"Note: {note}\n", style="yellow")
     for reading in getattr(decision, "readings", ()):
         out.append(f"Read: {reading}\n", style="dim")
+    for warning in warnings:
+        out.append(f"Warning: {warning}\n", style="bold yellow")
+    if inputs:
+        out.append("\nRuns read (the run that stands for each experiment)\n", style="bold underline")
+        for line in inputs:
+            out.append(f"  {line}\n")
     numbers: Mapping[str, Any] = decision.numbers or {}
     if numbers:
         out.append("\nNumbers that chose this branch\n", style="bold underline")
@@ -38,7 +48,13 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]]) -
     if decision.stop:
         out.append("\nSTOP: the plan ends here.", style="bold red")
         return out
+    if held:
+        out.append("\nNot proposed\n", style="bold underline")
+        for line in held:
+            out.append(f"  {line}\n", style="yellow")
     if not plan:
+        if held:
+            return out
         if decision.next_experiments:
             why = f"{', '.join(decision.next_experiments)} should run next, but no enabled host is connected"
         elif decision.outside_plan:
@@ -47,7 +63,7 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]]) -
             why = "nothing to launch yet: waiting for the runs above"
         out.append(f"\n{why[0].upper()}{why[1:]}.", style="dim")
         return out
-    out.append("\nNext (l or enter to launch, with a confirmation)\n", style="bold underline")
+    out.append("\nNext (l or enter: the launch dialog for each, then a confirmation)\n", style="bold underline")
     for exp_id, host, gpu, base in plan:
         out.append(f"  {exp_id}", style="bold cyan")
         out.append(f" on {host} (GPU {gpu})" + (f", base {base}" if base else "") + "\n")

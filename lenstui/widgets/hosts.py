@@ -6,17 +6,29 @@ import time
 from typing import Any, Collection, Mapping, Sequence
 
 from rich.text import Text
+from textual.binding import Binding
 from textual.widgets import Static
 
 from lenstui.format import host_lines, not_configured_line
 
 
-class HostsPanel(Static):
-    """One block per host: connected / disconnected since when / not configured, then its GPUs."""
+class HostsPanel(Static, can_focus=True):
+    """One block per host: connected / disconnected since when / not configured, then its GPUs.
+
+    Focusable, so that a list longer than its share of a small terminal is reached with Tab and
+    scrolled with the arrows and PageUp/PageDown."""
 
     DEFAULT_CSS = """
     HostsPanel { height: auto; padding: 0 1; }
     """
+    BINDINGS = [
+        Binding("up", "scroll_up", show=False),
+        Binding("down", "scroll_down", show=False),
+        Binding("pageup", "page_up", show=False),
+        Binding("pagedown", "page_down", show=False),
+        Binding("home", "scroll_home", show=False),
+        Binding("end", "scroll_end", show=False),
+    ]
 
     def __init__(self, **kwargs) -> None:
         super().__init__("", **kwargs)

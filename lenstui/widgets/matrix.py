@@ -7,7 +7,7 @@ from typing import Mapping
 from rich.text import Text
 from textual.widgets import DataTable
 
-from lenstui.format import MATRIX_COLUMNS, row_matches
+from lenstui.format import MATRIX_COLUMNS, NARROW_MATRIX_COLUMNS, row_matches
 
 Cells = Mapping[str, "str | Text"]
 
@@ -17,8 +17,13 @@ class ExperimentMatrix(DataTable):
 
     Rows are keyed by experiment id and columns by MATRIX_COLUMNS keys; a
     refresh touches only the cells whose text changed, so a 2 s poll of an
-    idle fleet redraws nothing.
+    idle fleet redraws nothing. Narrower than WIDE_AT columns, the plan's
+    configuration columns (data, preprocessing, masking) give way to the live
+    ones, which then all fit 80 columns; the selected run's title names the
+    configuration, and the filter still matches it.
     """
+
+    WIDE_AT = 120
 
     DEFAULT_CSS = """
     ExperimentMatrix { height: auto; }
@@ -29,10 +34,35 @@ class ExperimentMatrix(DataTable):
         self._rows: dict[str, dict[str, str | Text]] = {}   # every experiment, filtered or not
         self._shown: list[str] = []
         self._query = ""
+        self._columns: tuple[tuple[str, str], ...] = ()
 
     def on_mount(self) -> None:
-        for key, label in MATRIX_COLUMNS:
+        self._set_columns()
+
+    def on_resize(self) -> None:
+        self._set_columns()
+
+    def _set_columns(self) -> None:
+        wanted = MATRIX_COLUMNS if self.app.size.width >= self.WIDE_AT else NARROW_MATRIX_COLUMNS
+        if wanted == self._columns:
+            return
+        keep = self.selected_id
+        self.clear(columns=True)
+        self._columns, self._shown = wanted, []
+        for key, label in wanted:
             self.add_column(label, key=key)
+        self._sync()
+        if keep is not None:
+            self.select(keep)
+
+    def cells(self, exp_id: str) -> dict[str, "str | Text"]:
+        """Every cell of an experiment's row, shown or not (the narrow matrix drops the configuration)."""
+        return dict(self._rows.get(exp_id, {}))
+
+    @property
+    def column_keys(self) -> list[str]:
+        """The columns shown now."""
+        return [key for key, _ in self._columns]
 
     @property
     def selected_id(self) -> str | None:
@@ -68,14 +98,14 @@ class ExperimentMatrix(DataTable):
             self.clear()
             for exp_id in wanted:
                 cells = self._rows[exp_id]
-                self.add_row(*(cells[key] for key, _ in MATRIX_COLUMNS), key=exp_id)
+                self.add_row(*(cells[key] for key, _ in self._columns), key=exp_id)
             self._shown = wanted
             if keep in wanted:
                 self.move_cursor(row=wanted.index(keep))
             return
         for exp_id in wanted:
             cells = self._rows[exp_id]
-            for key, _ in MATRIX_COLUMNS:
+            for key, _ in self._columns:
                 new = cells[key]
                 if _same(self.get_cell(exp_id, key), new):
                     continue

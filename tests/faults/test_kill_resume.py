@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import threading
 import time
 
 import pytest
@@ -65,7 +66,7 @@ def test_sigkill_mid_epoch_is_lost_within_one_poll_and_a_relaunch_resumes_from_l
     info = rundir.read_run_info(run).data
     assert info["resumed_from_epoch"] == done_at_kill  # only the epoch in progress was lost
     after = metrics(run)
-    assert epochs_of(after) == list(range(EPOCHS))      # continuous: no gap, no epoch twice
+    assert epochs_of(after) == list(range(1, EPOCHS + 1))   # continuous: no gap, no epoch twice
     assert after["history"][:len(before["history"])] == before["history"]  # what was written before is kept
     assert [g["after_epochs"] for g in after["gates"]] == [0]  # the gate before training is not redone
     assert after["status"] == "done" and after["test_auroc"] is not None
@@ -97,12 +98,19 @@ def test_a_relaunch_is_never_shown_lost_while_the_new_process_starts(tmp_path):
         os.killpg(first.pgid, signal.SIGKILL)  # its grandchild outlives it; not what this test is about
         assert fleet.poll("local").status["runs"]["B1"]["state"] == "lost"
 
-        second = fleet.launch("B1", "local", extra_args=["--epoch-seconds", "0.2"])
+        # The launch waits until the new process writes run.json (engine.launch --wait): poll
+        # beside it, from the moment launch.json names the new process.
+        relaunch = threading.Thread(target=fleet.launch, args=("B1", "local"),
+                                    kwargs={"extra_args": ["--epoch-seconds", "0.2"]})
+        relaunch.start()
+        new_pid = wait_for(lambda: (pid := (rundir.read_json(runs / "B1" / rundir.LAUNCH_FILE).data or {})
+                                    .get("pid")) != first.pid and pid, timeout=30)
         seen = []
-        while rundir.read_run_info(runs / "B1").data.get("pid") != second.pid:
+        while rundir.read_run_info(runs / "B1").data.get("pid") != new_pid:
             entry = fleet.poll("local").status["runs"]["B1"]
             seen.append((entry["state"], entry["pid"]))
-            time.sleep(0.2)
+            time.sleep(0.05)
+        relaunch.join(60)
     finally:
         fleet.close()
     assert seen, "the new process wrote run.json before the first poll"

@@ -153,7 +153,7 @@ def test_unknown_and_changed_host_keys_are_refused_and_nothing_runs(tmp_path, la
         for host in ("h1", "h2"):
             with pytest.raises(FleetError) as err:
                 fleet.launch("A1", host)
-            assert err.value.code == 4
+            assert err.value.code == 3, "refused (the refused code), not unreachable"
     finally:
         fleet.close()
     assert not changed.connected and "CHANGED" in changed.error and "refused" in changed.error

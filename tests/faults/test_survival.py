@@ -85,8 +85,8 @@ async def test_runs_outlive_the_app_and_the_cli_and_a_new_session_finds_them_don
     assert status.returncode == 0, status.stderr
     answer = json.loads(status.stdout)
     a1, b1 = answer["local"]["status"]["runs"]["A1"], answer["side"]["status"]["runs"]["B1"]
-    assert (a1["state"], epochs_of(a1)) == ("done", [0, 1])
-    assert (b1["state"], epochs_of(b1)) == ("done", list(range(STANDIN_EPOCHS)))
+    assert (a1["state"], epochs_of(a1)) == ("done", [1, 2])
+    assert (b1["state"], epochs_of(b1)) == ("done", list(range(1, STANDIN_EPOCHS + 1)))
     assert a1["test_auroc"] is not None and a1["run"]["exit_status"] == 0
     for run in (runs / "A1", side_runs / "B1"):  # one start each: nothing was restarted behind our back
         assert (run / rundir.LOG_FILE).read_text().count("lenstui launch of") == 1
