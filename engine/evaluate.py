@@ -425,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         metrics = rundir.read_metrics(run_dir).data or metrics  # the freshest copy, under the lock
         apply_evaluation(metrics, args.split, result)
         rundir.write_metrics(run_dir, with_verdicts(metrics, config))
-        log.line(f"evaluate {args.split}: best.pt (epoch {ckpt.get('epoch')}) on {len(split)} rows: "
+        log.line(f"evaluate {args.split}: best.pt (epoch {_epoch_from_1(ckpt.get('epoch'))}) on {len(split)} rows: "
                  f"auroc {_fmt(result['auroc'])}  core_reliance {_fmt(result['core_reliance'])}  "
                  + "  ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in result["sensitivity"]))
         return EXIT_OK
@@ -455,6 +455,11 @@ def _data_errors() -> tuple[type[Exception], ...]:
     from engine.shards import BadRowsError, BlobError, ShardError
 
     return (ShardError, BlobError, BadRowsError, ManifestError, CacheError)
+
+
+def _epoch_from_1(loop_epoch: Any) -> Any:
+    """A checkpoint's 0-based loop counter as metrics.json and every view count epochs (from 1)."""
+    return loop_epoch + 1 if isinstance(loop_epoch, int) and not isinstance(loop_epoch, bool) else "?"
 
 
 def _fmt(value: float | None) -> str:

@@ -266,6 +266,21 @@ def gate_cell(gate: Mapping[str, Any] | None, config: Config) -> Text:
     return out
 
 
+def judged_gate_cell(entry: Mapping[str, Any], config: Config) -> Text:
+    """'PASS/PASS': the core and radial gate verdicts the engine wrote, which judge a masking
+    variant on its masked probe and a finished run on its end-of-training gates (engine.verdicts);
+    a run whose metrics carry no verdicts yet has its latest gate classified here instead."""
+    judged = [verdict_of(entry, name) for name in ("core_lr_auc", "radial_lr_auc")]
+    if all(value is None for _, value in judged):
+        return gate_cell(latest_gate(entry), config)
+    out = Text()
+    for i, (verdict, _) in enumerate(judged):
+        if i:
+            out.append("/")
+        out.append(verdict or "?", style=VERDICT_STYLES.get(verdict or "", "dim"))
+    return out
+
+
 def reliance_cell(entry: Mapping[str, Any], config: Config) -> Text:
     """core_reliance with its §6.2 verdict, once training has ended."""
     verdict, value = verdict_of(entry, "core_reliance")
@@ -311,7 +326,7 @@ def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hos
         epoch=epoch_cell(entry),
         val=fmt_float(last_val_auroc(entry)),
         best=fmt_float(best_val_auroc(entry)),
-        gates=gate_cell(latest_gate(entry), config),
+        gates=judged_gate_cell(entry, config),
         reliance=reliance_cell(entry, config),
     )
     return row

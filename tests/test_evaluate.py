@@ -146,7 +146,7 @@ def test_evaluate_command_updates_metrics_with_the_best_checkpoint(tiny, tmp_pat
     assert m["verdicts"]["core_reliance"]["value"] == m["core_reliance"]
     assert m["status"] == "done"
     log = (run / "stdout.log").read_text()
-    assert "evaluate test: best.pt (epoch 0)" in log and "evaluate val:" in log
+    assert "evaluate test: best.pt (epoch 1)" in log and "evaluate val:" in log   # epochs count from 1
 
 
 def test_evaluate_command_refuses_bad_input_and_a_busy_run(tiny, tmp_path, capsys):

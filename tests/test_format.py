@@ -37,6 +37,22 @@ def test_verdicts_are_words_in_their_colour_never_colour_alone():
     assert fmt.verdict_text(None, 0.5).plain == "0.500"
 
 
+def test_the_matrix_gate_cell_shows_the_judged_verdicts_a_variant_on_its_masked_probe(config):
+    """B3's unmasked probe (the data's shortcut, shared with B1) FAILs; the gate it is judged on,
+    masked at its radius, PASSes: the matrix says what the decision reads."""
+    from engine.verdicts import compute_verdicts
+
+    b3 = {"inputs": {"preprocessing": "residual"}, "history": [{"epoch": 1, "val_auroc": 0.9}],
+          "gates": [{"after_epochs": 5, "core_lr_auc": 0.71, "radial_lr_auc": 0.50, "mask_radius": 7,
+                     "masked_core_lr_auc": 0.55, "masked_radial_lr_auc": 0.50, "gate_n_samples": 2000}]}
+    b3["verdicts"] = compute_verdicts(b3, config.thresholds, config.targets)
+    assert b3["verdicts"]["core_lr_auc"]["reading"] == "masked"
+    assert fmt.gate_cell(fmt.latest_gate(b3), config).plain == "FAIL/PASS"     # the unmasked probe
+    assert fmt.judged_gate_cell(b3, config).plain == "PASS/PASS"                # what §6 and §10 judge
+    del b3["verdicts"]                                                          # an engine before verdicts
+    assert fmt.judged_gate_cell(b3, config).plain == "FAIL/PASS"
+
+
 def test_gate_cell_classifies_both_gates_with_the_plan_bands(config):
     cell = fmt.gate_cell({"core_lr_auc": 0.62, "radial_lr_auc": 0.61}, config)
     assert cell.plain == "WARN/FAIL"          # §6.1: core 0.60–0.65 WARN, radial > 0.60 FAIL

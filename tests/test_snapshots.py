@@ -97,6 +97,7 @@ def fixture_app(tmp_path: Path) -> LensTUI:
     config = write_config(tmp_path / "experiments.toml", hosts)
     roots = {"local": tmp_path / "local-runs", "gpu1": tmp_path / "gpu1-runs"}
     verdicts = {"core_lr_auc": {"verdict": "FAIL", "value": 0.70, "rule": "PASS < 0.60"},
+                "radial_lr_auc": {"verdict": "PASS", "value": 0.50, "rule": "PASS < 0.55"},
                 "core_reliance": {"verdict": "PASS", "value": 0.02, "rule": "PASS < 0.03"}}
     summary = {"best_val_auroc": 0.85, "best_epoch": 4, "final_core_lr_auc": 0.70, "final_radial_lr_auc": 0.50,
                "core_reliance": 0.02, "verdicts": verdicts,
