@@ -12,7 +12,8 @@ status  one refresh of one host with 10 run directories: engine.status.probe in-
         long-lived `--serve` channel (now), alternating on one connection.
 tui     the real app (lenstui.app.make_app, the real Fleet) headless under App.run_test(),
         4 hosts (local; an ssh host pointing at a closed port; two disabled) and 10 run
-        directories, polling every 2 s; process CPU time over ~10 s idle / wall time.
+        directories, polling every 2 s; process CPU time over ~10 s idle / wall time, on the
+        main screen and then on the run detail of A1 (its curves and bars drawn).
         Measured in a child process, so nothing else in this process counts.
 
     .venv/bin/python -m bench.bench_gates_status [--quick] [--part gates|status|tui] [--json FILE]
@@ -415,6 +416,8 @@ def run_tui(args, report: Report) -> None:
     table.add("process CPU in the window (all threads), s", r["cpu_s"])
     table.add("CPU, % of one core", r["cpu_percent"])
     table.add("polls finished in the window (all hosts)", r["polls"])
+    table.add("enter to the run detail (curves, θ_E and sensitivity charts) drawn, s", r["detail_open_s"])
+    table.add("CPU over the same idle window on the run detail, % of one core", r["detail_cpu_percent"])
     table.add("peak RSS MiB", r["peak_rss_mib"])
     report.values["tui"] = r
     report.note("headless (App.run_test): layout and rendering run, the terminal write does not")
@@ -460,10 +463,22 @@ async def _tui_child(idle: float) -> dict[str, Any]:
                 await asyncio.sleep(idle)
                 cpu, wall = time.process_time() - c0, time.perf_counter() - w0
                 n1 = polls["n"]
+                # The run detail of A1 (50 epochs): its curves and bars are the screen's charts.
+                opened = time.perf_counter()
+                await pilot.press("enter")
+                while type(app.screen).__name__ != "DetailScreen" and time.perf_counter() - opened < 30:
+                    await pilot.pause(0.01)
+                await pilot.pause()
+                detail_open = time.perf_counter() - opened
+                await pilot.pause(0.5)
+                c1, w1 = time.process_time(), time.perf_counter()
+                await asyncio.sleep(idle)
+                detail_cpu, detail_wall = time.process_time() - c1, time.perf_counter() - w1
         finally:
             fleet.close()
     return {"startup_s": startup, "wall_s": wall, "cpu_s": cpu, "cpu_percent": 100.0 * cpu / wall,
-            "polls": n1 - n0, "peak_rss_mib": peak_rss_mib()}
+            "polls": n1 - n0, "detail_open_s": detail_open, "detail_cpu_s": detail_cpu,
+            "detail_cpu_percent": 100.0 * detail_cpu / detail_wall, "peak_rss_mib": peak_rss_mib()}
 
 
 # ---------------------------------------------------------------------------
