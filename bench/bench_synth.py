@@ -10,7 +10,7 @@ timed: encoding one blob with each deflate coder, against np.savez_compressed.
 **Against lenstronomy** (when it is installed): both render the same systems (engine.synth's
 priors, one seed): the lensed Sérsic source through SIE + external shear, convolved with each
 LRG's per-band Moffat PSF, in g, r, z, as flux per pixel. Ours is timed as
-engine.synth.render_batch, the production path, which also renders each LRG's noisy control
+engine.synthetic.twin.render_batch, the production path, which also renders each LRG's noisy control
 (so ours does more work).
 
 lenstronomy gets its best case: one ImageModel per LRG and band (PSF kernels differ per
@@ -19,7 +19,7 @@ depends on `supersampling_factor`; every renderer's worst pixel error (as a frac
 the arc's peak, the measure test_physics.py uses) is measured against lenstronomy at
 supersampling 12 on a few systems, and the speed ratio is quoted against the cheapest
 lenstronomy setting at least as accurate as ours (and against no supersampling, for
-the floor). For that check ours runs through engine.physics with the b_n lenstronomy uses
+the floor). For that check ours runs through engine.synthetic.physics with the b_n lenstronomy uses
 (its approximation differs from our Ciotti & Bertin series by up to 3%, a model choice,
 not a numerical error).
 
@@ -44,8 +44,9 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.common import REPO, Report, median, parser, peak_rss_mib, progress, ratio
-from engine import physics as P
-from engine import shards, synth
+from engine.synthetic import physics as P
+from engine.data import shards
+from engine.synthetic import twin as synth
 
 ROWS_PER_LRG = 12
 SUPERSAMPLING = (1, 2, 3, 5)     # lenstronomy settings timed
@@ -65,7 +66,7 @@ def draw(n_rows: int, seed: int) -> synth.SystemParams:
 
 
 def ours_arcs(params: synth.SystemParams, b_n: np.ndarray | None = None) -> np.ndarray:
-    """(N, 3, 64, 64): the lensed, PSF-convolved source in g, r, z, batched (engine.physics)."""
+    """(N, 3, 64, 64): the lensed, PSF-convolved source in g, r, z, batched (engine.synthetic.physics)."""
     optics = synth.lrg_optics(params.lrg)
     unit = P.render_lensed_sersic(
         theta_e=params.theta_e, lens_q=params.lens_q, lens_phi=params.lens_phi, gamma1=params.gamma1,
@@ -202,7 +203,7 @@ def encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
         "zipfile, zlib level 1 (the writer before)": lambda x: _zipfile_npz(x, 1),
     }
     for codec in shards.CODECS:
-        ways[f"engine.shards.encode_blob, {codec}"] = lambda x, c=codec: shards.encode_blob(x, codec=c)
+        ways[f"engine.data.shards.encode_blob, {codec}"] = lambda x, c=codec: shards.encode_blob(x, codec=c)
     return ways
 
 
@@ -274,9 +275,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _lenstronomy_less(report: Report, ours_rate: float, n_ours: int) -> None:
-    table = report.table("Lensed source + PSF in g, r, z, plus the control: engine.synth.render_batch",
+    table = report.table("Lensed source + PSF in g, r, z, plus the control: engine.synthetic.twin.render_batch",
                          ["renderer", "rows timed", "stamps/s", "ms per stamp"])
-    table.add("ours: engine.synth.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate)
+    table.add("ours: engine.synthetic.twin.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate)
 
 
 def _against_lenstronomy(report: Report, args: argparse.Namespace, params: synth.SystemParams, ours_rate: float, n_ours: int) -> None:
@@ -310,7 +311,7 @@ def _against_lenstronomy(report: Report, args: argparse.Namespace, params: synth
     table = report.table("Lensed source + PSF in g, r, z (the work both do), stamps/s",
                          ["renderer", "rows timed", "stamps/s", "ms per stamp", "model set-up share",
                           "worst pixel error / peak", "ours is x faster"])
-    table.add("ours: engine.synth.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate, None,
+    table.add("ours: engine.synthetic.twin.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate, None,
               error["ours"], 1.0)
     for s in settings:
         table.add(f"lenstronomy {_lenstronomy_version()}, one by one, supersampling {s}", len(lens_params),

@@ -20,9 +20,9 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from engine.config import Config, ConfigError, load_config
-from engine.representative import settings_rank, settings_text
-from engine.train_options import extra_args as recorded_args
-from engine.train_options import is_fresh, settings_difference
+from engine.results.representative import settings_rank, settings_text
+from engine.protocol.train_options import extra_args as recorded_args
+from engine.protocol.train_options import is_fresh, settings_difference
 from lenstui import format as fmt
 from lenstui.fleet import Fleet, FleetError
 from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
@@ -72,7 +72,7 @@ class LensTUI(App[None]):
         self._polling: set[str] = set()
         self._seen: dict[tuple[str, str], tuple[str, int, Any]] = {}   # (exp, host) -> (state, gates, failure)
         self.runs: dict[str, fmt.RunRef] = {}     # experiment -> the run that stands for it
-        self.choices: dict[str, Any] = {}         # experiment -> engine.representative.Choice
+        self.choices: dict[str, Any] = {}         # experiment -> engine.results.representative.Choice
 
     # -- screens ----------------------------------------------------------------
 
@@ -481,7 +481,7 @@ class LensTUI(App[None]):
     @work(thread=True, group="report")
     def _report_worker(self, collection: Any, out: Path) -> None:
         try:
-            from engine import report  # torch-free, but only needed on demand
+            from engine.results import report  # torch-free, but only needed on demand
             files = report.write_report(collection, self.config, out)
         except Exception as exc:
             self.post_message(ReportFinished(False, _words(exc)))
@@ -500,7 +500,7 @@ class LensTUI(App[None]):
 
     def run_collection(self) -> Any:
         """Every run on every host, as the report reads them (engine.report.Collection)."""
-        from engine import report
+        from engine.results import report
         refs = fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
         looked = [f"{h} ({'as last seen' if any(r.stale for r in refs if r.host == h) else 'live'})"
                   for h in self.enabled_hosts if any(r.host == h for r in refs)]

@@ -237,7 +237,7 @@ def poll_all(fleet: Fleet, names: Sequence[str], deadline: float = STATUS_DEADLI
 
 
 def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
-    """Every host, then the run that stands for each experiment (engine/representative.py).
+    """Every host, then the run that stands for each experiment (engine/results/representative.py).
 
     Exit 0 when every enabled host answered; 3 when one refused us (host key, credentials) or
     is not set up (no work_dir or engine: `lenstui sync`); 4 when one is unreachable."""
@@ -260,8 +260,8 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
 
 
 def representatives(snaps: Mapping[str, HostSnapshot], names: Sequence[str], plan_epochs: int) -> dict[str, Any]:
-    """The one rule (engine/representative.py) over every host's runs."""
-    from engine.representative import candidate_from_entry, choose_all
+    """The one rule (engine/results/representative.py) over every host's runs."""
+    from engine.results.representative import candidate_from_entry, choose_all
 
     found = []
     for name in names:
@@ -277,7 +277,7 @@ def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],
                        only: Sequence[str] | None = None) -> str:
     """'experiments (the run that stands for each):' then one line per experiment; `only`: the
     hosts polled, when not every host was (the runs elsewhere are not counted then)."""
-    from engine.representative import describe
+    from engine.results.representative import describe
 
     where = f" among the runs on {', '.join(only)} only" if only else ""
     lines = [f"experiments (the run that stands for each{where}; other runs after 'also'):"]

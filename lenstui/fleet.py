@@ -23,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from engine import ENGINE_VERSION, rundir
+from engine import ENGINE_VERSION
+
+from engine.protocol import rundir
 from engine.config import ID_PATTERN, Config, ConfigError, Host
-from engine.status import TRAIN_MODULES
+from engine.protocol.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
 from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
@@ -249,7 +251,7 @@ class Fleet:
         t = self.transport(host)
         paths = self.paths(host)
         if h.transport == "local" and self.local_status_in_process:
-            from engine.status import probe
+            from engine.protocol.status import probe
 
             try:
                 return HostSnapshot(host, True, True, None, None, probe(paths.runs_root))

@@ -16,7 +16,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from rich.text import Text
 
 from engine.config import Config, Experiment
-from engine.representative import Choice, RunCandidate, candidate_from_entry, choose_all
+from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all
 
 # A verdict is shown as its word in its colour: never colour alone.
 VERDICT_STYLES = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
@@ -177,7 +177,7 @@ def all_runs(snapshots: Mapping[str, Any], host_order: Sequence[str],
 
 
 def candidate(ref: RunRef, order: int = 0) -> RunCandidate:
-    """A run as engine.representative ranks it."""
+    """A run as engine.results.representative ranks it."""
     return candidate_from_entry(ref.exp_id, ref.entry, host=ref.host, order=order, as_of=ref.as_of)
 
 
@@ -187,7 +187,7 @@ def ref_of(c: RunCandidate) -> RunRef:
 
 def representatives(snapshots: Mapping[str, Any], host_order: Sequence[str], last_seen: LastSeen | None = None,
                     plan_epochs: int | None = None) -> dict[str, Choice]:
-    """For each experiment, every run of it ranked by the one rule (engine/representative.py):
+    """For each experiment, every run of it ranked by the one rule (engine/results/representative.py):
     the first stands for it in the matrix, the decision, the report and the CLI."""
     refs = all_runs(snapshots, host_order, last_seen)
     return choose_all([candidate(r, i) for i, r in enumerate(refs)], plan_epochs)
@@ -268,7 +268,7 @@ def gate_cell(gate: Mapping[str, Any] | None, config: Config) -> Text:
 
 def judged_gate_cell(entry: Mapping[str, Any], config: Config) -> Text:
     """'PASS/PASS': the core and radial gate verdicts the engine wrote, which judge a masking
-    variant on its masked probe and a finished run on its end-of-training gates (engine.verdicts);
+    variant on its masked probe and a finished run on its end-of-training gates (engine.results.verdicts);
     a run whose metrics carry no verdicts yet has its latest gate classified here instead."""
     judged = [verdict_of(entry, name) for name in ("core_lr_auc", "radial_lr_auc")]
     if all(value is None for _, value in judged):
@@ -302,7 +302,7 @@ def epoch_cell(entry: Mapping[str, Any]) -> str:
 def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hosts: int = 0) -> dict[str, str | Text]:
     """The matrix cells of one experiment, keyed by MATRIX_COLUMNS.
 
-    `run` is the run that stands for the experiment (engine/representative.py); `other_hosts`:
+    `run` is the run that stands for the experiment (engine/results/representative.py); `other_hosts`:
     how many more runs of it there are (shown as "+N"; the detail view's `h` key steps through them).
     """
     row: dict[str, str | Text] = {
@@ -616,7 +616,7 @@ def verdict_lines(entry: Mapping[str, Any]) -> list[Text]:
         verdict = item.get("verdict") if item.get("verdict") in VERDICT_STYLES else None
         line = Text(f"{name:<22}")
         line.append_text(verdict_text(verdict, _num(item.get("value"))))
-        if item.get("reading") == "masked":       # a masking variant's core gate (engine.verdicts)
+        if item.get("reading") == "masked":       # a masking variant's core gate (engine.results.verdicts)
             line.append(f" masked R={item.get('mask_radius')}")
         if item.get("uninformative"):             # a gate that cannot fail on the run's inputs
             line.append("  cannot fail on residual inputs", style="yellow")

@@ -17,7 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.shards import SPLITS, encode_blob
+from engine.data.shards import SPLITS, encode_blob
 
 PIXEL_SCALE = 0.262
 SIZE = 64

@@ -406,7 +406,7 @@ async def test_detail_shows_epochs_bins_gates_log_and_back():
 
 async def test_detail_shows_a_variants_masked_gate_beside_the_unmasked_one_and_the_held_out_test():
     from engine.config import load_config
-    from engine.verdicts import compute_verdicts
+    from engine.results.verdicts import compute_verdicts
 
     b3 = {"state": "done", "epochs_planned": 50, "history": [epoch(0, 0.90), epoch(1, 0.93)], "best_epoch": 1,
           "best_val_auroc": 0.93, "gates": [gate(50, 0.71, 0.50)], "errors": [],
@@ -608,7 +608,7 @@ async def test_quit_with_live_runs_asks_first():
 
 
 async def test_decision_panel_launches_next_phase():
-    decision = pytest.importorskip("engine.decision")
+    decision = pytest.importorskip("engine.results.decision")
     fleet = FakeFleet(["local"])
     done = {"state": "done", "epochs_planned": 50, "history": [epoch(0, 0.93)], "best_val_auroc": 0.93,
             "final_core_lr_auc": 0.70, "final_radial_lr_auc": 0.50, "core_reliance": 0.02,

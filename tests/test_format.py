@@ -40,7 +40,7 @@ def test_verdicts_are_words_in_their_colour_never_colour_alone():
 def test_the_matrix_gate_cell_shows_the_judged_verdicts_a_variant_on_its_masked_probe(config):
     """B3's unmasked probe (the data's shortcut, shared with B1) FAILs; the gate it is judged on,
     masked at its radius, PASSes: the matrix says what the decision reads."""
-    from engine.verdicts import compute_verdicts
+    from engine.results.verdicts import compute_verdicts
 
     b3 = {"inputs": {"preprocessing": "residual"}, "history": [{"epoch": 1, "val_auroc": 0.9}],
           "gates": [{"after_epochs": 5, "core_lr_auc": 0.71, "radial_lr_auc": 0.50, "mask_radius": 7,
@@ -86,7 +86,7 @@ def test_matrix_row_before_and_during_a_run(config):
 
 
 def test_the_run_that_stands_for_an_experiment_follows_the_one_rule():
-    """engine/representative.py decides; a live run no longer hides a finished one by being live."""
+    """engine/results/representative.py decides; a live run no longer hides a finished one by being live."""
     snaps = {"local": snap("local", {"A1": {"state": "done", "overrides": {"epochs": 2}, "epochs_planned": 2},
                                      "B1": {"state": "done", "overrides": {"epochs": 2}, "epochs_planned": 2}}),
              "lambda": snap("lambda", {"A1": {"state": "aborted"}, "B1": {"state": "running", "epochs_planned": 50}})}
@@ -216,7 +216,7 @@ def test_asinh_stretch_maps_z_r_g_to_red_green_blue():
 
 
 def test_decision_text_names_the_branch_numbers_and_next_launch(config):
-    from engine.decision import decide
+    from engine.results.decision import decide
     from lenstui.widgets.decision_panel import decision_text
 
     waiting = decide({}, config)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import launch, rundir
+from engine.protocol import launch, rundir
 from sshd import group_alive, install_engine, local_host_toml, wait_for, write_config
 
 

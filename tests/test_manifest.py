@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from data_fixtures import tiny_rows, write_index_dataset, write_shard, write_tiny_dataset
-from engine import manifest
-from engine.manifest import ManifestError, build_manifests, describe_lrg, lrg_ids
+from engine.data import manifest
+from engine.data.manifest import ManifestError, build_manifests, describe_lrg, lrg_ids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -215,7 +215,7 @@ def test_distinct_images_per_split_and_label_match_the_blob_bytes(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from engine.synth import write_dataset
+    from engine.synthetic.twin import write_dataset
 
     root = tmp_path / "synth"
     write_dataset(root, rows={"train": 192, "val": 192, "test": 192}, seed=3)   # ~16 LRGs per split

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.decision import decide
-from engine.report import (METRICS_CSV, PLOT_FILES, RESULTS_MD, collect_runs, csv_columns,
+from engine.results.decision import decide
+from engine.results.report import (METRICS_CSV, PLOT_FILES, RESULTS_MD, collect_runs, csv_columns,
                            decision_inputs, write_report)
-from engine.verdicts import compute_verdicts
+from engine.results.verdicts import compute_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "experiments.toml"
@@ -296,7 +296,7 @@ def test_test_set_metrics_get_their_own_tables_and_columns(tmp_path):
 
 
 def test_the_control_center_writes_the_report_from_status_entries(phase1_runs, tmp_path):
-    from engine.status import run_status
+    from engine.protocol.status import run_status
 
     entries = {d.name: run_status(d) for d in sorted(phase1_runs.iterdir())}
     files = write_report(entries, CONFIG, tmp_path / "planb", plots=False)

@@ -1,4 +1,4 @@
-"""The one rule for the run that stands for an experiment (engine/representative.py), case by case."""
+"""The one rule for the run that stands for an experiment (engine/results/representative.py), case by case."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.representative import (RunCandidate, choose, choose_all, comparison_notes, describe,
+from engine.results.representative import (RunCandidate, choose, choose_all, comparison_notes, describe,
                                    settings_rank, state_words)
 
 PLAN_EPOCHS = 50

@@ -10,8 +10,8 @@ import threading
 
 import pytest
 
-from engine import rundir
-from engine.rundir import RunState
+from engine.protocol import rundir
+from engine.protocol.rundir import RunState
 
 
 def test_state_moves_only_forward():
@@ -96,7 +96,7 @@ def test_final_states_are_reported_as_written(tmp_path):
 
 
 def test_run_lock_is_exclusive_and_released_when_the_holder_dies(tmp_path):
-    code = ("import sys, time; from engine import rundir; rundir.acquire_run_lock(sys.argv[1]); "
+    code = ("import sys, time; from engine.protocol import rundir; rundir.acquire_run_lock(sys.argv[1]); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:

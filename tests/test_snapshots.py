@@ -1,7 +1,7 @@
 """Screenshots of the main screen, the detail screen and the decision panel, compared as SVG.
 
 The runs are fixture run directories (fixed metrics.json and run.json) read by the real
-`engine.status.run_status`, served by `DirFleet`: a Fleet whose hosts' status answers are
+`engine.protocol.status.run_status`, served by `DirFleet`: a Fleet whose hosts' status answers are
 fixed apart from those runs (fixed time, fixed GPU, no disconnection clocks). Only ended
 runs are used, so no liveness check of a pid can differ between machines. Regenerate with
 `pytest tests/test_snapshots.py --snapshot-update` and look at the SVGs before committing.
@@ -13,8 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import rundir
-from engine.status import run_directories, run_status
+from engine.protocol import rundir
+from engine.protocol.status import run_directories, run_status
 from lenstui.app import LensTUI, make_app
 from lenstui.fleet import HostSnapshot
 from lenstui.screens.decision import DecisionScreen

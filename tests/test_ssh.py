@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import Host, load_config
 from lenstui.fleet import Fleet, FleetError
 from lenstui.transport.base import AuthError, HostKeyError, TransportError
@@ -444,7 +444,7 @@ def test_a_disabled_host_is_not_configured_rather_than_an_error(lab_fleet):
         fleet.launch("A1", "h3")
 
 
-# -- real training, once engine/train.py exists ------------------------------------------
+# -- real training, once engine/training/train.py exists ------------------------------------------
 
 
 TINY = {"gate_every_epochs": 1, "gate_n_samples": 40, "thetae_min_positives": 3, "batch_size": 32,
@@ -454,7 +454,7 @@ TINY = {"gate_every_epochs": 1, "gate_n_samples": 40, "thetae_min_positives": 3,
 @pytest.mark.slow
 @pytest.mark.skipif(not (PROJECT_ROOT / "engine" / "train.py").exists(), reason="engine/train.py not written yet")
 def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
-    from engine.synth import write_dataset
+    from engine.synthetic.twin import write_dataset
 
     lab, _, config = lab_fleet
     h1 = lab.servers["h1"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir, status
+from engine.protocol import rundir, status
 from sshd import install_engine, local_host_toml, wait_for, write_config
 
 FAKE_SMI = r'''#!/bin/sh
@@ -242,9 +242,11 @@ def test_preflight_asks_for_every_third_party_module_the_engine_imports():
     """A host whose Python lacked pandas passed preflight, then every launch died importing it."""
     import ast
 
-    engine_dir = Path(status.__file__).parent
+    engine_dir = Path(status.__file__).resolve().parents[1]   # engine/, every layer of it
     imported = set()
-    for path in engine_dir.glob("*.py"):
+    paths = sorted(engine_dir.rglob("*.py"))
+    assert len(paths) > 40, "the whole engine was read"
+    for path in paths:
         for node in ast.parse(path.read_text()).body:   # module level: what importing the module needs
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
@@ -339,7 +341,7 @@ def test_serve_ends_after_idling_and_asks_to_be_restarted_when_its_engine_code_c
     server = Served(tmp_path / "runs", cwd=work)  # runs this copy of the engine, as a host does
     try:
         assert "status" in server.ask({"id": 1})
-        rundir_py = work / "engine" / "rundir.py"   # `lenstui sync` replaces a module the server has loaded
+        rundir_py = work / "engine" / "protocol" / "rundir.py"   # `lenstui sync` replaces a module the server has loaded
         rundir_py.write_text(rundir_py.read_text() + "\n# changed\n")
         answer = server.ask({"id": 2})
         assert answer["id"] == 2 and "changed" in answer["restart"] and "status" not in answer

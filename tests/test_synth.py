@@ -12,11 +12,11 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engine import physics as P
-from engine import shards
-from engine import synth as S
-from engine.gates import core_box_slice, shortcut_gates
-from engine.preprocess import CLIP, raw_robust, residual
+from engine.synthetic import physics as P
+from engine.data import shards
+from engine.synthetic import twin as S
+from engine.data.gates import core_box_slice, shortcut_gates
+from engine.data.preprocess import CLIP, raw_robust, residual
 
 TINY = {"train": 30, "val": 20, "test": 20}
 TINY_KW = dict(rows=TINY, seed=7, rows_per_lrg=5, shard_rows=12, lrgs_per_batch=3)

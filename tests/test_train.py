@@ -18,12 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import rundir
-from engine.evaluate import main as evaluate_main
-from engine.model import load_checkpoint
-from engine.runlog import RunLog
-from engine.synth import write_dataset
-from engine.train import StopRequest, main, make_plan, take_run_directory
+from engine.protocol import rundir
+from engine.training.evaluate import main as evaluate_main
+from engine.training.model import load_checkpoint
+from engine.protocol.runlog import RunLog
+from engine.synthetic.twin import write_dataset
+from engine.training.train import StopRequest, main, make_plan, take_run_directory
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -327,7 +327,7 @@ def test_an_unexpected_exception_is_status_failed_with_the_traceback_in_the_log(
     def broken_model(*args, **kwargs):
         raise RuntimeError("the model cannot be built")
 
-    monkeypatch.setattr("engine.train.build_model", broken_model)
+    monkeypatch.setattr("engine.training.train.build_model", broken_model)
     assert main(_argv(config, data_root, tmp_path / "runs", "B1"), stop=StopRequest()) == 1
     run = tmp_path / "runs" / "B1"
     assert _metrics(run)["status"] == "failed"
@@ -367,8 +367,8 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
     second start resumes into a new capture."""
     import dataclasses
 
-    from engine import train as engine_train
-    from engine.step import CudaGraphStep
+    from engine.training import train as engine_train
+    from engine.training.step import CudaGraphStep
     from test_step import RerunGraph
 
     captures: list[RerunGraph] = []

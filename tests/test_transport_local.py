@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
 from lenstui.fleet import Fleet, FleetError, host_paths
 from lenstui.transport.base import CommandTimeout, RemoteFileNotFound, TransportError
@@ -141,7 +141,7 @@ def test_fleet_refuses_unknown_experiments_bad_gpus_and_disabled_hosts(fleet, tm
 
 def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(fleet, tmp_path):
     (tmp_path / "work" / "engine" / "config.py").unlink()  # the host's copy is missing one file
-    (tmp_path / "work" / "engine" / "rundir.py").write_text("# stale\n")  # and has an old one
+    (tmp_path / "work" / "engine" / "protocol" / "rundir.py").write_text("# stale\n")  # and has an old one
     first = fleet.sync("local")
     pushed = sorted(Path(p).name for p in first.sent)
     # (train.py too: the fixture put the stand-in where the real one goes)
@@ -242,7 +242,7 @@ def _as_sent(obj):
 
 
 def test_the_local_host_through_its_status_server_answers_as_the_probe_and_survives_the_server(fleet, tmp_path):
-    from engine.status import probe
+    from engine.protocol.status import probe
     from status_servers import status_servers
 
     runs = tmp_path / "runs"
@@ -270,7 +270,7 @@ def test_a_hung_status_server_is_reported_killed_and_replaced(fleet, tmp_path, m
     import lenstui.fleet as fleet_module
     from status_servers import status_servers
 
-    status_py = tmp_path / "work" / "engine" / "status.py"   # the host's engine hangs while HANG exists
+    status_py = tmp_path / "work" / "engine" / "protocol" / "status.py"   # the host's engine hangs while HANG exists
     text = status_py.read_text()
     hook = "    root = Path(os.path.expanduser(str(runs_root)))\n"
     assert hook in text

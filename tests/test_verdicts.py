@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.verdicts import VERDICT_NAMES, compute_verdicts, gate_verdicts, thetae_summary
+from engine.results.verdicts import VERDICT_NAMES, compute_verdicts, gate_verdicts, thetae_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "experiments.toml")

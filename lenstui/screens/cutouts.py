@@ -85,7 +85,7 @@ class CutoutScreen(AltKeyMeansEscape, Screen[None]):
 
 def load_panels(root: str, data_mode: str, preprocessing: str, factor: int) -> list[Panel]:
     """Read N_EACH positives and negatives from the val split; each drawn raw and preprocessed."""
-    from engine import data, preprocess  # NumPy-heavy: only ever imported here, off the UI thread
+    from engine.data import load as data, preprocess  # NumPy-heavy: only ever imported here, off the UI thread
 
     examples = data.load_raw_examples(root, mode=data_mode, split="val", n_per_class=N_EACH, seed=0)
     if len(examples) == 0:

@@ -11,12 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from engine.representative import settings_text
+from engine.results.representative import settings_text
 from lenstui import format as fmt
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
 
-# The experiments each phase of §10 reads (engine.decision's PHASE1 and VARIANTS).
+# The experiments each phase of §10 reads (engine.results.decision's PHASE1 and VARIANTS).
 READS = ("A1", "B1", "B2", "B3", "B4")
 
 Plan = list[tuple[str, str, str, "str | None"]]   # (experiment, host, gpu, base)
@@ -51,7 +51,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
 
     def refresh_from_app(self) -> None:
         """Evaluate the decision tree on the app's latest results and redraw."""
-        from engine.decision import decide  # torch-free; loaded when the panel first opens
+        from engine.results.decision import decide  # torch-free; loaded when the panel first opens
         app = self.app
         try:
             self.decision = decide(app.results(), app.config)

@@ -11,7 +11,7 @@ from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
-from engine.representative import describe
+from engine.results.representative import describe
 from lenstui import format as fmt
 from lenstui.widgets.curves import Curves
 from lenstui.widgets.hosts import HostsPanel

@@ -15,7 +15,7 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], i
     """The branch, why, the runs it read (with their hosts), the numbers that chose it, and the next
     launch (if any).
 
-    `decision` is an engine.decision.Decision; `plan` the (exp, host, gpu, base) to launch; `inputs`
+    `decision` is an engine.results.decision.Decision; `plan` the (exp, host, gpu, base) to launch; `inputs`
     one line per run the tree read; `warnings` what a reader must see before launching; `held` the
     proposed runs no host can take now, and why.
     """

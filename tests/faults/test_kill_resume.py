@@ -17,9 +17,9 @@ import time
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.model import load_checkpoint
+from engine.training.model import load_checkpoint
 from lenstui.fleet import Fleet
 
 from .conftest import TRAIN_ARGS, epochs_of, local_host, metrics, poll_until, tiny_config, wait_for

@@ -17,7 +17,7 @@ import sys
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from lenstui.app import make_app
 
 from .conftest import (PROJECT_ROOT, TRAIN_ARGS, app_wait, cell, epochs_of, lenstui, local_host,

@@ -33,9 +33,9 @@ from typing import TYPE_CHECKING, Iterator
 
 import numpy as np
 
-from engine import shards
-from engine.preprocess import PREPROCESS_VERSION, PREPROCESSINGS, preprocess
-from engine.shards import BadRow
+from engine.data import shards
+from engine.data.preprocess import PREPROCESS_VERSION, PREPROCESSINGS, preprocess
+from engine.data.shards import BadRow
 
 CACHE_VERSION = 1
 IMAGES_FILE = "images.f16"
@@ -95,7 +95,7 @@ def load_or_build(data_root: str | Path, entries: pd.DataFrame, *, cache_root: s
     """
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}; expected one of {', '.join(PREPROCESSINGS)}")
-    from engine.manifest import build_dir_once   # here, not at the top: workers import this module (pandas-free)
+    from engine.data.manifest import build_dir_once   # here, not at the top: workers import this module (pandas-free)
 
     final = Path(cache_root) / f"{name}-{key}"
     jobs = default_jobs() if jobs is None else jobs

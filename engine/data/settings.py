@@ -8,7 +8,7 @@ manifests, the same stamp caches and the same bad-row limit:
 - sampling.unpaired_method, or a dataset's unpaired_manifest (an origin manifest to import):
   the unpaired view;
 - data.bad_row_limit: how many bad rows a split may lose before a command stops;
-- a host's cache_dir: where manifests and stamp caches go (engine.cachedir says the default).
+- a host's cache_dir: where manifests and stamp caches go (engine.data.cachedir says the default).
 
 Torch-free and NumPy-free.
 """
@@ -38,7 +38,7 @@ class DataSettings:
     unpaired_method: str = "origin"
     unpaired_manifest: str | None = None     # an origin manifest (v1 file or v2 folder) to import
     bad_row_limit: float = DEFAULT_BAD_ROW_LIMIT
-    cache_dir: str | None = None             # None: engine.cachedir's default
+    cache_dir: str | None = None             # None: engine.data.cachedir's default
     # Where the values came from, for messages: the key (or option) a person would change.
     bad_row_limit_setting: str = f"{BAD_ROW_LIMIT_KEY} in experiments.toml"
     cache_dir_setting: str = "cache_dir under the host's [hosts.NAME] in experiments.toml (or --cache-dir)"
@@ -65,7 +65,7 @@ class DataSettings:
         return self if path is None else replace(self, cache_dir=str(path), cache_dir_setting=setting)
 
     def manifest_options(self) -> dict[str, Any]:
-        """The keyword arguments of engine.manifest.build_manifests."""
+        """The keyword arguments of engine.data.manifest.build_manifests."""
         return {"seed": self.seed, "sample_fraction": self.sample_fraction, "thetae_bins": self.thetae_bins,
                 "strata": self.strata, "unpaired_method": self.unpaired_method,
                 "unpaired_manifest": self.unpaired_manifest}

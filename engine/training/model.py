@@ -1,6 +1,6 @@
 """The classifier (plan §4.1): ResNet18, 3 bands in, 1 logit out; and its checkpoint files.
 
-The network is engine/resnet.py's ResNet18 (torchvision's, layer for layer, without
+The network is engine/training/resnet.py's ResNet18 (torchvision's, layer for layer, without
 importing torchvision). Two stems (`training.stem` in experiments.toml; measurements in
 docs/TRAINING.md):
 - "stock": the 7x7 stride-2 conv + 3x3 max-pool. A 63x63 cutout leaves a 2x2 map after
@@ -10,7 +10,7 @@ docs/TRAINING.md):
   Its stem conv gets the same He initialisation as every other conv (until 2026-11-27 it
   kept PyTorch's default, an accident of replacing torchvision's stem after the fact).
 
-`python -m engine.model --stem stock` measures training throughput (img/s) on this machine.
+`python -m engine.training.model --stem stock` measures training throughput (img/s) on this machine.
 """
 
 from __future__ import annotations
@@ -24,9 +24,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from engine.device import memory_format
-from engine.resnet import ResNet18
-from engine.rundir import replace_via_temp
+from engine.training.device import memory_format
+from engine.training.resnet import ResNet18
+from engine.protocol.rundir import replace_via_temp
 
 STEMS = ("stock", "cifar")
 
@@ -118,7 +118,7 @@ def build_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
     On one H100 the default foreach AdamW cost 6.8 ms per step for ResNet18 and the fused
     one 0.35 ms (bench/gpu_step_probe.py, docs/PERFORMANCE.md): at the plan's batch of 128
     the optimiser was half the step. Same update rule, same state_dict format.
-    `cuda_graph`: also capturable (engine/step.py; it moves the learning rate into a device
+    `cuda_graph`: also capturable (engine/training/step.py; it moves the learning rate into a device
     tensor once the schedule is set up, so the schedule's base rate stays a plain float).
     """
     return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
@@ -189,8 +189,8 @@ def measure_throughput(stem: str, *, batch_size: int = 128, steps: int = 5, warm
 
 
 def main(argv: list[str] | None = None) -> int:
-    """`python -m engine.model [--stem stock|cifar] [--threads N]`: print training img/s."""
-    parser = argparse.ArgumentParser(prog="python -m engine.model", description=main.__doc__)
+    """`python -m engine.training.model [--stem stock|cifar] [--threads N]`: print training img/s."""
+    parser = argparse.ArgumentParser(prog="python -m engine.training.model", description=main.__doc__)
     parser.add_argument("--stem", choices=STEMS, action="append", help="repeat for several (default both)")
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--steps", type=int, default=5)

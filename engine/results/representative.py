@@ -35,7 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
-from engine.train_options import extra_args, resume_settings
+from engine.protocol.train_options import extra_args, resume_settings
 
 DONE = "done"
 IN_PROGRESS = ("running", "pending")

@@ -29,8 +29,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Callable, Mapping
 
 from engine.config import Band, Config, ConfigError
-from engine.representative import candidate_from_entry, comparison_notes
-from engine.verdicts import (compute_verdicts, failing, fmt_value, number, rounded, shown_value,
+from engine.results.representative import candidate_from_entry, comparison_notes
+from engine.results.verdicts import (compute_verdicts, failing, fmt_value, number, rounded, shown_value,
                              thetae_summary)
 
 PHASE1 = ("A1", "B1")
@@ -136,7 +136,7 @@ def progress(metrics: Mapping[str, Any]) -> str:
 
 
 def mixed_data_notes(results: Mapping[str, Mapping[str, Any]], ids: tuple[str, ...]) -> list[str]:
-    """engine.representative's warning when the runs compared used different datasets."""
+    """engine.results.representative's warning when the runs compared used different datasets."""
     chosen = {e: candidate_from_entry(e, results[e]) for e in ids if results.get(e)}
     return [n for n in comparison_notes(chosen, ids) if "different datasets" in n]
 

@@ -32,8 +32,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine import shards
-from engine.manifest import ManifestError, describe_lrg, lrg_ids
+from engine.data import shards
+from engine.data.manifest import ManifestError, describe_lrg, lrg_ids
 
 BLOB_TYPES = {"stamp_npz": "stamp", "ctrl_stamp_npz": "ctrl"}
 LABEL_OF_BLOB = {"stamp": 1, "ctrl": 0}

@@ -4,9 +4,9 @@
                         settings=DataSettings.from_config(config, host))
 
 Under the hood: the index-only manifests (engine.manifest, built once per data root
-and settings), then the packed stamp cache of that split (engine.stampcache, built
+and settings), then the packed stamp cache of that split (engine.data.stampcache, built
 once per manifest view, split and preprocessing). Both live in the data root's cache
-folder (engine.cachedir: the host's cache_dir, else `<data_root>/.lenstui-cache` where
+folder (engine.data.cachedir: the host's cache_dir, else `<data_root>/.lenstui-cache` where
 writable, else the user's cache). Rows the pipeline marked as failed are left out at
 index time and counted; bad rows (a blob that does not decode, NaN/Inf pixels, a wrong
 shape, a missing column or value) are dropped and returned while they stay under the
@@ -22,12 +22,12 @@ from typing import Sequence
 
 import numpy as np
 
-from engine import shards, stampcache
-from engine.cachedir import CacheDir, resolve_cache_dir
-from engine.datasettings import DataSettings
-from engine.manifest import MODES, SAMPLES, build_manifests, check_bad_rows
-from engine.preprocess import PREPROCESSINGS
-from engine.shards import BadRow
+from engine.data import shards, stampcache
+from engine.data.cachedir import CacheDir, resolve_cache_dir
+from engine.data.settings import DataSettings
+from engine.data.manifest import MODES, SAMPLES, build_manifests, check_bad_rows
+from engine.data.preprocess import PREPROCESSINGS
+from engine.data.shards import BadRow
 
 @dataclass(frozen=True)
 class SplitArrays:
@@ -54,7 +54,7 @@ class SplitArrays:
 
 
 def cache_dir_for(data_root: str | Path, settings: DataSettings, cache_dir: str | Path | None = None) -> CacheDir:
-    """The cache folder of `data_root`: `cache_dir` (a command's --cache-dir) or the settings' (engine.cachedir)."""
+    """The cache folder of `data_root`: `cache_dir` (a command's --cache-dir) or the settings' (engine.data.cachedir)."""
     settings = settings.with_cache_dir(cache_dir)
     return resolve_cache_dir(data_root, settings.cache_dir, setting=settings.cache_dir_setting)
 

@@ -24,7 +24,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from engine.device import Precision
+from engine.training.device import Precision
 
 WARMUP_STEPS = 3
 
@@ -90,7 +90,7 @@ class CudaGraphStep:
                              "this GPU has no bf16: train without --cuda-graph")
         if not all(group.get("capturable") for group in optimizer.param_groups):
             raise ValueError("a CUDA graph step needs an optimiser built with capturable=True "
-                             "(engine.model.build_optimizer(..., cuda_graph=True))")
+                             "(engine.training.model.build_optimizer(..., cuda_graph=True))")
         self.eager, self.optimizer = eager, optimizer
         # The learning rate into device tensors the graph reads (a float would be baked in).
         self.lr_tensors = [torch.tensor(float(group["lr"]), dtype=torch.float32, device=example_x.device)
