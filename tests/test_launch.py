@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import files
+
 from engine.protocol import launch, rundir
 from sshd import group_alive, install_engine, local_host_toml, wait_for, write_config
 
@@ -256,7 +258,7 @@ def test_auto_gpu_skips_a_gpu_given_to_a_live_run_even_without_nvml_processes(ho
     pid = running_info(host)["pid"]
     record = json.loads((host["runs"] / "A1" / rundir.LAUNCH_FILE).read_text())
     record["gpu"] = "0"  # as if launched on GPU 0; NVML in a container often lists no process
-    rundir.atomic_write_json(host["runs"] / "A1" / rundir.LAUNCH_FILE, record)
+    files.atomic_write_json(host["runs"] / "A1" / rundir.LAUNCH_FILE, record)
     choice = launch.choose_gpu("auto", host["runs"], [gpu(0), gpu(1)])
     assert choice.label == "1"
     os.killpg(pid, signal.SIGKILL)

@@ -25,7 +25,8 @@ import pyarrow.parquet as pq
 import pytest
 
 from engine.data import shards
-from engine.data.cachedir import CacheError, resolve_cache_dir
+from engine.data.cachedir import resolve_cache_dir
+from engine.files import CacheError
 from engine.data.manifest import ManifestError, build_manifests, read_index
 from engine.data.shards import BadRow
 from origin_fixture import (GPU_HOST_ROOT, ORIGIN_MANIFEST_COUNTS, ROWS, add_failed_cutout_row, copy_origin_data,

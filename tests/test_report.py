@@ -10,6 +10,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import files
+
 from engine.protocol import rundir
 from engine.config import load_config
 from engine.results.decision import decide
@@ -60,7 +62,7 @@ def write_run(root: Path, exp: str, *, core: float, rel: float, radial: float = 
                  test_core_sensitivity=[{"radius": r, "auroc": test_auroc - 0.001 * r} for r in RADII])
     m["verdicts"] = compute_verdicts(m, CONFIG.thresholds, CONFIG.targets)
     m["updated_at"] = updated_at or "2026-02-07T10:00:00+0000"
-    rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
+    files.atomic_write_json(d / rundir.METRICS_FILE, m)
     rundir.write_run_info(d, {
         "experiment": exp, "host": host, "pid": pid or dead_pid(), "pgid": 1, "pid_start_ticks": 1,
         "cmdline": f"python -m engine.train --experiment {exp}", "command": ["python", "-m", "engine.train"],

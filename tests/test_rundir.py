@@ -10,6 +10,8 @@ import threading
 
 import pytest
 
+from engine import files
+
 from engine.protocol import rundir
 from engine.protocol.rundir import RunState
 
@@ -25,19 +27,19 @@ def test_state_moves_only_forward():
 
 def test_json_write_is_atomic_under_a_concurrent_reader(tmp_path):
     path = tmp_path / "metrics.json"
-    rundir.atomic_write_json(path, {"history": []})
+    files.atomic_write_json(path, {"history": []})
     stop, bad = threading.Event(), []
 
     def reader():
         while not stop.is_set():
-            read = rundir.read_json(path)
+            read = files.read_json(path)
             if read.data is None:
                 bad.append(read.error)
 
     t = threading.Thread(target=reader)
     t.start()
     for i in range(300):
-        rundir.atomic_write_json(path, {"history": [{"epoch": e, "val_auroc": 0.5} for e in range(i)]})
+        files.atomic_write_json(path, {"history": [{"epoch": e, "val_auroc": 0.5} for e in range(i)]})
     stop.set()
     t.join()
     assert bad == []
@@ -46,7 +48,7 @@ def test_json_write_is_atomic_under_a_concurrent_reader(tmp_path):
 
 
 def test_nan_is_written_as_null(tmp_path):
-    rundir.atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf")]})
+    files.atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf")]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [None]}
 
 

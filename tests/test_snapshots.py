@@ -13,6 +13,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from engine import files
+
 from engine.protocol import rundir
 from engine.protocol.status import run_directories, run_status
 from lenstui.app import LensTUI, make_app
@@ -78,8 +80,8 @@ def write_run(root: Path, exp_id: str, host: str, status: str, aurocs: list[floa
     m = rundir.new_metrics(exp_id, 4, {"epochs": 4})
     m.update(status=status, history=[history_row(e, a) for e, a in enumerate(aurocs)], gates=gates,
              updated_at="2026-09-21T10:00:00+0000", **summary)
-    rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
-    rundir.atomic_write_json(d / rundir.RUN_FILE, {
+    files.atomic_write_json(d / rundir.METRICS_FILE, m)
+    files.atomic_write_json(d / rundir.RUN_FILE, {
         "experiment": exp_id, "host": host, "pid": 4242, "pgid": 4242, "pid_start_ticks": 1,
         "command": ["python", "-m", "engine.train", "--experiment", exp_id, "--host", host, "--epochs", "4"],
         "engine_version": "test",

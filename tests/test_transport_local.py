@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from engine import files
+
 from engine.protocol import rundir
 from engine.config import load_config
 from lenstui.fleet import Fleet, FleetError, host_paths
@@ -238,7 +240,7 @@ def _done_runs(runs: Path) -> None:
 
 
 def _as_sent(obj):
-    return json.loads(json.dumps(rundir._json_safe(obj)))
+    return json.loads(json.dumps(files.json_safe(obj)))
 
 
 def test_the_local_host_through_its_status_server_answers_as_the_probe_and_survives_the_server(fleet, tmp_path):

@@ -126,6 +126,7 @@ def test_a_variant_whose_val_numbers_pass_is_chosen_though_its_test_numbers_woul
 
 
 def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_path):
+    from engine import files
     from engine.protocol import rundir
     from engine.results.report import collect_runs, write_report
 
@@ -136,7 +137,7 @@ def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_pa
         d = rundir.run_dir(root, exp)
         d.mkdir(parents=True)
         m["updated_at"] = "2026-02-07T10:00:00+0000"
-        rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
+        files.atomic_write_json(d / rundir.METRICS_FILE, m)
         rundir.write_run_info(d, {"experiment": exp, "host": "lambda", "status": "done"})
     files = write_report(collect_runs([root], CONFIG), CONFIG, tmp_path / "planb", plots=False)
     md = files.markdown.read_text()

@@ -18,12 +18,10 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from engine.files import CacheError
+
 DEFAULT_NAME = ".lenstui-cache"
 USER_CACHE_APP = "lenstui"
-
-
-class CacheError(ValueError):
-    """A cache folder cannot be made or read; the message names it and what to do."""
 
 
 @dataclass(frozen=True)

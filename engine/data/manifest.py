@@ -21,23 +21,20 @@ builders neither collide nor repeat the work.
 from __future__ import annotations
 
 import argparse
-import fcntl
 import hashlib
 import json
-import os
-import shutil
 import sys
 import time
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Callable, Iterator, Sequence
+from typing import Sequence
 
 import numpy as np
 import pandas as pd
 
 from engine.data import shards
-from engine.data.cachedir import CacheError, resolve_cache_dir
+from engine.data.cachedir import resolve_cache_dir
+from engine.files import CacheError, build_dir_once
 from engine.config import UNPAIRED_METHODS, ConfigError
 from engine.data.settings import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETAE_BINS, DataSettings,
                                  settings_for_command)
@@ -546,47 +543,7 @@ def format_shares(title: str, shares: dict) -> str:
 
 
 # ---------------------------------------------------------------------------
-# Building once, publishing atomically
-
-
-@contextmanager
-def _locked(lock_path: Path) -> Iterator[None]:
-    with open(lock_path, "a+b") as fh:
-        fcntl.flock(fh.fileno(), fcntl.LOCK_EX)   # the second builder waits, then finds it built
-        try:
-            yield
-        finally:
-            fcntl.flock(fh.fileno(), fcntl.LOCK_UN)
-
-
-def build_dir_once(final: Path, build: Callable[[Path], None]) -> bool:
-    """Make `final` by calling build(tmp_dir) unless it exists; True when this call built it.
-
-    A lock file beside it serialises builders; the build goes into a temp folder that
-    is renamed into place, so a reader sees either nothing or the complete folder, and
-    a builder that crashed leaves only a temp folder that the next builder removes.
-    """
-    if final.is_dir():
-        return False
-    try:
-        final.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise CacheError(f"{final.parent}: cannot create the cache folder ({exc.strerror}); point the cache "
-                         "at a writable folder (cache_dir= / --cache-dir / --out)") from None
-    with _locked(final.parent / f"{final.name}.lock"):
-        if final.is_dir():
-            return False
-        for stale in final.parent.glob(f"{final.name}.tmp-*"):
-            shutil.rmtree(stale, ignore_errors=True)
-        tmp = final.parent / f"{final.name}.tmp-{os.getpid()}"
-        tmp.mkdir(parents=True)
-        try:
-            build(tmp)
-            os.rename(tmp, final)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
-    return True
+# Content hashes
 
 
 def file_sha256(path: Path) -> str:

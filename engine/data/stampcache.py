@@ -13,7 +13,7 @@ record batch of blobs per worker, not the split. Bad rows leave their slots empt
 last pass closes the gaps, so the file is the same bytes whatever the number of workers.
 (Decoding dominates: ~1.6 ms a stamp against ~0.4 ms of preprocessing; the full data's
 ~435k images are minutes on 16 cores, not half an hour on one: docs/PERFORMANCE.md.)
-The folder is published by an atomic rename under a lock (see `manifest.build_dir_once`),
+The folder is published by an atomic rename under a lock (engine/files.py's `build_dir_once`),
 so two runs that want the same cache at once both get it, built once.
 """
 
@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from engine.data import shards
+from engine.files import build_dir_once
 from engine.data.preprocess import PREPROCESS_VERSION, PREPROCESSINGS, preprocess
 from engine.data.shards import BadRow
 
@@ -95,8 +96,6 @@ def load_or_build(data_root: str | Path, entries: pd.DataFrame, *, cache_root: s
     """
     if preprocessing not in PREPROCESSINGS:
         raise ValueError(f"unknown preprocessing {preprocessing!r}; expected one of {', '.join(PREPROCESSINGS)}")
-    from engine.data.manifest import build_dir_once   # here, not at the top: workers import this module (pandas-free)
-
     final = Path(cache_root) / f"{name}-{key}"
     jobs = default_jobs() if jobs is None else jobs
     built = build_dir_once(final, lambda tmp: _build(tmp, Path(data_root), entries, preprocessing, chunk_rows, key,

@@ -38,6 +38,8 @@ from typing import Any, Sequence
 
 from engine import ENGINE_VERSION
 
+from engine import files
+
 from engine.protocol import rundir
 from engine.config import ID_PATTERN
 
@@ -123,7 +125,7 @@ def _gpus_claimed_by_runs(runs_root: Path) -> dict[str, str]:
 
     claimed = {}
     for directory in run_directories(runs_root):
-        launch = rundir.read_json(directory / rundir.LAUNCH_FILE).data or {}
+        launch = files.read_json(directory / rundir.LAUNCH_FILE).data or {}
         gpu = launch.get("gpu")
         if gpu in (None, "cpu") or not isinstance(launch.get("pid"), int):
             continue
@@ -234,7 +236,7 @@ def _spawn(exp_id: str, directory: Path, argv: list[str], choice: GpuChoice,
         "launched_at": launched_at,
         "status": rundir.RunState.PENDING.value,
     }
-    rundir.atomic_write_json(directory / rundir.LAUNCH_FILE, record)
+    files.atomic_write_json(directory / rundir.LAUNCH_FILE, record)
     return ({"pid": proc.pid, "pgid": proc.pid, "gpu": choice.label, "gpu_note": choice.note,
              "run_dir": str(directory), "log": str(directory / rundir.LOG_FILE),
              "launched_at": launched_at}, proc)
@@ -265,7 +267,7 @@ def _target(directory: Path) -> tuple[dict[str, Any] | None, str]:
     """The live record (run.json, else launch.json) to signal, or None and why not."""
     reasons = []
     for name in (rundir.RUN_FILE, rundir.LAUNCH_FILE):
-        read = rundir.read_json(directory / name)
+        read = files.read_json(directory / name)
         if read.data is None:
             if read.error:
                 reasons.append(read.error)
@@ -328,13 +330,13 @@ def _killpg(pgid: int, sig: signal.Signals) -> None:
 def _mark_launch_aborted(directory: Path, record: dict[str, Any]) -> None:
     """An abort that landed while the engine was starting (it never wrote run.json): the launch
     record says `aborted`, so the run reads aborted, as asked, rather than lost."""
-    launch = rundir.read_json(directory / rundir.LAUNCH_FILE).data
+    launch = files.read_json(directory / rundir.LAUNCH_FILE).data
     if launch is None or launch.get("pid") != record.get("pid"):
         return   # the process signalled was recorded by run.json: the engine had taken over
     if (rundir.read_run_info(directory).data or {}).get("pid") == launch.get("pid"):
         return   # the engine wrote run.json: it says itself how it ended
     launch.update(status=rundir.RunState.ABORTED.value, aborted_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
-    rundir.atomic_write_json(directory / rundir.LAUNCH_FILE, launch)
+    files.atomic_write_json(directory / rundir.LAUNCH_FILE, launch)
 
 
 def _mark_aborted(directory: Path) -> None:

@@ -9,21 +9,21 @@ One directory per experiment per host, `<runs_root>/<exp_id>/`:
     best.pt       on each new best val AUROC
     last.pt       every epoch (resume point)
 
-Torch-free and NumPy-free. Readers never see half a file: every JSON write is
-temp file + fsync + rename. A process that died without saying so is detected
+Torch-free and NumPy-free. Readers never see half a file: every JSON write goes
+through engine/files.py (temp file + fsync + rename). A process that died without saying so is detected
 here (pid gone, or pid reused by another process), never assumed alive.
 """
 
 from __future__ import annotations
 
 import enum
-import json
 import os
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
+
+from engine.files import JsonRead, atomic_write_json, read_json
 
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
@@ -74,98 +74,6 @@ _RANK = {RunState.PENDING: 0, RunState.RUNNING: 1, RunState.DONE: 2, RunState.FA
 def run_dir(runs_root: str | Path, exp_id: str) -> Path:
     """`<runs_root>/<exp_id>`; the id was checked against [A-Za-z0-9_.-] by the config."""
     return Path(runs_root) / exp_id
-
-
-# ---------------------------------------------------------------------------
-# Atomic files
-
-
-def replace_via_temp(path: Path, fill: Callable[[str], None]) -> None:
-    """Let `fill` write a temp file beside `path`, then rename it over `path`.
-
-    The one way every part writes a file that someone may be reading: `path` is
-    either the old file or the new one, never half; on any failure the temp
-    file is removed and the old file is left as it was.
-    """
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        fill(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` durably (fsync) so that `path` is either the old file or the new one."""
-
-    def fill(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-
-    replace_via_temp(Path(path), fill)
-    _fsync_dir(Path(path).parent)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    """JSON with sorted-free, stable layout; NaN is written as null."""
-    text = json.dumps(_json_safe(obj), indent=1, allow_nan=False)
-    atomic_write_bytes(path, text.encode("utf-8") + b"\n")
-
-
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, float):
-        return None if obj != obj or obj in (float("inf"), float("-inf")) else obj
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
-    return obj
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-@dataclass(frozen=True)
-class JsonRead:
-    """The result of reading a JSON file that another process may be writing."""
-
-    data: dict[str, Any] | None
-    error: str | None = None
-
-
-def read_json(path: Path) -> JsonRead:
-    """Read a JSON object; a missing, garbled or non-object file is an error, not an exception."""
-    try:
-        text = Path(path).read_text(encoding="utf-8")
-    except FileNotFoundError:
-        return JsonRead(None, None)
-    except (OSError, UnicodeDecodeError) as exc:
-        return JsonRead(None, f"{path}: cannot read: {exc}")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        return JsonRead(None, f"{path}: not valid JSON ({exc.msg} at line {exc.lineno})")
-    if not isinstance(data, dict):
-        return JsonRead(None, f"{path}: expected a JSON object, found {type(data).__name__}")
-    return JsonRead(data)
 
 
 # ---------------------------------------------------------------------------

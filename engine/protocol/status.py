@@ -35,6 +35,8 @@ from typing import Any
 
 from engine import ENGINE_VERSION
 
+from engine import files
+
 from engine.protocol import rundir
 
 HISTORY_CAP = 300          # epochs kept in a status answer; the plan runs 50
@@ -229,7 +231,7 @@ def run_status(directory: Path) -> dict[str, Any]:
     view = rundir.observe_run(directory)
     metrics = view.metrics or {}
     info = view.run_info or {}
-    launch = rundir.read_json(directory / rundir.LAUNCH_FILE).data or {}
+    launch = files.read_json(directory / rundir.LAUNCH_FILE).data or {}
     history = metrics.get("history") if isinstance(metrics.get("history"), list) else []
     gates = metrics.get("gates") if isinstance(metrics.get("gates"), list) else []
     last = history[-1] if history and isinstance(history[-1], dict) else {}
@@ -498,7 +500,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _emit(out: Any, obj: dict[str, Any]) -> None:
-    out.write(json.dumps(rundir._json_safe(obj), allow_nan=False) + "\n")
+    out.write(json.dumps(files.json_safe(obj), allow_nan=False) + "\n")
     out.flush()
 
 

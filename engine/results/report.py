@@ -54,6 +54,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import sys
 import time
 from dataclasses import dataclass, field
@@ -61,6 +62,7 @@ from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
 from engine.config import Config, ConfigError, default_config_path, load_config
+from engine.files import atomic_write_text, replace_via_temp
 from engine.results.decision import Decision, decide, settings_note
 from engine.results.representative import (Choice, RunCandidate, candidate_from_entry, choose_all, comparison_notes,
                                    settings_text, time_text)
@@ -397,14 +399,13 @@ def _effective(metrics: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
 
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:
-    """The CSV, written whole to a temp file and renamed (a reader never sees half)."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", newline="", encoding="utf-8") as f:
-        writer = csv.DictWriter(f, fieldnames=columns)
-        writer.writeheader()
-        for row in rows:
-            writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
-    tmp.replace(path)
+    """The CSV, written whole (engine/files.py: a reader never sees half)."""
+    text = io.StringIO(newline="")
+    writer = csv.DictWriter(text, fieldnames=columns)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({c: "" if row.get(c) is None else row[c] for c in columns})
+    atomic_write_text(path, text.getvalue())
 
 
 # ---------------------------------------------------------------------------
@@ -817,11 +818,11 @@ def _finish(ax: Any, xlabel: str, ylabel: str, title: str, drawn: bool) -> None:
 
 
 def _save(fig: Any, plt: Any, path: Path) -> None:
-    tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.tight_layout()
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    tmp.replace(path)
+    try:
+        replace_via_temp(path, lambda tmp: fig.savefig(tmp, dpi=100, format="png"))
+    finally:
+        plt.close(fig)
 
 
 # ---------------------------------------------------------------------------
@@ -866,9 +867,7 @@ def write_report(source: Collection | Mapping[str, Mapping[str, Any]], config: C
     text = render_markdown(collection, config, decision, verdicts, drawn, plot_note,
                            time.strftime("%Y-%m-%d %H:%M:%S %z"))
     md_path = out / RESULTS_MD
-    tmp = md_path.with_name(f".{md_path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    tmp.replace(md_path)
+    atomic_write_text(md_path, text)
     ids = [e for e in _ordered_ids(collection, config) if e in collection.runs]
     rows = [csv_row(collection.runs[e], verdicts[e], config) for e in ids]
     csv_path = out / METRICS_CSV

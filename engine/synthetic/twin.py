@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from engine.synthetic import physics as P
 from engine.data.shards import BLOB_CODEC, encode_blob
+from engine.files import atomic_write_text, replace_dir
 
 SPLITS = ("train", "val", "test")
 # Plan §2.1 (unpaired manifest sizes); an unpaired view of a paired split has ≈ as many rows.
@@ -692,9 +693,8 @@ def write_dataset(
                 report(task.split, done[task.split], rows[task.split], sum(done.values()), total)
         summary = _summary(out, seed, scale, params, shards, np.concatenate(snr), psf_edges, depth_edges, started)
         # The marker goes last and atomically: its presence means every shard is in place.
-        (tmp / (MARKER + ".tmp")).write_text(summary.to_json())
-        os.replace(tmp / (MARKER + ".tmp"), tmp / MARKER)
-        _swap_in(tmp, out)
+        atomic_write_text(tmp / MARKER, summary.to_json())
+        replace_dir(tmp, out)   # an earlier dataset there is removed only afterwards
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
@@ -850,17 +850,6 @@ def _summary(
         blob_codec=BLOB_CODEC,
         layout=LAYOUT,
     )
-
-
-def _swap_in(tmp: Path, out: Path) -> None:
-    """Put the finished `tmp` at `out`; an earlier dataset there is removed only afterwards."""
-    old = None
-    if out.exists():
-        old = out.parent / f".{out.name}.old-{os.getpid()}"
-        os.replace(out, old)
-    os.replace(tmp, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def load_summary(root: Path) -> DatasetSummary | None:

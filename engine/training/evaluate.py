@@ -450,7 +450,7 @@ class _Usage(Exception):
 
 def _data_errors() -> tuple[type[Exception], ...]:
     """The data layer's errors, whose messages name the file, the row and what to do."""
-    from engine.data.cachedir import CacheError
+    from engine.files import CacheError
     from engine.data.manifest import ManifestError
     from engine.data.shards import BadRowsError, BlobError, ShardError
 

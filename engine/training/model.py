@@ -26,7 +26,7 @@ from torch import nn
 
 from engine.training.device import memory_format
 from engine.training.resnet import ResNet18
-from engine.protocol.rundir import replace_via_temp
+from engine.files import replace_via_temp
 
 STEMS = ("stock", "cifar")
 

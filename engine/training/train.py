@@ -33,6 +33,8 @@ import torch
 
 from engine import ENGINE_VERSION
 
+from engine import files
+
 from engine.protocol import rundir
 from engine.training.augment import seeded_generator, training_batch
 from engine.config import Config, ConfigError, Experiment, load_config
@@ -42,7 +44,8 @@ from engine.training.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, 
                              final_val_metrics, gate_record, load_device_split, predict, with_verdicts)
 from engine.training.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, load_optimizer_state,
                           remove_stale_temp_files, save_checkpoint)
-from engine.data.manifest import CacheError, ManifestError
+from engine.data.manifest import ManifestError
+from engine.files import CacheError
 from engine.data.preprocess import PREPROCESS_VERSION
 from engine.protocol.runlog import RunLog
 from engine.data.shards import BadRowsError, BlobError, ShardError
@@ -221,7 +224,7 @@ def code_version() -> str:
     else "unknown"."""
     engine_dir = Path(__file__).resolve().parent.parent   # engine/training/train.py -> engine/
     root = engine_dir.parent
-    synced = rundir.read_json(engine_dir / "code_version.json").data or {}
+    synced = files.read_json(engine_dir / "code_version.json").data or {}
     if isinstance(synced.get("code_version"), str):
         return f"{synced['code_version']} (synced {synced.get('synced_at', '?')})"
     try:
@@ -285,8 +288,8 @@ def take_run_directory(plan: RunPlan) -> tuple[int, Path | None]:
     fd = rundir.acquire_run_lock(plan.run_dir)
     os.close(old)
     launch = aside / rundir.LAUNCH_FILE
-    if launch.exists() and (rundir.read_json(launch).data or {}).get("pid") == os.getpid():
-        rundir.atomic_write_bytes(plan.run_dir / rundir.LAUNCH_FILE, launch.read_bytes())  # this start's
+    if launch.exists() and (files.read_json(launch).data or {}).get("pid") == os.getpid():
+        files.atomic_write_bytes(plan.run_dir / rundir.LAUNCH_FILE, launch.read_bytes())  # this start's
     if redirect:
         sys.stdout.flush()
         sys.stderr.flush()

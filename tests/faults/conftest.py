@@ -22,6 +22,8 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
+from engine import files
+
 from engine.protocol import rundir
 from sshd import (PROJECT_ROOT, SshLab, group_alive, install_engine, running_lab, sshd_missing,  # noqa: F401 (re-exported)
                   wait_for, write_config)
@@ -88,7 +90,7 @@ def reap(root: Path) -> list[int]:
     killed = []
     records = [p for name in (rundir.RUN_FILE, rundir.LAUNCH_FILE) for p in root.rglob(name)]
     for path in records:
-        data = rundir.read_json(path).data or {}
+        data = files.read_json(path).data or {}
         pgid = data.get("pgid")
         # A run trained in-process (engine.training.train.main called by a test) records pytest's own group.
         if not isinstance(pgid, int) or pgid <= 1 or pgid == os.getpgid(0) or not group_alive(pgid):
