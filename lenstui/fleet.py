@@ -10,11 +10,8 @@ for the local host the probe runs in-process, the same code without a process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -27,12 +24,13 @@ from engine import ENGINE_VERSION
 
 from engine.protocol import rundir
 from engine.config import ID_PATTERN, Config, ConfigError, Host
+from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, engine_files, record
 from engine.protocol.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
 from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
-                                    last_line, local_tree)
+                                    last_line)
 
 EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
@@ -41,10 +39,9 @@ LAUNCH_TIMEOUT = 60.0
 LAUNCH_WAIT = 20.0         # a run that ends within this long after its launch is a failed launch (engine.launch --wait)
 SYNTH_TIMEOUT = 1800.0     # making a synthetic dataset on a host
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
-CODE_VERSION_FILE = "engine/code_version.json"   # written by sync into the host's work_dir
 REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
 FETCH_FILES = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAUNCH_FILE, rundir.LOG_FILE)
-PROJECT_ROOT = Path(__file__).resolve().parent.parent   # the tree whose engine/ we push
+PROJECT_ROOT = ENGINE_DIR.parent   # the tree lenstui runs from, whose engine/ sync pushes
 
 
 class FleetError(Exception):
@@ -402,20 +399,18 @@ class Fleet:
         """Push engine/ and the config to the host's work_dir (changed files only); record the code version."""
         t, paths = self.transport(host), self.paths(host)
         work = paths.work_dir.rstrip("/") or "/"
-        files = local_tree(PROJECT_ROOT / "engine")
-        pairs = [(f, f"{work}/engine/{f.relative_to(PROJECT_ROOT / 'engine').as_posix()}") for f in files]
+        files = engine_files(ENGINE_DIR)
+        pairs = [(f, f"{work}/engine/{f.relative_to(ENGINE_DIR).as_posix()}") for f in files]
         pairs.append((self.config_path.resolve(), f"{work}/{REMOTE_CONFIG_NAME}"))
         same_tree = self.host(host).transport == "local" and Path(work).resolve() == PROJECT_ROOT
-        version = code_version(files)
+        version = checkout_version(ENGINE_DIR, files)
         with _as_fleet_error(f"sync to {host}"):
             stats = t.put_files(pairs)
             if not same_tree:  # never write into the tree lenstui itself runs from
                 with tempfile.TemporaryDirectory() as tmp:
-                    record = Path(tmp) / "code_version.json"
-                    record.write_text(json.dumps({"code_version": version, "engine_version": ENGINE_VERSION,
-                                                  "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                  "synced_from": socket.gethostname()}, indent=1) + "\n")
-                    stats.sent += t.put_files([(record, f"{work}/{CODE_VERSION_FILE}")]).sent
+                    recorded = Path(tmp) / RECORD
+                    recorded.write_text(json.dumps(record(version), indent=1) + "\n")
+                    stats.sent += t.put_files([(recorded, f"{work}/engine/{RECORD}")]).sent
         sent = list(stats.sent)
         self._restart_status(host)  # its server runs the code just replaced (it would notice, too)
         message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged; code {version}" if not same_tree
@@ -493,25 +488,6 @@ class Fleet:
             for name in sorted(n for n in names if n in wanted):
                 t.get_file(f"{remote_dir}/{name}", local_dir / name)
         return local_dir
-
-
-def code_version(files: Sequence[Path]) -> str:
-    """`git <commit>[+dirty]` when the project is a git checkout, and a hash of what is pushed."""
-    digest = hashlib.sha256()
-    for f in sorted(files):
-        digest.update(f.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
-    content = digest.hexdigest()[:12]
-    try:
-        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=10", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "engine"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return f"engine-{content}"
-    if commit.returncode != 0:
-        return f"engine-{content}"
-    flag = "+dirty" if dirty.stdout.strip() else ""
-    return f"git-{commit.stdout.strip()}{flag} engine-{content}"
 
 
 def _last_json(text: str) -> dict[str, Any] | None:

@@ -153,6 +153,9 @@ def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(
     assert (tmp_path / "work" / "experiments.toml").exists()
     version = json.loads((tmp_path / "work" / "engine" / "code_version.json").read_text())
     assert version["code_version"] == first.code_version and "engine-" in first.code_version
+    # One version string: what a run on that host records is what sync pushed (and when).
+    from engine.protocol.codeversion import code_version
+    assert code_version(tmp_path / "work" / "engine").startswith(first.code_version + " (synced ")
     again = fleet.sync("local")
     assert [p for p in again.sent if not p.endswith("code_version.json")] == []
     run = tmp_path / "runs" / "B1"

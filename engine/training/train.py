@@ -20,7 +20,6 @@ import random
 import shlex
 import signal
 import socket
-import subprocess
 import sys
 import time
 import traceback
@@ -47,6 +46,7 @@ from engine.training.model import (CheckpointError, build_model, build_optimizer
 from engine.data.manifest import ManifestError
 from engine.files import CacheError
 from engine.data.preprocess import PREPROCESS_VERSION
+from engine.protocol.codeversion import code_version
 from engine.protocol.runlog import RunLog
 from engine.data.shards import BadRowsError, BlobError, ShardError
 from engine.training.step import CudaGraphStep, EagerStep
@@ -216,28 +216,6 @@ class Aborted(Exception):
 
 # ---------------------------------------------------------------------------
 # Provenance
-
-
-def code_version() -> str:
-    """`git rev-parse --short HEAD` of the engine's checkout, "-dirty" if it differs; on a host that
-    `lenstui sync` filled (no git there), the version sync recorded in engine/code_version.json;
-    else "unknown"."""
-    engine_dir = Path(__file__).resolve().parent.parent   # engine/training/train.py -> engine/
-    root = engine_dir.parent
-    synced = files.read_json(engine_dir / "code_version.json").data or {}
-    if isinstance(synced.get("code_version"), str):
-        return f"{synced['code_version']} (synced {synced.get('synced_at', '?')})"
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True,
-                              text=True, timeout=10)
-        if head.returncode != 0:
-            return "unknown"
-        # Untracked files count: a new module that is not committed yet is code that ran.
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True,
-                               timeout=10)
-        return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
 
 
 def run_info(plan: RunPlan, *, status: str, started_at: str, device_name: str, precision: str,

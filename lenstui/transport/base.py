@@ -9,11 +9,10 @@ in the engine so both transports run the same code.
 from __future__ import annotations
 
 import os
-import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 TAIL_CHUNK = 1 << 20   # at most this many bytes per tail_file call
 
@@ -104,20 +103,6 @@ def check_argv(argv: Sequence[str]) -> list[str]:
     if not argv:
         raise ValueError("empty command")
     return [check_arg(a, "command argument") for a in argv]
-
-
-def local_tree(root: Path, exclude_dirs: Iterable[str] = ("__pycache__",),
-               exclude_suffixes: Iterable[str] = (".pyc",)) -> list[Path]:
-    """Regular files under `root`, sorted, skipping caches (what sync pushes)."""
-    skip_dirs, skip_suffix = set(exclude_dirs), tuple(exclude_suffixes)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs and not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not name.endswith(skip_suffix) and stat.S_ISREG(path.lstat().st_mode):
-                out.append(path)
-    return out
 
 
 class LineStream(ABC):

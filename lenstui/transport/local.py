@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from engine.protocol.rundir import replace_via_temp
+from engine.files import replace_via_temp
 
 from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,

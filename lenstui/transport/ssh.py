@@ -37,7 +37,7 @@ from typing import Any, Protocol, Sequence
 import paramiko
 
 from engine.config import Host
-from engine.protocol.rundir import replace_via_temp
+from engine.files import replace_via_temp
 from lenstui.transport import SshOptions
 from lenstui.transport.base import (STDERR_KEPT, TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
                                     HostUnreachable, LineStream, PutStats, RemoteFileNotFound, StreamClosed,
