@@ -29,6 +29,7 @@ from typing import Sequence
 from bench.common import REPO, Report, parser, progress, ratio
 from engine.data import stampcache
 from engine.data.manifest import build_manifests
+from engine.data.workers import default_jobs
 
 FIXTURE = "fixtures/origin-v5-paired"
 COPIES, QUICK_COPIES = 16, 2
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = Report("bench_stampcache", argv)
     copies = args.copies or (QUICK_COPIES if args.quick else COPIES)
-    jobs = args.jobs or stampcache.default_jobs()
+    jobs = args.jobs or default_jobs()
     root = scaled_copy(fixture_root(args.fixture), Path(args.work) / f"origin-x{copies}", copies)
     work = Path(args.work) / "stampcache-builds"
     shutil.rmtree(work, ignore_errors=True)

@@ -46,6 +46,7 @@ import numpy as np
 from bench.common import REPO, Report, median, parser, peak_rss_mib, progress, ratio
 from engine.synthetic import physics as P
 from engine.data import shards
+from engine.data.workers import default_jobs
 from engine.synthetic import twin as synth
 
 ROWS_PER_LRG = 12
@@ -212,7 +213,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = Report("bench_synth", argv)
     n_ours = 48 if args.quick else 480          # rows rendered by ours, per timing
-    jobs = synth.default_jobs()
+    jobs = default_jobs()
 
     # 1. End to end: the real command, wall clock, one process and all of them.
     scale = QUICK_SCALE if args.quick else END_TO_END_SCALE

@@ -24,6 +24,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
+TIME_FORMAT = "%Y-%m-%dT%H:%M:%S%z"   # every timestamp a file holds: run.json, metrics.json, caches
+
+
+def timestamp() -> str:
+    """Now, as every file the engine writes records a time ('2026-02-07T10:00:00+0000')."""
+    import time
+
+    return time.strftime(TIME_FORMAT)
+
 
 class CacheError(ValueError):
     """A cache folder cannot be made or read; the message names it and what to do."""

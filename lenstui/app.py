@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from engine.config import Config, ConfigError, load_config
+from engine.protocol import exitcodes
 from engine.results.representative import settings_rank, settings_text
 from engine.protocol.train_options import extra_args as recorded_args
 from engine.protocol.train_options import is_fresh, settings_difference
@@ -37,7 +38,6 @@ from lenstui.screens.main import MainScreen
 from lenstui.widgets.matrix import ExperimentMatrix
 
 ABORT_GRACE_S = 30
-REPORT_DIR = "planb"  # plan §9.2, beside experiments.toml
 
 
 class LensTUI(App[None]):
@@ -474,7 +474,9 @@ class LensTUI(App[None]):
                     severity="information" if message.ok else "error")
 
     def action_report(self) -> None:
-        out = self.config_path.resolve().parent / REPORT_DIR
+        from engine.results.report import DEFAULT_OUT
+
+        out = self.config_path.resolve().parent / DEFAULT_OUT
         self.notify(f"Writing the report to {out} …", title="Report")
         self._report_worker(self.run_collection(), out)
 
@@ -548,7 +550,7 @@ def run_app(config_path: Path, host: str | None = None) -> None:
         app = make_app(config_path, host)
     except ConfigError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(exitcodes.BAD_INPUT) from None
     try:
         app.run()
     finally:

@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from engine.config import ConfigError, Host, load_config
-from lenstui.fleet import (EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, POLL_TIMEOUT, Fleet, FleetError,
+from engine.protocol import exitcodes
+from engine.results.report import DEFAULT_OUT
+from lenstui.fleet import (POLL_TIMEOUT, Fleet, FleetError,
                            HostSnapshot)
 from lenstui.transport import KNOWN_HOSTS_ENV, SSH_CONFIG_ENV, SshOptions
 from lenstui.transport.base import TransportError
@@ -91,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the plan's report from runs folders (python -m engine.report)")
     p.add_argument("--runs-root", action="append", type=Path,
                    help="a runs folder (repeatable; default: the local host's runs and fetched/*)")
-    p.add_argument("--out", type=Path, default=Path("planb"), help="output folder (default planb/)")
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default {DEFAULT_OUT}/)")
     return parser
 
 
@@ -118,7 +120,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fleet.close()
     except ConfigError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exitcodes.BAD_INPUT
     except FleetError as exc:
         print(f"lenstui: {exc.message}", file=sys.stderr)
         return exc.code
@@ -131,7 +133,7 @@ def _open_app(args: argparse.Namespace) -> int:
     problem = locale_problem(os.environ)
     if problem and not args.no_utf8_check:
         print(f"lenstui: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exitcodes.BAD_INPUT
     _export_ssh_options(args)
     from lenstui.app import run_app  # Textual only when the app is wanted
 
@@ -255,7 +257,7 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
             print(format_snapshot(snap))
         print(format_experiments(choices, list(fleet.config.experiments),
                                  None if not args.host else names))
-    codes = [s.exit_code or (EXIT_UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
+    codes = [s.exit_code or (exitcodes.UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
     return max(codes, default=0)
 
 
@@ -301,7 +303,7 @@ def format_snapshot(snap: HostSnapshot) -> str:
         return f"{snap.host}: not configured (enabled = false)"
     if not snap.connected:
         since = time.strftime("%H:%M:%S", time.localtime(snap.since)) if snap.since else "?"
-        what = "REFUSED" if snap.exit_code == EXIT_REFUSED else "DISCONNECTED"
+        what = "REFUSED" if snap.exit_code == exitcodes.REFUSED else "DISCONNECTED"
         return f"{snap.host}: {what} since {since}: {snap.error}"
     if snap.status is None:
         return f"{snap.host}: connected, but not ready: {snap.error}"
@@ -359,7 +361,7 @@ def cmd_abort(fleet: Fleet, args: argparse.Namespace) -> int:
         _print_json(asdict(result))
     else:
         print(result.message)
-    return 0 if not result.remaining else EXIT_REFUSED
+    return 0 if not result.remaining else exitcodes.REFUSED
 
 
 def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -373,7 +375,7 @@ def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
         try:
             data, offset = fleet.log_chunk(args.experiment, args.host, offset)
         except FleetError as exc:
-            if exc.code != EXIT_UNREACHABLE:
+            if exc.code != exitcodes.UNREACHABLE:
                 raise
             print(f"\n[lenstui: {exc.message}; retrying]", file=sys.stderr)
             continue
@@ -412,7 +414,7 @@ def cmd_preflight(fleet: Fleet, args: argparse.Namespace) -> int:
             continue
         results.append(asdict(r))
         if not r.ok:
-            code = max(code, EXIT_REFUSED)
+            code = max(code, exitcodes.REFUSED)
         if not args.json:
             print(r.message if r.ok else f"{name}: not ready:")
             for problem in [] if r.ok else r.problems:
@@ -448,7 +450,7 @@ def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
         scan = ssh.scan_host_key(host, options)
     except TransportError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return exitcodes.UNREACHABLE
     print(f"{scan.entry} presents a {scan.key_type} key, fingerprint {scan.fingerprint}")
     if scan.state == "known":
         print(f"already trusted in {scan.known_in}")
@@ -458,15 +460,15 @@ def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
               f"If the host was really reinstalled, remove the old key with\n"
               f"  ssh-keygen -R '{scan.entry}' -f {scan.known_in}\nand run `lenstui trust {name}` again.",
               file=sys.stderr)
-        return EXIT_REFUSED
+        return exitcodes.REFUSED
     if not args.yes:
         if not sys.stdin.isatty():
             print("lenstui: not a terminal: pass --yes to trust this key", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return exitcodes.BAD_INPUT
         answer = input(f"Trust this key and add it to {options.known_hosts}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             print("not trusted")
-            return EXIT_REFUSED
+            return exitcodes.REFUSED
     ssh.add_known_host(options.known_hosts, scan)
     print(f"added {scan.entry} to {options.known_hosts}")
     return 0
@@ -483,7 +485,7 @@ def cmd_report(fleet: Fleet, args: argparse.Namespace) -> int:
     if not roots:
         print("lenstui: no runs folder found: run something, or `lenstui fetch EXP --host H` first",
               file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exitcodes.BAD_INPUT
     argv = [sys.executable, "-m", "engine.report"]
     for r in roots:
         argv += ["--runs-root", str(r)]

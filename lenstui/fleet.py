@@ -23,7 +23,8 @@ from typing import Any, Iterator, Sequence
 from engine import ENGINE_VERSION
 
 from engine.protocol import rundir
-from engine.config import ID_PATTERN, Config, ConfigError, Host
+from engine.config import Config, ConfigError, Host, id_problem
+from engine.protocol import exitcodes
 from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, engine_files, record
 from engine.protocol.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
@@ -32,7 +33,6 @@ from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, Hos
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
                                     last_line)
 
-EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
 SERVE_RETRY_S = 60.0       # a host whose engine lacks --serve is polled the old way this long, then asked again
 LAUNCH_TIMEOUT = 60.0
@@ -40,14 +40,13 @@ LAUNCH_WAIT = 20.0         # a run that ends within this long after its launch i
 SYNTH_TIMEOUT = 1800.0     # making a synthetic dataset on a host
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
 REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
-FETCH_FILES = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAUNCH_FILE, rundir.LOG_FILE)
 PROJECT_ROOT = ENGINE_DIR.parent   # the tree lenstui runs from, whose engine/ sync pushes
 
 
 class FleetError(Exception):
     """An action that could not be done, worded for the user; `code` is the CLI exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+    def __init__(self, message: str, code: int = exitcodes.BAD_INPUT) -> None:
         super().__init__(message)
         self.message, self.code = message, code
 
@@ -58,11 +57,11 @@ def _as_fleet_error(what: str) -> Iterator[None]:
     try:
         yield
     except (HostKeyError, AuthError) as exc:   # the host answered and refused us (or we refused its key)
-        raise FleetError(f"{what}: {exc}", EXIT_REFUSED) from None
+        raise FleetError(f"{what}: {exc}", exitcodes.REFUSED) from None
     except HostUnreachable as exc:
-        raise FleetError(f"{what}: {exc}", EXIT_UNREACHABLE) from None
+        raise FleetError(f"{what}: {exc}", exitcodes.UNREACHABLE) from None
     except TransportError as exc:
-        raise FleetError(f"{what}: {exc}", EXIT_BAD_INPUT) from None
+        raise FleetError(f"{what}: {exc}", exitcodes.BAD_INPUT) from None
 
 
 @dataclass(frozen=True)
@@ -191,7 +190,7 @@ class Fleet:
         try:
             return self.config.host(name)
         except ConfigError as exc:
-            raise FleetError(str(exc), EXIT_BAD_INPUT) from None
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
 
     def paths(self, name: str) -> HostPaths:
         return host_paths(self.config, self.host(name), self.config_path)
@@ -202,7 +201,7 @@ class Fleet:
         if not host.enabled:
             raise FleetError(f"host {name} is not configured (enabled = false in {self.config.source}); "
                              f"set enabled = true under [hosts.{name}] once `ssh {host.ssh_host or name}` "
-                             "works", EXIT_BAD_INPUT)
+                             "works", exitcodes.BAD_INPUT)
         with self._lock:
             if name not in self._transports:
                 self._transports[name] = make_transport(host, self.config_path.resolve().parent,
@@ -260,17 +259,17 @@ class Fleet:
                 return self._poll_once(host, t, paths)
             status = self.status_channel(host).ask(POLL_TIMEOUT)
         except (HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_REFUSED)
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.REFUSED)
         except HostUnreachable as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_UNREACHABLE)
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.UNREACHABLE)
         except StreamClosed as exc:  # the server could not start: the engine's own words say why
             if _lacks_serve(exc.stderr):  # an engine from before --serve: the old way, until it is synced
                 self._one_shot_until[host] = time.monotonic() + SERVE_RETRY_S
                 return self._poll_once(host, t, paths)
             message = self._engine_failure(host, paths, exc.stderr) if exc.stderr.strip() else str(exc)
-            return HostSnapshot(host, True, True, None, message, None, EXIT_REFUSED)
+            return HostSnapshot(host, True, True, None, message, None, exitcodes.REFUSED)
         except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
-            return HostSnapshot(host, True, True, None, str(exc), None, EXIT_REFUSED)
+            return HostSnapshot(host, True, True, None, str(exc), None, exitcodes.REFUSED)
         return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
 
     def _poll_once(self, host: str, t: Transport, paths: HostPaths) -> HostSnapshot:
@@ -279,19 +278,19 @@ class Fleet:
         try:
             done = t.run(argv, cwd=paths.work_dir, timeout=POLL_TIMEOUT)
         except (HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_REFUSED)
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.REFUSED)
         except HostUnreachable as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_UNREACHABLE)
+            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.UNREACHABLE)
         except TransportError as exc:
-            return HostSnapshot(host, True, True, None, str(exc), None, EXIT_REFUSED)
+            return HostSnapshot(host, True, True, None, str(exc), None, exitcodes.REFUSED)
         if done.rc != 0:
             return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None,
-                                EXIT_REFUSED)
+                                exitcodes.REFUSED)
         try:
             status = json.loads(done.stdout)
         except json.JSONDecodeError:
             return HostSnapshot(host, True, True, None,
-                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None, EXIT_REFUSED)
+                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None, exitcodes.REFUSED)
         return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
 
     def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
@@ -324,7 +323,7 @@ class Fleet:
         try:
             self.config.experiment(exp_id, base)
         except ConfigError as exc:
-            raise FleetError(str(exc), EXIT_BAD_INPUT) from None
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
         gpu = str(gpu).strip().lower()
         if not (gpu in ("auto", "cpu") or gpu.isdigit()):
             raise FleetError(f"--gpu {gpu!r}: expected a GPU index (0, 1, ...), 'auto' or 'cpu'")
@@ -364,14 +363,15 @@ class Fleet:
         if done.rc == 0 and answer is not None and "error" not in answer:
             return answer
         if answer is not None and "error" in answer:
-            raise FleetError(f"{what} on {host}: {answer['error']}", int(answer.get("code", EXIT_BAD_INPUT)))
+            raise FleetError(f"{what} on {host}: {answer['error']}", int(answer.get("code", exitcodes.BAD_INPUT)))
         raise FleetError(f"{what} on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
-                         EXIT_BAD_INPUT)
+                         exitcodes.BAD_INPUT)
 
     @staticmethod
     def _check_id(exp_id: str) -> None:
-        if not ID_PATTERN.match(exp_id):
-            raise FleetError(f"experiment id {exp_id!r} has characters outside [A-Za-z0-9_.-]")
+        problem = id_problem(exp_id)
+        if problem:
+            raise FleetError(problem)
 
     # -- logs ---------------------------------------------------------------------------
 
@@ -391,7 +391,7 @@ class Fleet:
             try:
                 return self.transport(host).tail_file(path, offset)
             except RemoteFileNotFound:
-                raise FleetError(f"{exp_id} has no log on {host} yet ({path})", EXIT_BAD_INPUT) from None
+                raise FleetError(f"{exp_id} has no log on {host} yet ({path})", exitcodes.BAD_INPUT) from None
 
     # -- sync, preflight, fetch -------------------------------------------------------
 
@@ -464,13 +464,13 @@ class Fleet:
         dataset = self.config.dataset_for(h)
         if dataset.kind != "synthetic":
             raise FleetError(f"{host} uses dataset {dataset.name!r}, real shards: nothing to make. "
-                             + self.data_route(host), EXIT_BAD_INPUT)
+                             + self.data_route(host), exitcodes.BAD_INPUT)
         argv = [paths.python, "-m", "engine.synth", "--config", paths.config_file, "--host", host, "--if-missing"]
         with _as_fleet_error(f"synth on {host}"):
             done = self.transport(host).run(argv, cwd=paths.work_dir, timeout=SYNTH_TIMEOUT)
         if done.rc != 0:
             raise FleetError(f"synth on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
-                             EXIT_BAD_INPUT if done.rc == 2 else EXIT_REFUSED)
+                             exitcodes.BAD_INPUT if done.rc == 2 else exitcodes.REFUSED)
         return f"{host}: {last_line(done.stdout) or 'done'}"
 
     def fetch(self, exp_id: str, host: str, dest: Path, checkpoints: bool = False) -> Path:
@@ -478,7 +478,7 @@ class Fleet:
         self._check_id(exp_id)
         t, paths = self.transport(host), self.paths(host)
         remote_dir = f"{paths.runs_root.rstrip('/')}/{exp_id}"
-        wanted = set(FETCH_FILES) | ({rundir.BEST_CKPT, rundir.LAST_CKPT} if checkpoints else set())
+        wanted = set(rundir.RUN_FILES) | ({rundir.BEST_CKPT, rundir.LAST_CKPT} if checkpoints else set())
         local_dir = Path(dest) / exp_id
         with _as_fleet_error(f"fetch from {host}"):
             try:

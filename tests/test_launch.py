@@ -154,7 +154,7 @@ def test_abort_of_a_run_that_never_started_says_so(host):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["start", "--experiment", "A1;rm", "--runs-root", "R", "--", "true"], "outside [A-Za-z0-9_.-]"),
+    (["start", "--experiment", "A1;rm", "--runs-root", "R", "--", "true"], "not a plain name: use [A-Za-z0-9_.-]"),
     (["start", "--experiment", "A1", "--runs-root", "R", "--gpu", "first", "--", "true"], "expected a GPU index"),
     (["start", "--experiment", "A1", "--runs-root", "R"], "no training command"),
     (["start", "--experiment", "A1", "--runs-root", "R", "--require", "torch,no_such_module_xyz", "--", "true"],

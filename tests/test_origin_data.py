@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from engine.config import SPLITS
 from engine.data import shards
 from engine.data.cachedir import resolve_cache_dir
 from engine.files import CacheError
@@ -172,7 +173,7 @@ def test_the_distinct_image_counts_equal_the_pipelines_blob_bytes(data, tmp_path
     for mode in ("paired", "unpaired"):
         view = ms.entries(mode, "full")
         counted = distinct_counts(view)
-        for split in shards.SPLITS:
+        for split in SPLITS:
             digests: dict[int, set[str]] = {0: set(), 1: set()}
             part = view[view["split"] == split]
             for shard, rows in part.groupby("shard", observed=True):

@@ -16,7 +16,8 @@ from typing import Any
 from engine import files
 
 from engine.protocol import rundir
-from engine.protocol.status import run_directories, run_status
+from engine.protocol.rundir import run_directories
+from engine.protocol.status import run_status
 from lenstui.app import LensTUI, make_app
 from lenstui.fleet import HostSnapshot
 from lenstui.screens.decision import DecisionScreen

@@ -14,6 +14,8 @@ import pytest
 
 from engine.synthetic import physics as P
 from engine.data import shards
+from engine.config import SPLITS
+from engine.data.settings import DEFAULT_THETAE_BINS
 from engine.synthetic import twin as S
 from engine.data.gates import core_box_slice, shortcut_gates
 from engine.data.preprocess import CLIP, raw_robust, residual
@@ -117,11 +119,11 @@ def test_psf_and_depth_belong_to_the_brick_and_are_binned_by_quartiles_of_bricks
 
 def test_splits_are_disjoint_regions_of_sky(dataset) -> None:
     root, _ = dataset
-    ras = {split: _split(root, split)["ra"] for split in S.SPLITS}
+    ras = {split: _split(root, split)["ra"] for split in SPLITS}
     for split, ra in ras.items():
         lo, hi = S.SPLIT_RA[split]
         assert ra.between(lo, hi).all()
-    keys = [set(zip(_split(root, s)["ra"].round(6), _split(root, s)["dec"].round(6))) for s in S.SPLITS]
+    keys = [set(zip(_split(root, s)["ra"].round(6), _split(root, s)["dec"].round(6))) for s in SPLITS]
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
 
 
@@ -142,7 +144,7 @@ def test_same_seed_same_data_with_worker_processes(dataset, tmp_path: Path) -> N
     root, summary = dataset
     again = S.write_dataset(tmp_path / "again", **{**TINY_KW, "jobs": 2})
     assert again.rows == TINY and again.shards == summary.shards
-    for split in S.SPLITS:   # byte for byte: same pixels, same blobs, same metadata
+    for split in SPLITS:   # byte for byte: same pixels, same blobs, same metadata
         a, b = _split(root, split), _split(tmp_path / "again", split)
         assert a.equals(b), split
 
@@ -160,7 +162,7 @@ def test_blobs_are_deflated_npz_members(dataset) -> None:
 
 def test_a_shard_holds_whole_lrgs(dataset) -> None:
     root, _ = dataset
-    for split in S.SPLITS:
+    for split in SPLITS:
         seen: dict[tuple[float, float], str] = {}
         for shard in sorted((root / split).glob("*.parquet")):
             df = pq.read_table(shard, columns=["ra", "dec"]).to_pandas()
@@ -184,7 +186,7 @@ def test_plan_shards_cuts_between_lrgs() -> None:
 def test_scale_one_gives_the_plan_sizes_and_small_scales_keep_a_few_lrgs() -> None:
     assert S.rows_for_scale(1.0) == {"train": 29_108, "val": 100_240, "test": 88_528}
     assert S.rows_for_scale(0.01) == {"train": 291, "val": 1002, "test": 885}
-    assert S.rows_for_scale(1e-6) == {s: S.MIN_LRGS_PER_SPLIT * 12 for s in S.SPLITS}
+    assert S.rows_for_scale(1e-6) == {s: S.MIN_LRGS_PER_SPLIT * 12 for s in SPLITS}
     for bad in (0, -1, float("nan"), float("inf"), 1e6):
         with pytest.raises(S.SynthError, match="scale"):
             S.rows_for_scale(bad)
@@ -203,7 +205,7 @@ def test_rows_per_lrg_are_about_twelve() -> None:
 def test_theta_e_takes_the_pipelines_grid_and_fills_every_plan_bin() -> None:
     p = S.sample_systems([12] * 500, np.random.default_rng(0))
     assert set(np.unique(p.theta_e)) == set(S.PRIORS.theta_e_grid)
-    counts, _ = np.histogram(p.theta_e, bins=S.THETA_E_BINS)
+    counts, _ = np.histogram(p.theta_e, bins=DEFAULT_THETAE_BINS)
     assert counts.sum() == len(p) and (counts > 0.08 * len(p)).all()
     assert set(p.theta_e[p.theta_e >= 2.5]) == {2.5}            # the last bin holds 2.5 only, as in the data
     beta = np.hypot(p.src_x, p.src_y) / p.theta_e
@@ -302,7 +304,7 @@ def test_cli_uses_every_available_cpu_by_default(tmp_path: Path, monkeypatch: py
 
     def fake_write(out, **kwargs):
         asked.update(kwargs)
-        return S.DatasetSummary(root=str(out), seed=1, scale=1e-6, rows=dict.fromkeys(S.SPLITS, 48), lrgs={}, shards={},
+        return S.DatasetSummary(root=str(out), seed=1, scale=1e-6, rows=dict.fromkeys(SPLITS, 48), lrgs={}, shards={},
                                 theta_e_bins=[], theta_e_counts={}, median_arc_snr=3.0, psf_edges=[], depth_edges=[],
                                 seconds=1.0, blob_codec="isal-1")
 

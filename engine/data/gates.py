@@ -36,7 +36,10 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
+from engine.config import DATA_MODES, PREPROCESSINGS, SAMPLES, SPLITS
+from engine.data.cachedir import DEFAULT_NAME
 from engine.data.preprocess import radial_profile, radius_map
+from engine.protocol import exitcodes
 
 # SCIENCE.md "Shortcut gates": the published matrix (n = 2000), core / radial AUC.
 PUBLISHED = {
@@ -295,11 +298,11 @@ def _settings_from_config(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.gates", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True)
-    parser.add_argument("--mode", choices=("paired", "unpaired"), default="paired")
-    parser.add_argument("--preprocessing", choices=("raw_robust", "residual"), default="residual")
+    parser.add_argument("--mode", choices=DATA_MODES, default="paired")
+    parser.add_argument("--preprocessing", choices=PREPROCESSINGS, default="residual")
     parser.add_argument("--mask-radius", type=int, default=0, help="zero pixels with r < R before the features")
-    parser.add_argument("--split", choices=("train", "val", "test"), default="val")
-    parser.add_argument("--sample", choices=("10pct", "full"), default="10pct")
+    parser.add_argument("--split", choices=SPLITS, default="val")
+    parser.add_argument("--sample", choices=SAMPLES, default="10pct")
     parser.add_argument("--matrix", action="store_true",
                         help="paired/unpaired × raw/residual, plus unpaired+residual with R=7, beside SCIENCE.md's numbers")
     parser.add_argument("--n-samples", type=int, default=None, help="default: metrics.gate_n_samples, else 2000")
@@ -307,7 +310,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None, help="default: metrics.gate_seed, else 1337")
     parser.add_argument("--core-box", type=int, default=None, help="default: metrics.core_box, else 10")
     parser.add_argument("--cache-dir", help="manifests and stamp caches (default: the host's cache_dir, else "
-                        "DATA_ROOT/.lenstui-cache where writable; engine/data/cachedir.py)")
+                        f"DATA_ROOT/{DEFAULT_NAME} where writable; engine/data/cachedir.py)")
     parser.add_argument("--config", help="experiments.toml whose sampling, unpaired method and bad-row limit "
                         "pick the data (default: ./experiments.toml when present)")
     parser.add_argument("--host", help="also take this host's cache_dir and its dataset's unpaired_manifest")
@@ -317,7 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _settings_from_config(args)
     except ValueError as exc:   # ConfigError: the file, the key, what was expected
         print(f"error: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     s = args.settings
     print(f"shortcut gates on {args.data_root}: split {args.split}, sample {args.sample} (fraction "
           f"{s.sample_fraction:g}, seed {s.seed}, unpaired {s.unpaired_manifest or s.unpaired_method}; settings "
@@ -332,8 +335,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(format_row(mode, preprocessing, radius, result, seconds), flush=True)
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exitcodes.BAD_INPUT
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

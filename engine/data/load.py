@@ -25,8 +25,8 @@ import numpy as np
 from engine.data import shards, stampcache
 from engine.data.cachedir import CacheDir, resolve_cache_dir
 from engine.data.settings import DataSettings
-from engine.data.manifest import MODES, SAMPLES, build_manifests, check_bad_rows
-from engine.data.preprocess import PREPROCESSINGS
+from engine.config import DATA_MODES, PREPROCESSINGS, SAMPLES, SPLITS
+from engine.data.manifest import build_manifests, check_bad_rows
 from engine.data.shards import BadRow
 
 @dataclass(frozen=True)
@@ -73,9 +73,9 @@ def load_split(data_root: str | Path, *, mode: str, sample: str, split: str, pre
     """
     started = time.perf_counter()
     settings = settings or DataSettings()
-    _check_choice("data mode", mode, MODES)
+    _check_choice("data mode", mode, DATA_MODES)
     _check_choice("sample", sample, SAMPLES)
-    _check_choice("split", split, shards.SPLITS)
+    _check_choice("split", split, SPLITS)
     _check_choice("preprocessing", preprocessing, PREPROCESSINGS)
     cache = cache_dir_for(data_root, settings, cache_dir)
     ms = build_manifests(data_root, cache.manifests, **settings.manifest_options())
@@ -111,8 +111,8 @@ def load_raw_examples(data_root: str | Path, *, mode: str, split: str, n_per_cla
     Draws at random (seeded) from the full view's manifest and decodes only those
     blobs; rows that fail to decode are listed in `bad_rows` and left out.
     """
-    _check_choice("data mode", mode, MODES)
-    _check_choice("split", split, shards.SPLITS)
+    _check_choice("data mode", mode, DATA_MODES)
+    _check_choice("split", split, SPLITS)
     settings = settings or DataSettings()
     cache = cache_dir_for(data_root, settings, cache_dir)
     ms = build_manifests(data_root, cache.manifests, **settings.manifest_options())

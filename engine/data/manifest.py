@@ -35,15 +35,14 @@ import pandas as pd
 from engine.data import shards
 from engine.data.cachedir import resolve_cache_dir
 from engine.files import CacheError, build_dir_once
-from engine.config import UNPAIRED_METHODS, ConfigError
+from engine.protocol import exitcodes
+from engine.config import DATA_MODES, SAMPLES, SPLITS, UNPAIRED_METHODS, ConfigError
 from engine.data.settings import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETAE_BINS, DataSettings,
                                  settings_for_command)
 from engine.data.shards import BadRow, BadRowsError, ShardError
 
 MANIFEST_VERSION = 3   # 2: failed cut-outs excluded at index time; the origin's unpaired method;
                         # 3: the pipeline's `replicate` carried, for the distinct-image counts
-MODES = ("paired", "unpaired")
-SAMPLES = ("10pct", "full")
 ENTRY_COLUMNS = ("split", "shard", "row", "blob", "label", "theta_e", "theta_e_bin",
                  "psf_bin", "depth_bin", "lrg_id", "replicate")
 SUMMARY_FILE = "summary.json"
@@ -114,7 +113,7 @@ def shard_files(data_root: str | Path) -> dict[str, list[Path]]:
     if not root.is_dir():
         raise ShardError(f"{root}: data root not found; make one with `python -m engine.synth --out "
                          f"{root} --scale 0.01` or point --data-root at the real shards")
-    return {split: shards.list_shards(root, split) for split in shards.SPLITS}
+    return {split: shards.list_shards(root, split) for split in SPLITS}
 
 
 def read_index(data_root: str | Path) -> ShardIndex:
@@ -174,7 +173,7 @@ def read_index(data_root: str | Path) -> ShardIndex:
          "psf_bin": np.zeros(0, np.int8), "depth_bin": np.zeros(0, np.int8), "lrg_id": np.zeros(0, np.int64),
          "replicate": np.zeros(0, np.int16)})
     # Categories, not strings: a million-row manifest sorts, filters and merges on codes.
-    rows["split"] = pd.Categorical.from_codes(rows["split"].to_numpy(np.int8), categories=list(shards.SPLITS))
+    rows["split"] = pd.Categorical.from_codes(rows["split"].to_numpy(np.int8), categories=list(SPLITS))
     rows["shard"] = pd.Categorical.from_codes(rows["shard"].to_numpy(np.int32), categories=names)
     check_no_leakage(rows)
     return ShardIndex(rows, bad, counts, failed)
@@ -281,7 +280,7 @@ def unpaired_origin(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[
     """
     out, notes = [], []
     rng = np.random.default_rng(seed)
-    for split in shards.SPLITS:
+    for split in SPLITS:
         r = rows[rows["split"] == split].reset_index(drop=True)
         if not len(r):
             continue
@@ -322,7 +321,7 @@ def unpaired_per_cell(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tupl
     random to the same count (matched and balanced beats either alone).
     """
     out, short = [], []
-    for split_no, split in enumerate(shards.SPLITS):
+    for split_no, split in enumerate(SPLITS):
         r = rows[rows["split"] == split].reset_index(drop=True)
         if not len(r):
             continue
@@ -415,7 +414,7 @@ def sample_view(view_full: pd.DataFrame, mode: str, fraction: float, strata: Seq
                 seed: int) -> pd.DataFrame:
     """The sample of one view, per split. Paired: rows are sampled and keep both twins."""
     parts = []
-    for split in shards.SPLITS:
+    for split in SPLITS:
         v = view_full[view_full["split"] == split].reset_index(drop=True)
         if mode == "paired":
             pos = v[v["label"] == 1].reset_index(drop=True)
@@ -434,7 +433,7 @@ def sample_view(view_full: pd.DataFrame, mode: str, fraction: float, strata: Seq
 def split_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
     """{split: {total, positive, negative}} as in plan §2."""
     out = {}
-    for split in shards.SPLITS:
+    for split in SPLITS:
         labels = view.loc[view["split"] == split, "label"].to_numpy()
         pos = int(np.count_nonzero(labels == 1))
         out[split] = {"total": int(len(labels)), "positive": pos, "negative": int(len(labels) - pos)}
@@ -448,7 +447,7 @@ def repeated_draws(view: pd.DataFrame) -> dict[str, int]:
     short of non-lenses); the paired view gives each row's control once per row, not a repeat.
     """
     out = {}
-    for split in shards.SPLITS:
+    for split in SPLITS:
         part = view.loc[view["split"] == split, ["shard", "row", "blob"]]
         out[split] = int(part.duplicated().sum())
     return out
@@ -486,7 +485,7 @@ def distinct_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
     bytes (metrics.json `effective_sample`).
     """
     out = {}
-    for split in shards.SPLITS:
+    for split in SPLITS:
         v = view[view["split"] == split]
         stamps, ctrls = v[v["blob"] == "stamp"], v[v["blob"] == "ctrl"]
         if "replicate" in stamps:
@@ -506,7 +505,7 @@ def strata_shares(full: pd.DataFrame, sample: pd.DataFrame, keys: Sequence[str])
     "joint_max_delta_pp": x}}; joint strata with fewer than 100 members are not checked.
     """
     out = {}
-    for split in shards.SPLITS:
+    for split in SPLITS:
         f = full[full["split"] == split]
         s = sample[sample["split"] == split]
         marginal = []
@@ -574,8 +573,8 @@ class ManifestSet:
         """The view's entries (all splits, or one), in decode order."""
         view = pd.read_parquet(self.path(mode, sample))
         if split is not None:
-            if split not in shards.SPLITS:
-                raise ValueError(f"unknown split {split!r}; expected one of {', '.join(shards.SPLITS)}")
+            if split not in SPLITS:
+                raise ValueError(f"unknown split {split!r}; expected one of {', '.join(SPLITS)}")
             view = view[view["split"] == split].reset_index(drop=True)
         return view
 
@@ -594,13 +593,13 @@ class ManifestSet:
 
     def check_bad_rows(self, limit: float, setting: str = DataSettings.bad_row_limit_setting) -> None:
         """Raise BadRowsError when a split's index-time bad rows exceed `limit` (a fraction)."""
-        for split in shards.SPLITS:
+        for split in SPLITS:
             check_bad_rows(self.bad_rows(split), self.summary["shard_rows"][split], limit, split, setting)
 
 
 def _check_view(mode: str, sample: str) -> None:
-    if mode not in MODES:
-        raise ValueError(f"unknown data mode {mode!r}; expected one of {', '.join(MODES)}")
+    if mode not in DATA_MODES:
+        raise ValueError(f"unknown data mode {mode!r}; expected one of {', '.join(DATA_MODES)}")
     if sample not in SAMPLES:
         raise ValueError(f"unknown sample {sample!r}; expected one of {', '.join(SAMPLES)}")
 
@@ -700,7 +699,7 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
             view.to_parquet(path, index=False)
             summary["views"][f"{mode}-{sample}"] = {"counts": split_counts(view), "repeats": repeated_draws(view),
                                                     "sha256": file_sha256(path)}
-        for mode in MODES:
+        for mode in DATA_MODES:
             summary["views"][f"{mode}-10pct"]["shares"] = strata_shares(
                 views[(mode, "full")], views[(mode, "10pct")], strata)
         summary["build_seconds"] = round(time.perf_counter() - started, 3)
@@ -735,7 +734,7 @@ def report(ms: ManifestSet) -> str:
                      + ")")
         for d in imp["dropped"][:10]:
             parts.append(f"  dropped {d['manifest']} -> {d['shard']} row {d['row']}: {d['reason']}")
-    for mode in MODES:
+    for mode in DATA_MODES:
         for sample in ("full", "10pct"):
             name = "full dataset" if sample == "full" else f"{100 * s['sample_fraction']:g}% sample"
             view = s["views"][f"{mode}-{sample}"]
@@ -748,7 +747,7 @@ def report(ms: ManifestSet) -> str:
     if s["shortfalls"]:
         parts.append("\nunpaired cells short of negatives:\n" + "\n".join(
             "  " + Shortfall(**x).describe() for x in s["shortfalls"]))
-    for split in shards.SPLITS:
+    for split in SPLITS:
         failed = ms.failed_rows(split)
         if failed:
             parts.append(f"\n{split}: {len(failed)} rows the pipeline marked as failed, left out of every view "
@@ -759,7 +758,7 @@ def report(ms: ManifestSet) -> str:
             parts.append(f"\n{split}: {len(bad)} bad rows left out of the manifests (of "
                          f"{s['shard_rows'][split]}): " + "; ".join(b.describe() for b in bad[:10])
                          + (" …" if len(bad) > 10 else ""))
-    for mode in MODES:
+    for mode in DATA_MODES:
         parts.append("\n" + format_shares(f"{mode} sample vs full: stratum shares",
                                           s["views"][f"{mode}-10pct"]["shares"]))
     return "\n".join(parts)
@@ -803,8 +802,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ms.check_bad_rows(settings.bad_row_limit, settings.bad_row_limit_setting)
     except (ConfigError, ManifestError, CacheError, ShardError, BadRowsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+        return exitcodes.BAD_INPUT
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

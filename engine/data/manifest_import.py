@@ -32,6 +32,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from engine.config import SPLITS
 from engine.data import shards
 from engine.data.manifest import ManifestError, describe_lrg, lrg_ids
 
@@ -119,7 +120,7 @@ def import_unpaired(path: str | Path, data_root: str | Path, index_rows: pd.Data
         theta_e=found["theta_e"].astype(np.float32), psf_bin=found["psf_bin"].astype(np.int8),
         depth_bin=found["depth_bin"].astype(np.int8), replicate=found["replicate"].astype(np.int16),
         blob=pd.Categorical(found["blob"], categories=["ctrl", "stamp"]))
-    rows = {s: int(np.count_nonzero(entries["split"].astype(str) == s)) for s in shards.SPLITS}
+    rows = {s: int(np.count_nonzero(entries["split"].astype(str) == s)) for s in SPLITS}
     info = {"source": str(path.resolve()), "format": fmt, "rows": rows, "dropped": dropped,
             "origin_metadata": _metadata(path) if fmt == "v2" else None}
     keep = ["split", "shard", "row", "blob", "label", "theta_e", "psf_bin", "depth_bin", "lrg_id", "replicate"]
@@ -127,7 +128,7 @@ def import_unpaired(path: str | Path, data_root: str | Path, index_rows: pd.Data
 
 
 def _check_disjoint(found: pd.DataFrame, path: Path) -> None:
-    for split in shards.SPLITS:
+    for split in SPLITS:
         part = found[found["split"].astype(str) == split]
         both = set(part.loc[part["label"] == 1, "lrg_id"]) & set(part.loc[part["label"] == 0, "lrg_id"])
         if both:
@@ -158,7 +159,7 @@ def _locate_v2(path: Path, data_root: str | Path, index_rows: pd.DataFrame) -> p
     names = set(index_rows["shard"].cat.categories)
     sizes: dict[str, int] = {}
     frames, problems = [], []
-    for split in shards.SPLITS:
+    for split in SPLITS:
         parts = sorted((path / f"split={split}").glob("*.parquet"))
         if not parts:
             raise ManifestError(f"{path}: no split={split}/*.parquet; an origin v2 manifest has one folder per split")
@@ -232,11 +233,11 @@ def _locate_v1(path: Path, data_root: str | Path, index_rows: pd.DataFrame) -> p
     manifest = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(
         columns=["manifest_split", "label", "manifest_lrg", "digest"])
     manifest["where"] = [f"{path.name} row {i}" for i in range(len(manifest))]
-    bad_split = ~manifest["manifest_split"].isin(shards.SPLITS)
+    bad_split = ~manifest["manifest_split"].isin(SPLITS)
     if bad_split.any():
         i = int(np.flatnonzero(bad_split.to_numpy())[0])
         raise ManifestError(f"{path} row {i}: split {manifest['manifest_split'][i]!r} is not one of "
-                           f"{', '.join(shards.SPLITS)}")
+                           f"{', '.join(SPLITS)}")
     manifest["blob"] = np.where(manifest["label"].to_numpy() == 1, "stamp", "ctrl")
     # Which shard rows can hold each (split, kind, digest): the rows of the LRGs the manifest names.
     wanted = {(s, b, lrg) for s, b, lrg in zip(manifest["manifest_split"], manifest["blob"], manifest["manifest_lrg"])}

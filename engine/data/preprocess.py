@@ -21,7 +21,8 @@ import math
 
 import numpy as np
 
-PREPROCESSINGS = ("raw_robust", "residual")
+from engine.config import PREPROCESSINGS
+
 PREPROCESS_VERSION = 2   # bump when the numbers change: stamp caches are keyed by it (2: annulus not rescaled)
 CLIP = 50.0
 MAD_EPS = 1e-8

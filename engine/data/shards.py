@@ -27,7 +27,6 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-SPLITS = ("train", "val", "test")
 BLOB_COLUMNS = {"stamp": "stamp_npz", "ctrl": "ctrl_stamp_npz"}
 INDEX_COLUMNS = ("theta_e_arcsec", "psf_bin", "depth_bin", "ra", "dec")
 OPTIONAL_COLUMNS = ("arc_snr", "src_reff_arcsec", "src_dmag", "magnification", "psfsize_r",

@@ -21,11 +21,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-import multiprocessing
 import os
 import sys
 import time
-from concurrent.futures import Future, ProcessPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,8 +32,10 @@ from typing import TYPE_CHECKING, Iterator
 import numpy as np
 
 from engine.data import shards
-from engine.files import build_dir_once
-from engine.data.preprocess import PREPROCESS_VERSION, PREPROCESSINGS, preprocess
+from engine.data.workers import default_jobs, executor
+from engine.files import build_dir_once, timestamp
+from engine.config import PREPROCESSINGS
+from engine.data.preprocess import PREPROCESS_VERSION, preprocess
 from engine.data.shards import BadRow
 
 CACHE_VERSION = 1
@@ -51,14 +51,6 @@ if TYPE_CHECKING:   # not imported at run time: the build's workers import this 
 IMAGE_BYTES = 2 * int(np.prod(IMAGE_SHAPE))
 TASK_ENTRIES = 1024        # a task is at least this many entries (or one row group), when a shard has more
 PARALLEL_MIN_ENTRIES = 2048   # below this a build runs in this process: starting workers costs ~1 s
-
-
-def default_jobs() -> int:
-    """Worker processes for a cold build: one per CPU this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:   # no sched_getaffinity (macOS)
-        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -166,18 +158,6 @@ def _run_task(root: str, task: _Task, preprocessing: str, chunk_rows: int, out_p
     return (np.concatenate(kept) if kept else np.zeros(0, np.int64)), bad
 
 
-class _Inline:
-    """Runs each task when it is submitted: a build in this process, without workers."""
-
-    def submit(self, fn, *args) -> Future:
-        fut: Future = Future()
-        fut.set_result(fn(*args))
-        return fut
-
-    def shutdown(self, **kwargs) -> None:
-        return None
-
-
 def _build(tmp: Path, root: Path, entries: pd.DataFrame, preprocessing: str, chunk_rows: int, key: str,
            jobs: int, parallel_min_entries: int) -> None:
     started = time.perf_counter()
@@ -187,9 +167,7 @@ def _build(tmp: Path, root: Path, entries: pd.DataFrame, preprocessing: str, chu
     with open(out_path, "wb") as fh:
         fh.truncate(len(entries) * IMAGE_BYTES)   # sparse: each task writes its own slots
     parallel = jobs > 1 and len(tasks) > 1 and len(entries) >= parallel_min_entries
-    # spawn, not fork: the parent may hold pyarrow's (or torch's) threads.
-    pool = (ProcessPoolExecutor(max_workers=min(jobs, len(tasks)), mp_context=multiprocessing.get_context("spawn"))
-            if parallel else _Inline())
+    pool = executor(min(jobs, len(tasks)) if parallel else 1)
     kept: list[np.ndarray] = []
     bad: list[BadRow] = []
     n = 0
@@ -217,7 +195,7 @@ def _build(tmp: Path, root: Path, entries: pd.DataFrame, preprocessing: str, chu
             "preprocess_version": PREPROCESS_VERSION, "shape": [n, *IMAGE_SHAPE], "dtype": "float16",
             "requested": int(len(entries)), "bad_rows": [b.__dict__ for b in bad],
             "build_seconds": round(time.perf_counter() - started, 3), "build_jobs": jobs if parallel else 1,
-            "built_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+            "built_at": timestamp()}
     (tmp / INFO_FILE).write_text(json.dumps(info, indent=1))
 
 

@@ -20,12 +20,11 @@ import os
 import socket
 import stat
 import subprocess
-import time
 from pathlib import Path
 from typing import Any, Sequence
 
 from engine import ENGINE_VERSION
-from engine.files import read_json
+from engine.files import read_json, timestamp
 
 ENGINE_DIR = Path(__file__).resolve().parent.parent    # engine/protocol/codeversion.py -> engine/
 RECORD = "code_version.json"    # written by sync into the host's engine/, never into a checkout
@@ -84,4 +83,4 @@ def code_version(engine_dir: Path = ENGINE_DIR) -> str:
 def record(version: str) -> dict[str, Any]:
     """What sync writes into a host's engine/RECORD for `version`."""
     return {"code_version": version, "engine_version": ENGINE_VERSION,
-            "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "synced_from": socket.gethostname()}
+            "synced_at": timestamp(), "synced_from": socket.gethostname()}

@@ -15,8 +15,8 @@ name - SIGTERM first, SIGKILL after the grace period; an abort that lands before
 the engine wrote anything marks launch.json `aborted`.
 
 Both print one JSON object on stdout (with an "error" key on failure) and a
-human message on stderr. Exit codes: 0 ok, 1 the run failed as it started,
-2 bad input, 3 refused.
+human message on stderr. Exit codes (engine/protocol/exitcodes.py): 0 ok, 1 the run failed as it
+started, 2 bad input, 3 refused.
 Torch-free: the launcher must start fast and must not touch the GPU itself.
 """
 
@@ -39,11 +39,12 @@ from typing import Any, Sequence
 from engine import ENGINE_VERSION
 
 from engine import files
+from engine.files import timestamp
 
 from engine.protocol import rundir
-from engine.config import ID_PATTERN
+from engine.config import id_problem
+from engine.protocol import exitcodes
 
-EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_REFUSED = 0, 1, 2, 3
 FREE_GPU_MEMORY_MIB = 1024   # a GPU using more than this without a listed process is not free
 KILL_WAIT = 10.0             # after SIGKILL, how long to wait for the kernel to finish
 
@@ -51,7 +52,7 @@ KILL_WAIT = 10.0             # after SIGKILL, how long to wait for the kernel to
 class LaunchError(Exception):
     """A launch or abort that cannot go ahead, worded for the user; `code` is the exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+    def __init__(self, message: str, code: int = exitcodes.BAD_INPUT) -> None:
         super().__init__(message)
         self.code = code
 
@@ -91,7 +92,7 @@ def choose_gpu(request: str, runs_root: Path, gpus: list[dict[str, Any]] | None 
                 return GpuChoice(index, index, f"GPU {index} ({gpu['name']}) is free")
             busy.append(f"GPU {index}: {reason}")
         raise LaunchError("no free GPU on this host (" + "; ".join(busy) + "); "
-                          "wait for a run to finish, or pass --gpu N to share one", EXIT_REFUSED)
+                          "wait for a run to finish, or pass --gpu N to share one", exitcodes.REFUSED)
     if not request.isdigit():
         raise LaunchError(f"--gpu {request!r}: expected a GPU index (0, 1, ...), 'auto' or 'cpu'")
     indices = [str(g["index"]) for g in gpus]
@@ -121,10 +122,8 @@ def _gpus_claimed_by_runs(runs_root: Path) -> dict[str, str]:
     In containers NVML often lists no processes, so the launcher also trusts
     its own records of which GPU each live run was given.
     """
-    from engine.protocol.status import run_directories
-
     claimed = {}
-    for directory in run_directories(runs_root):
+    for directory in rundir.run_directories(runs_root):
         launch = files.read_json(directory / rundir.LAUNCH_FILE).data or {}
         gpu = launch.get("gpu")
         if gpu in (None, "cpu") or not isinstance(launch.get("pid"), int):
@@ -165,7 +164,7 @@ def start(exp_id: str, runs_root: str | Path, train_argv: Sequence[str], gpu: st
     except rundir.AlreadyRunning:
         raise LaunchError(f"{exp_id} is already running on {socket.gethostname()} "
                           f"(the lock {directory / rundir.RUN_LOCK} is held); "
-                          f"abort it first or wait for it to finish", EXIT_REFUSED) from None
+                          f"abort it first or wait for it to finish", exitcodes.REFUSED) from None
     except OSError as exc:
         raise LaunchError(f"cannot create the run directory {directory}: {exc.strerror}") from None
     try:
@@ -192,7 +191,7 @@ def _await_start(exp_id: str, directory: Path, proc: subprocess.Popen, wait: flo
                 why = f"stopped by {signal.Signals(-rc).name} while it started"
             else:
                 why = rundir.launch_failure_line(directory / rundir.LOG_FILE)
-            code = rc if rc in (EXIT_BAD_INPUT, EXIT_REFUSED) else EXIT_FAILED
+            code = rc if rc in (exitcodes.BAD_INPUT, exitcodes.REFUSED) else exitcodes.FAILED
             raise LaunchError(f"{exp_id} ended {time.monotonic() - started:.0f} s after the launch "
                               f"(exit {rc}): {why}", code)
         if time.monotonic() >= deadline:
@@ -207,18 +206,18 @@ def _spawn(exp_id: str, directory: Path, argv: list[str], choice: GpuChoice,
     env["PYTHONUNBUFFERED"] = "1"
     if choice.visible is not None:
         env["CUDA_VISIBLE_DEVICES"] = choice.visible
-    launched_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    launched_at = timestamp()
     with open(directory / rundir.LOG_FILE, "ab") as log:
-        header = (f"\n===== {launched_at} lenstui launch of {exp_id} on {socket.gethostname()}: "
+        header = (f"\n{rundir.LAUNCH_HEADER}{launched_at}{rundir.LAUNCH_MARK}{exp_id} on {socket.gethostname()}: "
                   f"gpu {choice.label} ({choice.note}); cwd {os.getcwd()}\n"
-                  f"===== command: {shlex.join(argv)}\n")
+                  f"{rundir.LAUNCH_HEADER}command: {shlex.join(argv)}\n")
         log.write(header.encode())
         log.flush()
         try:
             proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                     start_new_session=True, pass_fds=(lock_fd,), env=env)
         except OSError as exc:
-            log.write(f"===== launch failed: {exc}\n".encode())
+            log.write(f"{rundir.LAUNCH_HEADER}launch failed: {exc}\n".encode())
             raise LaunchError(f"cannot start {argv[0]!r} in {os.getcwd()}: {exc.strerror}; "
                               "check the host's `python` and `work_dir` in experiments.toml") from None
     identity = rundir.process_identity(proc.pid)
@@ -335,7 +334,7 @@ def _mark_launch_aborted(directory: Path, record: dict[str, Any]) -> None:
         return   # the process signalled was recorded by run.json: the engine had taken over
     if (rundir.read_run_info(directory).data or {}).get("pid") == launch.get("pid"):
         return   # the engine wrote run.json: it says itself how it ended
-    launch.update(status=rundir.RunState.ABORTED.value, aborted_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+    launch.update(status=rundir.RunState.ABORTED.value, aborted_at=timestamp())
     files.atomic_write_json(directory / rundir.LAUNCH_FILE, launch)
 
 
@@ -348,8 +347,9 @@ def _mark_aborted(directory: Path) -> None:
 
 
 def _check_id(exp_id: str) -> None:
-    if not ID_PATTERN.match(exp_id):
-        raise LaunchError(f"experiment id {exp_id!r} has characters outside [A-Za-z0-9_.-]")
+    problem = id_problem(exp_id)
+    if problem:
+        raise LaunchError(problem)
 
 
 # ---------------------------------------------------------------------------
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.code
     print(json.dumps(result), flush=True)
-    return EXIT_OK
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

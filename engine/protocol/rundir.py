@@ -18,12 +18,13 @@ from __future__ import annotations
 
 import enum
 import os
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from engine.files import JsonRead, atomic_write_json, read_json
+from engine.files import JsonRead, atomic_write_json, read_json, timestamp
 
 METRICS_FILE = "metrics.json"
 RUN_FILE = "run.json"
@@ -33,6 +34,10 @@ LAST_CKPT = "last.pt"
 LAUNCH_FILE = "launch.json"   # written by the launcher for the seconds before run.json exists
 RUN_LOCK = ".run.lock"        # flock held for the whole life of the training process
 LOCK_FD_ENV = "LENSTUI_RUN_LOCK_FD"
+# A folder holding any of these is a run directory (the files `lenstui fetch` copies, too).
+RUN_FILES = (METRICS_FILE, RUN_FILE, LAUNCH_FILE, LOG_FILE)
+# `train --fresh` moves an old run aside as <id>.<YYYYmmdd-HHMMSS>[-n]: history, not a run to show.
+MOVED_ASIDE = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
 SCHEMA_VERSION = 2   # 2: epochs count from 1 (history "epoch", best_epoch); 1 counted from 0
 
 # The plan's per-epoch metric names (§5.1), in the plan's order.
@@ -76,6 +81,28 @@ def run_dir(runs_root: str | Path, exp_id: str) -> Path:
     return Path(runs_root) / exp_id
 
 
+def run_directories(runs_root: Path) -> list[Path]:
+    """The run directories under `runs_root`, sorted: folders holding any of RUN_FILES, but not
+    the runs `--fresh` moved aside."""
+    try:
+        entries = sorted(Path(runs_root).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return [p for p in entries if p.is_dir() and not MOVED_ASIDE.search(p.name)
+            and any((p / name).exists() for name in RUN_FILES)]
+
+
+def aside_path(directory: Path) -> Path:
+    """Where `--fresh` moves `directory`: `<id>.<YYYYmmdd-HHMMSS>`, with `-N` when that is taken."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    aside = directory.with_name(f"{directory.name}.{stamp}")
+    n = 1
+    while aside.exists():
+        aside = directory.with_name(f"{directory.name}.{stamp}-{n}")
+        n += 1
+    return aside
+
+
 # ---------------------------------------------------------------------------
 # metrics.json
 
@@ -91,12 +118,12 @@ def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any])
         "history": [],        # §5.1: one dict per finished epoch; "epoch" counts from 1 (the Nth epoch)
         "gates": [],          # §5.2/§5.3: {"after_epochs": k, core_lr_auc, radial_lr_auc, ...}
         "verdicts": {},       # §6: name -> {"verdict", "value", "rule"}
-        "updated_at": _now(),
+        "updated_at": timestamp(),
     }
 
 
 def write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
-    metrics["updated_at"] = _now()
+    metrics["updated_at"] = timestamp()
     atomic_write_json(Path(directory) / METRICS_FILE, metrics)
 
 
@@ -133,10 +160,6 @@ def write_run_info(directory: Path, info: dict[str, Any]) -> None:
 
 def read_run_info(directory: Path) -> JsonRead:
     return read_json(Path(directory) / RUN_FILE)
-
-
-def _now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%S%z")
 
 
 # ---------------------------------------------------------------------------
@@ -280,7 +303,7 @@ def _newer(a: Path, b: Path) -> bool:
         return True
 
 
-LAUNCH_HEADER = "===== "          # engine.launch's lines in stdout.log start so ...
+LAUNCH_HEADER = "===== "          # the lines engine.launch and a start header write in stdout.log begin so ...
 LAUNCH_MARK = " lenstui launch of "   # ... and its first line of each launch says so
 FAILURE_TAIL_BYTES = 16384
 

@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import TextIO
 
+from engine.protocol.rundir import LAUNCH_HEADER
+
 
 def same_file(stream: TextIO, path: Path) -> bool:
     """Whether `stream` writes to the file at `path` (false when either cannot be checked)."""
@@ -54,7 +56,7 @@ class RunLog:
     def header(self, title: str, fields: dict[str, object]) -> None:
         """A start header: a rule with the date and `title`, then one `key: value` per line."""
         stamp = time.strftime("%Y-%m-%d %H:%M:%S %z")
-        lines = [f"===== {stamp}  {title} " + "=" * max(3, 60 - len(title))]
+        lines = [f"{LAUNCH_HEADER}{stamp}  {title} " + "=" * max(3, 60 - len(title))]
         lines += [f"  {key}: {value}" for key, value in fields.items()]
         self.line("\n".join(lines))
 

@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import select
 import shutil
 import socket
@@ -211,21 +210,6 @@ def _int(text: str) -> int | None:
 # Runs
 
 
-# `train --fresh` moves an old run aside as <id>.<YYYYmmdd-HHMMSS>[-n]: history, not a run to show.
-MOVED_ASIDE = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
-
-
-def run_directories(runs_root: Path) -> list[Path]:
-    """Run directories under `runs_root`: those holding any of the protocol's files."""
-    try:
-        entries = sorted(runs_root.iterdir())
-    except (FileNotFoundError, NotADirectoryError):
-        return []
-    markers = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAUNCH_FILE, rundir.LOG_FILE)
-    return [p for p in entries if p.is_dir() and not MOVED_ASIDE.search(p.name)
-            and any((p / m).exists() for m in markers)]
-
-
 def run_status(directory: Path) -> dict[str, Any]:
     """One run's entry of the status answer."""
     view = rundir.observe_run(directory)
@@ -294,7 +278,7 @@ def probe(runs_root: str | Path) -> dict[str, Any]:
     """The whole status answer for this host: GPUs and every run under `runs_root`."""
     root = Path(os.path.expanduser(str(runs_root)))
     gpus, source, note = gpu_snapshot()
-    runs = {d.name: run_status(d) for d in run_directories(root)}
+    runs = {d.name: run_status(d) for d in rundir.run_directories(root)}
     _match_gpu_processes(gpus, runs)
     return {
         "engine_version": ENGINE_VERSION,

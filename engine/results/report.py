@@ -61,15 +61,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from engine.config import Config, ConfigError, default_config_path, load_config
+from engine.config import SPLITS, Config, ConfigError, default_config_path, load_config
 from engine.files import atomic_write_text, replace_via_temp
+from engine.protocol import exitcodes
 from engine.results.decision import Decision, decide, settings_note
 from engine.results.representative import (Choice, RunCandidate, candidate_from_entry, choose_all, comparison_notes,
                                    settings_text, time_text)
-from engine.protocol.rundir import LAUNCH_FILE, METRICS_FILE, RUN_FILE, observe_run
+from engine.protocol.rundir import METRICS_FILE, observe_run, run_directories
 from engine.results.verdicts import (THETAE_KINDS, VERDICT_NAMES, compute_verdicts, gates_in_order, gate_verdicts,
                              latest_gate_with, number, thetae_summary)
 
+DEFAULT_OUT = "planb"   # plan §9.2; lenstui writes it beside experiments.toml
 RESULTS_MD = "EXPERIMENT_RESULTS.md"
 METRICS_CSV = "experiment_metrics.csv"
 PLOT_FILES = ("learning_curves.png", "thetae_bins.png", "core_sensitivity.png")
@@ -105,10 +107,6 @@ class Collection:
     choices: Mapping[str, Choice] = field(default_factory=dict)   # experiment -> every run of it, ranked
 
 
-def _is_run_dir(path: Path) -> bool:
-    return path.is_dir() and any((path / name).is_file() for name in (METRICS_FILE, RUN_FILE, LAUNCH_FILE))
-
-
 def _local_hosts(config: Config | None) -> set[str]:
     if config is None:
         return set()
@@ -142,7 +140,7 @@ def collect_runs(roots: Sequence[str | Path], config: Config | None = None) -> C
         if not path.is_dir():
             looked_in.append(f"{path} (not a folder)")
             continue
-        run_dirs = [d for d in sorted(path.iterdir()) if _is_run_dir(d)]
+        run_dirs = run_directories(path)
         hint = ""
         if (path / METRICS_FILE).is_file():
             hint = "; it holds metrics.json itself: pass its parent folder"
@@ -333,7 +331,6 @@ def csv_columns(config: Config) -> list[str]:
     return cols
 
 
-SPLITS = ("train", "val", "test")
 # The end-of-training gate values shown beside the judged ones (CSV columns and the probes table).
 _CONTEXT_KEYS = ("final_mask_radius", "final_masked_core_lr_auc", "final_masked_radial_lr_auc",
                  "final_core_lr_auc_ungrouped", "final_radial_lr_auc_ungrouped",
@@ -847,7 +844,7 @@ class ReportFiles:
 
 
 def write_report(source: Collection | Mapping[str, Mapping[str, Any]], config: Config,
-                 out_dir: str | Path = "planb", plots: bool = True) -> ReportFiles:
+                 out_dir: str | Path = DEFAULT_OUT, plots: bool = True) -> ReportFiles:
     """Write EXPERIMENT_RESULTS.md, experiment_metrics.csv and (unless `plots` is False) the plots.
 
     `source` is what collect_runs found, or experiment id → metrics-like dict (lenstui's
@@ -884,35 +881,35 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="a folder holding one run directory per experiment "
                              "(repeat it for each host's copy)")
     parser.add_argument("--config", default=str(default_config_path()), help="experiments.toml")
-    parser.add_argument("--out", default="planb", help="output folder (default: planb)")
+    parser.add_argument("--out", default=DEFAULT_OUT, help=f"output folder (default: {DEFAULT_OUT})")
     parser.add_argument("--no-plots", action="store_true", help="write the Markdown and the CSV only")
     args = parser.parse_args(argv)
     try:
         config = load_config(args.config)
     except ConfigError as exc:
         print(f"report: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     collection = collect_runs(args.runs_root, config)
     if not collection.runs:
         print("report: no run directories found. Looked in: " + "; ".join(collection.looked_in)
               + ". A runs root holds one folder per experiment, e.g. runs/B1/metrics.json.",
               file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     try:
         files = write_report(collection, config, args.out, plots=not args.no_plots)
     except ConfigError as exc:
         print(f"report: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     except OSError as exc:
         print(f"report: cannot write into {args.out}: {exc}", file=sys.stderr)
-        return 1
+        return exitcodes.FAILED
     print(f"wrote {files.markdown}, {files.csv}" + "".join(f", {p}" for p in files.plots))
     if files.plot_note and not args.no_plots:
         print(files.plot_note, file=sys.stderr)
     print(f"decision: {files.decision.title} ({files.decision.branch})")
     for note in collection.notes:
         print(f"note: {note}")
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
+from engine.files import TIME_FORMAT
 from engine.protocol.train_options import extra_args, resume_settings
 
 DONE = "done"
@@ -226,7 +227,7 @@ def parse_time(value: Any) -> datetime | None:
     if not isinstance(value, str) or not value:
         return None
     try:
-        return datetime.strptime(value, "%Y-%m-%dT%H:%M:%S%z")
+        return datetime.strptime(value, TIME_FORMAT)
     except ValueError:
         pass
     try:

@@ -18,7 +18,6 @@ import argparse
 import ctypes
 import json
 import math
-import multiprocessing
 import os
 import shutil
 import sys
@@ -33,13 +32,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from engine.synthetic import physics as P
+from engine.config import SPLITS
+from engine.data.settings import DEFAULT_THETAE_BINS
 from engine.data.shards import BLOB_CODEC, encode_blob
+from engine.data.workers import InlineExecutor, default_jobs, executor
 from engine.files import atomic_write_text, replace_dir
+from engine.protocol import exitcodes
 
-SPLITS = ("train", "val", "test")
 # Plan §2.1 (unpaired manifest sizes); an unpaired view of a paired split has ≈ as many rows.
 PLAN_ROWS = {"train": 29_108, "val": 100_240, "test": 88_528}
-THETA_E_BINS = (0.5, 0.75, 1.0, 1.5, 2.0, 2.5, 3.0)
 LENS_MODEL = "SIE+shear"
 MARKER = "synth.json"
 MIN_LRGS_PER_SPLIT = 4
@@ -685,7 +686,7 @@ def write_dataset(
         for split in SPLITS:
             (tmp / split).mkdir(parents=True)
         # Processes, not threads: rendering is many small NumPy operations that hold the GIL.
-        with _executor(jobs) as pool:
+        with executor(jobs, initializer=_worker_init) as pool:
             for task, shard_snr in _run_in_order(pool, tasks, tmp, jobs, lrgs_per_batch, psf_edges, depth_edges):
                 shards[task.split].append(task.name)
                 snr.append(shard_snr)
@@ -699,37 +700,6 @@ def write_dataset(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return summary
-
-
-class _InlineExecutor:
-    """Runs each task at submit time: jobs=1 without a worker process."""
-
-    def __enter__(self) -> "_InlineExecutor":
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def submit(self, fn: Callable, *args: object) -> Future:
-        fut: Future = Future()
-        fut.set_result(fn(*args))
-        return fut
-
-
-def default_jobs() -> int:
-    """Worker processes for --jobs by default: one per CPU this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # no sched_getaffinity (macOS)
-        return os.cpu_count() or 1
-
-
-def _executor(jobs: int) -> "ProcessPoolExecutor | _InlineExecutor":
-    if jobs == 1:
-        return _InlineExecutor()
-    # spawn: forking a process that holds pyarrow's threads is unsafe.
-    return ProcessPoolExecutor(max_workers=jobs, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=_worker_init)
 
 
 def _worker_init() -> None:
@@ -795,7 +765,7 @@ def _shard_tasks(params: Mapping[str, SystemParams], batch_seeds: Mapping[str, n
 
 
 def _run_in_order(
-    pool: "ProcessPoolExecutor | _InlineExecutor",
+    pool: "ProcessPoolExecutor | InlineExecutor",
     tasks: Sequence[_ShardTask],
     root: Path,
     jobs: int,
@@ -839,8 +809,8 @@ def _summary(
         rows={s: int(p.rows_per_lrg.sum()) for s, p in params.items()},
         lrgs={s: len(p.lrg) for s, p in params.items()},
         shards=shards,
-        theta_e_bins=list(THETA_E_BINS),
-        theta_e_counts={s: np.histogram(p.theta_e[rows_layout(p, PRIORS.replicates)[0]], bins=THETA_E_BINS)[0].tolist()
+        theta_e_bins=list(DEFAULT_THETAE_BINS),
+        theta_e_counts={s: np.histogram(p.theta_e[rows_layout(p, PRIORS.replicates)[0]], bins=DEFAULT_THETAE_BINS)[0].tolist()
                         for s, p in params.items()},
         median_arc_snr=float(np.median(snr)),
         psf_edges=psf_edges.tolist(),
@@ -924,14 +894,14 @@ def main(argv: Sequence[str] | None = None) -> int:
                     note = (f" (made by an earlier twin, layout {found.layout}: θ_E drawn per row, no replicate rows or "
                             f"bricks; delete it to remake it in layout {LAYOUT})")
                 print(f"synth: reusing the complete dataset at {args.out}{note}")
-                return 0
+                return exitcodes.OK
         args.jobs = default_jobs() if args.jobs is None else args.jobs
         if args.jobs < 1:
             raise SynthError(f"--jobs must be at least 1, got {args.jobs}")
         summary = write_dataset(args.out, scale=args.scale, seed=args.seed, jobs=args.jobs, progress=sys.stderr.isatty())
     except SynthError as exc:
         print(f"synth: {exc}", file=sys.stderr)
-        return 2
+        return exitcodes.BAD_INPUT
     except KeyboardInterrupt:
         print("synth: interrupted; nothing was left at --out", file=sys.stderr)
         return 130
@@ -944,7 +914,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if summary.blob_codec != "isal-1":
         print(f"synth: blobs deflated with {summary.blob_codec}; `pip install isal` deflates them ~3x faster",
               file=sys.stderr)
-    return 0
+    return exitcodes.OK
 
 
 if __name__ == "__main__":

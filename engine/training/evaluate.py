@@ -29,14 +29,14 @@ from torch import nn
 
 from engine.protocol import rundir
 from engine.training.augment import mask_core
-from engine.config import Config, ConfigError, Experiment, MetricsConfig, load_config
+from engine.config import SPLITS, Config, ConfigError, Experiment, MetricsConfig, load_config
 from engine.data.settings import DataSettings
 from engine.training.device import FP32, DeviceError, Precision, memory_format, pick_device, pick_precision
 from engine.training.model import CheckpointError, load_model
+from engine.protocol import exitcodes
 from engine.protocol.runlog import RunLog
 
 EVAL_BATCH = 2048
-EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 
 
 # ---------------------------------------------------------------------------
@@ -368,7 +368,7 @@ def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m engine.evaluate",
                                 description="Re-evaluate a run directory's best.pt and update its metrics.json.")
     p.add_argument("--run", required=True, type=Path, help="the run directory (<runs_root>/<experiment>)")
-    p.add_argument("--split", required=True, choices=("val", "test"))
+    p.add_argument("--split", required=True, choices=SPLITS[1:], help="val or test (a model is not evaluated on its training split)")
     p.add_argument("--config", type=Path, default=Path("experiments.toml"))
     p.add_argument("--data-root", type=Path, default=None, help="default: the data_root recorded in run.json")
     p.add_argument("--cache-dir", type=Path, default=None,
@@ -404,12 +404,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         device = pick_device(args.device)
     except (ConfigError, DeviceError, _Usage) as exc:
         print(f"engine.evaluate: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.BAD_INPUT
     try:
         lock = rundir.acquire_run_lock(run_dir)
     except rundir.AlreadyRunning:
         print(f"engine.evaluate: {run_dir} is training right now; evaluate after it ends", file=sys.stderr)
-        return EXIT_LOCKED
+        return exitcodes.REFUSED
     log = RunLog(run_dir / rundir.LOG_FILE)
     log.header(f"{experiment.id} evaluate --split {args.split}",
                {"command": " ".join([sys.executable, "-m", "engine.evaluate", *(argv or sys.argv[1:])]),
@@ -428,17 +428,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         log.line(f"evaluate {args.split}: best.pt (epoch {_epoch_from_1(ckpt.get('epoch'))}) on {len(split)} rows: "
                  f"auroc {_fmt(result['auroc'])}  core_reliance {_fmt(result['core_reliance'])}  "
                  + "  ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in result["sensitivity"]))
-        return EXIT_OK
+        return exitcodes.OK
     except CheckpointError as exc:
         log.line(f"engine.evaluate: {exc}")
-        return EXIT_USAGE
+        return exitcodes.BAD_INPUT
     except _data_errors() as exc:   # the message names the shard, the row and the setting to change
         log.line(f"engine.evaluate FAILED (metrics.json unchanged): bad data: {exc}")
         print(f"engine.evaluate: bad data: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return exitcodes.FAILED
     except Exception:
         log.line(f"engine.evaluate FAILED (metrics.json unchanged):\n{traceback.format_exc().rstrip()}")
-        return EXIT_FAILED
+        return exitcodes.FAILED
     finally:
         log.close()
         os.close(lock)

@@ -24,12 +24,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from engine.config import STEMS
 from engine.training.device import memory_format
 from engine.training.resnet import ResNet18
 from engine.files import replace_via_temp
-
-STEMS = ("stock", "cifar")
-
 
 def build_model(stem: str = "stock", in_channels: int = 3) -> nn.Module:
     """A freshly initialised ResNet18 (no pretrained weights) returning one logit per image."""

@@ -5,8 +5,8 @@ device -> model and optimiser -> the gates before training -> epochs (augment, s
 validate, gate, checkpoint) -> the end of training with best.pt (sensitivity curve, final
 gates, the test set once) -> status done. docs/TRAINING.md explains the choices.
 
-Exit codes: 0 done; 1 failed (traceback in stdout.log); 2 bad input (nothing started);
-3 another process is running this experiment; 128+signal (143 for SIGTERM, 130 for
+Exit codes (engine/protocol/exitcodes.py): 0 done; 1 failed (traceback in stdout.log); 2 bad input
+(nothing started); 3 another process is running this experiment; 128+signal (143 for SIGTERM, 130 for
 SIGINT) aborted on request, after saving last.pt and writing `status: aborted`.
 """
 
@@ -33,6 +33,7 @@ import torch
 from engine import ENGINE_VERSION
 
 from engine import files
+from engine.files import timestamp
 
 from engine.protocol import rundir
 from engine.training.augment import seeded_generator, training_batch
@@ -47,12 +48,12 @@ from engine.data.manifest import ManifestError
 from engine.files import CacheError
 from engine.data.preprocess import PREPROCESS_VERSION
 from engine.protocol.codeversion import code_version
+from engine.protocol import exitcodes
 from engine.protocol.runlog import RunLog
 from engine.data.shards import BadRowsError, BlobError, ShardError
 from engine.training.step import CudaGraphStep, EagerStep
 from engine.protocol.train_options import build_parser
 
-EXIT_DONE, EXIT_FAILED, EXIT_USAGE, EXIT_LOCKED = 0, 1, 2, 3
 # Errors of the data layer, whose messages name the shard, the row and what is wrong.
 DATA_ERRORS = (ShardError, BlobError, BadRowsError, ManifestError, CacheError)
 CHECKPOINT_FORMAT = 1
@@ -252,12 +253,7 @@ def take_run_directory(plan: RunPlan) -> tuple[int, Path | None]:
     previous = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAST_CKPT, rundir.BEST_CKPT)
     if not plan.fresh or not any((plan.run_dir / name).exists() for name in previous):
         return fd, None
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    aside = plan.run_dir.with_name(f"{plan.run_dir.name}.{stamp}")
-    n = 1
-    while aside.exists():
-        aside = plan.run_dir.with_name(f"{plan.run_dir.name}.{stamp}-{n}")
-        n += 1
+    aside = rundir.aside_path(plan.run_dir)
     old_log = plan.run_dir / rundir.LOG_FILE
     # Launched by lenstui, stdout/stderr are the old stdout.log: they must follow to the new one.
     redirect = [std for std in (1, 2) if _fd_is_file(std, old_log)]
@@ -391,7 +387,7 @@ class Trainer:
 
     def run(self, resume: dict[str, Any] | None) -> int:
         plan, cfg, t = self.plan, self.cfg, self.cfg.training
-        started_at = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+        started_at = timestamp()
         code = code_version()
         p = self.restore_progress(resume)
         info = run_info(plan, status="running", started_at=started_at, device_name=describe(self.device),
@@ -416,7 +412,7 @@ class Trainer:
         if plan.overrides:
             self.log.line("NOTE: overrides in force; this is not the plan's run: "
                           + ", ".join(f"{k}={v}" for k, v in plan.overrides.items()))
-        exit_code = EXIT_FAILED
+        exit_code = exitcodes.FAILED
         try:
             self.write_metrics(p.metrics)
             self.load_data()
@@ -424,7 +420,7 @@ class Trainer:
             if not p.training_finished:
                 self.train_epochs(p)
             self.finish(p)
-            exit_code = EXIT_DONE
+            exit_code = exitcodes.OK
         except Aborted as exc:
             p.status = "aborted"
             exit_code = 128 + (self.stop.signum or signal.SIGTERM)
@@ -445,9 +441,9 @@ class Trainer:
             self.log.line(f"FAILED at epoch {p.epoch}: {type(exc).__name__}: {exc}\n"
                           f"{traceback.format_exc().rstrip()}")
         finally:
-            p.metrics["status"] = "done" if exit_code == EXIT_DONE else p.status
+            p.metrics["status"] = "done" if exit_code == exitcodes.OK else p.status
             self.write_metrics(p.metrics)
-            info.update(status=p.metrics["status"], ended_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            info.update(status=p.metrics["status"], ended_at=timestamp(),
                         exit_status=exit_code)
             rundir.write_run_info(self.dir, info)
             self.log.line(f"{plan.experiment.id}: {p.metrics['status']} (exit {exit_code})")
@@ -742,7 +738,7 @@ def main(argv: Sequence[str] | None = None, *, stop: StopRequest | None = None) 
         plan = make_plan(argv)
     except (ConfigError, UsageError) as exc:
         print(f"engine.train: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.BAD_INPUT
     if stop is None:
         stop = StopRequest()
         stop.install()
@@ -751,22 +747,22 @@ def main(argv: Sequence[str] | None = None, *, stop: StopRequest | None = None) 
     except rundir.AlreadyRunning:
         print(f"engine.train: {plan.experiment.id} is already running in {plan.run_dir} "
               "(another process holds its lock); abort it first or wait", file=sys.stderr)
-        return EXIT_LOCKED
+        return exitcodes.REFUSED
     except OSError as exc:
         print(f"engine.train: cannot use the run directory {plan.run_dir}: {exc.strerror or exc}; "
               "check the runs root (--runs-root, or the host's runs_root)", file=sys.stderr)
-        return EXIT_USAGE
+        return exitcodes.BAD_INPUT
     try:
         try:
             resume = resume_point(plan)
             log = RunLog(plan.run_dir / rundir.LOG_FILE)
         except UsageError as exc:
             print(f"engine.train: {exc}", file=sys.stderr)
-            return EXIT_USAGE
+            return exitcodes.BAD_INPUT
         except OSError as exc:
             print(f"engine.train: cannot use the run directory {plan.run_dir}: {exc.strerror or exc}",
                   file=sys.stderr)
-            return EXIT_USAGE
+            return exitcodes.BAD_INPUT
         try:
             if moved_to is not None:
                 log.line(f"--fresh: the previous run directory was moved to {moved_to}")

@@ -11,13 +11,12 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
+from engine.results.decision import PHASE1, VARIANTS, decide
 from engine.results.representative import settings_text
 from lenstui import format as fmt
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
 
-# The experiments each phase of §10 reads (engine.results.decision's PHASE1 and VARIANTS).
-READS = ("A1", "B1", "B2", "B3", "B4")
 
 Plan = list[tuple[str, str, str, "str | None"]]   # (experiment, host, gpu, base)
 
@@ -51,7 +50,6 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
 
     def refresh_from_app(self) -> None:
         """Evaluate the decision tree on the app's latest results and redraw."""
-        from engine.results.decision import decide  # torch-free; loaded when the panel first opens
         app = self.app
         try:
             self.decision = decide(app.results(), app.config)
@@ -86,7 +84,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         branch = self.decision.branch if self.decision is not None else "waiting"
         phase1 = branch in ("waiting", "success_b1", "acceptable_b1", "stop_shortcut") or (
             branch == "outside_plan" and self.decision.criterion == "no B1 branch of §10 holds")
-        return READS[:2] if phase1 else READS
+        return PHASE1 if phase1 else PHASE1 + VARIANTS
 
     def warnings(self) -> list[str]:
         """Smoke runs among the inputs: a decision on them is provisional at best."""
