@@ -20,6 +20,7 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from engine.config import Config, ConfigError, load_config
+from engine.numbers import fixed
 from engine.protocol import exitcodes
 from engine.results.representative import settings_rank, settings_text
 from engine.protocol.train_options import extra_args as recorded_args
@@ -153,7 +154,7 @@ class LensTUI(App[None]):
                 self.notify(f"{where}: {failure[1]}", severity="error", title="Launch failed", timeout=30)
             elif state != before[0]:
                 if state == "done":
-                    best = fmt.fmt_float(fmt.best_val_auroc(entry))
+                    best = fixed(fmt.best_val_auroc(entry))
                     self.notify(f"{where} finished: best val AUROC {best}", title="Run done")
                 elif state == "failed":
                     self.notify(f"{where} failed. Press enter on it for the log.",

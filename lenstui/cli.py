@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from engine.config import ConfigError, Host, load_config
+from engine.numbers import fixed
 from engine.protocol import exitcodes
 from engine.results.report import DEFAULT_OUT
 from lenstui.fleet import (POLL_TIMEOUT, Fleet, FleetError,
@@ -327,8 +328,7 @@ def format_snapshot(snap: HostSnapshot) -> str:
         auroc = r.get("val_auroc")
         best = r.get("best_val_auroc")
         text = (f"  {exp:<6} {r.get('state'):<8} epoch {done}/{r.get('epochs_planned') or '?'}  "
-                f"val_auroc {'-' if auroc is None else f'{auroc:.4f}'}  "
-                f"best {'-' if best is None else f'{best:.4f}'}  gpu {r.get('gpu') or '-'}")
+                f"val_auroc {fixed(auroc, 4, '-')}  best {fixed(best, 4, '-')}  gpu {r.get('gpu') or '-'}")
         if r.get("reason"):
             text += f"  ({r['reason']})"
         if r.get("launch_failure"):

@@ -7,7 +7,6 @@ strings or Rich `Text`, so it is tested without an app.
 
 from __future__ import annotations
 
-import math
 import re
 import time
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from typing import Any, Iterable, Mapping, Sequence
 from rich.text import Text
 
 from engine.config import Config, Experiment
+from engine.numbers import DASH, fixed, is_int, number, scientific
 from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all
 
 # A verdict is shown as its word in its colour: never colour alone.
@@ -28,7 +28,6 @@ STATE_STYLES = {
     "aborted": "yellow",
     "lost": "bold magenta",
 }
-DASH = "–"
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
 
@@ -82,14 +81,6 @@ class RunRef:
 # Reading the status entry (tolerant of a run that has written nothing yet)
 
 
-def _num(value: Any) -> float | None:
-    """A finite float, or None for missing, non-numeric or NaN values."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
 def history(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
     """The per-epoch rows of a status entry or metrics document."""
     rows = entry.get("history")
@@ -101,7 +92,7 @@ def epochs_done(entry: Mapping[str, Any]) -> int | None:
     if isinstance(entry.get("history"), list):
         return len(history(entry))
     epoch = entry.get("epoch")
-    return epoch if isinstance(epoch, int) and not isinstance(epoch, bool) else None
+    return epoch if is_int(epoch) else None
 
 
 def gates(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
@@ -121,18 +112,18 @@ def latest_gate(entry: Mapping[str, Any]) -> dict[str, Any] | None:
 
 def last_val_auroc(entry: Mapping[str, Any]) -> float | None:
     """The newest epoch's val AUROC (the probe's field, else the history's)."""
-    value = _num(entry.get("val_auroc"))
+    value = number(entry.get("val_auroc"))
     if value is None:
         rows = history(entry)
-        value = _num(rows[-1].get("val_auroc")) if rows else None
+        value = number(rows[-1].get("val_auroc")) if rows else None
     return value
 
 
 def best_val_auroc(entry: Mapping[str, Any]) -> float | None:
     """The best val AUROC so far (written at the end, else the history's max)."""
-    value = _num(entry.get("best_val_auroc"))
+    value = number(entry.get("best_val_auroc"))
     if value is None:
-        values = [v for v in (_num(r.get("val_auroc")) for r in history(entry)) if v is not None]
+        values = [v for v in (number(r.get("val_auroc")) for r in history(entry)) if v is not None]
         value = max(values) if values else None
     return value
 
@@ -144,7 +135,7 @@ def verdict_of(entry: Mapping[str, Any], name: str) -> tuple[str | None, float |
     if not isinstance(item, dict):
         return None, None
     verdict = item.get("verdict")
-    return (verdict if verdict in VERDICT_STYLES else None), _num(item.get("value"))
+    return (verdict if verdict in VERDICT_STYLES else None), number(item.get("value"))
 
 
 def runs_of(snapshot: Any) -> dict[str, dict[str, Any]]:
@@ -203,21 +194,9 @@ def hosts_with(exp_id: str, snapshots: Mapping[str, Any], host_order: Sequence[s
 # Cells
 
 
-def fmt_float(value: Any, digits: int = 3) -> str:
-    """A number with `digits` decimals, or a dash when there is none."""
-    value = _num(value)
-    return DASH if value is None else f"{value:.{digits}f}"
-
-
-def fmt_lr(value: Any) -> str:
-    """A learning rate in short scientific form (1.0e-04)."""
-    value = _num(value)
-    return DASH if value is None else f"{value:.1e}"
-
-
 def fmt_seconds(value: Any) -> str:
     """A duration: 12.3s, 4m05s, 1h02m."""
-    value = _num(value)
+    value = number(value)
     if value is None:
         return DASH
     if value < 60:
@@ -261,7 +240,7 @@ def gate_cell(gate: Mapping[str, Any] | None, config: Config) -> Text:
     for i, (key, band) in enumerate(bands):
         if i:
             out.append("/")
-        verdict = band.classify(_num(gate.get(key)))
+        verdict = band.classify(number(gate.get(key)))
         out.append(verdict or "?", style=VERDICT_STYLES.get(verdict or "", "dim"))
     return out
 
@@ -285,7 +264,7 @@ def reliance_cell(entry: Mapping[str, Any], config: Config) -> Text:
     """core_reliance with its §6.2 verdict, once training has ended."""
     verdict, value = verdict_of(entry, "core_reliance")
     if value is None:
-        value = _num(entry.get("core_reliance"))
+        value = number(entry.get("core_reliance"))
     if verdict is None:
         verdict = config.thresholds.core_reliance.classify(value)
     return verdict_text(verdict, value)
@@ -324,8 +303,8 @@ def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hos
         host=host,
         status=state_text(run.state, as_of=run.as_of),
         epoch=epoch_cell(entry),
-        val=fmt_float(last_val_auroc(entry)),
-        best=fmt_float(best_val_auroc(entry)),
+        val=fixed(last_val_auroc(entry)),
+        best=fixed(best_val_auroc(entry)),
         gates=judged_gate_cell(entry, config),
         reliance=reliance_cell(entry, config),
     )
@@ -337,10 +316,10 @@ def epoch_row(row: Mapping[str, Any]) -> dict[str, str]:
     epoch = row.get("epoch")
     return {
         "epoch": str(epoch) if isinstance(epoch, int) else DASH,
-        "train_loss": fmt_float(row.get("train_loss"), 4),
-        "val_auroc": fmt_float(row.get("val_auroc"), 4),
-        "val_loss": fmt_float(row.get("val_loss"), 4),
-        "learning_rate": fmt_lr(row.get("learning_rate")),
+        "train_loss": fixed(row.get("train_loss"), 4),
+        "val_auroc": fixed(row.get("val_auroc"), 4),
+        "val_loss": fixed(row.get("val_loss"), 4),
+        "learning_rate": scientific(row.get("learning_rate")),
         "epoch_time_sec": fmt_seconds(row.get("epoch_time_sec")),
     }
 
@@ -399,9 +378,9 @@ def gpu_line(gpu: Mapping[str, Any], run_ids: Sequence[str]) -> Text:
     """
     model = re.split(r"[\s-]+", str(gpu.get("name") or "GPU").replace("NVIDIA ", "").strip())[0] or "GPU"
     out = Text(f"GPU{gpu.get('index', '?')} {model[:10]}", style="bold")
-    util = _num(gpu.get("utilization"))
-    used, total = _num(gpu.get("memory_used_mib")), _num(gpu.get("memory_total_mib"))
-    temp = _num(gpu.get("temperature_c"))
+    util = number(gpu.get("utilization"))
+    used, total = number(gpu.get("memory_used_mib")), number(gpu.get("memory_total_mib"))
+    temp = number(gpu.get("temperature_c"))
     out.append(f"  {DASH if util is None else f'{util:.0f}%':>4}")
     if used is not None and total:
         out.append(f"  {used / 1024:.1f}/{total / 1024:.0f}G")
@@ -442,7 +421,7 @@ def host_lines(snapshot: Any, now: float | None = None) -> list[Text]:
 
 def sparkline(values: Iterable[Any], width: int | None = None) -> str:
     """A one-line chart of `values` (missing values as spaces), newest on the right."""
-    nums = [_num(v) for v in values]
+    nums = [number(v) for v in values]
     if width is not None and len(nums) > width:
         nums = nums[-width:]
     present = [v for v in nums if v is not None]
@@ -463,7 +442,7 @@ def sparkline(values: Iterable[Any], width: int | None = None) -> str:
 
 def bar(value: float | None, lo: float, hi: float, width: int) -> str:
     """A horizontal bar of `width` cells for `value` on [lo, hi], in eighths."""
-    value = _num(value)
+    value = number(value)
     if value is None or width <= 0 or hi <= lo:
         return ""
     frac = min(1.0, max(0.0, (value - lo) / (hi - lo)))
@@ -479,7 +458,7 @@ def braille_plot(series: Sequence[Sequence[Any]], width: int, height: int) -> li
     joined by straight segments, a missing value breaks the line.
     """
     width, height = max(1, width), max(1, height)
-    clean = [[_num(v) for v in s] for s in series]
+    clean = [[number(v) for v in s] for s in series]
     present = [v for s in clean for v in s if v is not None]
     grid = [[0] * width for _ in range(height)]
     if present:
@@ -544,7 +523,7 @@ def thetae_lines(bins: Sequence[Mapping[str, Any]] | None, width: int = 24) -> l
     for item in bins:
         lo_hi = item.get("bin") if isinstance(item, Mapping) else None
         label = f"[{lo_hi[0]:.2f},{lo_hi[1]:.2f})" if isinstance(lo_hi, (list, tuple)) and len(lo_hi) == 2 else "?"
-        value = _num(item.get("auroc"))
+        value = number(item.get("auroc"))
         if value is None:   # the engine's note is long; the count says why
             line = Text(f"{label:<13}")
             line.append(f"{DASH}  n={item.get('count', '?')}, too few for an AUROC", style="dim")
@@ -581,7 +560,7 @@ def sensitivity_lines(curve: Sequence[Mapping[str, Any]] | None, width: int = 24
     """One bar per mask radius: AUROC with the central R pixels zeroed (plan §5.5)."""
     if not curve:
         return [Text("no core sensitivity curve yet (end of training)", style="dim")]
-    return [_bar_line(f"R={item.get('radius', '?')}", _num(item.get("auroc")), width)
+    return [_bar_line(f"R={item.get('radius', '?')}", number(item.get("auroc")), width)
             for item in curve if isinstance(item, Mapping)]
 
 
@@ -593,7 +572,7 @@ def gate_history_lines(entry: Mapping[str, Any], config: Config) -> list[Text]:
     t = config.thresholds
     lines = [Text(f"{'after':>5}  {'core_lr_auc':<16}{'radial_lr_auc':<16}n", style="bold")]
     for g in rows:
-        core, radial = _num(g.get("core_lr_auc")), _num(g.get("radial_lr_auc"))
+        core, radial = number(g.get("core_lr_auc")), number(g.get("radial_lr_auc"))
         line = Text(f"{g.get('after_epochs', '?'):>5}  ")
         for cell in (verdict_text(t.core_lr_auc.classify(core), core),
                      verdict_text(t.radial_lr_auc.classify(radial), radial)):
@@ -615,7 +594,7 @@ def verdict_lines(entry: Mapping[str, Any]) -> list[Text]:
             continue
         verdict = item.get("verdict") if item.get("verdict") in VERDICT_STYLES else None
         line = Text(f"{name:<22}")
-        line.append_text(verdict_text(verdict, _num(item.get("value"))))
+        line.append_text(verdict_text(verdict, number(item.get("value"))))
         if item.get("reading") == "masked":       # a masking variant's core gate (engine.results.verdicts)
             line.append(f" masked R={item.get('mask_radius')}")
         if item.get("uninformative"):             # a gate that cannot fail on the run's inputs

@@ -20,6 +20,7 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Select
 
+from engine.numbers import DASH
 from lenstui import format as fmt
 from lenstui.app import LensTUI, make_app
 from lenstui.fleet import FleetError, HostSnapshot
@@ -450,7 +451,7 @@ async def test_an_experiment_run_on_two_hosts_shows_plus_one_and_h_switches_the_
         # The live run is the one shown; the other host's run is counted, not hidden.
         await wait_for(pilot, lambda: cell(app, "A1", "host") == "lambda +1")
         assert cell(app, "A1", "status") == "running"
-        assert cell(app, "B1", "host") == fmt.DASH
+        assert cell(app, "B1", "host") == DASH
         app.matrix.select("A1")
         await pilot.press("enter")
         detail = app.screen

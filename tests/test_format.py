@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
+from engine.numbers import DASH, fixed, scientific
 from lenstui import format as fmt
 from lenstui.fleet import HostSnapshot
 from lenstui.widgets.cutout import halfblock_strips, stretch_rgb
@@ -33,7 +34,7 @@ def test_verdicts_are_words_in_their_colour_never_colour_alone():
         cell = fmt.verdict_text(word, 0.6123)
         assert cell.plain == f"0.612 {word}"
         assert colour in str(cell.style)
-    assert fmt.verdict_text(None, None).plain == fmt.DASH
+    assert fmt.verdict_text(None, None).plain == DASH
     assert fmt.verdict_text(None, 0.5).plain == "0.500"
 
 
@@ -58,14 +59,14 @@ def test_gate_cell_classifies_both_gates_with_the_plan_bands(config):
     assert cell.plain == "WARN/FAIL"          # §6.1: core 0.60–0.65 WARN, radial > 0.60 FAIL
     assert any("yellow" in s for s in styles(cell)) and any("red" in s for s in styles(cell))
     assert fmt.gate_cell({"core_lr_auc": 0.59, "radial_lr_auc": None}, config).plain == "PASS/?"
-    assert fmt.gate_cell(None, config).plain == fmt.DASH
+    assert fmt.gate_cell(None, config).plain == DASH
 
 
 def test_epochs_count_from_history_or_the_probe_epoch():
     assert fmt.epoch_cell({"history": [{}, {}, {}], "epochs_planned": 50}) == "3/50"
     assert fmt.epoch_cell({"history": [], "epochs_planned": 50}) == "0/50"
     assert fmt.epoch_cell({"epoch": 4, "epochs_planned": 50}) == "4/50", "epochs count from 1: the 4th is 4/50"
-    assert fmt.epoch_cell({}) == fmt.DASH
+    assert fmt.epoch_cell({}) == DASH
 
 
 def test_matrix_row_before_and_during_a_run(config):
@@ -153,8 +154,8 @@ def test_filter_matches_every_word_anywhere_in_the_row(config):
 
 
 def test_numbers_and_durations():
-    assert fmt.fmt_float(float("nan")) == fmt.DASH and fmt.fmt_float(True) == fmt.DASH
-    assert fmt.fmt_lr(1e-4) == "1.0e-04"
+    assert fixed(float("nan")) == DASH and fixed(True) == DASH
+    assert scientific(1e-4) == "1.0e-04"
     assert [fmt.fmt_seconds(s) for s in (12.34, 245, 3725)] == ["12.3s", "4m05s", "1h02m"]
 
 

@@ -39,6 +39,7 @@ from threadpoolctl import threadpool_limits
 from engine.config import DATA_MODES, PREPROCESSINGS, SAMPLES, SPLITS
 from engine.data.cachedir import DEFAULT_NAME
 from engine.data.preprocess import radial_profile, radius_map
+from engine.numbers import fixed
 from engine.protocol import exitcodes
 
 # SCIENCE.md "Shortcut gates": the published matrix (n = 2000), core / radial AUC.
@@ -51,6 +52,7 @@ PUBLISHED = {
 }
 MATRIX = tuple(PUBLISHED)
 BOOTSTRAP_DRAWS = 400
+NONE = "  -  "   # an empty cell of the matrix table, as wide as a value
 SOLVER = "newton-cholesky"   # LogisticRegression's defaults otherwise (L2, C = 1)
 MAX_ITER = 200
 
@@ -260,12 +262,8 @@ def format_row(mode: str, preprocessing: str, mask_radius: int, result: GateResu
     return (f"| {mode:<8} | {preprocessing:<10} | {mask_radius:>4} | {result.n_samples:>5} | "
             f"{result.core_lr_auc:.3f} | {_interval(result.core_interval)} | "
             f"{result.radial_lr_auc:.3f} | {_interval(result.radial_interval)} | "
-            f"{_value(result.core_lr_auc_ungrouped)} / {_value(result.radial_lr_auc_ungrouped)} | "
+            f"{fixed(result.core_lr_auc_ungrouped, 3, NONE)} / {fixed(result.radial_lr_auc_ungrouped, 3, NONE)} | "
             f"{pub:<14} | {seconds:5.2f} |")
-
-
-def _value(value: float | None) -> str:
-    return "  -  " if value is None else f"{value:.3f}"
 
 
 def _interval(interval: tuple[float, float] | None) -> str:

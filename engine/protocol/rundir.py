@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from engine.numbers import is_int
 from engine.files import JsonRead, atomic_write_json, read_json, timestamp
 
 METRICS_FILE = "metrics.json"
@@ -138,20 +139,16 @@ def upgrade_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     `epoch` and its `best_epoch` move up by one. One numbering everywhere: epoch N is the Nth
     epoch, the one after which N epochs are done (as "3/50" and "gate after 5 epochs" count)."""
     version = metrics.get("schema_version")
-    if isinstance(version, int) and not isinstance(version, bool) and version >= 2:
+    if is_int(version) and version >= 2:
         return metrics
     history = metrics.get("history")
     if isinstance(history, list):
         metrics["history"] = [{**row, "epoch": row["epoch"] + 1}
-                              if isinstance(row, dict) and _is_int(row.get("epoch")) else row for row in history]
-    if _is_int(metrics.get("best_epoch")):
+                              if isinstance(row, dict) and is_int(row.get("epoch")) else row for row in history]
+    if is_int(metrics.get("best_epoch")):
         metrics["best_epoch"] += 1
     metrics["schema_version"] = SCHEMA_VERSION
     return metrics
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def write_run_info(directory: Path, info: dict[str, Any]) -> None:

@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 
 from engine.config import Band, Config, ConfigError
 from engine.results.representative import candidate_from_entry, comparison_notes
-from engine.results.verdicts import (compute_verdicts, failing, fmt_value, number, rounded, shown_value,
+from engine.numbers import in_words, is_int, number
+from engine.results.verdicts import (compute_verdicts, failing, rounded, shown_value,
                              thetae_summary)
 
 PHASE1 = ("A1", "B1")
@@ -129,7 +130,7 @@ def progress(metrics: Mapping[str, Any]) -> str:
     history = metrics.get("history")
     done = len(history) if isinstance(history, list) else 0
     planned = metrics.get("epochs_planned")
-    planned_text = str(planned) if isinstance(planned, int) and not isinstance(planned, bool) else "?"
+    planned_text = str(planned) if is_int(planned) else "?"
     run = metrics.get("run")
     host = run.get("host") if isinstance(run, Mapping) else None
     return f"status {run_state(metrics) or 'unknown'}, epoch {done}/{planned_text}" + (f" on {host}" if host else "")
@@ -248,7 +249,7 @@ def _decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decisio
     rel_conds = _band_conditions(th.core_reliance, "core_reliance")
     core_r, rel_r = rounded(core), rounded(rel)
     chosen = [(b, c, r) for b, c, r in _B1_BRANCHES if core_conds[c][0](core_r) and rel_conds[r][0](rel_r)]
-    said = f"B1 has core LR AUC {fmt_value(core)} and core_reliance {fmt_value(rel)}"
+    said = f"B1 has core LR AUC {in_words(core)} and core_reliance {in_words(rel)}"
 
     published = _ungrouped_note(b1, core_conds, rel_conds, core_r, rel_r, chosen)
     if published:
@@ -291,8 +292,8 @@ def _ungrouped_note(b1: Mapping[str, Any], core_conds: dict, rel_conds: dict, co
                   "outside_plan")
     if branch == (chosen[0][0] if chosen else "outside_plan"):
         return None
-    return (f"B1's core probe under the published method's ungrouped CV is {fmt_value(plain)} (grouped by "
-            f"LRG: {fmt_value(core_r)}); read that way the tree would give {BRANCH_TITLES[branch]!r}. "
+    return (f"B1's core probe under the published method's ungrouped CV is {in_words(plain)} (grouped by "
+            f"LRG: {in_words(core_r)}); read that way the tree would give {BRANCH_TITLES[branch]!r}. "
             "The ungrouped value lets the probe recognise LRGs whose other rows it trained on; the tree "
             "reads the grouped one")
 
@@ -396,14 +397,14 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
         numbers[f"B1.thetae_max_spread_{kind}"] = theirs
         if mine is None or theirs is None:
             judged[v] = (f"{v} passes all criteria, but its θ_E spread cannot be compared with B1's "
-                         f"({_BIN_WORDS[kind]}: {v} {fmt_value(mine)}, B1 {fmt_value(theirs)})")
+                         f"({_BIN_WORDS[kind]}: {v} {in_words(mine)}, B1 {in_words(theirs)})")
         elif mine < theirs:
             better.append((mine, v, theirs, kind))
         else:
-            judged[v] = (f"{v} passes all criteria, but its θ_E spread {fmt_value(mine)} is not lower "
-                         f"than B1's {fmt_value(theirs)} ({_BIN_WORDS[kind]})")
+            judged[v] = (f"{v} passes all criteria, but its θ_E spread {in_words(mine)} is not lower "
+                         f"than B1's {in_words(theirs)} ({_BIN_WORDS[kind]})")
     if len(better) == 2 and better[0][0] == better[1][0]:
-        spread = fmt_value(better[0][0])
+        spread = in_words(better[0][0])
         reason = (f"{lead} B3 does not pass ({', '.join(not_passing['B3'])}). B2 and B4 both pass "
                   f"with a θ_E spread of {spread}, lower than B1's: a tie the plan does not break. "
                   "A person chooses between B2 and B4.")
@@ -414,9 +415,9 @@ def _masking_variants(results: Mapping[str, Mapping[str, Any]], config: Config, 
         better.sort()
         mine, v, theirs, kind = better[0]
         criterion = (f"{v} passes all criteria ({', '.join(PASS_CRITERIA)}: every one PASS) and its "
-                     f"θ_E spread {fmt_value(mine)} is lower than B1's {fmt_value(theirs)} ({_BIN_WORDS[kind]})")
+                     f"θ_E spread {in_words(mine)} is lower than B1's {in_words(theirs)} ({_BIN_WORDS[kind]})")
         if len(better) == 2:
-            criterion += f", and lower than {better[1][1]}'s {fmt_value(better[1][0])}"
+            criterion += f", and lower than {better[1][1]}'s {in_words(better[1][0])}"
         reason = (f"{lead} B3 does not pass ({', '.join(not_passing['B3'])}). {criterion}: "
                   f"use {v}'s config on full data.")
         return chose(v, criterion, reason)

@@ -63,19 +63,19 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from engine.config import SPLITS, Config, ConfigError, default_config_path, load_config
 from engine.files import atomic_write_text, replace_via_temp
+from engine.numbers import DASH, fixed, number, scientific
 from engine.protocol import exitcodes
 from engine.results.decision import Decision, decide, settings_note
 from engine.results.representative import (Choice, RunCandidate, candidate_from_entry, choose_all, comparison_notes,
                                    settings_text, time_text)
 from engine.protocol.rundir import METRICS_FILE, observe_run, run_directories
 from engine.results.verdicts import (THETAE_KINDS, VERDICT_NAMES, compute_verdicts, gates_in_order, gate_verdicts,
-                             latest_gate_with, number, thetae_summary)
+                             latest_gate_with, thetae_summary)
 
 DEFAULT_OUT = "planb"   # plan §9.2; lenstui writes it beside experiments.toml
 RESULTS_MD = "EXPERIMENT_RESULTS.md"
 METRICS_CSV = "experiment_metrics.csv"
 PLOT_FILES = ("learning_curves.png", "thetae_bins.png", "core_sensitivity.png")
-DASH = "–"
 
 _VERDICT_LABELS = {
     "val_auroc": "Best val AUROC (§6.4)",
@@ -192,11 +192,6 @@ def decision_inputs(collection: Collection) -> dict[str, dict[str, Any]]:
 
 # ---------------------------------------------------------------------------
 # Formatting helpers
-
-
-def _f(value: Any, digits: int = 3) -> str:
-    v = number(value)
-    return DASH if v is None else f"{v:.{digits}f}"
 
 
 def _cell(text: Any) -> str:
@@ -434,7 +429,7 @@ def render_decision(decision: Decision) -> list[str]:
     lines += [f"- Note: {n}" for n in decision.notes]
     lines += [f"- Read: {r}" for r in decision.readings]
     if decision.numbers:
-        lines += ["", *_table(("Number", "Value"), ((k, DASH if v is None else f"{v:.4f}")
+        lines += ["", *_table(("Number", "Value"), ((k, fixed(v, 4))
                                                      for k, v in decision.numbers.items()))]
     return lines + [""]
 
@@ -460,7 +455,7 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
     rows = [["Status", ""] + [_status_cell(runs.get(e)) for e in ids],
             ["Host", ""] + [(runs[e].host or DASH) if e in runs else DASH for e in ids],
             ["Epochs (done/planned)", ""] + [_epochs_cell(runs.get(e)) for e in ids],
-            ["Best epoch", ""] + [_f(runs[e].metrics.get("best_epoch"), 0) if e in runs else DASH
+            ["Best epoch", ""] + [fixed(runs[e].metrics.get("best_epoch"), 0) if e in runs else DASH
                                   for e in ids]]
     for name in _MATRIX_ORDER:
         rows.append([_VERDICT_LABELS[name], rules[name]]
@@ -481,9 +476,9 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
         for gate in gates_in_order(runs[e].metrics):
             gv = gate_verdicts(gate, config.thresholds)
             radius = number(gate.get("mask_radius"))
-            masked = f"{_f(gate.get('masked_core_lr_auc'))} (R={radius:.0f})" if radius else DASH
+            masked = f"{fixed(gate.get('masked_core_lr_auc'))} (R={radius:.0f})" if radius else DASH
             gate_rows.append([e, gate.get("after_epochs"), _plain_verdict(gv["core_lr_auc"]), masked,
-                              _f(gate.get("core_lr_auc_ungrouped")), _plain_verdict(gv["radial_lr_auc"]),
+                              fixed(gate.get("core_lr_auc_ungrouped")), _plain_verdict(gv["radial_lr_auc"]),
                               gate.get("gate_n_samples", DASH), gate.get("note") or ""])
     lines += (_table(("Experiment", "After epochs", "Core LR AUC (unmasked)", "Core, masked at the radius in force",
                       "Core, ungrouped (published method)", "Radial LR AUC", "Samples", "Note"), gate_rows)
@@ -559,10 +554,10 @@ def render_selection(found: list[str], runs: Mapping[str, FoundRun],
     for e in found:
         v, m = verdicts[e], runs[e].metrics
         test = thetae_summary(m, "test")
-        test_bins = (f"{_f(test.min_auroc)} / {_f(test.max_spread)}" if test.source else DASH)
+        test_bins = (f"{fixed(test.min_auroc)} / {fixed(test.max_spread)}" if test.source else DASH)
         rows.append([e, verdict_cell(v["val_auroc"]), verdict_cell(v["core_lr_auc"]), verdict_cell(v["radial_lr_auc"]),
                      verdict_cell(v["core_reliance"]), verdict_cell(v["thetae_min_bin_auroc"]),
-                     verdict_cell(v["thetae_max_spread"]), f"{_f(m.get('test_auroc'))} ({v['test_auroc']['verdict'] or DASH})"
+                     verdict_cell(v["thetae_max_spread"]), f"{fixed(m.get('test_auroc'))} ({v['test_auroc']['verdict'] or DASH})"
                      if number(m.get("test_auroc")) is not None else DASH, test_bins])
     return lines + _table(("Experiment", "Best val AUROC", "Core gate (judged)", "Radial gate", "Core reliance",
                            "θ_E min bin (val)", "θ_E spread (val)", "Test AUROC (held out)",
@@ -590,12 +585,12 @@ def render_probes(found: list[str], runs: Mapping[str, FoundRun],
     for e in found:
         m, core, radial = runs[e].metrics, verdicts[e]["core_lr_auc"], verdicts[e]["radial_lr_auc"]
         radius = number(m.get("final_mask_radius"))
-        masked = f"{_f(m.get('final_masked_core_lr_auc'))} (R={radius:.0f})" if radius else DASH
-        rows.append([e, verdict_cell(core), _f(m.get("final_core_lr_auc")), masked,
-                     _f(m.get("final_core_lr_auc_ungrouped")),
-                     _f(m.get("final_masked_core_lr_auc_ungrouped")) if radius else DASH,
-                     verdict_cell(radial), _f(m.get("final_radial_lr_auc_ungrouped")),
-                     f"{_f(m.get('final_raw_robust_core_lr_auc'))} / {_f(m.get('final_raw_robust_radial_lr_auc'))}"])
+        masked = f"{fixed(m.get('final_masked_core_lr_auc'))} (R={radius:.0f})" if radius else DASH
+        rows.append([e, verdict_cell(core), fixed(m.get("final_core_lr_auc")), masked,
+                     fixed(m.get("final_core_lr_auc_ungrouped")),
+                     fixed(m.get("final_masked_core_lr_auc_ungrouped")) if radius else DASH,
+                     verdict_cell(radial), fixed(m.get("final_radial_lr_auc_ungrouped")),
+                     f"{fixed(m.get('final_raw_robust_core_lr_auc'))} / {fixed(m.get('final_raw_robust_radial_lr_auc'))}"])
         if radial.get("uninformative"):
             flat.append((e, radial["uninformative"]))
     lines += _table(("Experiment", "Core gate (judged)", "Core, unmasked (the data's shortcut)",
@@ -672,8 +667,8 @@ def render_sensitivity(found: list[str], runs: Mapping[str, FoundRun], config: C
     cols = [(e, "val", curves[e]) for e in found] + [(e, "test", tests[e]) for e in found if tests[e]]
     if not any(c for _, _, c in cols):
         return lines + ["No run has measured its sensitivity curve yet (end of training).", ""]
-    rows = [[f"R={r}"] + [_f(c.get(r)) for _, _, c in cols] for r in config.metrics.sensitivity_radii]
-    rows.append(["core_reliance"] + [_f(runs[e].metrics.get("core_reliance")) if kind == "val" else DASH
+    rows = [[f"R={r}"] + [fixed(c.get(r)) for _, _, c in cols] for r in config.metrics.sensitivity_radii]
+    rows.append(["core_reliance"] + [fixed(runs[e].metrics.get("core_reliance")) if kind == "val" else DASH
                                      for e, kind, _ in cols])
     return lines + _table(["Mask radius"] + [f"{e} {kind}" + (" (held out)" if kind == "test" else "")
                                              for e, kind, _ in cols], rows) + [""]
@@ -690,8 +685,8 @@ def render_learning(found: list[str], runs: Mapping[str, FoundRun]) -> list[str]
         last = history[-1]
         total = sum(t for t in (number(r.get("epoch_time_sec")) for r in history) if t is not None)
         lr = number(last.get("learning_rate"))
-        rows.append([e, len(history), _f(last.get("train_loss"), 4), _f(last.get("val_loss"), 4),
-                     _f(last.get("val_auroc")), DASH if lr is None else f"{lr:.2e}", f"{total:.0f}"])
+        rows.append([e, len(history), fixed(last.get("train_loss"), 4), fixed(last.get("val_loss"), 4),
+                     fixed(last.get("val_auroc")), scientific(lr, 2), f"{total:.0f}"])
     lines = ["## Learning curves (plan §5.1)", "", "The last finished epoch of each run; the curves are in "
              "learning_curves.png.", ""]
     return lines + (_table(("Experiment", "Epochs", "train_loss", "val_loss", "val_auroc",

@@ -36,6 +36,7 @@ from datetime import datetime
 from typing import Any, Iterable, Mapping, Sequence
 
 from engine.files import TIME_FORMAT
+from engine.numbers import is_int
 from engine.protocol.train_options import extra_args, resume_settings
 
 DONE = "done"
@@ -97,7 +98,7 @@ class RunCandidate:
     @property
     def epochs_planned(self) -> int:
         value = self.metrics.get("epochs_planned")
-        return value if isinstance(value, int) and not isinstance(value, bool) else 0
+        return value if is_int(value) else 0
 
     @property
     def stale(self) -> bool:
@@ -155,7 +156,7 @@ def settings_rank(overrides: Mapping[str, Any], plan_epochs: int | None = None) 
     if any(k in overrides for k in SMOKE_LIMITS):
         return 3
     epochs = overrides.get("epochs")
-    if isinstance(epochs, int) and not isinstance(epochs, bool) and (plan_epochs is None or epochs < plan_epochs):
+    if is_int(epochs) and (plan_epochs is None or epochs < plan_epochs):
         return 2
     return 1
 

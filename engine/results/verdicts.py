@@ -27,11 +27,11 @@ reported, but the test set is held out (§5.6) and no decision reads it.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, Mapping, Sequence
 
 from engine.config import Band, Targets, Thresholds
+from engine.numbers import in_words, number
 
 # The verdicts compute_verdicts returns, in the plan's order (§6.1–§6.4).
 VERDICT_NAMES = ("core_lr_auc", "radial_lr_auc", "core_reliance", "thetae_min_bin_auroc",
@@ -49,14 +49,6 @@ _THETAE_RULE_NOTE = "§6.3 names only PASS and FAIL; values between the two are 
 # raw_robust inputs tens (the host's light). Used only for runs that did not record `inputs`.
 RADIAL_FLAT = 0.05
 HELD_OUT = "held out (§5.6): reported, never used to choose a configuration"
-
-
-def number(value: Any) -> float | None:
-    """`value` as a finite float, or None (missing, null, NaN, a string, a boolean)."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        return None
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def rounded(value: float | None) -> float | None:
@@ -298,7 +290,7 @@ def radial_flat_note(metrics: Mapping[str, Any]) -> str | None:
         return None
     size = f" (largest |feature| {measured:.1e})" if measured is not None else ""
     raw = number(metrics.get("final_raw_robust_radial_lr_auc"))
-    context = (f"; on raw_robust inputs the same val rows give {fmt_value(raw)} (data-level context)"
+    context = (f"; on raw_robust inputs the same val rows give {in_words(raw)} (data-level context)"
                if raw is not None else "")
     return ("cannot fail on residual inputs: the ring medians are subtracted, so every radial "
             f"feature is ~0{size} and a PASS says nothing about the data{context}")
@@ -367,8 +359,8 @@ def shown_value(entry: Mapping[str, Any]) -> str:
     if value is None:
         return "no value"
     if entry.get("reading") == "masked":
-        return f"{fmt_value(value)} masked at R={entry.get('mask_radius')}"
-    return fmt_value(value)
+        return f"{in_words(value)} masked at R={entry.get('mask_radius')}"
+    return in_words(value)
 
 
 def failing(verdicts: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:
@@ -379,11 +371,3 @@ def failing(verdicts: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> 
         if v.get("verdict") != "PASS":
             out.append(f"{name} {v.get('verdict') or 'unknown'} ({shown_value(v)})")
     return out
-
-
-def fmt_value(value: float | None) -> str:
-    """A value for a sentence: up to 4 decimals, so 0.6499 never reads as 0.650; '–' when None."""
-    if value is None:
-        return "–"
-    whole, _, decimals = f"{value:.4f}".partition(".")
-    return f"{whole}.{decimals.rstrip('0').ljust(2, '0')}"

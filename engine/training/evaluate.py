@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import argparse
 import hashlib
-import math
 import os
 import sys
 import time
@@ -33,10 +32,12 @@ from engine.config import SPLITS, Config, ConfigError, Experiment, MetricsConfig
 from engine.data.settings import DataSettings
 from engine.training.device import FP32, DeviceError, Precision, memory_format, pick_device, pick_precision
 from engine.training.model import CheckpointError, load_model
+from engine.numbers import fixed, is_int
 from engine.protocol import exitcodes
 from engine.protocol.runlog import RunLog
 
 EVAL_BATCH = 2048
+NA = "n/a"   # what a log line shows where a metric has no value
 
 
 # ---------------------------------------------------------------------------
@@ -426,8 +427,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         apply_evaluation(metrics, args.split, result)
         rundir.write_metrics(run_dir, with_verdicts(metrics, config))
         log.line(f"evaluate {args.split}: best.pt (epoch {_epoch_from_1(ckpt.get('epoch'))}) on {len(split)} rows: "
-                 f"auroc {_fmt(result['auroc'])}  core_reliance {_fmt(result['core_reliance'])}  "
-                 + "  ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in result["sensitivity"]))
+                 f"auroc {fixed(result['auroc'], 4, NA)}  core_reliance {fixed(result['core_reliance'], 4, NA)}  "
+                 + "  ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in result["sensitivity"]))
         return exitcodes.OK
     except CheckpointError as exc:
         log.line(f"engine.evaluate: {exc}")
@@ -459,11 +460,8 @@ def _data_errors() -> tuple[type[Exception], ...]:
 
 def _epoch_from_1(loop_epoch: Any) -> Any:
     """A checkpoint's 0-based loop counter as metrics.json and every view count epochs (from 1)."""
-    return loop_epoch + 1 if isinstance(loop_epoch, int) and not isinstance(loop_epoch, bool) else "?"
+    return loop_epoch + 1 if is_int(loop_epoch) else "?"
 
-
-def _fmt(value: float | None) -> str:
-    return "n/a" if value is None or (isinstance(value, float) and math.isnan(value)) else f"{value:.4f}"
 
 
 if __name__ == "__main__":

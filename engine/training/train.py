@@ -48,6 +48,7 @@ from engine.data.manifest import ManifestError
 from engine.files import CacheError
 from engine.data.preprocess import PREPROCESS_VERSION
 from engine.protocol.codeversion import code_version
+from engine.numbers import fixed
 from engine.protocol import exitcodes
 from engine.protocol.runlog import RunLog
 from engine.data.shards import BadRowsError, BlobError, ShardError
@@ -55,6 +56,7 @@ from engine.training.step import CudaGraphStep, EagerStep
 from engine.protocol.train_options import build_parser
 
 # Errors of the data layer, whose messages name the shard, the row and what is wrong.
+NA = "n/a"   # what a log line shows where a metric has no value
 DATA_ERRORS = (ShardError, BlobError, BadRowsError, ManifestError, CacheError)
 CHECKPOINT_FORMAT = 1
 
@@ -619,12 +621,12 @@ class Trainer:
                 self.save_best(epoch, val_auroc)
             self.write_metrics(p.metrics)
             self.log.line(f"epoch {epoch + 1:>3}/{plan.epochs}  train_loss {train_loss:.4f}  "
-                          f"val_loss {val_loss:.4f}  val_auroc {_fmt(val_auroc)}  lr {lr:.3g}  "
+                          f"val_loss {val_loss:.4f}  val_auroc {fixed(val_auroc, 4, NA)}  lr {lr:.3g}  "
                           f"{row['epoch_time_sec']:.1f}s" + (f"  mask R={radius} p={mask_p:g}" if radius else "")
                           + ("  *best*" if improved else ""))
             if stale >= t.early_stopping_patience:
                 self.log.line(f"early stop: no better val_auroc for {stale} epochs "
-                              f"(best {_fmt(p.best_val_auroc)} at epoch {p.best_epoch + 1})")
+                              f"(best {fixed(p.best_val_auroc, 4, NA)} at epoch {p.best_epoch + 1})")
             if p.training_finished:
                 return
             if self.stop.requested:
@@ -640,13 +642,13 @@ class Trainer:
         record["val_auroc_by_thetae"] = auroc_by_thetae(self.val.labels, scores, self.val.theta_e,
                                                         m.thetae_bin_pairs, m.thetae_min_positives)
         p.metrics["gates"].append(record)
-        masked = (f"  at R={radius}: core {_fmt(record.get('masked_core_lr_auc'))} "
-                  f"radial {_fmt(record.get('masked_radial_lr_auc'))}" if radius else "")
-        masked += f"  (ungrouped, the published method: core {_fmt(record.get('core_lr_auc_ungrouped'))})"
-        bins = " ".join(f"{b['bin'][0]:g}-{b['bin'][1]:g}:{_fmt(b['auroc'], 3)}({b['count']})"
+        masked = (f"  at R={radius}: core {fixed(record.get('masked_core_lr_auc'), 4, NA)} "
+                  f"radial {fixed(record.get('masked_radial_lr_auc'), 4, NA)}" if radius else "")
+        masked += f"  (ungrouped, the published method: core {fixed(record.get('core_lr_auc_ungrouped'), 4, NA)})"
+        bins = " ".join(f"{b['bin'][0]:g}-{b['bin'][1]:g}:{fixed(b['auroc'], 3, NA)}({b['count']})"
                         for b in record["val_auroc_by_thetae"])
         self.log.line(f"gate after {after_epochs} epoch{'' if after_epochs == 1 else 's'}: "
-                      f"core_lr_auc {_fmt(record['core_lr_auc'])}  radial_lr_auc {_fmt(record['radial_lr_auc'])}  "
+                      f"core_lr_auc {fixed(record['core_lr_auc'], 4, NA)}  radial_lr_auc {fixed(record['radial_lr_auc'], 4, NA)}  "
                       f"n={record['gate_n_samples']}{masked}  θ_E bins {bins}"
                       + (f"  ({record['note']})" if record.get("note") else ""))
 
@@ -668,17 +670,17 @@ class Trainer:
                                          precision=self.precision, raw_val=raw_val, raw_note=raw_note))
         self.write_metrics(metrics)
         radius = metrics.get("final_mask_radius")
-        masked = (f" masked at R={radius} (best.pt's epoch): core {_fmt(metrics['final_masked_core_lr_auc'])} "
-                  f"radial {_fmt(metrics['final_masked_radial_lr_auc'])};" if radius else "")
-        self.log.line(f"best epoch {top['epoch']}: val_auroc {_fmt(top['val_auroc'])}; "
+        masked = (f" masked at R={radius} (best.pt's epoch): core {fixed(metrics['final_masked_core_lr_auc'], 4, NA)} "
+                  f"radial {fixed(metrics['final_masked_radial_lr_auc'], 4, NA)};" if radius else "")
+        self.log.line(f"best epoch {top['epoch']}: val_auroc {fixed(top['val_auroc'], 4, NA)}; "
                       f"final gates on {metrics['final_gate_n_samples']} val rows: core_lr_auc "
-                      f"{_fmt(metrics['final_core_lr_auc'])} radial_lr_auc {_fmt(metrics['final_radial_lr_auc'])} "
-                      f"(ungrouped, the published method: {_fmt(metrics['final_core_lr_auc_ungrouped'])} / "
-                      f"{_fmt(metrics['final_radial_lr_auc_ungrouped'])});{masked} raw_robust inputs: core "
-                      f"{_fmt(metrics['final_raw_robust_core_lr_auc'])} radial "
-                      f"{_fmt(metrics['final_raw_robust_radial_lr_auc'])}; core_reliance "
-                      f"{_fmt(metrics['core_reliance'])}  sensitivity "
-                      + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in metrics["core_sensitivity"]))
+                      f"{fixed(metrics['final_core_lr_auc'], 4, NA)} radial_lr_auc {fixed(metrics['final_radial_lr_auc'], 4, NA)} "
+                      f"(ungrouped, the published method: {fixed(metrics['final_core_lr_auc_ungrouped'], 4, NA)} / "
+                      f"{fixed(metrics['final_radial_lr_auc_ungrouped'], 4, NA)});{masked} raw_robust inputs: core "
+                      f"{fixed(metrics['final_raw_robust_core_lr_auc'], 4, NA)} radial "
+                      f"{fixed(metrics['final_raw_robust_radial_lr_auc'], 4, NA)}; core_reliance "
+                      f"{fixed(metrics['core_reliance'], 4, NA)}  sensitivity "
+                      + " ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in metrics["core_sensitivity"]))
         if self.stop.requested:
             raise Aborted("after the val evaluation, before the test set: the end runs again on resume")
 
@@ -697,8 +699,8 @@ class Trainer:
         p.status = "done"
         self.save_last(p)  # a later start sees "done" and asks for --fresh instead of retraining
         self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch']}): test_auroc "
-                      f"{_fmt(metrics['test_auroc'])}  sensitivity "
-                      + " ".join(f"R={c['radius']}:{_fmt(c['auroc'])}" for c in metrics["test_core_sensitivity"]))
+                      f"{fixed(metrics['test_auroc'], 4, NA)}  sensitivity "
+                      + " ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in metrics["test_core_sensitivity"]))
 
 
     def raw_robust_val(self) -> tuple[DeviceSplit | None, str | None]:
@@ -718,9 +720,6 @@ class Trainer:
             self.log.line(f"raw_robust gate context not computed: {exc}")
             return None, f"raw_robust val rows could not be read: {exc}"
 
-
-def _fmt(value: float | None, digits: int = 4) -> str:
-    return "n/a" if value is None else f"{value:.{digits}f}"
 
 
 # ---------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
+from engine.numbers import fixed
 from lenstui import format as fmt
 from lenstui.messages import LogFetched
 from lenstui.screens.back import AltKeyMeansEscape
@@ -38,10 +39,10 @@ def probe_lines(entry: dict[str, Any]) -> list[Text]:
         lines.append(line)
         extras = []
         if item.get("reading") == "masked":
-            extras.append(f"unmasked (the data's shortcut) {fmt.fmt_float(item.get('unmasked_value'))}")
-        extras.append(f"ungrouped (published method, leaks LRG identity) {fmt.fmt_float(item.get('ungrouped_value'))}")
+            extras.append(f"unmasked (the data's shortcut) {fixed(item.get('unmasked_value'))}")
+        extras.append(f"ungrouped (published method, leaks LRG identity) {fixed(item.get('ungrouped_value'))}")
         if item.get("raw_robust_value") is not None:
-            extras.append(f"raw_robust inputs {fmt.fmt_float(item.get('raw_robust_value'))}")
+            extras.append(f"raw_robust inputs {fixed(item.get('raw_robust_value'))}")
         lines.append(Text("    " + "; ".join(extras), style="dim"))
         if item.get("uninformative"):
             lines.append(Text(f"    {item['uninformative']}", style="yellow"))
@@ -108,8 +109,8 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         entry = dict(run.entry) if run else {}
         title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
         title.append_text(fmt.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
-        title.append(f"  epoch {fmt.epoch_cell(entry)}  val AUROC {fmt.fmt_float(fmt.last_val_auroc(entry))}"
-                     f"  best {fmt.fmt_float(fmt.best_val_auroc(entry))}")
+        title.append(f"  epoch {fmt.epoch_cell(entry)}  val AUROC {fixed(fmt.last_val_auroc(entry))}"
+                     f"  best {fixed(fmt.best_val_auroc(entry))}")
         if entry.get("reason"):
             title.append(f"  ({entry['reason']})", style="dim")
         for error in entry.get("errors") or []:
@@ -134,7 +135,7 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         ]
         if entry.get("test_auroc") is not None:
             parts += [
-                (f"Test AUROC {fmt.fmt_float(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
+                (f"Test AUROC {fixed(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
                  fmt.thetae_lines(entry.get("test_auroc_by_thetae"))),
                 ("Core sensitivity (test, held out)", fmt.sensitivity_lines(entry.get("test_core_sensitivity"))),
             ]

@@ -7,7 +7,8 @@ from typing import Any, Mapping, Sequence
 from rich.text import Text
 from textual.widget import Widget
 
-from lenstui.format import braille_plot, fmt_float
+from engine.numbers import fixed
+from lenstui.format import braille_plot
 
 SERIES: tuple[tuple[str, str, str], ...] = (
     # (metric key, label, colour)
@@ -46,8 +47,8 @@ class Curves(Widget):
             numbers = [v for v in values if isinstance(v, (int, float))]
             title = Text(f"{label}", style=f"bold {colour}")
             if numbers:
-                title.append(f"  {fmt_float(numbers[-1], 4)}", style="bold")
-                title.append(f"  [{fmt_float(min(numbers), 4)}–{fmt_float(max(numbers), 4)}]", style="dim")
+                title.append(f"  {fixed(numbers[-1], 4)}", style="bold")
+                title.append(f"  [{fixed(min(numbers), 4)}–{fixed(max(numbers), 4)}]", style="dim")
             title.truncate(width, overflow="ellipsis")
             if i:
                 out.append("\n")

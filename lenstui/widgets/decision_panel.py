@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 from rich.text import Text
 from textual.widgets import Static
 
-from lenstui.format import fmt_float
+from engine.numbers import fixed
 
 
 def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], inputs: Sequence[str] = (),
@@ -43,7 +43,7 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], i
     if numbers:
         out.append("\nNumbers that chose this branch\n", style="bold underline")
         for name, value in numbers.items():
-            shown = fmt_float(value) if value is None or isinstance(value, (int, float)) else str(value)
+            shown = fixed(value) if value is None or isinstance(value, (int, float)) else str(value)
             out.append(f"  {name:<28} {shown}\n")
     if decision.stop:
         out.append("\nSTOP: the plan ends here.", style="bold red")
