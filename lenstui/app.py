@@ -22,6 +22,7 @@ from textual.screen import ModalScreen
 from engine.config import Config, ConfigError, load_config
 from engine.numbers import fixed
 from engine.protocol import exitcodes
+from engine.protocol.rundir import ENDED_INCOMPLETE, IN_PROGRESS, RunState
 from engine.results.representative import settings_rank, settings_text
 from engine.protocol.train_options import extra_args as recorded_args
 from engine.protocol.train_options import is_fresh, settings_difference
@@ -141,7 +142,7 @@ class LensTUI(App[None]):
     def _notify_transitions(self, host: str, snapshot: Any) -> None:
         """Tell the user when a run ends, fails, is lost, or a gate FAILs."""
         for exp_id, entry in fmt.runs_of(snapshot).items():
-            state, n_gates = str(entry.get("state") or "pending"), len(fmt.gates(entry))
+            state, n_gates = str(entry.get("state") or RunState.PENDING), len(fmt.gates(entry))
             failure = (entry.get("launched_at"), entry.get("launch_failure")) if entry.get("launch_failure") else None
             before = self._seen.get((exp_id, host))
             self._seen[(exp_id, host)] = (state, n_gates, failure)
@@ -153,16 +154,16 @@ class LensTUI(App[None]):
                 # state the run's earlier start left behind.
                 self.notify(f"{where}: {failure[1]}", severity="error", title="Launch failed", timeout=30)
             elif state != before[0]:
-                if state == "done":
+                if state == RunState.DONE:
                     best = fixed(fmt.best_val_auroc(entry))
                     self.notify(f"{where} finished: best val AUROC {best}", title="Run done")
-                elif state == "failed":
+                elif state == RunState.FAILED:
                     self.notify(f"{where} failed. Press enter on it for the log.",
                                 severity="error", title="Run failed", timeout=30)
-                elif state == "lost":
+                elif state == RunState.LOST:
                     self.notify(f"{where} is lost: {entry.get('reason') or 'process gone'}",
                                 severity="error", title="Run lost", timeout=30)
-                elif state == "aborted":
+                elif state == RunState.ABORTED:
                     self.notify(f"{where} aborted", title="Run aborted")
             if n_gates > before[1]:
                 self._notify_gate(where, fmt.latest_gate(entry))
@@ -236,13 +237,13 @@ class LensTUI(App[None]):
         if run is not None and run.stale:
             out.append(("warning", f"{host} does not answer: {exp_id} there was last seen "
                                    f"{fmt.state_text(run.state, as_of=run.as_of).plain}"))
-        elif run is not None and run.state in ("running", "pending"):
+        elif run is not None and run.state in IN_PROGRESS:
             out.append(("error", f"{exp_id} is already {run.state} on {host}: the engine refuses a second run "
                                  "(abort it first, or choose another host)"))
-        elif run is not None and run.state == "done" and not is_fresh(args):
+        elif run is not None and run.state == RunState.DONE and not is_fresh(args):
             out.append(("error", f"{exp_id} is already done on {host}: the engine refuses unless --fresh is "
                                  "among the arguments (the old run is moved aside and kept)"))
-        elif run is not None and run.state in ("failed", "aborted", "lost") and not is_fresh(args):
+        elif run is not None and run.state in ENDED_INCOMPLETE and not is_fresh(args):
             before = recorded_args((run.entry.get("run") or {}).get("command"))
             differ = settings_difference(before, args) if run.entry.get("resumable", True) else []
             if differ:
@@ -287,14 +288,14 @@ class LensTUI(App[None]):
         (a relaunch resumes there); else the default host, unless the engine would refuse it there
         (running, or done) and another connected host would not."""
         shown = self.runs.get(exp_id)
-        if shown is not None and shown.state in ("failed", "aborted", "lost") and shown.host in self.enabled_hosts:
+        if shown is not None and shown.state in ENDED_INCOMPLETE and shown.host in self.enabled_hosts:
             return shown.host
         order = ([self.default_host] if self.default_host else []) + \
             [h for h in self.enabled_hosts if h != self.default_host]
         for host in order:
             snap = self.snapshots.get(host)
             run = self.run_on(exp_id, host)
-            if getattr(snap, "connected", False) and (run is None or run.state not in ("running", "pending", "done")):
+            if getattr(snap, "connected", False) and (run is None or run.state not in (*IN_PROGRESS, RunState.DONE)):
                 return host
         return self.default_host
 
@@ -379,11 +380,11 @@ class LensTUI(App[None]):
         if exp_id is None:
             return
         run = self.run_on(exp_id, host) if host else self.runs.get(exp_id)
-        if run is not None and run.state not in ("running", "pending") and not host:
+        if run is not None and run.state not in IN_PROGRESS and not host:
             live = [r for r in fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
-                    if r.exp_id == exp_id and r.state in ("running", "pending")]
+                    if r.exp_id == exp_id and r.state in IN_PROGRESS]
             run = live[0] if live else run   # the matrix shows a finished run; another host still runs one
-        if run is None or run.state not in ("running", "pending"):
+        if run is None or run.state not in IN_PROGRESS:
             state = run.state if run else "not running"
             self.notify(f"{exp_id} is {state}: nothing to abort", severity="warning")
             return
@@ -514,7 +515,7 @@ class LensTUI(App[None]):
 
     def action_request_quit(self) -> None:
         live = [f"{r.exp_id} on {r.host}" for r in fmt.all_runs(self.snapshots, self.host_order)
-                if r.state == "running"]
+                if r.state == RunState.RUNNING]
         if not live:
             self.exit()
             return

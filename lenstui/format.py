@@ -15,18 +15,19 @@ from typing import Any, Iterable, Mapping, Sequence
 from rich.text import Text
 
 from engine.config import Config, Experiment
+from engine.protocol.rundir import IN_PROGRESS, RunState
 from engine.numbers import DASH, fixed, is_int, number, scientific
 from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all
 
 # A verdict is shown as its word in its colour: never colour alone.
 VERDICT_STYLES = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
 STATE_STYLES = {
-    "running": "bold cyan",
-    "pending": "cyan",
-    "done": "green",
-    "failed": "bold red",
-    "aborted": "yellow",
-    "lost": "bold magenta",
+    RunState.RUNNING: "bold cyan",
+    RunState.PENDING: "cyan",
+    RunState.DONE: "green",
+    RunState.FAILED: "bold red",
+    RunState.ABORTED: "yellow",
+    RunState.LOST: "bold magenta",
 }
 SPARK_CHARS = "▁▂▃▄▅▆▇█"
 BAR_EIGHTHS = " ▏▎▍▌▋▊▉█"
@@ -70,7 +71,7 @@ class RunRef:
 
     @property
     def state(self) -> str:
-        return str(self.entry.get("state") or "pending")
+        return str(self.entry.get("state") or RunState.PENDING)
 
     @property
     def stale(self) -> bool:
@@ -225,7 +226,7 @@ def state_text(state: str | None, reason: str = "", as_of: float | None = None) 
         return Text(DASH, style="dim")
     if as_of is not None:
         clock = time.strftime("%H:%M", time.localtime(as_of))
-        shown = f"{state}?" if state in ("running", "pending") else state
+        shown = f"{state}?" if state in IN_PROGRESS else state
         return Text(f"{shown} as of {clock}", style="dim " + STATE_STYLES.get(state, ""))
     return Text(state, style=STATE_STYLES.get(state, ""))
 
@@ -401,7 +402,7 @@ def host_lines(snapshot: Any, now: float | None = None) -> list[Text]:
     status = snapshot.status if isinstance(snapshot.status, dict) else None
     if status is None:
         return lines
-    live = {e: r for e, r in runs_of(snapshot).items() if r.get("state") == "running"}
+    live = {e: r for e, r in runs_of(snapshot).items() if r.get("state") == RunState.RUNNING}
     gpus = [g for g in status.get("gpus") or [] if isinstance(g, dict)]
     if not gpus:
         line = Text("  no GPU (CPU)", style="dim")
@@ -551,7 +552,7 @@ def thetae_table(entry: Mapping[str, Any]) -> tuple[str, Sequence[Mapping[str, A
     what = f"gate after {after} epoch{'' if after == 1 else 's'}"
     if after == 0:
         what += ": the untrained model"
-    if entry.get("state") == "done":
+    if entry.get("state") == RunState.DONE:
         what += "; no end-of-training table in this run's metrics (an engine before it)"
     return f"Val AUROC by θ_E ({what})", gate.get("val_auroc_by_thetae")
 

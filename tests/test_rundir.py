@@ -7,11 +7,11 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
 from engine import files
-
 from engine.protocol import rundir
 from engine.protocol.rundir import RunState
 
@@ -23,6 +23,35 @@ def test_state_moves_only_forward():
     assert not RunState.DONE.can_move_to(RunState.RUNNING)
     assert not RunState.ABORTED.can_move_to(RunState.DONE)
     assert not RunState.RUNNING.can_move_to(RunState.PENDING)
+
+
+def test_the_engine_changes_a_state_only_through_advance_which_refuses_a_move_back():
+    assert rundir.advance("running", RunState.DONE) is RunState.DONE   # a written word, read back
+    assert rundir.advance(RunState.PENDING, RunState.ABORTED) is RunState.ABORTED
+    for current, new in (("done", RunState.RUNNING), ("aborted", RunState.DONE), ("failed", RunState.FAILED)):
+        with pytest.raises(rundir.StateError, match=f"from {current} to {new.value}"):
+            rundir.advance(current, new)
+    # A state is its word wherever it goes: JSON, f-strings, and comparisons with what was read.
+    assert json.dumps({"status": RunState.ABORTED}) == '{"status": "aborted"}'
+    assert f"{RunState.LOST}" == "lost" and str(RunState.DONE) == "done" and RunState.RUNNING == "running"
+    assert set(rundir.TERMINAL) == {RunState.DONE, RunState.FAILED, RunState.ABORTED, RunState.LOST}
+    assert "pending" in rundir.IN_PROGRESS and "lost" in rundir.ENDED_INCOMPLETE
+
+
+def test_no_code_writes_a_run_state_as_a_bare_word():
+    """The states live in rundir.RunState: engine and lenstui name them there (one list of states)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    words = "|".join(s.value for s in RunState)
+    found = []
+    for path in [*(root / "engine").rglob("*.py"), *(root / "lenstui").rglob("*.py")]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(rf"""(==|!=|\bin \(|\b(status|state)=|\[["'](status|state)["']\] =|get\(["'](status|state)["']\)"""
+                         rf"""\s*or)\s*["']({words})["']""", code) or re.search(rf"""^\s*["']({words})["']\s*:""", code):
+                found.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert found == []
 
 
 def test_json_write_is_atomic_under_a_concurrent_reader(tmp_path):

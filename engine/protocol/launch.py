@@ -233,7 +233,7 @@ def _spawn(exp_id: str, directory: Path, argv: list[str], choice: GpuChoice,
         "gpu_note": choice.note,
         "engine_version": ENGINE_VERSION,
         "launched_at": launched_at,
-        "status": rundir.RunState.PENDING.value,
+        "status": rundir.RunState.PENDING,
     }
     files.atomic_write_json(directory / rundir.LAUNCH_FILE, record)
     return ({"pid": proc.pid, "pgid": proc.pid, "gpu": choice.label, "gpu_note": choice.note,
@@ -334,15 +334,16 @@ def _mark_launch_aborted(directory: Path, record: dict[str, Any]) -> None:
         return   # the process signalled was recorded by run.json: the engine had taken over
     if (rundir.read_run_info(directory).data or {}).get("pid") == launch.get("pid"):
         return   # the engine wrote run.json: it says itself how it ended
-    launch.update(status=rundir.RunState.ABORTED.value, aborted_at=timestamp())
+    launch.update(status=rundir.advance(launch.get("status") or rundir.RunState.PENDING, rundir.RunState.ABORTED),
+                  aborted_at=timestamp())
     files.atomic_write_json(directory / rundir.LAUNCH_FILE, launch)
 
 
 def _mark_aborted(directory: Path) -> None:
     """After a SIGKILL the engine could not say so itself: record `aborted`, forward only."""
     read = rundir.read_metrics(directory)
-    if read.data is not None and read.data.get("status") == rundir.RunState.RUNNING.value:
-        read.data["status"] = rundir.RunState.ABORTED.value
+    if read.data is not None and read.data.get("status") == rundir.RunState.RUNNING:
+        read.data["status"] = rundir.advance(read.data["status"], rundir.RunState.ABORTED)
         rundir.write_metrics(directory, read.data)
 
 

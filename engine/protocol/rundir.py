@@ -45,12 +45,16 @@ SCHEMA_VERSION = 2   # 2: epochs count from 1 (history "epoch", best_epoch); 1 c
 EPOCH_METRICS = ("train_loss", "val_auroc", "val_loss", "learning_rate", "epoch_time_sec")
 
 
-class RunState(enum.Enum):
-    """A run's state. Within one start it only moves forward (SkyPilot's rule).
+class RunState(str, enum.Enum):
+    """A run's state. Within one start it only moves forward (SkyPilot's rule): `advance` is the
+    only way the engine changes one, and refuses a move backwards.
 
     `lost` is never written by the engine: the status probe derives it when the
     recorded process is gone (or its pid now belongs to another process) while
     the files still say `running`.
+
+    A state is its word: it is written to JSON as "running" and compares equal to "running", so
+    a reader holding the string from metrics.json or a status answer tests it against these.
     """
 
     PENDING = "pending"
@@ -72,9 +76,32 @@ class RunState(enum.Enum):
         """Forward moves only; terminal states are final for this start."""
         return new.rank > self.rank or (new is self and not self.terminal)
 
+    def __str__(self) -> str:
+        return self.value
+
+    def __format__(self, spec: str) -> str:
+        return format(self.value, spec)
+
+
+class StateError(RuntimeError):
+    """A state change the state machine does not allow (a bug in the caller, never bad input)."""
+
+
+def advance(current: "RunState | str", new: RunState) -> RunState:
+    """`new`, when a run in `current` may move there within one start; StateError otherwise."""
+    now = RunState(current)
+    if not now.can_move_to(new):
+        raise StateError(f"a run cannot move from {now.value} to {new.value} within one start")
+    return new
+
 
 _RANK = {RunState.PENDING: 0, RunState.RUNNING: 1, RunState.DONE: 2, RunState.FAILED: 2,
          RunState.ABORTED: 2, RunState.LOST: 2}
+# How the views group the states (the run that stands for an experiment, what may be aborted,
+# relaunched or resumed): a live run, and a run that ended before it was done.
+IN_PROGRESS = (RunState.RUNNING, RunState.PENDING)
+ENDED_INCOMPLETE = (RunState.FAILED, RunState.ABORTED, RunState.LOST)
+TERMINAL = tuple(s for s in RunState if s.terminal)
 
 
 def run_dir(runs_root: str | Path, exp_id: str) -> Path:
@@ -113,7 +140,7 @@ def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any])
     return {
         "schema_version": SCHEMA_VERSION,
         "experiment": experiment,
-        "status": RunState.RUNNING.value,
+        "status": RunState.RUNNING,
         "epochs_planned": epochs_planned,
         "overrides": dict(overrides),
         "history": [],        # §5.1: one dict per finished epoch; "epoch" counts from 1 (the Nth epoch)
@@ -259,7 +286,7 @@ def observe_run(directory: Path) -> RunView:
         if is_same_process(attempt)[0]:
             reason = "starting again" if r.data is not None else "starting"
             return RunView(directory.name, RunState.PENDING, reason, m.data, attempt, errors)
-        if attempt.get("status") == RunState.ABORTED.value:
+        if attempt.get("status") == RunState.ABORTED:
             return RunView(directory.name, RunState.ABORTED, "aborted while it started, before the engine "
                            "wrote anything", m.data, r.data or attempt, errors)
         failure = launch_failure_line(directory / LOG_FILE)

@@ -260,7 +260,7 @@ def _match_gpu_processes(gpus: list[dict[str, Any]], runs: dict[str, dict[str, A
     """Name the experiment behind each GPU process (its pid, or its process group, is a run's)."""
     by_pid = {r["pid"]: exp for exp, r in runs.items() if isinstance(r.get("pid"), int)}
     by_pgid = {r["pgid"]: exp for exp, r in runs.items()
-               if isinstance(r.get("pgid"), int) and r["state"] in ("running", "pending")}
+               if isinstance(r.get("pgid"), int) and r["state"] in rundir.IN_PROGRESS}
     for gpu in gpus:
         for proc in gpu["processes"]:
             exp = by_pid.get(proc["pid"])

@@ -31,6 +31,7 @@ from typing import Any, Callable, Mapping
 from engine.config import Band, Config, ConfigError
 from engine.results.representative import candidate_from_entry, comparison_notes
 from engine.numbers import in_words, is_int, number
+from engine.protocol.rundir import TERMINAL
 from engine.results.verdicts import (compute_verdicts, failing, rounded, shown_value,
                              thetae_summary)
 
@@ -49,7 +50,6 @@ PASS_CRITERIA = ("core_lr_auc", "radial_lr_auc", "core_reliance", "thetae_min_bi
 # "All fail core criteria" (§10): each variant FAILs core_lr_auc or core_reliance.
 CORE_CRITERIA = ("core_lr_auc", "core_reliance")
 
-TERMINAL_STATES = ("done", "failed", "aborted", "lost")
 
 BRANCH_TITLES = {
     "waiting": "Waiting for results",
@@ -152,7 +152,7 @@ def _missing(exp_id: str, metrics: Mapping[str, Any] | None,
         if number(raw) is not None:
             continue
         what = f"no {key}" if raw is None else f"a {key} that is not a number ({raw!r})"
-        if run_state(metrics) in TERMINAL_STATES:
+        if run_state(metrics) in TERMINAL:
             return f"{exp_id} ended with {what} ({progress(metrics)}): relaunch it", True
         return f"{exp_id} has {what} yet ({progress(metrics)})", False
     return None

@@ -68,7 +68,7 @@ from engine.protocol import exitcodes
 from engine.results.decision import Decision, decide, settings_note
 from engine.results.representative import (Choice, RunCandidate, candidate_from_entry, choose_all, comparison_notes,
                                    settings_text, time_text)
-from engine.protocol.rundir import METRICS_FILE, observe_run, run_directories
+from engine.protocol.rundir import METRICS_FILE, RunState, observe_run, run_directories
 from engine.results.verdicts import (THETAE_KINDS, VERDICT_NAMES, compute_verdicts, gates_in_order, gate_verdicts,
                              latest_gate_with, thetae_summary)
 
@@ -120,7 +120,7 @@ def _found_run(directory: Path, config: Config | None, order: int = 0) -> RunCan
     host = (view.run_info or {}).get("host")
     # A copy fetched from another machine cannot be checked against this machine's processes.
     if config is not None and isinstance(host, str) and host not in _local_hosts(config):
-        written = metrics.get("status") or (view.run_info or {}).get("status") or "pending"
+        written = metrics.get("status") or (view.run_info or {}).get("status") or RunState.PENDING
         state, note = str(written), f"as written on {host}; its process is not checked from here"
     return RunCandidate(view.experiment, host if isinstance(host, str) else None, str(directory), state, metrics,
                         view.run_info, note, view.errors, order)

@@ -37,11 +37,9 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from engine.files import TIME_FORMAT
 from engine.numbers import is_int
+from engine.protocol.rundir import IN_PROGRESS, RunState
 from engine.protocol.train_options import extra_args, resume_settings
 
-DONE = "done"
-IN_PROGRESS = ("running", "pending")
-ENDED_INCOMPLETE = ("failed", "aborted", "lost")
 SMOKE_LIMITS = ("limit_train", "limit_val")
 # Overrides that do not make two runs' numbers incomparable: the device changes speed and rounding,
 # the seed draws another replicate of the same experiment.
@@ -135,7 +133,7 @@ def candidate_from_entry(exp_id: str, entry: Mapping[str, Any], host: str | None
                          as_of: float | None = None) -> RunCandidate:
     """One run from a status entry (lenstui's, with its `state` and `run`) or a metrics document."""
     info = entry.get("run") if isinstance(entry.get("run"), Mapping) else None
-    state = entry.get("state") or entry.get("status") or "pending"
+    state = entry.get("state") or entry.get("status") or RunState.PENDING
     host = host or (info or {}).get("host")
     location = f"{exp_id} on {host} (lenstui status)" if host else f"{exp_id} (lenstui status)"
     raw_errors = entry.get("errors")
@@ -171,7 +169,7 @@ def settings_text(candidate: RunCandidate) -> str:
 
 def completion_rank(state: str) -> int:
     """0 done, 1 in progress, 2 ended incomplete (or a state this code does not know)."""
-    if state == DONE:
+    if state == RunState.DONE:
         return 0
     return 1 if state in IN_PROGRESS else 2
 

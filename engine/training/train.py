@@ -50,6 +50,7 @@ from engine.data.preprocess import PREPROCESS_VERSION
 from engine.protocol.codeversion import code_version
 from engine.numbers import fixed
 from engine.protocol import exitcodes
+from engine.protocol.rundir import RunState, advance
 from engine.protocol.runlog import RunLog
 from engine.data.shards import BadRowsError, BlobError, ShardError
 from engine.training.step import CudaGraphStep, EagerStep
@@ -298,7 +299,7 @@ def resume_point(plan: RunPlan) -> dict[str, Any] | None:
     if differences:
         raise UsageError(f"{plan.run_dir} was started with other settings ({'; '.join(differences)}); "
                          "pass the same options to resume it, or --fresh to start over (the old run is kept)")
-    if ckpt.get("status") == "done":
+    if ckpt.get("status") == RunState.DONE:
         raise UsageError(f"{plan.experiment.id} in {plan.run_dir} is already done; "
                          "pass --fresh to train it again (the old run is kept)")
     return ckpt
@@ -341,7 +342,7 @@ class Progress:
     best_val_auroc: float = -math.inf
     best_epoch: int = -1
     training_finished: bool = False
-    status: str = "running"
+    status: RunState = RunState.RUNNING   # this start's state (rundir.RunState: forward moves only)
     metrics: dict[str, Any] = field(default_factory=dict)
 
 
@@ -368,7 +369,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(), "rng": rng_states(),
             "epoch": p.epoch, "batch": p.batch, "loss_sum": p.loss_sum, "seen": p.seen, "elapsed": p.elapsed,
             "best_val_auroc": p.best_val_auroc, "best_epoch": p.best_epoch,
-            "training_finished": p.training_finished, "status": p.status,
+            "training_finished": p.training_finished, "status": p.status.value,   # plain str: weights_only loads it
             "metrics_json": json.dumps(p.metrics, allow_nan=True),
         }
 
@@ -392,7 +393,7 @@ class Trainer:
         started_at = timestamp()
         code = code_version()
         p = self.restore_progress(resume)
-        info = run_info(plan, status="running", started_at=started_at, device_name=describe(self.device),
+        info = run_info(plan, status=p.status, started_at=started_at, device_name=describe(self.device),
                         precision=self.precision.name, resumed_from=p.epoch if resume else None, code=code)
         rundir.write_run_info(self.dir, info)
         self.info, self.progress = info, p
@@ -424,26 +425,26 @@ class Trainer:
             self.finish(p)
             exit_code = exitcodes.OK
         except Aborted as exc:
-            p.status = "aborted"
+            p.status = advance(p.status, RunState.ABORTED)
             exit_code = 128 + (self.stop.signum or signal.SIGTERM)
             self.log.line(f"aborted on {self.stop.name or 'request'} {exc}; resume with the same command")
         except KeyboardInterrupt:
-            p.status = "aborted"
+            p.status = advance(p.status, RunState.ABORTED)
             exit_code = 130
             self.log.line("interrupted twice: stopped without saving this epoch's progress")
         except UsageError as exc:
-            p.status = "failed"
+            p.status = advance(p.status, RunState.FAILED)
             self.log.line(f"FAILED: {exc}")
         except DATA_ERRORS as exc:   # bad shards or rows: the message names them; a traceback would bury it
-            p.status = "failed"
+            p.status = advance(p.status, RunState.FAILED)
             self.log.line(f"FAILED: bad data: {exc}")
         except Exception as exc:
-            p.status = "failed"
+            p.status = advance(p.status, RunState.FAILED)
             # The reason on one line a person reads, then the traceback for whoever debugs it.
             self.log.line(f"FAILED at epoch {p.epoch}: {type(exc).__name__}: {exc}\n"
                           f"{traceback.format_exc().rstrip()}")
         finally:
-            p.metrics["status"] = "done" if exit_code == exitcodes.OK else p.status
+            p.metrics["status"] = p.status
             self.write_metrics(p.metrics)
             info.update(status=p.metrics["status"], ended_at=timestamp(),
                         exit_status=exit_code)
@@ -461,7 +462,7 @@ class Trainer:
             metrics["inputs"] = inputs
             return Progress(metrics=metrics)
         metrics = rundir.upgrade_metrics(json.loads(resume["metrics_json"]))   # a run begun by an older engine
-        metrics["status"] = "running"
+        metrics["status"] = RunState.RUNNING   # a new start: its state begins again
         metrics["overrides"] = dict(self.plan.overrides)
         metrics["inputs"] = inputs
         return Progress(epoch=resume["epoch"], batch=resume["batch"], loss_sum=resume["loss_sum"],
@@ -696,7 +697,7 @@ class Trainer:
         metrics["test_core_sensitivity"] = core_sensitivity(self.model, test.images, test.labels,
                                                             m.sensitivity_radii, precision=self.precision,
                                                             unmasked_scores=scores)
-        p.status = "done"
+        p.status = advance(p.status, RunState.DONE)
         self.save_last(p)  # a later start sees "done" and asks for --fresh instead of retraining
         self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch']}): test_auroc "
                       f"{fixed(metrics['test_auroc'], 4, NA)}  sensitivity "

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header
 
 from engine.results.decision import PHASE1, VARIANTS, decide
 from engine.results.representative import settings_text
+from engine.protocol.rundir import ENDED_INCOMPLETE
 from lenstui import format as fmt
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
@@ -113,7 +114,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         for exp_id in decision.next_experiments:
             base = decision.base if app.config.experiment(exp_id).base is not None else None
             runs = {h: app.run_on(exp_id, h) for h in connected}
-            resume = [h for h, r in runs.items() if r is not None and r.state in ("failed", "aborted", "lost")]
+            resume = [h for h, r in runs.items() if r is not None and r.state in ENDED_INCOMPLETE]
             free = [h for h, r in runs.items() if r is None]
             if resume:
                 plan.append((exp_id, resume[0], "auto", base))
