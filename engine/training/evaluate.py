@@ -269,7 +269,12 @@ def with_verdicts(metrics: dict[str, Any], config: Config) -> dict[str, Any]:
 
 def evaluate_split(model: nn.Module, split: DeviceSplit, metrics_cfg: MetricsConfig, *,
                    precision: Precision = FP32, batch_size: int = EVAL_BATCH) -> dict[str, Any]:
-    """AUROC, loss, per-θ_E-bin AUROC and the core sensitivity curve of `model` on `split`."""
+    """AUROC, loss, per-θ_E-bin AUROC and the core sensitivity curve of `model` on `split`.
+
+    The one evaluation of a trained model on a whole split: the end of training (val with
+    best.pt in final_val_metrics, then the test set once) and `python -m engine.evaluate`
+    all call it, and apply_evaluation puts its values under the plan's names.
+    """
     scores = predict(model, split.images, precision=precision, batch_size=batch_size)
     curve = core_sensitivity(model, split.images, split.labels, metrics_cfg.sensitivity_radii,
                              precision=precision, batch_size=batch_size, unmasked_scores=scores)
@@ -351,13 +356,7 @@ def final_val_metrics(model: nn.Module, val: DeviceSplit, experiment: Experiment
             out[key] = raw.get(source)
     else:
         out["final_raw_robust_note"] = raw_note
-    scores = predict(model, val.images, precision=precision, batch_size=batch_size)
-    out["final_val_auroc_by_thetae"] = auroc_by_thetae(val.labels, scores, val.theta_e,
-                                                       metrics_cfg.thetae_bin_pairs, metrics_cfg.thetae_min_positives)
-    curve = core_sensitivity(model, val.images, val.labels, metrics_cfg.sensitivity_radii,
-                             precision=precision, batch_size=batch_size, unmasked_scores=scores)
-    out["core_sensitivity"] = curve
-    out["core_reliance"] = core_reliance(curve, metrics_cfg.core_reliance_radius)
+    apply_evaluation(out, "val", evaluate_split(model, val, metrics_cfg, precision=precision, batch_size=batch_size))
     return out
 
 

@@ -40,8 +40,9 @@ from engine.training.augment import seeded_generator, training_batch
 from engine.config import Config, ConfigError, Experiment, load_config
 from engine.data.settings import DataSettings
 from engine.training.device import DeviceError, describe, memory_format, pick_device, pick_precision
-from engine.training.evaluate import (DeviceSplit, auroc, auroc_by_thetae, bce, core_sensitivity, effective_sample,
-                             final_val_metrics, gate_record, load_device_split, predict, with_verdicts)
+from engine.training.evaluate import (DeviceSplit, apply_evaluation, auroc, auroc_by_thetae, bce, effective_sample,
+                                      evaluate_split, final_val_metrics, gate_record, load_device_split, predict,
+                                      with_verdicts)
 from engine.training.model import (CheckpointError, build_model, build_optimizer, load_checkpoint, load_optimizer_state,
                           remove_stale_temp_files, save_checkpoint)
 from engine.data.manifest import ManifestError
@@ -690,13 +691,7 @@ class Trainer:
                                  limit=self.plan.limit_val, limit_seed=self.plan.seed,
                                  settings=self.plan.data_settings)
         self.record_data(test)
-        scores = predict(self.model, test.images, precision=self.precision)
-        metrics["test_auroc"] = auroc(test.labels, scores)
-        metrics["test_auroc_by_thetae"] = auroc_by_thetae(test.labels, scores, test.theta_e, m.thetae_bin_pairs,
-                                                          m.thetae_min_positives)
-        metrics["test_core_sensitivity"] = core_sensitivity(self.model, test.images, test.labels,
-                                                            m.sensitivity_radii, precision=self.precision,
-                                                            unmasked_scores=scores)
+        apply_evaluation(metrics, "test", evaluate_split(self.model, test, m, precision=self.precision))
         p.status = advance(p.status, RunState.DONE)
         self.save_last(p)  # a later start sees "done" and asks for --fresh instead of retraining
         self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch']}): test_auroc "
