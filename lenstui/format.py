@@ -16,6 +16,7 @@ from rich.text import Text
 
 from engine.config import Config, Experiment
 from engine.protocol.rundir import IN_PROGRESS, RunState
+from engine.protocol.schema import EPOCH_METRICS
 from engine.numbers import DASH, fixed, is_int, number, scientific
 from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all
 
@@ -49,14 +50,8 @@ MATRIX_COLUMNS: tuple[tuple[str, str], ...] = (
 )
 # Below 120 columns the configuration gives way (it is static, and the selected run names it).
 NARROW_MATRIX_COLUMNS = tuple(c for c in MATRIX_COLUMNS if c[0] not in ("mode", "prep", "mask"))
-EPOCH_COLUMNS: tuple[tuple[str, str], ...] = (
-    ("epoch", "Epoch"),
-    ("train_loss", "train_loss"),
-    ("val_auroc", "val_auroc"),
-    ("val_loss", "val_loss"),
-    ("learning_rate", "learning_rate"),
-    ("epoch_time_sec", "epoch_time_sec"),
-)
+# The §5.1 table: the epoch, then the plan's metrics under their own names.
+EPOCH_COLUMNS: tuple[tuple[str, str], ...] = (("epoch", "Epoch"), *((name, name) for name in EPOCH_METRICS))
 
 
 @dataclass(frozen=True)

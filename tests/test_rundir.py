@@ -14,6 +14,7 @@ import pytest
 from engine import files
 from engine.protocol import rundir
 from engine.protocol.rundir import RunState
+from engine.protocol.schema import SCHEMA_VERSION
 
 
 def test_state_moves_only_forward():
@@ -149,6 +150,6 @@ def test_an_old_metrics_json_counting_epochs_from_0_reads_counting_from_1(tmp_pa
     (d / rundir.METRICS_FILE).write_text(json.dumps(old))
     m = rundir.read_metrics(d).data
     assert [r["epoch"] for r in m["history"]] == [1, 2] and m["best_epoch"] == 2
-    assert m["schema_version"] == rundir.SCHEMA_VERSION == 2
+    assert m["schema_version"] == SCHEMA_VERSION == 2
     assert rundir.upgrade_metrics(dict(m)) == m, "a current file is left as it is"
     assert json.loads((d / rundir.METRICS_FILE).read_text())["history"][0]["epoch"] == 0, "read, never rewritten"

@@ -19,6 +19,8 @@ import pytest
 import torch
 
 from engine.protocol import rundir
+from engine.protocol.schema import (EPOCH_METRICS, EpochRow, GateRecord, Metrics, RunInfo, Verdict,
+                                    undeclared)
 from engine.training.evaluate import main as evaluate_main
 from engine.training.model import load_checkpoint
 from engine.protocol.runlog import RunLog
@@ -119,8 +121,13 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
     assert m["status"] == "done" and m["experiment"] == "A1" and m["epochs_planned"] == 2
     assert m["overrides"] == {"epochs": 2, "data_root": str(data_root)}
     assert [r["epoch"] for r in m["history"]] == [1, 2], "epochs count from 1, as the log and the matrix do"
+    # Every key written is declared in the schema (engine/protocol/schema.py), the one list of them.
+    assert undeclared(m, Metrics) == []
+    assert [undeclared(g, GateRecord) for g in m["gates"]] == [[]] * len(m["gates"])
+    assert [undeclared(v, Verdict) for v in m["verdicts"].values()] == [[]] * len(m["verdicts"])
     for row in m["history"]:
-        assert set(rundir.EPOCH_METRICS) <= set(row)
+        assert undeclared(row, EpochRow) == []
+        assert set(EPOCH_METRICS) <= set(row)
         assert 0 <= row["val_auroc"] <= 1 and row["train_loss"] > 0 and row["epoch_time_sec"] > 0
         assert 0 < row["train_time_sec"] <= row["epoch_time_sec"]   # the training part of the epoch
     assert m["history"][1]["learning_rate"] < m["history"][0]["learning_rate"] == 1e-4  # cosine
@@ -148,6 +155,7 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
     assert m["verdicts"]["test_auroc"]["value"] == m["test_auroc"]
 
     info = json.loads((run / "run.json").read_text())
+    assert undeclared(info, RunInfo) == []
     for key in ("experiment", "host", "pid", "pgid", "pid_start_ticks", "cmdline", "command", "engine_version",
                 "code_version", "dataset", "data_root", "config_sha256", "overrides", "device", "started_at",
                 "ended_at", "exit_status", "status"):
@@ -397,6 +405,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
     # The cosine rates over 2 epochs, as the graph read them (a float32 tensor).
     assert [r["learning_rate"] for r in m["history"]] == pytest.approx([1e-4, 5e-5], rel=1e-6)
     info = json.loads((run / "run.json").read_text())
+    assert undeclared(info, RunInfo) == []
     assert info["training_step"] == "cuda_graph" and info["resumed_from_epoch"] == 0
     log = (run / rundir.LOG_FILE).read_text()
     assert log.count("--cuda-graph: training step captured") == 2 and "resumed from epoch 0 batch 2" in log

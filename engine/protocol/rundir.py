@@ -5,6 +5,7 @@ One directory per experiment per host, `<runs_root>/<exp_id>/`:
     metrics.json  the plan's metrics + status + verdicts, rewritten atomically
     run.json      who/what/where: experiment, host, pid, pgid, command, code
                   version, dataset, config hash, overrides, start/end, exit status
+                  (every key of both, with its type: engine/protocol/schema.py)
     stdout.log    appended, a header per start; never truncated
     best.pt       on each new best val AUROC
     last.pt       every epoch (resume point)
@@ -25,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from engine.numbers import is_int
+from engine.protocol.schema import SCHEMA_VERSION, Metrics, RunInfo
 from engine.files import JsonRead, atomic_write_json, read_json, timestamp
 
 METRICS_FILE = "metrics.json"
@@ -39,10 +41,7 @@ LOCK_FD_ENV = "LENSTUI_RUN_LOCK_FD"
 RUN_FILES = (METRICS_FILE, RUN_FILE, LAUNCH_FILE, LOG_FILE)
 # `train --fresh` moves an old run aside as <id>.<YYYYmmdd-HHMMSS>[-n]: history, not a run to show.
 MOVED_ASIDE = re.compile(r"\.\d{8}-\d{6}(-\d+)?$")
-SCHEMA_VERSION = 2   # 2: epochs count from 1 (history "epoch", best_epoch); 1 counted from 0
 
-# The plan's per-epoch metric names (§5.1), in the plan's order.
-EPOCH_METRICS = ("train_loss", "val_auroc", "val_loss", "learning_rate", "epoch_time_sec")
 
 
 class RunState(str, enum.Enum):
@@ -135,7 +134,7 @@ def aside_path(directory: Path) -> Path:
 # metrics.json
 
 
-def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any]) -> dict[str, Any]:
+def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any]) -> Metrics:
     """The metrics document at the start of a run, before its first epoch."""
     return {
         "schema_version": SCHEMA_VERSION,
@@ -150,7 +149,7 @@ def new_metrics(experiment: str, epochs_planned: int, overrides: dict[str, Any])
     }
 
 
-def write_metrics(directory: Path, metrics: dict[str, Any]) -> None:
+def write_metrics(directory: Path, metrics: Metrics) -> None:
     metrics["updated_at"] = timestamp()
     atomic_write_json(Path(directory) / METRICS_FILE, metrics)
 
@@ -161,7 +160,7 @@ def read_metrics(directory: Path) -> JsonRead:
     return JsonRead(upgrade_metrics(read.data), read.error) if read.data is not None else read
 
 
-def upgrade_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+def upgrade_metrics(metrics: dict[str, Any]) -> Metrics:
     """A metrics document in SCHEMA_VERSION: schema 1 counted epochs from 0, so its history rows'
     `epoch` and its `best_epoch` move up by one. One numbering everywhere: epoch N is the Nth
     epoch, the one after which N epochs are done (as "3/50" and "gate after 5 epochs" count)."""
@@ -178,7 +177,7 @@ def upgrade_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return metrics
 
 
-def write_run_info(directory: Path, info: dict[str, Any]) -> None:
+def write_run_info(directory: Path, info: RunInfo) -> None:
     atomic_write_json(Path(directory) / RUN_FILE, info)
 
 

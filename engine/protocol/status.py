@@ -36,7 +36,7 @@ from engine import ENGINE_VERSION
 
 from engine import files
 
-from engine.protocol import rundir
+from engine.protocol import rundir, schema
 
 HISTORY_CAP = 300          # epochs kept in a status answer; the plan runs 50
 NVIDIA_SMI_TIMEOUT = 10.0  # a wedged driver must not hang the probe forever
@@ -44,13 +44,6 @@ NVIDIA_SMI_TIMEOUT = 10.0  # a wedged driver must not hang the probe forever
 TRAIN_MODULES = ("torch", "numpy", "sklearn", "pandas", "pyarrow", "threadpoolctl")
 PIP_NAMES = {"sklearn": "scikit-learn"}
 
-# Metric keys copied as they are into a run's status entry (plan §5.4–5.6).
-SUMMARY_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radial_lr_auc",
-                "core_sensitivity", "core_reliance", "test_auroc", "test_auroc_by_thetae",
-                "test_core_sensitivity", "overrides", "updated_at", "bad_rows")
-RUN_INFO_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
-                 "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
-                 "launched_at")
 
 SERVE_PROTOCOL = 1       # bumped when the --serve request or answer changes incompatibly
 SERVE_IDLE_EXIT = 600.0  # a server with no request for this long exits (a half-open link, a vanished client)
@@ -243,9 +236,9 @@ def run_status(directory: Path) -> dict[str, Any]:
         "resumable": (directory / rundir.LAST_CKPT).is_file(),
         "log_bytes": _size(directory / rundir.LOG_FILE),
     })
-    for key in SUMMARY_KEYS:
+    for key in schema.STATUS_KEYS:
         entry.setdefault(key, None)
-    entry["run"] = {key: info.get(key) for key in RUN_INFO_KEYS if key in info}
+    entry["run"] = {key: info.get(key) for key in schema.RUN_SUMMARY_KEYS if key in info}
     return entry
 
 

@@ -52,6 +52,7 @@ from engine.protocol.codeversion import code_version
 from engine.numbers import fixed
 from engine.protocol import exitcodes
 from engine.protocol.rundir import RunState, advance
+from engine.protocol.schema import Metrics, RunInfo
 from engine.protocol.runlog import RunLog
 from engine.data.shards import BadRowsError, BlobError, ShardError
 from engine.training.step import CudaGraphStep, EagerStep
@@ -224,7 +225,7 @@ class Aborted(Exception):
 
 
 def run_info(plan: RunPlan, *, status: str, started_at: str, device_name: str, precision: str,
-             resumed_from: int | None, code: str) -> dict[str, Any]:
+             resumed_from: int | None, code: str) -> RunInfo:
     """run.json for this start (see rundir)."""
     me = rundir.process_identity(os.getpid())
     return {
@@ -344,7 +345,7 @@ class Progress:
     best_epoch: int = -1
     training_finished: bool = False
     status: RunState = RunState.RUNNING   # this start's state (rundir.RunState: forward moves only)
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Metrics = field(default_factory=dict)   # type: ignore[assignment]
 
 
 class Trainer:
