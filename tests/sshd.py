@@ -5,7 +5,7 @@ runs folders under tmp), writes the client's ssh config and known_hosts, and
 can stop, restart (same port, same key), freeze and thaw a server. Tests skip
 only when sshd is not installed (Debian package: openssh-server).
 
-The stand-in is a fake `engine/training/train.py` for a host's work_dir: it behaves like
+The stand-in is a fake `engine/train.py` (what `python -m engine.train` runs) for a host's work_dir: it behaves like
 a training run towards the protocol (run.json, metrics.json, a grandchild in
 its process group, SIGTERM -> `aborted`) without torch, so process-group tests
 take seconds.

@@ -17,7 +17,8 @@ from engine.protocol import rundir
 from engine.config import load_config
 from engine.training.evaluate import (auroc, auroc_by_thetae, balanced_subset, core_reliance, core_sensitivity,
                              load_device_split, main, predict)
-from engine.training.model import build_model, save_checkpoint
+from engine.training.checkpoint import save_checkpoint
+from engine.training.model import build_model
 from engine.synthetic.twin import write_dataset
 
 torch.set_num_threads(1)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.training.model import (CheckpointError, _os_error_in, build_model, count_parameters, load_checkpoint, load_model,
-                          remove_stale_temp_files, save_checkpoint)
+from engine.training.checkpoint import CheckpointError, _os_error_in, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from engine.training.model import build_model, count_parameters, load_model
 
 torch.set_num_threads(1)
 

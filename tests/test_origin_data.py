@@ -426,7 +426,7 @@ def test_training_reads_the_sample_the_configs_strata_and_method_make(data, tmp_
     import torch
 
     from engine.training.evaluate import load_device_split
-    from engine.training.train import make_plan
+    from engine.training.run_plan import make_plan
 
     config = _config(tmp_path, data_root=data, cache_dir=tmp_path / "cache",
                      edits={**TINY, "sample_fraction": 0.5, "stratify": '["label", "psf_bin"]',

@@ -17,7 +17,8 @@ import pytest
 import torch
 
 from engine.training.device import FP32
-from engine.training.model import build_optimizer, load_optimizer_state
+from engine.training.checkpoint import load_optimizer_state
+from engine.training.model import build_optimizer
 from engine.training.step import WARMUP_STEPS, CudaGraphStep, EagerStep, _restore, _snapshot
 
 

@@ -22,10 +22,12 @@ from engine.protocol import rundir
 from engine.protocol.schema import (EPOCH_METRICS, EpochRow, GateRecord, Metrics, RunInfo, Verdict,
                                     undeclared)
 from engine.training.evaluate import main as evaluate_main
-from engine.training.model import load_checkpoint
+from engine.training.checkpoint import load_checkpoint
 from engine.protocol.runlog import RunLog
 from engine.synthetic.twin import write_dataset
-from engine.training.train import StopRequest, main, make_plan, take_run_directory
+from engine.training.run_plan import make_plan
+from engine.training.train import main, take_run_directory
+from engine.training.trainer import StopRequest
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -335,7 +337,7 @@ def test_an_unexpected_exception_is_status_failed_with_the_traceback_in_the_log(
     def broken_model(*args, **kwargs):
         raise RuntimeError("the model cannot be built")
 
-    monkeypatch.setattr("engine.training.train.build_model", broken_model)
+    monkeypatch.setattr("engine.training.trainer.build_model", broken_model)
     assert main(_argv(config, data_root, tmp_path / "runs", "B1"), stop=StopRequest()) == 1
     run = tmp_path / "runs" / "B1"
     assert _metrics(run)["status"] == "failed"
@@ -376,6 +378,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
     import dataclasses
 
     from engine.training import train as engine_train
+    from engine.training import trainer as engine_trainer
     from engine.training.step import CudaGraphStep
     from test_step import RerunGraph
 
@@ -389,7 +392,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
         return CudaGraphStep(model, optimizer, precision, x, y, eager, graph=captures[-1])
 
     monkeypatch.setattr(engine_train, "make_plan", plan_with_graph)
-    monkeypatch.setattr(engine_train, "CudaGraphStep", graph_step)
+    monkeypatch.setattr(engine_trainer, "CudaGraphStep", graph_step)
     runs = tmp_path / "runs"
     argv = _argv(config, data_root, runs, "A1", "--device", "cpu", "--limit-train", "80", "--limit-val", "48",
                  "--epochs", "2")

@@ -31,7 +31,8 @@ from engine.training.augment import mask_core
 from engine.config import SPLITS, Config, ConfigError, Experiment, MetricsConfig, load_config
 from engine.data.settings import DataSettings
 from engine.training.device import FP32, DeviceError, Precision, memory_format, pick_device, pick_precision
-from engine.training.model import CheckpointError, load_model
+from engine.training.checkpoint import CheckpointError
+from engine.training.model import load_model
 from engine.numbers import fixed, is_int
 from engine.protocol import exitcodes
 from engine.protocol.runlog import RunLog

@@ -16,7 +16,6 @@ docs/TRAINING.md):
 from __future__ import annotations
 
 import argparse
-import os
 import time
 from pathlib import Path
 from typing import Any
@@ -25,9 +24,9 @@ import torch
 from torch import nn
 
 from engine.config import STEMS
+from engine.training.checkpoint import load_checkpoint
 from engine.training.device import memory_format
 from engine.training.resnet import ResNet18
-from engine.files import replace_via_temp
 
 def build_model(stem: str = "stock", in_channels: int = 3) -> nn.Module:
     """A freshly initialised ResNet18 (no pretrained weights) returning one logit per image."""
@@ -42,71 +41,7 @@ def count_parameters(model: nn.Module) -> int:
 
 
 # ---------------------------------------------------------------------------
-# Checkpoint files: tensors and plain data only, so torch.load(weights_only=True) reads them
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint file is missing or unreadable; the message names the file."""
-
-
-def save_checkpoint(path: Path, obj: dict[str, Any]) -> None:
-    """torch.save `obj` to `path` atomically (temp file + fsync + rename): never half a file.
-
-    A file-system failure (full disk, read-only, quota) is a CheckpointError naming the file
-    and the reason; the previous file at `path` is left as it was.
-    """
-    path = Path(path)
-
-    def fill(tmp: str) -> None:
-        with open(tmp, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-
-    try:
-        replace_via_temp(path, fill)
-    except BaseException as exc:
-        # torch reports a full disk as "unexpected pos" with the OSError only in the chain.
-        cause = _os_error_in(exc)
-        if cause is not None:
-            raise CheckpointError(f"cannot write {path}: {cause.strerror or cause}; "
-                                  f"the previous {path.name} is kept") from exc
-        raise
-
-
-def _os_error_in(exc: BaseException | None) -> OSError | None:
-    """The first OSError in `exc` or its chain of causes and contexts."""
-    seen = 0
-    while exc is not None and seen < 10:
-        if isinstance(exc, OSError):
-            return exc
-        exc = exc.__cause__ or exc.__context__
-        seen += 1
-    return None
-
-
-def remove_stale_temp_files(directory: Path, names: tuple[str, ...]) -> list[str]:
-    """Delete `.NAME.*.tmp` left by a process killed while writing NAME; call holding the run lock."""
-    removed = []
-    for name in names:
-        for tmp in Path(directory).glob(f".{name}.*.tmp"):
-            tmp.unlink(missing_ok=True)
-            removed.append(tmp.name)
-    return removed
-
-
-def load_checkpoint(path: Path, device: torch.device | str = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with weights_only=True; a missing or damaged file is a CheckpointError."""
-    path = Path(path)
-    if not path.exists():
-        raise CheckpointError(f"{path}: no such checkpoint")
-    try:
-        obj = torch.load(path, map_location=device, weights_only=True)
-    except Exception as exc:  # torch raises many types for a truncated or foreign file
-        raise CheckpointError(f"{path}: cannot load checkpoint ({type(exc).__name__}: {exc})") from None
-    if not isinstance(obj, dict) or "model" not in obj:
-        raise CheckpointError(f"{path}: not a lenstui checkpoint (no 'model' entry)")
-    return obj
+# The optimiser, and a model read back from a checkpoint (engine/training/checkpoint.py)
 
 
 def build_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
@@ -121,29 +56,6 @@ def build_optimizer(model: nn.Module, learning_rate: float, weight_decay: float,
     """
     return torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay,
                              fused=cuda_graph or device.type == "cuda", capturable=cuda_graph)
-
-
-BUILD_FLAGS = ("fused", "capturable", "foreach", "differentiable")
-
-
-def load_optimizer_state(optimizer: torch.optim.Optimizer, saved: dict[str, Any]) -> None:
-    """A checkpoint's optimiser state into `optimizer`, keeping how `optimizer` was built.
-
-    The saved param_groups carry the flags of the device the run was on when it saved
-    (fused, capturable, lr as a float or, under a CUDA graph, a tensor); a run may resume
-    elsewhere (CPU to GPU, with or without a CUDA graph), so the flags are put back as
-    built, the learning rate comes back as a float, and each `step` counter moves to where
-    the built optimiser keeps it (the parameter's device when fused or capturable, else the CPU).
-    """
-    built = [{k: g[k] for k in BUILD_FLAGS if k in g} for g in optimizer.param_groups]
-    optimizer.load_state_dict(saved)
-    for group, flags in zip(optimizer.param_groups, built):
-        group.update(flags, lr=float(group["lr"]))
-        on_device = bool(group.get("fused") or group.get("capturable"))
-        for param in group["params"]:
-            state = optimizer.state.get(param)
-            if state and torch.is_tensor(state.get("step")):
-                state["step"] = state["step"].to(device=param.device if on_device else "cpu", dtype=torch.float32)
 
 
 def load_model(path: Path, device: torch.device | str = "cpu") -> tuple[nn.Module, dict[str, Any]]:

@@ -21,7 +21,7 @@ from engine import files
 
 from engine.protocol import rundir
 from engine.config import load_config
-from engine.training.model import load_checkpoint
+from engine.training.checkpoint import load_checkpoint
 from lenstui.fleet import Fleet
 
 from .conftest import TRAIN_ARGS, epochs_of, local_host, metrics, poll_until, tiny_config, wait_for

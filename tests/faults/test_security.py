@@ -23,7 +23,7 @@ import torch
 
 from engine.protocol import rundir
 from engine.config import ConfigError, load_config
-from engine.training.model import CheckpointError, load_checkpoint
+from engine.training.checkpoint import CheckpointError, load_checkpoint
 from lenstui.fleet import Fleet, FleetError
 
 from .conftest import (PROJECT_ROOT, group_alive, lenstui, local_host, poll_until, ssh_host, standin_work,
@@ -221,7 +221,8 @@ class _Payload:
 
 def test_a_checkpoint_with_a_pickled_object_is_refused_and_its_payload_never_runs(tmp_path, synth_root, capsys):
     from engine.training.evaluate import main as evaluate_main
-    from engine.training.train import StopRequest, main as train_main
+    from engine.training.train import main as train_main
+    from engine.training.trainer import StopRequest
 
     mark = tmp_path / "pwned"
     runs = tmp_path / "runs"
