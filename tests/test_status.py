@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.protocol import gpus as gpu_module
 from engine.protocol import rundir, status
 from sshd import install_engine, local_host_toml, wait_for, write_config
 
@@ -28,7 +29,7 @@ esac
 @pytest.fixture
 def no_nvml(monkeypatch):
     """Make the probe fall back past NVML, as on a machine without the NVIDIA driver."""
-    monkeypatch.setattr(status, "_gpus_from_nvml", lambda: (None, "NVML unavailable (test)"))
+    monkeypatch.setattr(gpu_module, "_gpus_from_nvml", lambda: (None, "NVML unavailable (test)"))
 
 
 @pytest.fixture
@@ -91,9 +92,9 @@ class FakeNvml(types.ModuleType):
 def test_nvml_is_initialised_once_per_process_and_its_gaps_are_missing_values(monkeypatch):
     nvml = FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    monkeypatch.setattr(status, "_nvml", None)
+    monkeypatch.setattr(gpu_module, "_nvml", None)
     for _ in range(3):   # three polls of one status server
-        gpus, source, note = status.gpu_snapshot()
+        gpus, source, note = gpu_module.gpu_snapshot()
     assert nvml.inits == 1 and nvml.shutdowns == 0, "no init/shutdown per poll"
     assert source == "nvml" and note is None
     assert [g["name"] for g in gpus] == ["NVIDIA H100 80GB HBM3"] * 2
@@ -103,9 +104,9 @@ def test_nvml_is_initialised_once_per_process_and_its_gaps_are_missing_values(mo
     assert gpus[0]["memory_used_mib"] == 40_000 and gpus[0]["utilization"] == 97
 
     nvml.lost = True     # the query fails: NVML is shut down and initialised afresh on the next poll
-    assert status._gpus_from_nvml() == (None, "NVML query failed (GPU is lost)")
+    assert gpu_module._gpus_from_nvml() == (None, "NVML query failed (GPU is lost)")
     nvml.lost = False
-    gpus, source, _ = status.gpu_snapshot()
+    gpus, source, _ = gpu_module.gpu_snapshot()
     assert source == "nvml" and len(gpus) == 2 and (nvml.inits, nvml.shutdowns) == (2, 1)
 
 

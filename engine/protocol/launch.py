@@ -74,7 +74,7 @@ def choose_gpu(request: str, runs_root: Path, gpus: list[dict[str, Any]] | None 
                gpu_note: str | None = None) -> GpuChoice:
     """Resolve --gpu: an index, "cpu", or "auto" (the first GPU nobody uses)."""
     if gpus is None:
-        from engine.protocol.status import gpu_snapshot
+        from engine.protocol.gpus import gpu_snapshot
 
         gpus, _, gpu_note = gpu_snapshot()
     request = request.strip().lower()
