@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from engine.config import Config
-from engine.training.evaluate import DeviceSplit, auroc, final_val_metrics, predict
+from engine.training.evaluate import auroc, final_val_metrics, predict
+from engine.training.splits import DeviceSplit
 from engine.data.preprocess import radius_map, residual
 
 SIZE = 63

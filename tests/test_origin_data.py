@@ -425,7 +425,7 @@ def test_training_reads_the_sample_the_configs_strata_and_method_make(data, tmp_
     # engine.train's data settings come from the config: its strata and unpaired method pick the manifest.
     import torch
 
-    from engine.training.evaluate import load_device_split
+    from engine.training.splits import load_device_split
     from engine.training.run_plan import make_plan
 
     config = _config(tmp_path, data_root=data, cache_dir=tmp_path / "cache",

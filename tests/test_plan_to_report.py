@@ -14,7 +14,8 @@ import pytest
 
 from engine.config import load_config
 from engine.results.decision import decide
-from engine.results.report import METRICS_CSV, PLOT_FILES, RESULTS_MD
+from engine.results.report import METRICS_CSV, RESULTS_MD
+from engine.results.report_plots import PLOT_FILES
 from engine.protocol.rundir import read_metrics
 from engine.synthetic.twin import write_dataset
 

@@ -15,8 +15,9 @@ from engine import files
 from engine.protocol import rundir
 from engine.config import load_config
 from engine.results.decision import decide
-from engine.results.report import (METRICS_CSV, PLOT_FILES, RESULTS_MD, collect_runs, csv_columns,
-                           decision_inputs, write_report)
+from engine.results.report import METRICS_CSV, RESULTS_MD, collect_runs, decision_inputs, write_report
+from engine.results.report_csv import csv_columns
+from engine.results.report_plots import PLOT_FILES
 from engine.results.verdicts import compute_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,9 +17,9 @@ REPO = Path(__file__).resolve().parents[1]
 DECLARED = set().union(*(t.__annotations__ for t in (Metrics, EpochRow, GateRecord, Verdict, RunInfo, ThetaEBin,
                                                      SensitivityPoint)))
 # The readers of metrics documents, and the shape of a metric's name (what is checked).
-READERS = ("engine/results/verdicts.py", "engine/results/decision.py", "engine/results/report.py",
-           "engine/results/representative.py", "engine/protocol/status.py", "engine/training/evaluate.py",
-           "lenstui/format.py", "lenstui/screens/detail.py", "lenstui/cli.py")
+READERS = sorted({*(p.relative_to(REPO).as_posix() for p in (REPO / "engine" / "results").glob("*.py")),
+                  *(p.relative_to(REPO).as_posix() for p in (REPO / "lenstui").rglob("*.py")),
+                  "engine/protocol/status.py", "engine/training/evaluate.py"})
 METRIC_NAME = re.compile(r"^(final|test|best|core|radial|masked|gate|effective|bad|train|learning|epochs?|val)_\w+$")
 # Names of that shape that are not metrics: the report's CSV columns, a decision branch.
 NOT_METRICS = {"core_gate_reading", "core_lr_auc_judged", "radial_uninformative", "test_masking"}

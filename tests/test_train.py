@@ -27,7 +27,7 @@ from engine.protocol.runlog import RunLog
 from engine.synthetic.twin import write_dataset
 from engine.training.run_plan import make_plan
 from engine.training.train import main, take_run_directory
-from engine.training.trainer import StopRequest
+from engine.training.stop import StopRequest
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent

@@ -24,7 +24,8 @@ from engine.protocol.rundir import RunState
 from engine.protocol.runlog import RunLog
 from engine.training.checkpoint import CheckpointError, load_checkpoint, remove_stale_temp_files
 from engine.training.run_plan import RunPlan, UsageError, make_plan
-from engine.training.trainer import StopRequest, Trainer
+from engine.training.stop import StopRequest
+from engine.training.trainer import Trainer
 
 # ---------------------------------------------------------------------------
 # The run directory: lock, move aside, resume

@@ -43,44 +43,17 @@ from engine.training.augment import seeded_generator, training_batch
 from engine.training.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, Progress, load_checkpoint,
                                         load_optimizer_state, rng_states, save_checkpoint, set_rng_states)
 from engine.training.device import describe, memory_format, pick_precision
-from engine.training.evaluate import (DeviceSplit, apply_evaluation, auroc, auroc_by_thetae, bce, effective_sample,
-                                      evaluate_split, final_val_metrics, gate_record, load_device_split, predict,
-                                      with_verdicts)
+from engine.training.evaluate import (apply_evaluation, auroc, auroc_by_thetae, bce, evaluate_split, final_val_metrics,
+                                      gate_record, predict, with_verdicts)
 from engine.training.model import build_model, build_optimizer
 from engine.training.run_plan import RunPlan, UsageError, run_info
+from engine.training.splits import DeviceSplit, effective_sample, load_device_split
 from engine.training.step import CudaGraphStep, EagerStep
+from engine.training.stop import Aborted, StopRequest
 
 NA = "n/a"   # what a log line shows where a metric has no value
 # Errors of the data layer, whose messages name the shard, the row and what is wrong.
 DATA_ERRORS = (ShardError, BlobError, BadRowsError, ManifestError, CacheError)
-
-
-@dataclass
-class StopRequest:
-    """Set by SIGTERM/SIGINT; the training loop looks at it after every batch."""
-
-    signum: int | None = None
-
-    def install(self) -> None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, self._handle)
-
-    def _handle(self, signum: int, frame: Any) -> None:
-        if self.signum is not None and signum == signal.SIGINT:
-            raise KeyboardInterrupt  # a second ctrl-c: stop now, without waiting for the batch
-        self.signum = signum
-
-    @property
-    def requested(self) -> bool:
-        return self.signum is not None
-
-    @property
-    def name(self) -> str:
-        return signal.Signals(self.signum).name if self.signum else ""
-
-
-class Aborted(Exception):
-    """A stop was requested; raised at a point where the state on disk is consistent."""
 
 
 @dataclass

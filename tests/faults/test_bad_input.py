@@ -119,7 +119,7 @@ def test_a_malformed_config_is_one_message_with_file_and_key_and_exit_2(name, go
     assert lenstui_main(["--config", str(bad), "status"]) == 2
     cli_err = capsys.readouterr().err
     from engine.training.train import main as train_main
-    from engine.training.trainer import StopRequest
+    from engine.training.stop import StopRequest
 
     assert train_main(["--experiment", "A1", "--config", str(bad), "--runs-root", str(runs)],
                       stop=StopRequest()) == 2
@@ -185,7 +185,7 @@ BAD_DATA = {
 @pytest.mark.parametrize("name", [*BAD_DATA, "truncated_shard"])
 def test_training_on_bad_data_fails_naming_the_shard_and_row(name, synth_root, tmp_path, capsys):
     from engine.training.train import main
-    from engine.training.trainer import StopRequest
+    from engine.training.stop import StopRequest
 
     data = copy_dataset(synth_root, tmp_path / "data")
     shard = _first_train_shard(data)

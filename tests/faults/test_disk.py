@@ -121,7 +121,7 @@ def test_a_read_only_run_directory_is_refused_with_its_name_and_nothing_changes(
 
     # The training command itself, run by hand on that host: one message, exit 2, no traceback.
     from engine.training.train import main
-    from engine.training.trainer import StopRequest
+    from engine.training.stop import StopRequest
 
     try:
         code = main(["--experiment", "A1", "--config", str(config), "--host", "local", *TRAIN_ARGS],

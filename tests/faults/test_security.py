@@ -222,7 +222,7 @@ class _Payload:
 def test_a_checkpoint_with_a_pickled_object_is_refused_and_its_payload_never_runs(tmp_path, synth_root, capsys):
     from engine.training.evaluate import main as evaluate_main
     from engine.training.train import main as train_main
-    from engine.training.trainer import StopRequest
+    from engine.training.stop import StopRequest
 
     mark = tmp_path / "pwned"
     runs = tmp_path / "runs"
