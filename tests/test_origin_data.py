@@ -167,7 +167,7 @@ def test_the_distinct_image_counts_equal_the_pipelines_blob_bytes(data, tmp_path
     set and gives an LRG's rows one control, so 290 unpaired train rows hold 52 images."""
     import hashlib
 
-    from engine.data.manifest import distinct_counts
+    from engine.data.manifest_report import distinct_counts
 
     ms = build_manifests(data, tmp_path / "m", seed=42, sample_fraction=1.0)
     for mode in ("paired", "unpaired"):

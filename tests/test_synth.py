@@ -12,6 +12,9 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from engine.synthetic import shard_writer
+from engine.synthetic import render
+from engine.synthetic import priors
 from engine.synthetic import physics as P
 from engine.data import shards
 from engine.config import SPLITS
@@ -54,7 +57,7 @@ def test_layout_schema_and_row_counts(dataset) -> None:
         assert all(pq.ParquetFile(s).metadata.num_rows <= 12 for s in shards)
         df = _split(root, split)
         assert len(df) == n
-        assert list(df.columns) == [f.name for f in S.SCHEMA]
+        assert list(df.columns) == [f.name for f in shard_writer.SCHEMA]
     df = _split(root, "train")
     assert df["lens_model"].eq("SIE+shear").all()
     assert df["brickname"].str.fullmatch(r"\d{4}[pm]\d{3}").all()
@@ -90,7 +93,7 @@ def test_an_lrg_is_shaped_like_the_real_data(dataset) -> None:
     assert groups.ngroups == 6 and groups.size().eq(5).all()
     for _, g in groups:
         assert g["ctrl_stamp_npz"].nunique() == 1
-        assert g["theta_e_arcsec"].nunique() == 1 and g["theta_e_arcsec"].iloc[0] in S.PRIORS.theta_e_grid
+        assert g["theta_e_arcsec"].nunique() == 1 and g["theta_e_arcsec"].iloc[0] in priors.PRIORS.theta_e_grid
         assert g["stamp_npz"].nunique() == 2 == g["replicate"].nunique()
         assert g.groupby("replicate")["stamp_npz"].nunique().eq(1).all()      # a replicate is one image
         assert g.groupby("selection_set_id")["replicate"].apply(sorted).map(tuple).isin([(0, 1), (0,)]).all()
@@ -99,9 +102,9 @@ def test_an_lrg_is_shaped_like_the_real_data(dataset) -> None:
 
 
 def test_psf_and_depth_belong_to_the_brick_and_are_binned_by_quartiles_of_bricks() -> None:
-    params = {split: S.sample_systems([12] * n, np.random.default_rng(k), S.SPLIT_RA[split])
+    params = {split: priors.sample_systems([12] * n, np.random.default_rng(k), priors.SPLIT_RA[split])
               for k, (split, n) in enumerate({"train": 300, "val": 200, "test": 200}.items())}
-    psf_edges, depth_edges = S.brick_quartiles(params.values())
+    psf_edges, depth_edges = shard_writer.brick_quartiles(params.values())
     bricks = []
     for p in params.values():
         lrg = p.lrg
@@ -110,10 +113,10 @@ def test_psf_and_depth_belong_to_the_brick_and_are_binned_by_quartiles_of_bricks
             assert len(np.unique(lrg.psf_fwhm[lrg.brick == b], axis=0)) == 1
         _, first = np.unique(lrg.brick, return_index=True)
         bricks.append(lrg.psf_fwhm[first, 1])
-        names = set(S._brickname(lrg.ra, lrg.dec))
+        names = set(priors._brickname(lrg.ra, lrg.dec))
         assert len(names) == lrg.brick.max() + 1                              # an LRG lies in its brick
     # Each quartile bin holds a quarter of the bricks, whatever their LRG counts.
-    per_bin = np.bincount(S.quartile_bins(np.concatenate(bricks), psf_edges), minlength=4)
+    per_bin = np.bincount(shard_writer.quartile_bins(np.concatenate(bricks), psf_edges), minlength=4)
     assert np.all(np.abs(per_bin - per_bin.mean()) <= 1)
 
 
@@ -121,7 +124,7 @@ def test_splits_are_disjoint_regions_of_sky(dataset) -> None:
     root, _ = dataset
     ras = {split: _split(root, split)["ra"] for split in SPLITS}
     for split, ra in ras.items():
-        lo, hi = S.SPLIT_RA[split]
+        lo, hi = priors.SPLIT_RA[split]
         assert ra.between(lo, hi).all()
     keys = [set(zip(_split(root, s)["ra"].round(6), _split(root, s)["dec"].round(6))) for s in SPLITS]
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
@@ -203,8 +206,8 @@ def test_rows_per_lrg_are_about_twelve() -> None:
 
 
 def test_theta_e_takes_the_pipelines_grid_and_fills_every_plan_bin() -> None:
-    p = S.sample_systems([12] * 500, np.random.default_rng(0))
-    assert set(np.unique(p.theta_e)) == set(S.PRIORS.theta_e_grid)
+    p = priors.sample_systems([12] * 500, np.random.default_rng(0))
+    assert set(np.unique(p.theta_e)) == set(priors.PRIORS.theta_e_grid)
     counts, _ = np.histogram(p.theta_e, bins=DEFAULT_THETAE_BINS)
     assert counts.sum() == len(p) and (counts > 0.08 * len(p)).all()
     assert set(p.theta_e[p.theta_e >= 2.5]) == {2.5}            # the last bin holds 2.5 only, as in the data
@@ -214,8 +217,8 @@ def test_theta_e_takes_the_pipelines_grid_and_fills_every_plan_bin() -> None:
 
 def test_arcs_are_as_faint_as_real_injections_and_leak_into_the_core() -> None:
     rng = np.random.default_rng(1)
-    p = S.sample_systems([12] * 20, rng)
-    out = S.render_batch(p, rng)
+    p = priors.sample_systems([12] * 20, rng)
+    out = render.render_batch(p, rng)
     snr = out.arc[:, 1].max(axis=(1, 2)) / out.sky_sigma[p.lrg_index, 1]
     assert 2.0 < np.median(snr) < 8.0  # real injections: median ≈ 4
     r = np.hypot(*(np.indices((64, 64)) - 32))
@@ -229,8 +232,8 @@ def test_arcs_are_as_faint_as_real_injections_and_leak_into_the_core() -> None:
 
 def test_control_noise_matches_the_depth() -> None:
     rng = np.random.default_rng(2)
-    p = S.sample_systems([1] * 8, rng)
-    out = S.render_batch(p, rng)
+    p = priors.sample_systems([1] * 8, rng)
+    out = render.render_batch(p, rng)
     r = np.hypot(*(np.indices((64, 64)) - 32))
     outer = out.ctrl[:, :, r >= 24]
     # Far from the LRG the control is sky noise; MAD -> σ for a Gaussian.
@@ -243,8 +246,8 @@ def test_control_noise_matches_the_depth() -> None:
 def twin_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """96 LRGs x 2 injections, cropped to the engine's 63 px: (controls, stamps, LRG index)."""
     rng = np.random.default_rng(11)
-    p = S.sample_systems([4] * 96, rng)
-    out = S.render_batch(p, rng)
+    p = priors.sample_systems([4] * 96, rng)
+    out = render.render_batch(p, rng)
     ctrl = out.ctrl[:, :, 1:, 1:][p.lrg_index]
     return ctrl, ctrl + out.arc[:, :, 1:, 1:], p.lrg_index
 
@@ -272,7 +275,7 @@ def test_the_twin_has_the_core_shortcut_and_residual_removes_most_of_it(twin_pai
 
 def test_lrg_rendering_conserves_flux_against_brute_force() -> None:
     re, n, q = np.array([0.5, 1.2]), np.array([4.0, 3.6]), np.array([0.65, 0.95])
-    fast = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=S.LRG_LEVELS)
+    fast = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=render.LRG_LEVELS)
     slow = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=((1e3, 8), (1.0, 24), (0.1, 96)))
     np.testing.assert_allclose(fast.sum(axis=(1, 2)), slow.sum(axis=(1, 2)), rtol=5e-3)
 
@@ -333,7 +336,7 @@ def test_cli_refuses_to_overwrite_a_folder_that_is_not_a_dataset(tmp_path: Path,
 
 def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = S.batch_table
+    real = shard_writer.batch_table
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -341,7 +344,7 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, m
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(S, "batch_table", failing)
+    monkeypatch.setattr(shard_writer, "batch_table", failing)   # render_shard calls it there
     with pytest.raises(KeyboardInterrupt):
         S.write_dataset(tmp_path / "data", **TINY_KW)
     assert not (tmp_path / "data").exists()

@@ -39,14 +39,12 @@ from engine.protocol import exitcodes
 from engine.config import DATA_MODES, SAMPLES, SPLITS, UNPAIRED_METHODS, ConfigError
 from engine.data.settings import (DEFAULT_FRACTION, DEFAULT_STRATA, DEFAULT_THETAE_BINS, DataSettings,
                                  settings_for_command)
+from engine.data.manifest_report import report, repeated_draws, split_counts, strata_shares
 from engine.data.shards import BadRow, BadRowsError, ShardError
+from engine.data.views import ordered_entries, paired_view, sample_view, unpaired_view, with_bins
 
 MANIFEST_VERSION = 3   # 2: failed cut-outs excluded at index time; the origin's unpaired method;
-                        # 3: the pipeline's `replicate` carried, for the distinct-image counts
-ENTRY_COLUMNS = ("split", "shard", "row", "blob", "label", "theta_e", "theta_e_bin",
-                 "psf_bin", "depth_bin", "lrg_id", "replicate")
 SUMMARY_FILE = "summary.json"
-MIN_STRATUM_FOR_SHARE = 100   # strata smaller than this are reported but not held to 1 pp
 
 # An LRG id packs ra and dec, rounded to 6 decimals, into one int64 (ra·1e6 < 2^29,
 # (dec+90)·1e6 < 2^28): exact, stable across runs, and reversible for messages.
@@ -70,15 +68,6 @@ def describe_lrg(lrg_id: int) -> str:
     ra = (lrg_id >> _DEC_BITS) / 1e6
     dec = (lrg_id & ((1 << _DEC_BITS) - 1)) / 1e6 - 90.0
     return f"ra={ra:.6f} dec={dec:.6f}"
-
-
-def thetae_bin_index(theta_e: np.ndarray, bins: Sequence[float]) -> np.ndarray:
-    """Index of the [lo, hi) bin of each θ_E; -1 outside the bins."""
-    theta_e = np.asarray(theta_e, np.float64)
-    edges = np.asarray(bins, np.float64)
-    idx = np.searchsorted(edges, theta_e, side="right") - 1
-    idx[(theta_e < edges[0]) | (theta_e >= edges[-1]) | ~np.isfinite(theta_e)] = -1
-    return idx.astype(np.int8)
 
 
 # ---------------------------------------------------------------------------
@@ -194,351 +183,6 @@ def check_no_leakage(rows: pd.DataFrame) -> None:
     raise ManifestError("split leakage: " + "; ".join(lines) + more +
                         ". Splits must be disjoint sky regions: move or drop that LRG's rows so it "
                         "appears in one split only")
-
-
-# ---------------------------------------------------------------------------
-# The views
-
-
-def paired_view(rows: pd.DataFrame) -> pd.DataFrame:
-    """Every row twice: its stamp (label 1) and its control (label 0).
-
-    A control shared by an LRG's rows is emitted once per row, not deduplicated: the
-    view stays 50/50 and every positive keeps its own counterfactual twin.
-    """
-    pos = rows.assign(blob=_blob("stamp", len(rows)), label=np.uint8(1))
-    neg = rows.assign(blob=_blob("ctrl", len(rows)), label=np.uint8(0))
-    return _ordered(pd.concat([pos, neg], ignore_index=True))
-
-
-def _blob(kind: str, n: int) -> pd.Categorical:
-    kinds = ["ctrl", "stamp"]
-    return pd.Categorical.from_codes(np.full(n, kinds.index(kind), np.int8), categories=kinds)
-
-
-@dataclass(frozen=True)
-class Shortfall:
-    """A (psf_bin, depth_bin) cell of the unpaired view whose non-lens pool was smaller than its lenses.
-
-    `outcome` says what the method did about it: "dropped" (per_cell: random lenses dropped to
-    the pool's size), "repeated" (origin: non-lenses drawn with replacement; `repeats` of them
-    repeat a row already drawn) or "unmatched" (origin: the cell has no non-lens row at all, so
-    its lenses stay without matched non-lenses and the split is unbalanced by that many).
-    """
-
-    split: str
-    psf_bin: int
-    depth_bin: int
-    positives: int
-    negatives_available: int
-    outcome: str = "dropped"
-    repeats: int = 0
-
-    def describe(self) -> str:
-        cell = f"{self.split}: cell psf_bin={self.psf_bin} depth_bin={self.depth_bin} has {self.positives} positives"
-        if self.outcome == "repeated":
-            return (f"{cell} but {self.negatives_available} negative rows: {self.positives} negatives drawn with "
-                    f"replacement, {self.repeats} of them a row drawn before")
-        if self.outcome == "unmatched":
-            return f"{cell} and no negative LRG: none matched, so the split has {self.positives} more positives"
-        dropped = self.positives - self.negatives_available
-        return (f"{cell} but {self.negatives_available} negatives: "
-                f"{dropped} random positives dropped to keep the cell matched and 50/50")
-
-
-def unpaired_view(rows: pd.DataFrame, seed: int, method: str = "origin") -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
-    """Disjoint LRGs per split: some give their stamps (lenses), the others their controls (non-lenses).
-
-    `method` "origin" follows the published manifest builder (unpaired_origin), "per_cell" our
-    earlier per-cell halving (unpaired_per_cell); docs/DATA.md compares them.
-    """
-    if method == "origin":
-        return unpaired_origin(rows, seed)
-    if method == "per_cell":
-        return unpaired_per_cell(rows, seed)
-    raise ValueError(f"unknown unpaired method {method!r}; expected one of {', '.join(UNPAIRED_METHODS)}")
-
-
-def _unpaired_entries(r: pd.DataFrame, take_pos: np.ndarray, take_neg: np.ndarray) -> list[pd.DataFrame]:
-    pos_rows = r.iloc[take_pos].assign(blob=_blob("stamp", len(take_pos)), label=np.uint8(1))
-    neg_rows = r.iloc[take_neg].assign(blob=_blob("ctrl", len(take_neg)), label=np.uint8(0))
-    return [pos_rows, neg_rows]
-
-
-def unpaired_origin(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
-    """The published builder's rules, draw for draw: its seed gives its manifest.
-
-    One generator, `default_rng(seed)`, serves the splits in order (train, val, test). Per split:
-    the LRGs in order of first appearance (shard, row) are shuffled and the first half (rounded
-    down) are the lens LRGs, every row giving its stamp; the rest are non-lens LRGs. Then per
-    (psf_bin, depth_bin) of each *row*, in sorted cell order, for each cell with lenses and
-    non-lens rows: a seed `integers(0, 2**31 - 1)` from the generator, and as many non-lens rows as
-    the cell has lenses drawn by `RandomState(that seed).choice` from the cell's non-lens rows
-    in split order, with replacement only where the cell has too few. A cell with lenses and no
-    non-lens row gets no non-lenses (the split is then unbalanced). On the origin fixture this
-    reproduces the origin's own manifest row for row (tests/test_origin_data.py).
-    """
-    out, notes = [], []
-    rng = np.random.default_rng(seed)
-    for split in SPLITS:
-        r = rows[rows["split"] == split].reset_index(drop=True)
-        if not len(r):
-            continue
-        lrg = r["lrg_id"].to_numpy()
-        order = pd.unique(lrg)
-        perm = np.arange(len(order))
-        rng.shuffle(perm)
-        is_pos = np.isin(lrg, order[perm[: len(order) // 2]])
-        cell = r["psf_bin"].to_numpy(np.int64) * 1000 + r["depth_bin"].to_numpy(np.int64)
-        take_neg = []
-        for c in np.unique(cell):
-            n_pos = int(np.count_nonzero(is_pos & (cell == c)))
-            pool = np.flatnonzero(~is_pos & (cell == c))
-            if n_pos == 0 or len(pool) == 0:
-                if n_pos:
-                    notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, 0, "unmatched"))
-                continue
-            state = int(rng.integers(0, 2**31 - 1))
-            short = len(pool) < n_pos
-            pick = pool[np.random.RandomState(state).choice(len(pool), size=n_pos, replace=short)]
-            if short:
-                notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, len(pool), "repeated",
-                                       n_pos - len(np.unique(pick))))
-            take_neg.append(pick)
-        neg = np.concatenate(take_neg) if take_neg else np.zeros(0, np.int64)
-        out.extend(_unpaired_entries(r, np.flatnonzero(is_pos), neg))
-    view = pd.concat(out, ignore_index=True) if out else paired_view(rows.iloc[:0])
-    return _ordered(view), tuple(notes)
-
-
-def unpaired_per_cell(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
-    """Halved per cell, matched without replacement, exactly 50/50.
-
-    Within each split and each (psf_bin, depth_bin) cell the LRGs are shuffled; the first
-    half (rounded down) are positive LRGs (every row's stamp), the rest negative LRGs. For
-    each cell, as many negatives as the cell has positives are drawn from the negative
-    LRGs' control rows; a cell short of negatives keeps all it has and drops positives at
-    random to the same count (matched and balanced beats either alone).
-    """
-    out, short = [], []
-    for split_no, split in enumerate(SPLITS):
-        r = rows[rows["split"] == split].reset_index(drop=True)
-        if not len(r):
-            continue
-        rng = np.random.default_rng([seed, split_no, 1])
-        cell = r["psf_bin"].to_numpy(np.int64) * 1000 + r["depth_bin"].to_numpy(np.int64)
-        # An LRG's cell is that of its first row, so an LRG can never land in both pools.
-        first = r.drop_duplicates("lrg_id")
-        lrg_cell = dict(zip(first["lrg_id"].to_numpy(), cell[first.index.to_numpy()]))
-        positive_lrgs = []
-        for c in sorted(set(lrg_cell.values())):
-            lrgs = np.array(sorted(k for k, v in lrg_cell.items() if v == c), dtype=np.int64)
-            lrgs = rng.permutation(lrgs)
-            positive_lrgs.append(lrgs[: len(lrgs) // 2])
-        is_pos = np.isin(r["lrg_id"].to_numpy(), np.concatenate(positive_lrgs))
-        take_pos, take_neg = [], []
-        for c in np.unique(cell):
-            pos = np.flatnonzero(is_pos & (cell == c))
-            pool = np.flatnonzero(~is_pos & (cell == c))
-            if len(pool) >= len(pos):
-                neg = np.sort(rng.choice(pool, size=len(pos), replace=False))
-            else:
-                short.append(Shortfall(split, int(c // 1000), int(c % 1000), len(pos), len(pool)))
-                neg, pos = pool, np.sort(rng.choice(pos, size=len(pool), replace=False))
-            take_pos.append(pos)
-            take_neg.append(neg)
-        out.extend(_unpaired_entries(r, np.concatenate(take_pos), np.concatenate(take_neg)))
-    view = pd.concat(out, ignore_index=True) if out else paired_view(rows.iloc[:0])
-    return _ordered(view), tuple(short)
-
-
-def _ordered(entries: pd.DataFrame) -> pd.DataFrame:
-    """Sorted by split (train, val, test), shard, row, blob: the order the stamp cache decodes in."""
-    return entries.sort_values(["split", "shard", "row", "blob"], kind="stable").reset_index(drop=True)
-
-
-def _with_bins(entries: pd.DataFrame, thetae_bins: Sequence[float]) -> pd.DataFrame:
-    entries = entries.assign(theta_e_bin=thetae_bin_index(entries["theta_e"].to_numpy(), thetae_bins))
-    entries["label"] = entries["label"].astype(np.uint8)
-    return entries[list(ENTRY_COLUMNS)]
-
-
-# ---------------------------------------------------------------------------
-# The stratified sample
-
-
-def allocate(counts: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
-    """How many to draw from each stratum: floor(fraction × total) split by largest remainder.
-
-    Flooring the total reproduces the plan's §2.2 counts (29,108 × 0.1 -> 2,910).
-
-    Each stratum gets floor or ceil of its exact quota, so its share in the sample is
-    within one example of its share in the full set.
-    """
-    counts = np.asarray(counts, np.int64)
-    quota = np.round(counts * fraction, 9)     # 0.1 × 70 must not floor to 6
-    take = np.floor(quota).astype(np.int64)
-    total = int(np.floor(counts.sum() * fraction + 1e-9))
-    extra = total - int(take.sum())
-    remainder = quota - take
-    order = np.lexsort((rng.random(len(counts)), -remainder))  # largest remainder; random ties
-    take[order[:extra]] += 1
-    return np.minimum(take, counts)
-
-
-def stratified_sample(frame: pd.DataFrame, fraction: float, keys: Sequence[str], seed: int) -> np.ndarray:
-    """Sorted positions of a `fraction` sample of `frame`, stratified on `keys`.
-
-    When "label" is a key, each label is allocated on its own, so a balanced frame
-    gives a balanced sample.
-    """
-    rng = np.random.default_rng([seed, 2])
-    keys = list(keys)
-    if not len(frame):
-        return np.zeros(0, np.int64)
-    codes = frame.groupby(keys, sort=True).ngroup().to_numpy() if keys else np.zeros(len(frame), np.int64)
-    outer = frame["label"].to_numpy() if "label" in keys else np.zeros(len(frame), np.int64)
-    chosen = []
-    for lab in np.unique(outer):
-        in_outer = outer == lab
-        strata = np.unique(codes[in_outer])
-        counts = np.array([np.count_nonzero(in_outer & (codes == s)) for s in strata])
-        take = allocate(counts, fraction, rng)
-        for s, k in zip(strata, take):
-            members = np.flatnonzero(in_outer & (codes == s))
-            chosen.append(rng.choice(members, size=int(k), replace=False))
-    return np.sort(np.concatenate(chosen)) if chosen else np.zeros(0, np.int64)
-
-
-def sample_view(view_full: pd.DataFrame, mode: str, fraction: float, strata: Sequence[str],
-                seed: int) -> pd.DataFrame:
-    """The sample of one view, per split. Paired: rows are sampled and keep both twins."""
-    parts = []
-    for split in SPLITS:
-        v = view_full[view_full["split"] == split].reset_index(drop=True)
-        if mode == "paired":
-            pos = v[v["label"] == 1].reset_index(drop=True)
-            pick = stratified_sample(pos, fraction, [k for k in strata if k != "label"], seed)
-            rows = pos.iloc[pick][["shard", "row"]]
-            parts.append(v.merge(rows, on=["shard", "row"], how="inner"))
-        else:
-            parts.append(v.iloc[stratified_sample(v, fraction, strata, seed)])
-    return _ordered(pd.concat(parts, ignore_index=True))[list(ENTRY_COLUMNS)]
-
-
-# ---------------------------------------------------------------------------
-# Reports
-
-
-def split_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """{split: {total, positive, negative}} as in plan §2."""
-    out = {}
-    for split in SPLITS:
-        labels = view.loc[view["split"] == split, "label"].to_numpy()
-        pos = int(np.count_nonzero(labels == 1))
-        out[split] = {"total": int(len(labels)), "positive": pos, "negative": int(len(labels) - pos)}
-    return out
-
-
-def repeated_draws(view: pd.DataFrame) -> dict[str, int]:
-    """{split: entries that repeat an entry already in the view}: a row drawn k times counts k − 1.
-
-    Only the origin's unpaired method draws a row more than once (with replacement, in a cell
-    short of non-lenses); the paired view gives each row's control once per row, not a repeat.
-    """
-    out = {}
-    for split in SPLITS:
-        part = view.loc[view["split"] == split, ["shard", "row", "blob"]]
-        out[split] = int(part.duplicated().sum())
-    return out
-
-
-def format_counts(title: str, counts: dict[str, dict[str, int]], repeats: dict[str, int] | None = None,
-                  distinct: dict[str, dict[str, int]] | None = None) -> str:
-    """A plan-§2 style table; with `distinct`, each label's distinct images beside its row count
-    (distinct_counts); with `repeats`, a column of the rows drawn twice (repeated_draws)."""
-    pos, neg = ("Positive (distinct)", "Negative (distinct)") if distinct is not None else ("Positive", "Negative")
-    head = f"| Split | Total | {pos} | {neg} |"
-    rule = f"|-------|-------|{'-' * (len(pos) + 2)}|{'-' * (len(neg) + 2)}|"
-    if repeats is not None:
-        head, rule = head + " Drawn twice |", rule + "-------------|"
-    lines = [title, head, rule]
-    for split, c in counts.items():
-        d = (distinct or {}).get(split, {})
-        p_text, n_text = f"{c['positive']:,}", f"{c['negative']:,}"
-        if distinct is not None:
-            p_text += f" ({d.get('positive', 0):,})"
-            n_text += f" ({d.get('negative', 0):,})"
-        line = f"| {split.capitalize()} | {c['total']:,} | {p_text} | {n_text} |"
-        lines.append(line + (f" {repeats[split]:,} |" if repeats is not None else ""))
-    return "\n".join(lines)
-
-
-def distinct_counts(view: pd.DataFrame) -> dict[str, dict[str, int]]:
-    """{split: {positive, negative}}: how many distinct images a view's rows hold (its effective size).
-
-    From the index alone: all rows of one LRG carry byte-identical control blobs (the real
-    pipeline and the synthetic twin both; docs/DATA.md), so a control is one image per LRG; the
-    pipeline repeats each injection byte for byte once per selection set, so a lens image is one
-    per (LRG, `replicate`), and one per shard row where the shards carry no `replicate` (an upper
-    bound then). A row drawn twice counts once. Runs record the count measured on the image
-    bytes (metrics.json `effective_sample`).
-    """
-    out = {}
-    for split in SPLITS:
-        v = view[view["split"] == split]
-        stamps, ctrls = v[v["blob"] == "stamp"], v[v["blob"] == "ctrl"]
-        if "replicate" in stamps:
-            known = stamps["replicate"].to_numpy() >= 0
-            lenses = (len(stamps[known].drop_duplicates(["lrg_id", "replicate"]))
-                      + len(stamps[~known].drop_duplicates(["shard", "row"])))
-        else:
-            lenses = len(stamps.drop_duplicates(["shard", "row"]))
-        out[split] = {"positive": int(lenses), "negative": int(ctrls["lrg_id"].nunique())}
-    return out
-
-
-def strata_shares(full: pd.DataFrame, sample: pd.DataFrame, keys: Sequence[str]) -> dict:
-    """Each stratum's share (percent) in the sample next to the full set, per split.
-
-    Returns {split: {"marginal": [...], "joint_strata": n, "joint_checked": n,
-    "joint_max_delta_pp": x}}; joint strata with fewer than 100 members are not checked.
-    """
-    out = {}
-    for split in SPLITS:
-        f = full[full["split"] == split]
-        s = sample[sample["split"] == split]
-        marginal = []
-        for key in keys:
-            fc = f[key].value_counts().sort_index()
-            sc = s[key].value_counts()
-            for value, n in fc.items():
-                share_f = 100.0 * n / max(len(f), 1)
-                share_s = 100.0 * int(sc.get(value, 0)) / max(len(s), 1)
-                marginal.append({"key": key, "value": int(value), "full": int(n), "sample": int(sc.get(value, 0)),
-                                 "full_pct": share_f, "sample_pct": share_s, "delta_pp": share_s - share_f})
-        jf = f.groupby(list(keys)).size()
-        js = s.groupby(list(keys)).size().reindex(jf.index, fill_value=0)
-        delta = (100.0 * js / max(len(s), 1) - 100.0 * jf / max(len(f), 1)).abs()
-        checked = delta[jf >= MIN_STRATUM_FOR_SHARE]
-        out[split] = {"marginal": marginal, "joint_strata": int(len(jf)), "joint_checked": int(len(checked)),
-                      "joint_max_delta_pp": float(checked.max()) if len(checked) else 0.0}
-    return out
-
-
-def format_shares(title: str, shares: dict) -> str:
-    """The strata shares as text, flagging any stratum of ≥100 members off by more than 1 pp."""
-    lines = [title]
-    for split, s in shares.items():
-        lines.append(f"  {split}: joint strata {s['joint_strata']}, {s['joint_checked']} with ≥"
-                     f"{MIN_STRATUM_FOR_SHARE} members, max |Δ| {s['joint_max_delta_pp']:.2f} pp")
-        lines.append("    stratum            full    share   sample   share     Δ pp")
-        for m in s["marginal"]:
-            flag = "  > 1 pp" if m["full"] >= MIN_STRATUM_FOR_SHARE and abs(m["delta_pp"]) > 1.0 else ""
-            name = f"{m['key']}={m['value']}"
-            lines.append(f"    {name:<16} {m['full']:>7} {m['full_pct']:>7.2f}% {m['sample']:>7} "
-                         f"{m['sample_pct']:>6.2f}% {m['delta_pp']:>+7.2f}{flag}")
-    return "\n".join(lines)
 
 
 # ---------------------------------------------------------------------------
@@ -670,7 +314,7 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
     def build(tmp: Path) -> None:
         started = time.perf_counter()
         index = read_index(root)
-        paired = _with_bins(paired_view(index.rows), thetae_bins)
+        paired = with_bins(paired_view(index.rows), thetae_bins)
         imported = None
         if unpaired_manifest is not None:
             from engine.data.manifest_import import import_unpaired
@@ -678,10 +322,10 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
             excluded = {(b.shard, b.row): b.reason for part in (index.bad, index.failed)
                         for rows in part.values() for b in rows}
             imported = import_unpaired(unpaired_manifest, root, index.rows, excluded)
-            unpaired, short = _ordered(imported.entries), ()
+            unpaired, short = ordered_entries(imported.entries), ()
         else:
             unpaired, short = unpaired_view(index.rows, seed, unpaired_method)
-        unpaired = _with_bins(unpaired, thetae_bins)
+        unpaired = with_bins(unpaired, thetae_bins)
         views = {("paired", "full"): paired, ("unpaired", "full"): unpaired,
                  ("paired", "10pct"): sample_view(paired, "paired", sample_fraction, strata, seed),
                  ("unpaired", "10pct"): sample_view(unpaired, "unpaired", sample_fraction, strata, seed)}
@@ -708,60 +352,6 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
     built = build_dir_once(final, build)
     summary = json.loads((final / SUMMARY_FILE).read_text())
     return ManifestSet(final, key, summary, built)
-
-
-UNPAIRED_DESCRIPTIONS = {
-    "origin": "the published builder's rules: each split's LRGs halved at random, non-lenses matched per "
-              "(psf_bin, depth_bin) cell, with replacement where a cell is short",
-    "per_cell": "LRGs halved per (psf_bin, depth_bin) cell, non-lenses matched without replacement, "
-                "lenses dropped where a cell is short",
-    "imported": "exactly the rows of an origin manifest",
-}
-
-
-def report(ms: ManifestSet) -> str:
-    """Everything the CLI prints: the §2 tables per view (rows, and distinct images beside them),
-    how the unpaired view was made, failed and bad rows, and the strata shares."""
-    s = ms.summary
-    parts = [f"manifests: {ms.directory} ({'built in %.1f s' % s['build_seconds'] if ms.built else 'cached'}; "
-             f"seed {s['seed']}, sample fraction {s['sample_fraction']:g})",
-             f"unpaired view: {s['unpaired_method']}, {UNPAIRED_DESCRIPTIONS[s['unpaired_method']]}"]
-    if s.get("imported"):
-        imp = s["imported"]
-        origin = imp.get("origin_metadata") or {}
-        parts.append(f"  imported from {imp['source']} ({imp['format']}"
-                     + (f", seed {origin['seed']}, made {origin.get('created_date', '?')}" if "seed" in origin else "")
-                     + ")")
-        for d in imp["dropped"][:10]:
-            parts.append(f"  dropped {d['manifest']} -> {d['shard']} row {d['row']}: {d['reason']}")
-    for mode in DATA_MODES:
-        for sample in ("full", "10pct"):
-            name = "full dataset" if sample == "full" else f"{100 * s['sample_fraction']:g}% sample"
-            view = s["views"][f"{mode}-{sample}"]
-            parts.append(format_counts(f"\n{mode}, {name} ({ms.path(mode, sample).name})", view["counts"],
-                                       view["repeats"] if mode == "unpaired" else None,
-                                       distinct_counts(ms.entries(mode, sample))))
-    parts.append("(distinct: a control per LRG, a lens image per (LRG, replicate): selection sets repeat "
-                 "an injection byte for byte; Drawn twice: entries that repeat a row already drawn, a row drawn "
-                 "three times counts twice.)")
-    if s["shortfalls"]:
-        parts.append("\nunpaired cells short of negatives:\n" + "\n".join(
-            "  " + Shortfall(**x).describe() for x in s["shortfalls"]))
-    for split in SPLITS:
-        failed = ms.failed_rows(split)
-        if failed:
-            parts.append(f"\n{split}: {len(failed)} rows the pipeline marked as failed, left out of every view "
-                         f"(not bad rows): " + "; ".join(b.describe() for b in failed[:10])
-                         + (" …" if len(failed) > 10 else ""))
-        bad = ms.bad_rows(split)
-        if bad:
-            parts.append(f"\n{split}: {len(bad)} bad rows left out of the manifests (of "
-                         f"{s['shard_rows'][split]}): " + "; ".join(b.describe() for b in bad[:10])
-                         + (" …" if len(bad) > 10 else ""))
-    for mode in DATA_MODES:
-        parts.append("\n" + format_shares(f"{mode} sample vs full: stratum shares",
-                                          s["views"][f"{mode}-10pct"]["shares"]))
-    return "\n".join(parts)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
