@@ -26,6 +26,7 @@ from engine.protocol.rundir import ENDED_INCOMPLETE, IN_PROGRESS, RunState
 from engine.results.representative import settings_rank, settings_text
 from engine.protocol.train_options import extra_args as recorded_args
 from engine.protocol.train_options import is_fresh, settings_difference
+from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, latest_gate
 from lenstui import format as fmt
 from lenstui.fleet import Fleet, FleetError
 from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
@@ -142,7 +143,7 @@ class LensTUI(App[None]):
     def _notify_transitions(self, host: str, snapshot: Any) -> None:
         """Tell the user when a run ends, fails, is lost, or a gate FAILs."""
         for exp_id, entry in fmt.runs_of(snapshot).items():
-            state, n_gates = str(entry.get("state") or RunState.PENDING), len(fmt.gates(entry))
+            state, n_gates = str(entry.get("state") or RunState.PENDING), len(gates_in_order(entry))
             failure = (entry.get("launched_at"), entry.get("launch_failure")) if entry.get("launch_failure") else None
             before = self._seen.get((exp_id, host))
             self._seen[(exp_id, host)] = (state, n_gates, failure)
@@ -155,7 +156,7 @@ class LensTUI(App[None]):
                 self.notify(f"{where}: {failure[1]}", severity="error", title="Launch failed", timeout=30)
             elif state != before[0]:
                 if state == RunState.DONE:
-                    best = fixed(fmt.best_val_auroc(entry))
+                    best = fixed(best_val_auroc(entry)[0])
                     self.notify(f"{where} finished: best val AUROC {best}", title="Run done")
                 elif state == RunState.FAILED:
                     self.notify(f"{where} failed. Press enter on it for the log.",
@@ -166,7 +167,7 @@ class LensTUI(App[None]):
                 elif state == RunState.ABORTED:
                     self.notify(f"{where} aborted", title="Run aborted")
             if n_gates > before[1]:
-                self._notify_gate(where, fmt.latest_gate(entry))
+                self._notify_gate(where, latest_gate(entry))
 
     def _notify_gate(self, where: str, gate: dict[str, Any] | None) -> None:
         if gate is None:
@@ -221,7 +222,7 @@ class LensTUI(App[None]):
             args = tuple(recorded_args((run.entry.get("run") or {}).get("command")))
             shown = shlex.join(args) if args else "no extra arguments"
             state = fmt.state_text(run.state, as_of=run.as_of).plain
-            out[host] = PriorRun(run.state, args, f"{state} at epoch {fmt.epoch_cell(run.entry)}, "
+            out[host] = PriorRun(run.state, args, f"{state} at epoch {epochs_text(run.entry)}, "
                                                   f"started with {shown}")
         return out
 
@@ -388,7 +389,7 @@ class LensTUI(App[None]):
             state = run.state if run else "not running"
             self.notify(f"{exp_id} is {state}: nothing to abort", severity="warning")
             return
-        lines = [f"Run: {exp_id}", f"Host: {run.host}", f"Epoch: {fmt.epoch_cell(run.entry)}",
+        lines = [f"Run: {exp_id}", f"Host: {run.host}", f"Epoch: {epochs_text(run.entry)}",
                  f"SIGTERM to its process group (pgid {run.entry.get('pgid', '?')}); it saves "
                  f"last.pt and stops. SIGKILL after {ABORT_GRACE_S} s."]
 

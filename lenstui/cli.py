@@ -20,6 +20,7 @@ from typing import Any, Mapping, Sequence
 
 from engine.config import ConfigError, Host, load_config
 from engine.numbers import fixed
+from engine.results.reading import epochs_text
 from engine.protocol import exitcodes
 from engine.results.report import DEFAULT_OUT
 from lenstui.fleet import (POLL_TIMEOUT, Fleet, FleetError,
@@ -289,9 +290,7 @@ def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],
         if choice is None:
             lines.append(f"  {exp:<6} not run")
             continue
-        history = choice.chosen.metrics.get("history")
-        done = len(history) if isinstance(history, list) else "?"
-        text = f"  {exp:<6} {describe(choice.chosen)}, epoch {done}/{choice.chosen.metrics.get('epochs_planned') or '?'}"
+        text = f"  {exp:<6} {describe(choice.chosen)}, epoch {epochs_text(choice.chosen.metrics, missing='?')}"
         for other in choice.others:
             text += f"; also {describe(other)}"
         lines.append(text)
@@ -322,12 +321,9 @@ def format_snapshot(snap: HostSnapshot) -> str:
     if not runs:
         lines.append(f"  runs: none in {s.get('runs_root')}")
     for exp, r in runs.items():
-        history = r.get("history")
-        epoch = len(history) if isinstance(history, list) else r.get("epoch")   # epochs done, counted from 1
-        done = "-" if epoch is None else str(epoch)
         auroc = r.get("val_auroc")
         best = r.get("best_val_auroc")
-        text = (f"  {exp:<6} {r.get('state'):<8} epoch {done}/{r.get('epochs_planned') or '?'}  "
+        text = (f"  {exp:<6} {r.get('state'):<8} epoch {epochs_text(r, missing='-')}  "
                 f"val_auroc {fixed(auroc, 4, '-')}  best {fixed(best, 4, '-')}  gpu {r.get('gpu') or '-'}")
         if r.get("reason"):
             text += f"  ({r['reason']})"

@@ -15,10 +15,11 @@ from typing import Any, Iterable, Mapping, Sequence
 from rich.text import Text
 
 from engine.config import Config, Experiment
-from engine.protocol.rundir import IN_PROGRESS, RunState
+from engine.protocol.rundir import RunState
 from engine.protocol.schema import EPOCH_METRICS
-from engine.numbers import DASH, fixed, is_int, number, scientific
-from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all
+from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, last_val_auroc, latest_gate
+from engine.numbers import DASH, fixed, number, scientific
+from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all, last_seen_words
 
 # A verdict is shown as its word in its colour: never colour alone.
 VERDICT_STYLES = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
@@ -75,53 +76,6 @@ class RunRef:
 
 # ---------------------------------------------------------------------------
 # Reading the status entry (tolerant of a run that has written nothing yet)
-
-
-def history(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """The per-epoch rows of a status entry or metrics document."""
-    rows = entry.get("history")
-    return [r for r in rows if isinstance(r, dict)] if isinstance(rows, list) else []
-
-
-def epochs_done(entry: Mapping[str, Any]) -> int | None:
-    """Completed epochs: the history's length, else the probe's `epoch` (the newest, counted from 1)."""
-    if isinstance(entry.get("history"), list):
-        return len(history(entry))
-    epoch = entry.get("epoch")
-    return epoch if is_int(epoch) else None
-
-
-def gates(entry: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Every gate evaluation present: the `gates` list, or the probe's latest `gate`."""
-    rows = entry.get("gates")
-    if isinstance(rows, list):
-        return [g for g in rows if isinstance(g, dict)]
-    gate = entry.get("gate")
-    return [gate] if isinstance(gate, dict) else []
-
-
-def latest_gate(entry: Mapping[str, Any]) -> dict[str, Any] | None:
-    """The most recent gate evaluation, or None before the first."""
-    rows = gates(entry)
-    return rows[-1] if rows else None
-
-
-def last_val_auroc(entry: Mapping[str, Any]) -> float | None:
-    """The newest epoch's val AUROC (the probe's field, else the history's)."""
-    value = number(entry.get("val_auroc"))
-    if value is None:
-        rows = history(entry)
-        value = number(rows[-1].get("val_auroc")) if rows else None
-    return value
-
-
-def best_val_auroc(entry: Mapping[str, Any]) -> float | None:
-    """The best val AUROC so far (written at the end, else the history's max)."""
-    value = number(entry.get("best_val_auroc"))
-    if value is None:
-        values = [v for v in (number(r.get("val_auroc")) for r in history(entry)) if v is not None]
-        value = max(values) if values else None
-    return value
 
 
 def verdict_of(entry: Mapping[str, Any], name: str) -> tuple[str | None, float | None]:
@@ -220,9 +174,7 @@ def state_text(state: str | None, reason: str = "", as_of: float | None = None) 
     if not state:
         return Text(DASH, style="dim")
     if as_of is not None:
-        clock = time.strftime("%H:%M", time.localtime(as_of))
-        shown = f"{state}?" if state in IN_PROGRESS else state
-        return Text(f"{shown} as of {clock}", style="dim " + STATE_STYLES.get(state, ""))
+        return Text(last_seen_words(state, as_of), style="dim " + STATE_STYLES.get(state, ""))
     return Text(state, style=STATE_STYLES.get(state, ""))
 
 
@@ -266,14 +218,6 @@ def reliance_cell(entry: Mapping[str, Any], config: Config) -> Text:
     return verdict_text(verdict, value)
 
 
-def epoch_cell(entry: Mapping[str, Any]) -> str:
-    """'3/50': completed epochs over the planned ones."""
-    done, planned = epochs_done(entry), entry.get("epochs_planned")
-    if done is None and planned is None:
-        return DASH
-    return f"{DASH if done is None else done}/{planned if isinstance(planned, int) else '?'}"
-
-
 def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hosts: int = 0) -> dict[str, str | Text]:
     """The matrix cells of one experiment, keyed by MATRIX_COLUMNS.
 
@@ -298,9 +242,9 @@ def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hos
     row.update(
         host=host,
         status=state_text(run.state, as_of=run.as_of),
-        epoch=epoch_cell(entry),
+        epoch=epochs_text(entry),
         val=fixed(last_val_auroc(entry)),
-        best=fixed(best_val_auroc(entry)),
+        best=fixed(best_val_auroc(entry)[0]),
         gates=judged_gate_cell(entry, config),
         reliance=reliance_cell(entry, config),
     )
@@ -490,7 +434,6 @@ def _dot(grid: list[list[int]], x: int, y: int) -> None:
         grid[cy][cx] |= _BRAILLE_BITS[y % 4][x % 2]
 
 
-
 # ---------------------------------------------------------------------------
 # Run detail: θ_E bins, core sensitivity, gate history
 
@@ -540,7 +483,7 @@ def thetae_table(entry: Mapping[str, Any]) -> tuple[str, Sequence[Mapping[str, A
     final = entry.get("final_val_auroc_by_thetae")
     if isinstance(final, list) and final:
         return "Val AUROC by θ_E (end of training, best.pt)", final
-    gate = next((g for g in reversed(gates(entry)) if g.get("val_auroc_by_thetae")), None)
+    gate = next((g for g in reversed(gates_in_order(entry)) if g.get("val_auroc_by_thetae")), None)
     if gate is None:
         return "Val AUROC by θ_E", None
     after = gate.get("after_epochs", "?")
@@ -562,7 +505,7 @@ def sensitivity_lines(curve: Sequence[Mapping[str, Any]] | None, width: int = 24
 
 def gate_history_lines(entry: Mapping[str, Any], config: Config) -> list[Text]:
     """One line per gate evaluation: after N epochs, core and radial LR AUC with verdicts."""
-    rows = gates(entry)
+    rows = gates_in_order(entry)
     if not rows:
         return [Text("no gate evaluated yet", style="dim")]
     t = config.thresholds

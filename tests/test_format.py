@@ -8,6 +8,7 @@ import pytest
 
 from engine.config import load_config
 from engine.numbers import DASH, fixed, scientific
+from engine.results.reading import epochs_text, latest_gate
 from lenstui import format as fmt
 from lenstui.fleet import HostSnapshot
 from lenstui.widgets.cutout import halfblock_strips, stretch_rgb
@@ -48,7 +49,7 @@ def test_the_matrix_gate_cell_shows_the_judged_verdicts_a_variant_on_its_masked_
                      "masked_core_lr_auc": 0.55, "masked_radial_lr_auc": 0.50, "gate_n_samples": 2000}]}
     b3["verdicts"] = compute_verdicts(b3, config.thresholds, config.targets)
     assert b3["verdicts"]["core_lr_auc"]["reading"] == "masked"
-    assert fmt.gate_cell(fmt.latest_gate(b3), config).plain == "FAIL/PASS"     # the unmasked probe
+    assert fmt.gate_cell(latest_gate(b3), config).plain == "FAIL/PASS"     # the unmasked probe
     assert fmt.judged_gate_cell(b3, config).plain == "PASS/PASS"                # what §6 and §10 judge
     del b3["verdicts"]                                                          # an engine before verdicts
     assert fmt.judged_gate_cell(b3, config).plain == "FAIL/PASS"
@@ -63,10 +64,10 @@ def test_gate_cell_classifies_both_gates_with_the_plan_bands(config):
 
 
 def test_epochs_count_from_history_or_the_probe_epoch():
-    assert fmt.epoch_cell({"history": [{}, {}, {}], "epochs_planned": 50}) == "3/50"
-    assert fmt.epoch_cell({"history": [], "epochs_planned": 50}) == "0/50"
-    assert fmt.epoch_cell({"epoch": 4, "epochs_planned": 50}) == "4/50", "epochs count from 1: the 4th is 4/50"
-    assert fmt.epoch_cell({}) == DASH
+    assert epochs_text({"history": [{}, {}, {}], "epochs_planned": 50}) == "3/50"
+    assert epochs_text({"history": [], "epochs_planned": 50}) == "0/50"
+    assert epochs_text({"epoch": 4, "epochs_planned": 50}) == "4/50", "epochs count from 1: the 4th is 4/50"
+    assert epochs_text({}) == DASH
 
 
 def test_matrix_row_before_and_during_a_run(config):
@@ -106,7 +107,7 @@ def test_a_host_that_stops_answering_shows_its_runs_as_last_seen():
     assert [(r.exp_id, r.host, r.as_of) for r in refs] == [("B1", "lambda", 1_790_000_000.0)]
     cell = fmt.state_text(refs[0].state, as_of=refs[0].as_of).plain
     clock = __import__("time").strftime("%H:%M", __import__("time").localtime(1_790_000_000.0))
-    assert cell == f"running? as of {clock}" and fmt.epoch_cell(refs[0].entry) == "5/20"
+    assert cell == f"running? as of {clock}" and epochs_text(refs[0].entry) == "5/20"
     assert fmt.hosts_with("B1", down, ["lambda"], seen) == ["lambda"]
     assert fmt.all_runs(down, ["lambda"]) == [], "without what was last seen there is nothing to show"
 

@@ -65,8 +65,8 @@ def test_a_run_last_seen_running_on_a_disconnected_host_still_stands_and_says_as
     old_smoke = run("done", "local", {"epochs": 2, "limit_train": 64}, planned=2)
     choice = choose([old_smoke, stale], PLAN_EPOCHS)
     assert choice.chosen is stale
-    assert state_words(stale) == "running? (as of 00:15)"
-    assert describe(stale) == "running? (as of 00:15) on lambda (epochs=20)"
+    assert state_words(stale) == "running? as of 00:15"
+    assert describe(stale) == "running? as of 00:15 on lambda (epochs=20)"
 
 
 def test_settings_ranks():

@@ -30,7 +30,8 @@ from typing import Any, Callable, Mapping
 
 from engine.config import Band, Config, ConfigError
 from engine.results.representative import candidate_from_entry, comparison_notes
-from engine.numbers import in_words, is_int, number
+from engine.numbers import in_words, number
+from engine.results.reading import epochs_text
 from engine.protocol.rundir import TERMINAL
 from engine.results.verdicts import (compute_verdicts, failing, rounded, shown_value,
                              thetae_summary)
@@ -127,13 +128,10 @@ def run_state(metrics: Mapping[str, Any]) -> str | None:
 
 def progress(metrics: Mapping[str, Any]) -> str:
     """'status running, epoch 7/50 on lambda' (completed epochs over planned; the host when known)."""
-    history = metrics.get("history")
-    done = len(history) if isinstance(history, list) else 0
-    planned = metrics.get("epochs_planned")
-    planned_text = str(planned) if is_int(planned) else "?"
     run = metrics.get("run")
     host = run.get("host") if isinstance(run, Mapping) else None
-    return f"status {run_state(metrics) or 'unknown'}, epoch {done}/{planned_text}" + (f" on {host}" if host else "")
+    return (f"status {run_state(metrics) or 'unknown'}, epoch {epochs_text(metrics, missing='0')}"
+            + (f" on {host}" if host else ""))
 
 
 def mixed_data_notes(results: Mapping[str, Mapping[str, Any]], ids: tuple[str, ...]) -> list[str]:

@@ -15,9 +15,10 @@ from engine.config import SPLITS, Config
 from engine.files import atomic_write_text
 from engine.numbers import number
 from engine.results.decision import settings_note
-from engine.results.reading import bin_key, curve_of, effective, epochs_completed, history_of, overrides_text, test_bins, val_bins
+from engine.results.reading import (bin_key, curve_of, effective, epochs_done, gates_in_order, history_of, overrides_text,
+                                    test_bins, val_bins)
 from engine.results.representative import RunCandidate
-from engine.results.verdicts import VERDICT_NAMES, gates_in_order, thetae_summary
+from engine.results.verdicts import VERDICT_NAMES, thetae_summary
 
 
 def csv_columns(config: Config) -> list[str]:
@@ -59,7 +60,7 @@ def csv_row(run: RunCandidate, verdicts: Mapping[str, Mapping[str, Any]], config
         "dataset": info.get("dataset"), "code_version": info.get("code_version"),
         "plan_settings": "yes" if settings_note(run.experiment, m) is None else "no",
         "overrides": overrides_text(m), "epochs_planned": m.get("epochs_planned"),
-        "epochs_completed": epochs_completed(m), "best_val_auroc": number(m.get("best_val_auroc")),
+        "epochs_completed": epochs_done(m), "best_val_auroc": number(m.get("best_val_auroc")),
         "best_epoch": m.get("best_epoch"), "last_train_loss": number(last.get("train_loss")),
         "last_val_loss": number(last.get("val_loss")), "last_val_auroc": number(last.get("val_auroc")),
         "last_learning_rate": number(last.get("learning_rate")),

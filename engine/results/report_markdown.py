@@ -11,10 +11,10 @@ from typing import TYPE_CHECKING, Any, Iterable, Mapping, Sequence
 from engine.config import Config
 from engine.numbers import DASH, fixed, number, scientific
 from engine.results.decision import Decision, settings_note
-from engine.results.reading import (bin_key, plan_order_of, curve_of, effective, epochs_completed, history_of, test_bins,
-                                    val_bins)
+from engine.results.reading import (bin_key, curve_of, effective, epochs_text, gates_in_order, history_of, plan_order_of,
+                                    test_bins, val_bins)
 from engine.results.representative import RunCandidate, settings_text, time_text
-from engine.results.verdicts import VERDICT_NAMES, gate_verdicts, gates_in_order, thetae_summary
+from engine.results.verdicts import VERDICT_NAMES, gate_verdicts, thetae_summary
 
 if TYPE_CHECKING:
     from engine.results.report import Collection
@@ -200,8 +200,7 @@ def _status_cell(run: FoundRun | None) -> str:
 def _epochs_cell(run: FoundRun | None) -> str:
     if run is None:
         return DASH
-    planned = run.metrics.get("epochs_planned")
-    return f"{epochs_completed(run.metrics)}/{planned if planned is not None else '?'}"
+    return epochs_text(run.metrics)
 
 def render_selection(found: list[str], runs: Mapping[str, FoundRun],
                      verdicts: Mapping[str, Mapping[str, Mapping[str, Any]]], config: Config) -> list[str]:

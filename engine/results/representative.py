@@ -252,12 +252,16 @@ def time_text(c: RunCandidate) -> str:
     return "no time recorded" if stamp is None else time.strftime("%Y-%m-%d %H:%M", time.localtime(stamp))
 
 
+def last_seen_words(state: str, as_of: float) -> str:
+    """'running? as of 00:15': a run as last seen on a host that no longer answers (a live one may have
+    ended since, hence the '?')."""
+    clock = time.strftime("%H:%M", time.localtime(as_of))
+    return f"{state}{'?' if state in IN_PROGRESS else ''} as of {clock}"
+
+
 def state_words(c: RunCandidate) -> str:
-    """'running', or 'running? (as of 00:15)' for a run on a host that no longer answers."""
-    if not c.stale:
-        return c.state
-    clock = time.strftime("%H:%M", time.localtime(c.as_of))
-    return f"{c.state}? (as of {clock})" if c.state in IN_PROGRESS else f"{c.state} (as of {clock})"
+    """'running', or 'running? as of 00:15' for a run on a host that no longer answers."""
+    return last_seen_words(c.state, c.as_of) if c.stale else c.state
 
 
 def describe(c: RunCandidate) -> str:

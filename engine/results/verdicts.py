@@ -32,6 +32,7 @@ from typing import Any, Mapping, Sequence
 
 from engine.config import Band, Targets, Thresholds
 from engine.numbers import in_words, number
+from engine.results.reading import best_val_auroc, latest_gate_with
 
 # The verdicts compute_verdicts returns, in the plan's order (§6.1–§6.4).
 VERDICT_NAMES = ("core_lr_auc", "radial_lr_auc", "core_reliance", "thetae_min_bin_auroc",
@@ -85,30 +86,10 @@ def target_rule(target: float, held_out: bool = False) -> str:
 # Gates
 
 
-def gates_in_order(metrics: Mapping[str, Any]) -> list[Mapping[str, Any]]:
-    """The gate records sorted by `after_epochs` (records without it keep their place at the end)."""
-    gates = metrics.get("gates")
-    if not isinstance(gates, list):
-        return []
-    records = [g for g in gates if isinstance(g, Mapping)]
-    with_epoch = [g for g in records if number(g.get("after_epochs")) is not None]
-    without = [g for g in records if number(g.get("after_epochs")) is None]
-    return sorted(with_epoch, key=lambda g: number(g["after_epochs"])) + without
-
-
 def gate_label(gate: Mapping[str, Any]) -> str:
     """'gates[after_epochs=10]': how a source names one gate record."""
     after = gate.get("after_epochs")
     return f"gates[after_epochs={after}]"
-
-
-def latest_gate_with(metrics: Mapping[str, Any], key: str) -> Mapping[str, Any] | None:
-    """The latest gate whose `key` holds a value (a number, or a non-empty list of bins)."""
-    for gate in reversed(gates_in_order(metrics)):
-        value = gate.get(key)
-        if number(value) is not None or (isinstance(value, list) and value):
-            return gate
-    return None
 
 
 def gate_verdicts(gate: Mapping[str, Any], thresholds: Thresholds) -> dict[str, dict[str, Any]]:
@@ -294,20 +275,6 @@ def radial_flat_note(metrics: Mapping[str, Any]) -> str | None:
                if raw is not None else "")
     return ("cannot fail on residual inputs: the ring medians are subtracted, so every radial "
             f"feature is ~0{size} and a PASS says nothing about the data{context}")
-
-
-def best_val_auroc(metrics: Mapping[str, Any]) -> tuple[float | None, str | None]:
-    """`best_val_auroc` when written, else the best of the history so far (source says which)."""
-    value = number(metrics.get("best_val_auroc"))
-    if value is not None:
-        return value, "best_val_auroc"
-    history = metrics.get("history")
-    values = [number(r.get("val_auroc")) for r in history if isinstance(r, Mapping)] \
-        if isinstance(history, list) else []
-    values = [v for v in values if v is not None]
-    if not values:
-        return None, None
-    return max(values), "history (best val_auroc so far; best_val_auroc not written yet)"
 
 
 def _target_entry(target: float, value: float | None, source: str | None, missing: str,

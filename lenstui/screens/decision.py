@@ -14,6 +14,7 @@ from textual.widgets import Footer, Header
 from engine.results.decision import PHASE1, VARIANTS, decide
 from engine.results.representative import settings_text
 from engine.protocol.rundir import ENDED_INCOMPLETE
+from engine.results.reading import epochs_text
 from lenstui import format as fmt
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
@@ -74,7 +75,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
                 continue
             run = fmt.ref_of(choice.chosen)
             text = (f"{exp_id}: {fmt.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
-                    f"epoch {fmt.epoch_cell(run.entry)} ({settings_text(choice.chosen)})")
+                    f"epoch {epochs_text(run.entry)} ({settings_text(choice.chosen)})")
             if choice.others:
                 text += f"; {len(choice.others)} other run{'s' if len(choice.others) > 1 else ''}"
             out.append(text)

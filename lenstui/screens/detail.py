@@ -13,6 +13,7 @@ from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
 from engine.numbers import fixed
+from engine.results.reading import best_val_auroc, epochs_text, history_of, last_val_auroc
 from lenstui import format as fmt
 from lenstui.messages import LogFetched
 from lenstui.screens.back import AltKeyMeansEscape
@@ -109,13 +110,13 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         entry = dict(run.entry) if run else {}
         title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
         title.append_text(fmt.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
-        title.append(f"  epoch {fmt.epoch_cell(entry)}  val AUROC {fixed(fmt.last_val_auroc(entry))}"
-                     f"  best {fixed(fmt.best_val_auroc(entry))}")
+        title.append(f"  epoch {epochs_text(entry)}  val AUROC {fixed(last_val_auroc(entry))}"
+                     f"  best {fixed(best_val_auroc(entry)[0])}")
         if entry.get("reason"):
             title.append(f"  ({entry['reason']})", style="dim")
         for error in entry.get("errors") or []:
             title.append(f"\n{error}", style="red")
-        history = fmt.history(entry)
+        history = history_of(entry)
         self.query_one(MetricsTable).show((self.exp_id, self.host), history)
         self.query_one(Curves).show(history)
         for selector, text in (("#detail-title", title), ("#analysis", self._analysis(entry))):

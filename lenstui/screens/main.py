@@ -12,6 +12,7 @@ from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
 from engine.results.representative import describe
+from engine.results.reading import history_of
 from lenstui import format as fmt
 from lenstui.widgets.curves import Curves
 from lenstui.widgets.hosts import HostsPanel
@@ -87,7 +88,7 @@ class MainScreen(Screen[None]):
             self.query_one(MetricsTable).show(None, [])
             self.query_one(Curves).show([])
             return
-        history = fmt.history(run.entry)
+        history = history_of(run.entry)
         trend = fmt.sparkline([row.get("val_auroc") for row in history], width=20)
         choice = self._choices.get(exp_id)
         others = "".join(f"; also {describe(o)}" for o in choice.others) if choice is not None else ""
