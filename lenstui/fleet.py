@@ -29,7 +29,7 @@ from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, en
 from engine.protocol.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
-from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
+from lenstui.transport.base import (AuthError, HostKeyError, HostUnreachable, PutStats,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
                                     last_line)
 
@@ -112,6 +112,7 @@ class SyncResult:
     skipped: int
     code_version: str
     message: str
+    removed: list[str] = field(default_factory=list)   # files under the host's engine/ that this engine no longer has
 
 
 @dataclass(frozen=True)
@@ -404,18 +405,37 @@ class Fleet:
         pairs.append((self.config_path.resolve(), f"{work}/{REMOTE_CONFIG_NAME}"))
         same_tree = self.host(host).transport == "local" and Path(work).resolve() == PROJECT_ROOT
         version = checkout_version(ENGINE_DIR, files)
+        removed: list[str] = []
         with _as_fleet_error(f"sync to {host}"):
-            stats = t.put_files(pairs)
-            if not same_tree:  # never write into the tree lenstui itself runs from
+            # Never write into, or delete from, the tree lenstui itself runs from: the local host there
+            # runs this folder's engine and reads the config where it is (a --config elsewhere must not
+            # be copied over this folder's experiments.toml).
+            stats = t.put_files(pairs) if not same_tree else PutStats(skipped=len(pairs))
+            if not same_tree:
                 with tempfile.TemporaryDirectory() as tmp:
                     recorded = Path(tmp) / RECORD
                     recorded.write_text(json.dumps(record(version), indent=1) + "\n")
                     stats.sent += t.put_files([(recorded, f"{work}/engine/{RECORD}")]).sent
+                removed = self._remove_stale_engine_files(t, f"{work}/engine", files)
         sent = list(stats.sent)
         self._restart_status(host)  # its server runs the code just replaced (it would notice, too)
-        message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged; code {version}" if not same_tree
+        message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged, {len(removed)} removed (no longer "
+                   f"part of the engine); code {version}" if not same_tree
                    else f"{host} runs this folder's code ({version}); nothing to push")
-        return SyncResult(host, sent, stats.skipped, version, message)
+        return SyncResult(host, sent, stats.skipped, version, message, removed)
+
+    @staticmethod
+    def _remove_stale_engine_files(t: Transport, engine_dir: str, files: Sequence[Path]) -> list[str]:
+        """Delete the files under the host's `engine_dir` that this engine does not have (a module an
+        older engine had, such as engine/verdicts.py before engine/results/): the host then imports
+        only the code just pushed. Nothing outside engine_dir is touched; the version record stays."""
+        keep = {f.relative_to(ENGINE_DIR).as_posix() for f in files} | {RECORD}
+        stale = [rel for rel in t.list_files(engine_dir) if rel not in keep]
+        for rel in stale:   # list_files gives paths inside engine_dir; refuse anything that is not
+            if rel.startswith("/") or ".." in rel.split("/") or "\x00" in rel:
+                raise TransportError(f"refusing to remove {rel!r}: not a path inside {engine_dir}")
+        t.remove_files([f"{engine_dir}/{rel}" for rel in stale])
+        return [f"{engine_dir}/{rel}" for rel in stale]
 
     def preflight(self, host: str) -> PreflightResult:
         """Whether the host's Python imports what training needs (engine.status.TRAIN_MODULES) and sees GPUs."""

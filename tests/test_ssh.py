@@ -367,6 +367,42 @@ def test_a_client_killed_outright_leaves_no_status_server_behind(lab_fleet, tmp_
             client.wait()
 
 
+# Every module engine/ had before it was grouped in layers, that is not a command name today.
+FLAT_ENGINE = ("rundir.py", "runlog.py", "train_options.py", "verdicts.py", "decision.py", "representative.py",
+               "datasettings.py", "cachedir.py", "shards.py", "manifest_import.py", "stampcache.py", "preprocess.py",
+               "data.py", "physics.py", "model.py", "resnet.py", "augment.py", "device.py", "step.py")
+
+
+def test_an_old_host_told_to_sync_loses_the_modules_that_moved_and_runs_the_new_code(lab_fleet):
+    """A host synced before engine/ had its layers keeps flat modules (engine/verdicts.py beside the new
+    engine/results/) unless sync removes them: it does, under engine/ only, and the host runs the new code."""
+    from engine import ENGINE_VERSION
+
+    lab, fleet, _ = lab_fleet
+    h2 = lab.servers["h2"]
+    engine = h2.work_dir / "engine"
+    engine.mkdir(parents=True, exist_ok=True)
+    for name in FLAT_ENGINE:
+        (engine / name).write_text(f"raise ImportError('the old engine/{name} was imported')\n")
+    (engine / "__init__.py").write_text('ENGINE_VERSION = "0.2.0"\n')
+    (engine / "status.py").write_text(OLD_STATUS)   # the old probe, from before --serve
+    (h2.work_dir / "keep.txt").write_text("the user's own file\n")
+    assert "h2 runs engine 0.2.0" in (fleet.poll("h2").error or ""), "the old engine answers first"
+
+    synced = fleet.sync("h2")
+    assert sorted(Path(p).name for p in synced.removed) == sorted(FLAT_ENGINE)
+    assert [n for n in FLAT_ENGINE if (engine / n).exists()] == []
+    assert (h2.work_dir / "keep.txt").read_text() == "the user's own file\n"
+    assert (engine / "results" / "verdicts.py").exists() and (engine / "code_version.json").exists()
+    snap = fleet.poll("h2")
+    assert snap.error is None and snap.status["engine_version"] == ENGINE_VERSION and snap.status["host"] != "old"
+    probe = ("import importlib.util as u; "
+             "print([u.find_spec(m) is None for m in ('engine.verdicts', 'engine.rundir', 'engine.data.load')])")
+    done = fleet.transport("h2").run([sys.executable, "-c", probe], cwd=str(h2.work_dir), timeout=60)
+    assert done.stdout.strip() == "[True, True, False]", done.stderr
+    assert fleet.sync("h2").removed == []
+
+
 def test_a_host_whose_engine_has_no_serve_is_polled_the_old_way_and_told_to_sync(lab_fleet):
     lab, fleet, _ = lab_fleet
     h3 = lab.servers["h3"]

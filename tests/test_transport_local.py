@@ -141,6 +141,42 @@ def test_fleet_refuses_unknown_experiments_bad_gpus_and_disabled_hosts(fleet, tm
         fleet.logs("B1", "local")
 
 
+def test_sync_removes_the_engine_files_this_engine_no_longer_has_and_nothing_else(fleet, tmp_path):
+    work = tmp_path / "work"
+    engine = work / "engine"
+    # An engine synced before engine/ had its layers: flat modules that are now elsewhere.
+    for stale in ("verdicts.py", "rundir.py", "old_pkg/thing.py"):
+        (engine / stale).parent.mkdir(parents=True, exist_ok=True)
+        (engine / stale).write_text("STALE = True\n")
+    (engine / "__pycache__").mkdir(exist_ok=True)
+    (engine / "__pycache__" / "verdicts.cpython-311.pyc").write_bytes(b"cache")   # Python's, not ours
+    (work / "notes.txt").write_text("mine\n")                    # outside engine/: never touched
+    (tmp_path / "elsewhere.py").write_text("STALE = True\n")
+    result = fleet.sync("local")
+    assert sorted(Path(p).relative_to(engine).as_posix() for p in result.removed) == \
+        ["old_pkg/thing.py", "rundir.py", "verdicts.py"]
+    assert not (engine / "verdicts.py").exists() and not (engine / "old_pkg" / "thing.py").exists()
+    assert (engine / "protocol" / "rundir.py").exists() and (engine / "code_version.json").exists()
+    assert (work / "notes.txt").read_text() == "mine\n" and (tmp_path / "elsewhere.py").exists()
+    assert (engine / "__pycache__" / "verdicts.cpython-311.pyc").exists()
+    assert "3 removed" in result.message
+    assert fleet.sync("local").removed == [], "a second sync finds nothing stale"
+
+
+def test_sync_never_removes_anything_from_the_tree_lenstui_runs_from(tmp_path):
+    """The local host whose work_dir is this project: sync has nothing to push and deletes nothing."""
+    config = write_config(tmp_path / "experiments.toml", [local_host_toml(tmp_path / "runs", PROJECT_ROOT)])
+    fleet = Fleet(load_config(config), config)
+    try:
+        result = fleet.sync("local")
+    finally:
+        fleet.close()
+    assert result.removed == [] and result.sent == [] and "nothing to push" in result.message
+    assert (PROJECT_ROOT / "engine" / "config.py").exists()
+    assert (PROJECT_ROOT / "experiments.toml").read_bytes() != config.read_bytes(), \
+        "the project's experiments.toml is not replaced by the --config given"
+
+
 def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(fleet, tmp_path):
     (tmp_path / "work" / "engine" / "config.py").unlink()  # the host's copy is missing one file
     (tmp_path / "work" / "engine" / "protocol" / "rundir.py").write_text("# stale\n")  # and has an old one

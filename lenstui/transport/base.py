@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 TAIL_CHUNK = 1 << 20   # at most this many bytes per tail_file call
+CACHE_DIRS = ("__pycache__",)   # folders list_files does not enter: Python writes them on the host
 
 
 class TransportError(Exception):
@@ -167,6 +168,16 @@ class Transport(ABC):
     @abstractmethod
     def list_dir(self, path: str) -> list[str]:
         """Names in a directory; RemoteFileNotFound if there is none."""
+
+    @abstractmethod
+    def list_files(self, path: str) -> list[str]:
+        """Every regular file under the folder `path`, as a path relative to it ('protocol/rundir.py'),
+        sorted; __pycache__ folders are not entered and links are not followed; [] when there is no
+        such folder."""
+
+    @abstractmethod
+    def remove_files(self, paths: Sequence[str]) -> None:
+        """Delete these files on the host (one already gone is no error)."""
 
     @abstractmethod
     def put_files(self, pairs: Sequence[tuple[Path, str]]) -> PutStats:

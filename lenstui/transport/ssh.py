@@ -39,7 +39,7 @@ import paramiko
 from engine.config import Host
 from engine.files import replace_via_temp
 from lenstui.transport import SshOptions
-from lenstui.transport.base import (STDERR_KEPT, TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
+from lenstui.transport.base import (CACHE_DIRS, STDERR_KEPT, TAIL_CHUNK, AuthError, CommandTimeout, Completed, HostKeyError,
                                     HostUnreachable, LineStream, PutStats, RemoteFileNotFound, StreamClosed,
                                     Transport, TransportError, check_arg, check_argv, stderr_tail, tail_window)
 
@@ -597,6 +597,41 @@ class SshTransport(Transport):
     def list_dir(self, path: str) -> list[str]:
         remote = sftp_path(path)
         return sorted(self._sftp_call(f"list {path}", lambda sftp: sftp.listdir(remote)))
+
+    def list_files(self, path: str) -> list[str]:
+        remote = sftp_path(path)
+
+        def walk(sftp: paramiko.SFTPClient) -> list[str]:
+            out: list[str] = []
+            folders = [""]
+            while folders:
+                rel = folders.pop()
+                try:
+                    entries = sftp.listdir_attr(f"{remote}/{rel}".rstrip("/") if rel else remote)
+                except FileNotFoundError:
+                    if not rel:
+                        return []
+                    raise
+                for entry in entries:   # the entries' own attributes (a link is a link, not followed)
+                    name = f"{rel}/{entry.filename}" if rel else entry.filename
+                    mode = entry.st_mode or 0
+                    if stat.S_ISDIR(mode) and entry.filename not in CACHE_DIRS:
+                        folders.append(name)
+                    elif stat.S_ISREG(mode):
+                        out.append(name)
+            return sorted(out)
+
+        return self._sftp_call(f"list {path}", walk)
+
+    def remove_files(self, paths: Sequence[str]) -> None:
+        def remove(sftp: paramiko.SFTPClient) -> None:
+            for path in paths:
+                try:
+                    sftp.remove(sftp_path(check_arg(path, "path")))
+                except FileNotFoundError:
+                    pass
+
+        self._sftp_call("remove files", remove)
 
     def put_files(self, pairs: Sequence[tuple[Path, str]]) -> PutStats:
         stats = PutStats()
