@@ -39,6 +39,7 @@ LAUNCH_TIMEOUT = 60.0
 LAUNCH_WAIT = 20.0         # a run that ends within this long after its launch is a failed launch (engine.launch --wait)
 SYNTH_TIMEOUT = 1800.0     # making a synthetic dataset on a host
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
+CUTOUTS_TIMEOUT = 300.0    # the first look at a dataset builds its manifests there
 REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
 PROJECT_ROOT = ENGINE_DIR.parent   # the tree lenstui runs from, whose engine/ sync pushes
 
@@ -492,6 +493,21 @@ class Fleet:
             raise FleetError(f"synth on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
                              exitcodes.BAD_INPUT if done.rc == 2 else exitcodes.REFUSED)
         return f"{host}: {last_line(done.stdout) or 'done'}"
+
+    def cutouts(self, exp_id: str, host: str, factor: int = 1) -> dict[str, Any]:
+        """A few val examples of `exp_id`'s data view on `host`, raw and preprocessed, as RGB rows
+        (`python -m engine.data.cutouts` run there: the data stays where it is)."""
+        try:
+            exp = self.config.experiment(exp_id)
+            if exp.base is not None:
+                exp = self.config.experiment(exp_id, exp.base)
+        except ConfigError as exc:
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.data.cutouts", "--data-root", paths.data_root, "--mode", exp.data_mode,
+                "--preprocessing", exp.preprocessing, "--factor", str(max(1, int(factor))),
+                "--config", paths.config_file, "--host", host]
+        return self._engine_call(host, argv, CUTOUTS_TIMEOUT, "cutouts")
 
     def fetch(self, exp_id: str, host: str, dest: Path, checkpoints: bool = False) -> Path:
         """Copy the run directory's metrics, run info and log (and checkpoints if asked) to dest/<exp_id>/."""

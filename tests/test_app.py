@@ -23,7 +23,8 @@ from textual.widgets import Input, Select
 from engine.numbers import DASH
 from lenstui import format as fmt
 from lenstui.app import LensTUI, make_app
-from lenstui.fleet import FleetError, HostSnapshot
+from engine.config import load_config
+from lenstui.fleet import Fleet, FleetError, HostSnapshot
 from lenstui.screens.confirm import ConfirmScreen
 from lenstui.screens.cutouts import CutoutScreen
 from lenstui.screens.decision import DecisionScreen
@@ -57,6 +58,8 @@ class FakeFleet:
         self.syncs: list[str] = []
         self.log_text = "epoch 0 starting\n"
         self.fail_launch: str | None = None
+        self.cutout_requests: list[tuple] = []
+        self.real: Any = None
 
     def hosts(self) -> list[str]:
         return list(self.runs)
@@ -91,6 +94,12 @@ class FakeFleet:
     def sync(self, host):
         self.syncs.append(host)
         return Result("engine synced, code version abc123")
+
+    def cutouts(self, exp_id, host, factor=1):
+        self.cutout_requests.append((exp_id, host, factor))
+        if self.real is not None:   # a real Fleet for the host, where a test has real data
+            return self.real.cutouts(exp_id, host, factor=factor)
+        raise FleetError(f"cutouts on {host} failed: {host}: dataset root not found")
 
     def close(self) -> None:
         pass
@@ -641,7 +650,7 @@ async def test_decision_panel_launches_next_phase():
         assert [l[0] for l in fleet.launches] == list(expected.next_experiments)
 
 
-async def test_cutouts_for_remote_host_say_fetch_first(tmp_path):
+async def test_cutouts_of_a_remote_run_are_asked_of_its_host_and_its_refusal_is_shown(tmp_path):
     config = with_lambda_enabled(tmp_path)
     fleet = FakeFleet(["local", "lambda"])
     fleet.runs["lambda"]["B1"] = {"state": "running", "history": [epoch(0, 0.8)]}
@@ -651,7 +660,9 @@ async def test_cutouts_for_remote_host_say_fetch_first(tmp_path):
         app.matrix.select("B1")
         await pilot.press("enter", "c")
         assert isinstance(app.screen, CutoutScreen)
-        assert "cutouts are available for local datasets; fetch" in app.screen.error
+        await wait_for(pilot, lambda: app.screen.error is not None)
+        assert fleet.cutout_requests[0][:2] == ("B1", "lambda"), "the host the run is on reads its data"
+        assert app.screen.error == "Cannot load cutouts: cutouts on lambda failed: lambda: dataset root not found"
 
 
 @pytest.mark.slow
@@ -659,6 +670,7 @@ async def test_cutouts_from_the_local_dataset_raw_and_preprocessed(tmp_path):
     config = tiny_plan(tmp_path)
     fleet = FakeFleet(["local"])
     fleet.runs["local"]["B1"] = {"state": "running", "history": [epoch(0, 0.8)]}
+    fleet.real = Fleet(load_config(config), config)   # engine.data.cutouts runs on the local host's data
     app = app_with(fleet, config)
     async with app.run_test(size=(140, 50)) as pilot:
         await wait_for(pilot, lambda: cell(app, "B1", "status") == "running")

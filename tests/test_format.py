@@ -11,7 +11,8 @@ from engine.numbers import DASH, fixed, scientific
 from engine.results.reading import epochs_text, latest_gate
 from lenstui import format as fmt
 from lenstui.fleet import HostSnapshot
-from lenstui.widgets.cutout import halfblock_strips, stretch_rgb
+from engine.data.cutouts import stretch_rgb
+from lenstui.widgets.cutout import halfblock_strips
 
 PLAN = Path(__file__).resolve().parents[1] / "experiments.toml"
 

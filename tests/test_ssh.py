@@ -522,6 +522,10 @@ def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
         wait_for(lambda: group_alive(launched.pgid) == [], timeout=60)  # it exits after its last write
         dest = fleet.fetch("A1", "h1", tmp_path / "fetched")
         assert json.loads((dest / "metrics.json").read_text())["status"] == "done"
+        # The cutout view's pixels come from the host the data is on, stretched there.
+        shown = fleet.cutouts("B1", "h1", factor=2)
+        assert [e["label"] for e in shown["examples"]] == [1, 1, 0, 0] and shown["preprocessing"] == "residual"
+        assert len(shown["examples"][0]["raw"]) == 31 and len(shown["examples"][0]["raw"][0][0]) == 3
     finally:
         fleet.close()
 
