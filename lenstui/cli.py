@@ -430,7 +430,7 @@ def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
 
 
 def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
-    from lenstui.transport import ssh  # paramiko only for SSH commands
+    from lenstui.transport import trust  # paramiko only for SSH commands
 
     name = args.host_name
     if name in fleet.config.hosts:
@@ -443,7 +443,7 @@ def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
                     dataset="", ssh_host=name)
     options = fleet.ssh_options or SshOptions.from_env()
     try:
-        scan = ssh.scan_host_key(host, options)
+        scan = trust.scan_host_key(host, options)
     except TransportError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
         return exitcodes.UNREACHABLE
@@ -465,7 +465,7 @@ def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
         if answer not in ("y", "yes"):
             print("not trusted")
             return exitcodes.REFUSED
-    ssh.add_known_host(options.known_hosts, scan)
+    trust.add_known_host(options.known_hosts, scan)
     print(f"added {scan.entry} to {options.known_hosts}")
     return 0
 

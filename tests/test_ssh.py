@@ -18,7 +18,8 @@ from engine.protocol import rundir
 from engine.config import Host, load_config
 from lenstui.fleet import Fleet, FleetError
 from lenstui.transport.base import AuthError, HostKeyError, TransportError
-from lenstui.transport.ssh import SshTransport, scan_host_key
+from lenstui.transport.ssh import SshTransport
+from lenstui.transport.trust import scan_host_key
 from sshd import PROJECT_ROOT, STANDIN_TRAIN, group_alive, keygen, ssh_lab, wait_for  # noqa: F401 (fixture)
 from status_servers import OLD_STATUS, status_servers
 
