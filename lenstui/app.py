@@ -27,7 +27,7 @@ from engine.results.representative import settings_rank, settings_text
 from engine.protocol.train_options import extra_args as recorded_args
 from engine.protocol.train_options import is_fresh, settings_difference
 from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, latest_gate
-from lenstui import format as fmt
+from lenstui import cells, runs
 from lenstui.fleet import Fleet, FleetError
 from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
                               SyncFinished)
@@ -74,7 +74,7 @@ class LensTUI(App[None]):
         self.last_seen: dict[str, tuple[float, dict]] = {}   # host -> (when, its last status answer)
         self._polling: set[str] = set()
         self._seen: dict[tuple[str, str], tuple[str, int, Any]] = {}   # (exp, host) -> (state, gates, failure)
-        self.runs: dict[str, fmt.RunRef] = {}     # experiment -> the run that stands for it
+        self.runs: dict[str, runs.RunRef] = {}     # experiment -> the run that stands for it
         self.choices: dict[str, Any] = {}         # experiment -> engine.results.representative.Choice
 
     # -- screens ----------------------------------------------------------------
@@ -142,7 +142,7 @@ class LensTUI(App[None]):
 
     def _notify_transitions(self, host: str, snapshot: Any) -> None:
         """Tell the user when a run ends, fails, is lost, or a gate FAILs."""
-        for exp_id, entry in fmt.runs_of(snapshot).items():
+        for exp_id, entry in runs.runs_of(snapshot).items():
             state, n_gates = str(entry.get("state") or RunState.PENDING), len(gates_in_order(entry))
             failure = (entry.get("launched_at"), entry.get("launch_failure")) if entry.get("launch_failure") else None
             before = self._seen.get((exp_id, host))
@@ -184,10 +184,10 @@ class LensTUI(App[None]):
 
     def _redraw(self) -> None:
         """Bring every view up to date with the latest snapshots."""
-        self.choices = fmt.representatives(self.snapshots, self.host_order, self.last_seen,
+        self.choices = runs.representatives(self.snapshots, self.host_order, self.last_seen,
                                            self.config.training.epochs)
-        self.runs = {e: fmt.ref_of(c.chosen) for e, c in self.choices.items()}
-        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config,
+        self.runs = {e: runs.ref_of(c.chosen) for e, c in self.choices.items()}
+        rows = {exp_id: cells.matrix_row(exp, self.runs.get(exp_id), self.config,
                                        other_hosts=len(self.choices[exp_id].others) if exp_id in self.choices else 0)
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
@@ -221,7 +221,7 @@ class LensTUI(App[None]):
                 continue
             args = tuple(recorded_args((run.entry.get("run") or {}).get("command")))
             shown = shlex.join(args) if args else "no extra arguments"
-            state = fmt.state_text(run.state, as_of=run.as_of).plain
+            state = cells.state_text(run.state, as_of=run.as_of).plain
             out[host] = PriorRun(run.state, args, f"{state} at epoch {epochs_text(run.entry)}, "
                                                   f"started with {shown}")
         return out
@@ -237,7 +237,7 @@ class LensTUI(App[None]):
         run = self.run_on(exp_id, host)
         if run is not None and run.stale:
             out.append(("warning", f"{host} does not answer: {exp_id} there was last seen "
-                                   f"{fmt.state_text(run.state, as_of=run.as_of).plain}"))
+                                   f"{cells.state_text(run.state, as_of=run.as_of).plain}"))
         elif run is not None and run.state in IN_PROGRESS:
             out.append(("error", f"{exp_id} is already {run.state} on {host}: the engine refuses a second run "
                                  "(abort it first, or choose another host)"))
@@ -369,9 +369,9 @@ class LensTUI(App[None]):
 
     # -- abort ----------------------------------------------------------------
 
-    def run_on(self, exp_id: str, host: str) -> fmt.RunRef | None:
+    def run_on(self, exp_id: str, host: str) -> runs.RunRef | None:
         """`exp_id`'s run on `host` as last polled (as last seen, while the host does not answer), or None."""
-        for ref in fmt.all_runs(self.snapshots, [host], self.last_seen):
+        for ref in runs.all_runs(self.snapshots, [host], self.last_seen):
             if ref.exp_id == exp_id:
                 return ref
         return None
@@ -382,7 +382,7 @@ class LensTUI(App[None]):
             return
         run = self.run_on(exp_id, host) if host else self.runs.get(exp_id)
         if run is not None and run.state not in IN_PROGRESS and not host:
-            live = [r for r in fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
+            live = [r for r in runs.all_runs(self.snapshots, self.host_order, self.last_seen)
                     if r.exp_id == exp_id and r.state in IN_PROGRESS]
             run = live[0] if live else run   # the matrix shows a finished run; another host still runs one
         if run is None or run.state not in IN_PROGRESS:
@@ -435,8 +435,8 @@ class LensTUI(App[None]):
         out = []
         for e in exp_ids:
             run = self.runs.get(e)
-            if run is not None and settings_rank(fmt.candidate(run).overrides, self.config.training.epochs) >= 2:
-                out.append(f"{e} ({settings_text(fmt.candidate(run))} on {run.host})")
+            if run is not None and settings_rank(runs.candidate(run).overrides, self.config.training.epochs) >= 2:
+                out.append(f"{e} ({settings_text(runs.candidate(run))} on {run.host})")
         return out
 
     def action_filter(self) -> None:
@@ -506,16 +506,16 @@ class LensTUI(App[None]):
     def run_collection(self) -> Any:
         """Every run on every host, as the report reads them (engine.report.Collection)."""
         from engine.results import report
-        refs = fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
+        refs = runs.all_runs(self.snapshots, self.host_order, self.last_seen)
         looked = [f"{h} ({'as last seen' if any(r.stale for r in refs if r.host == h) else 'live'})"
                   for h in self.enabled_hosts if any(r.host == h for r in refs)]
-        return report.collection_from_candidates([fmt.candidate(r, i) for i, r in enumerate(refs)], self.config,
+        return report.collection_from_candidates([runs.candidate(r, i) for i, r in enumerate(refs)], self.config,
                                                  looked or ["the hosts lenstui polls (no run yet)"])
 
     # -- quit -----------------------------------------------------------------
 
     def action_request_quit(self) -> None:
-        live = [f"{r.exp_id} on {r.host}" for r in fmt.all_runs(self.snapshots, self.host_order)
+        live = [f"{r.exp_id} on {r.host}" for r in runs.all_runs(self.snapshots, self.host_order)
                 if r.state == RunState.RUNNING]
         if not live:
             self.exit()

@@ -21,6 +21,7 @@ from typing import Any, Mapping, Sequence
 from engine.config import ConfigError, Host, load_config
 from engine.numbers import fixed
 from engine.results.reading import epochs_text
+from lenstui.runs import representatives
 from engine.protocol import exitcodes
 from engine.results.report import DEFAULT_OUT
 from lenstui.fleet import (POLL_TIMEOUT, Fleet, FleetError,
@@ -247,7 +248,7 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
     is not set up (no work_dir or engine: `lenstui sync`); 4 when one is unreachable."""
     names = _chosen_hosts(fleet, args.host) if args.host else fleet.hosts()
     snaps = poll_all(fleet, names)
-    choices = representatives(snaps, names, fleet.config.training.epochs)
+    choices = representatives(snaps, names, plan_epochs=fleet.config.training.epochs)
     if args.json:
         # Hosts by name, as before; "experiments": the run that stands for each (no host id is that word).
         _print_json({**{n: asdict(s) for n, s in snaps.items()},
@@ -261,20 +262,6 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
                                  None if not args.host else names))
     codes = [s.exit_code or (exitcodes.UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
     return max(codes, default=0)
-
-
-def representatives(snaps: Mapping[str, HostSnapshot], names: Sequence[str], plan_epochs: int) -> dict[str, Any]:
-    """The one rule (engine/results/representative.py) over every host's runs."""
-    from engine.results.representative import candidate_from_entry, choose_all
-
-    found = []
-    for name in names:
-        status = snaps[name].status
-        runs = status.get("runs") if isinstance(status, dict) else None
-        for exp, entry in (runs or {}).items():
-            if isinstance(entry, dict):
-                found.append(candidate_from_entry(exp, entry, host=name, order=len(found)))
-    return choose_all(found, plan_epochs)
 
 
 def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],

@@ -21,7 +21,7 @@ import pytest
 from textual.widgets import Input, Select
 
 from engine.numbers import DASH
-from lenstui import format as fmt
+from lenstui import cells
 from lenstui.app import LensTUI, make_app
 from engine.config import load_config
 from lenstui.fleet import Fleet, FleetError, HostSnapshot
@@ -744,7 +744,7 @@ async def test_works_in_80x24_and_large_terminal():
             assert app.matrix.region.height >= 7, "all six experiments and the header are visible"
             assert app.matrix.virtual_size.width <= app.matrix.region.width, "every column shown fits"
             if size[0] < 120:
-                assert app.matrix.column_keys == [k for k, _ in fmt.NARROW_MATRIX_COLUMNS]
+                assert app.matrix.column_keys == [k for k, _ in cells.NARROW_MATRIX_COLUMNS]
                 assert "(paired · residual · masking none)" in app.query_one("#selected").border_title
             hosts, experiments = app.query_one("#hosts").region, app.query_one("#experiments").region
             selected, curves = app.query_one("#selected").region, app.query_one("#selected-curves")

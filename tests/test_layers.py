@@ -142,7 +142,7 @@ def test_the_torch_free_modules_import_without_numpy_in_a_fresh_interpreter():
     ("engine/protocol/status.py", "from engine.training.device import pick_device\n",
      "a torch-free module imports engine.training.device"),
     ("engine/results/report.py", "from engine.data import load\n", "a torch-free module imports engine.data.load"),
-    ("lenstui/format.py", "from engine.data.gates import shortcut_gates\n", "lenstui imports engine.data.gates"),
+    ("lenstui/cells.py", "from engine.data.gates import shortcut_gates\n", "lenstui imports engine.data.gates"),
     ("engine/protocol/launch.py", "import lenstui.fleet\n", "the engine imports lenstui.fleet"),
     # lenstui's rule holds inside functions too: a lazy import of the data layer is still one.
     ("lenstui/screens/cutouts.py", "def _load_here():\n    from engine.data import load\n",

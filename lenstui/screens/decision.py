@@ -15,7 +15,7 @@ from engine.results.decision import PHASE1, VARIANTS, decide
 from engine.results.representative import settings_text
 from engine.protocol.rundir import ENDED_INCOMPLETE
 from engine.results.reading import epochs_text
-from lenstui import format as fmt
+from lenstui import cells, runs
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
 
@@ -73,8 +73,8 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
             if choice is None:
                 out.append(f"{exp_id}: not run")
                 continue
-            run = fmt.ref_of(choice.chosen)
-            text = (f"{exp_id}: {fmt.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
+            run = runs.ref_of(choice.chosen)
+            text = (f"{exp_id}: {cells.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
                     f"epoch {epochs_text(run.entry)} ({settings_text(choice.chosen)})")
             if choice.others:
                 text += f"; {len(choice.others)} other run{'s' if len(choice.others) > 1 else ''}"

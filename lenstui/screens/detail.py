@@ -14,7 +14,7 @@ from textual.widgets import Footer, Header, Log, Static
 
 from engine.numbers import fixed
 from engine.results.reading import best_val_auroc, epochs_text, history_of, last_val_auroc
-from lenstui import format as fmt
+from lenstui import cells, charts, runs
 from lenstui.messages import LogFetched
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.screens.cutouts import CutoutScreen
@@ -35,7 +35,7 @@ def probe_lines(entry: dict[str, Any]) -> list[Text]:
         if not isinstance(item, dict) or item.get("value") is None:
             continue
         line = Text(f"{name:<15}")
-        line.append_text(fmt.verdict_text(item.get("verdict"), item.get("value")))
+        line.append_text(cells.verdict_text(item.get("verdict"), item.get("value")))
         line.append(f" masked R={item.get('mask_radius')}" if item.get("reading") == "masked" else " unmasked")
         lines.append(line)
         extras = []
@@ -109,7 +109,7 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         run = self.app.run_on(self.exp_id, self.host)
         entry = dict(run.entry) if run else {}
         title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
-        title.append_text(fmt.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
+        title.append_text(cells.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
         title.append(f"  epoch {epochs_text(entry)}  val AUROC {fixed(last_val_auroc(entry))}"
                      f"  best {fixed(best_val_auroc(entry)[0])}")
         if entry.get("reason"):
@@ -126,19 +126,19 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
                 self.query_one(selector, Static).update(text)
 
     def _analysis(self, entry: dict[str, Any]) -> Text:
-        heading, bins = fmt.thetae_table(entry)
+        heading, bins = charts.thetae_table(entry)
         parts: list[tuple[str, list[Text]]] = [
-            (heading, fmt.thetae_lines(bins)),
-            ("Core sensitivity (val)", fmt.sensitivity_lines(entry.get("core_sensitivity"))),
-            ("Gate history", fmt.gate_history_lines(entry, self.app.config)),
+            (heading, charts.thetae_lines(bins)),
+            ("Core sensitivity (val)", charts.sensitivity_lines(entry.get("core_sensitivity"))),
+            ("Gate history", cells.gate_history_lines(entry, self.app.config)),
             ("Shortcut probes (what the gate verdicts judge, and beside them)", probe_lines(entry)),
-            ("Verdicts (§6)", fmt.verdict_lines(entry)),
+            ("Verdicts (§6)", cells.verdict_lines(entry)),
         ]
         if entry.get("test_auroc") is not None:
             parts += [
                 (f"Test AUROC {fixed(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
-                 fmt.thetae_lines(entry.get("test_auroc_by_thetae"))),
-                ("Core sensitivity (test, held out)", fmt.sensitivity_lines(entry.get("test_core_sensitivity"))),
+                 charts.thetae_lines(entry.get("test_auroc_by_thetae"))),
+                ("Core sensitivity (test, held out)", charts.sensitivity_lines(entry.get("test_core_sensitivity"))),
             ]
         out = Text()
         for i, (heading, lines) in enumerate(parts):
@@ -202,7 +202,7 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
 
     def action_other_host(self) -> None:
         """The same experiment's run on the next host that has one (when several hosts ran it)."""
-        hosts = fmt.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order, self.app.last_seen)
+        hosts = runs.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order, self.app.last_seen)
         others = [h for h in hosts if h != self.host]
         if not others:
             self.notify(f"{self.exp_id} has no run on another host", severity="warning")

@@ -11,7 +11,7 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 from engine.protocol.rundir import RunState
-from lenstui.format import STATE_STYLES, VERDICT_STYLES
+from lenstui.cells import STATE_STYLES, VERDICT_STYLES
 from lenstui.screens.back import AltKeyMeansEscape
 
 KEYS: tuple[tuple[str, str], ...] = (

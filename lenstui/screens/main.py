@@ -13,7 +13,7 @@ from textual.widgets import DataTable, Footer, Header, Input
 
 from engine.results.representative import describe
 from engine.results.reading import history_of
-from lenstui import format as fmt
+from lenstui import cells, charts, runs
 from lenstui.widgets.curves import Curves
 from lenstui.widgets.hosts import HostsPanel
 from lenstui.widgets.matrix import ExperimentMatrix
@@ -36,7 +36,7 @@ class MainScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._runs: Mapping[str, fmt.RunRef] = {}
+        self._runs: Mapping[str, runs.RunRef] = {}
         self._choices: Mapping[str, Any] = {}
 
     def compose(self) -> ComposeResult:
@@ -68,7 +68,7 @@ class MainScreen(Screen[None]):
         """The experiment under the matrix cursor."""
         return self.matrix.selected_id
 
-    def show(self, rows: Mapping[str, Mapping[str, Any]], runs: Mapping[str, fmt.RunRef],
+    def show(self, rows: Mapping[str, Mapping[str, Any]], runs: Mapping[str, runs.RunRef],
              host_order: Sequence[str], snapshots: Mapping[str, Any], disabled: Collection[str],
              choices: Mapping[str, Any] | None = None) -> None:
         """Bring the matrix, the hosts panel and the selected run's table up to date."""
@@ -89,10 +89,10 @@ class MainScreen(Screen[None]):
             self.query_one(Curves).show([])
             return
         history = history_of(run.entry)
-        trend = fmt.sparkline([row.get("val_auroc") for row in history], width=20)
+        trend = charts.sparkline([row.get("val_auroc") for row in history], width=20)
         choice = self._choices.get(exp_id)
         others = "".join(f"; also {describe(o)}" for o in choice.others) if choice is not None else ""
-        box.border_title = (f"{exp_id} on {run.host}: {fmt.state_text(run.state, as_of=run.as_of).plain}"
+        box.border_title = (f"{exp_id} on {run.host}: {cells.state_text(run.state, as_of=run.as_of).plain}"
                             + (f"  val AUROC {trend}" if trend else "") + f"  ({self._config_words(exp_id)})"
                             + others)
         self.query_one(MetricsTable).show((exp_id, run.host), history)

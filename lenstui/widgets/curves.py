@@ -8,7 +8,7 @@ from rich.text import Text
 from textual.widget import Widget
 
 from engine.numbers import fixed
-from lenstui.format import braille_plot
+from lenstui.charts import braille_plot
 
 SERIES: tuple[tuple[str, str, str], ...] = (
     # (metric key, label, colour)
