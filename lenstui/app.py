@@ -29,8 +29,8 @@ from engine.protocol.train_options import is_fresh, settings_difference
 from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, latest_gate
 from lenstui import cells, runs
 from lenstui.fleet import Fleet, FleetError
-from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
-                              SyncFinished)
+from lenstui.messages import (AbortRequested, Action, ActionFinished, DetailRequested, HostPolled,
+                              LaunchRequested, MainScreenReady)
 from lenstui.palette import LensCommands
 from lenstui.screens.confirm import ConfirmScreen
 from lenstui.screens.detail import DetailScreen
@@ -83,8 +83,8 @@ class LensTUI(App[None]):
         self.main = MainScreen()
         return self.main
 
-    def main_screen_ready(self) -> None:
-        """Called by the main screen once its widgets exist: draw, then start polling."""
+    def on_main_screen_ready(self, message: MainScreenReady) -> None:
+        """The main screen's widgets exist: draw, then start polling."""
         self._redraw()
         self.poll_hosts()
         self.set_interval(self.refresh_s, self.poll_hosts)
@@ -345,27 +345,13 @@ class LensTUI(App[None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 for c in choices:
-                    self._launch_worker(c.exp_id, c.host, c.gpu, c.base, tuple(c.extra_args))
+                    self.fleet_action("launch", lambda c=c: self.fleet.launch(
+                        c.exp_id, c.host, gpu=c.gpu, base=c.base, extra_args=tuple(c.extra_args)), c.exp_id, c.host)
 
         self.push_screen(ConfirmScreen(title, lines, confirm_label="Launch"), answered)
 
-    @work(thread=True, group="launch")
-    def _launch_worker(self, exp_id: str, host: str, gpu: str, base: str | None,
-                       extra_args: tuple[str, ...]) -> None:
-        try:
-            result = self.fleet.launch(exp_id, host, gpu=gpu, base=base, extra_args=extra_args)
-        except Exception as exc:  # FleetError carries words for the user; anything else too
-            self.post_message(LaunchFinished(exp_id, host, False, _words(exc)))
-        else:
-            self.post_message(LaunchFinished(exp_id, host, True, _result_words(result)))
-
-    def on_launch_finished(self, message: LaunchFinished) -> None:
-        if message.ok:
-            self.notify(f"{message.exp_id} launched on {message.host}: {message.message}", title="Launched")
-        else:
-            self.notify(f"{message.exp_id} on {message.host}: {message.message}",
-                        severity="error", title="Launch failed", timeout=30)
-        self.poll_hosts()
+    def on_launch_requested(self, message: LaunchRequested) -> None:
+        self.launch_dialogs(message.items, self._launch_chosen, notes=message.notes)
 
     # -- abort ----------------------------------------------------------------
 
@@ -395,27 +381,17 @@ class LensTUI(App[None]):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._abort_worker(exp_id, run.host)
+                self.fleet_action("abort", lambda: self.fleet.abort(exp_id, run.host, grace=ABORT_GRACE_S),
+                                exp_id, run.host)
 
         self.push_screen(ConfirmScreen(f"Abort {exp_id} on {run.host}?", lines,
                                        confirm_label="Abort", danger=True), answered)
 
-    @work(thread=True, group="abort")
-    def _abort_worker(self, exp_id: str, host: str) -> None:
-        try:
-            result = self.fleet.abort(exp_id, host, grace=ABORT_GRACE_S)
-        except Exception as exc:
-            self.post_message(AbortFinished(exp_id, host, False, _words(exc)))
-        else:
-            self.post_message(AbortFinished(exp_id, host, True, _result_words(result)))
+    def on_abort_requested(self, message: AbortRequested) -> None:
+        self.action_abort(message.exp_id, message.host)
 
-    def on_abort_finished(self, message: AbortFinished) -> None:
-        if message.ok:
-            self.notify(f"{message.exp_id} on {message.host}: {message.message}", title="Aborted")
-        else:
-            self.notify(f"Abort {message.exp_id} on {message.host} failed: {message.message}",
-                        severity="error", title="Abort failed", timeout=30)
-        self.poll_hosts()
+    def on_detail_requested(self, message: DetailRequested) -> None:
+        self.action_detail(message.exp_id)
 
     # -- detail, decision, help -----------------------------------------------
 
@@ -460,42 +436,59 @@ class LensTUI(App[None]):
                         title="Sync")
             return
         for host in remote:
-            self._sync_worker(host)
+            self.fleet_action("sync", lambda host=host: self.fleet.sync(host), host=host)
         self.notify(f"Syncing code to {', '.join(remote)}…", title="Sync")
-
-    @work(thread=True, group="sync")
-    def _sync_worker(self, host: str) -> None:
-        try:
-            result = self.fleet.sync(host)
-        except Exception as exc:
-            self.post_message(SyncFinished(host, False, _words(exc)))
-        else:
-            self.post_message(SyncFinished(host, True, _result_words(result)))
-
-    def on_sync_finished(self, message: SyncFinished) -> None:
-        self.notify(f"{message.host}: {message.message}", title="Synced" if message.ok else "Sync failed",
-                    severity="information" if message.ok else "error")
 
     def action_report(self) -> None:
         from engine.results.report import DEFAULT_OUT
 
         out = self.config_path.resolve().parent / DEFAULT_OUT
         self.notify(f"Writing the report to {out} …", title="Report")
-        self._report_worker(self.run_collection(), out)
+        collection = self.run_collection()
 
-    @work(thread=True, group="report")
-    def _report_worker(self, collection: Any, out: Path) -> None:
-        try:
+        def write() -> str:
             from engine.results import report  # torch-free, but only needed on demand
-            files = report.write_report(collection, self.config, out)
-        except Exception as exc:
-            self.post_message(ReportFinished(False, _words(exc)))
-        else:
-            self.post_message(ReportFinished(True, f"wrote {files.summary}"))
+            return f"wrote {report.write_report(collection, self.config, out).summary}"
 
-    def on_report_finished(self, message: ReportFinished) -> None:
-        self.notify(message.message, title="Report" if message.ok else "Report failed",
-                    severity="information" if message.ok else "error")
+        self.fleet_action("report", write)
+
+    # -- the Fleet's actions, in workers ---------------------------------------------
+
+    def fleet_action(self, action: Action, do: Any, exp_id: str | None = None, host: str | None = None) -> None:
+        """Run `do()` (a Fleet call) in a thread worker; its result or its error comes back as ActionFinished."""
+        self._action_worker(action, do, exp_id, host)
+
+    @work(thread=True, group="actions")
+    def _action_worker(self, action: Action, do: Any, exp_id: str | None, host: str | None) -> None:
+        try:
+            result = do()
+        except Exception as exc:  # FleetError carries words for the user; anything else too
+            self.post_message(ActionFinished(action, False, _words(exc), exp_id, host))
+        else:
+            self.post_message(ActionFinished(action, True, _result_words(result), exp_id, host))
+
+    def on_action_finished(self, message: ActionFinished) -> None:
+        """Say how an action ended, in the words and the colour of its kind; a launch or abort repolls."""
+        m = message
+        said = {
+            ("launch", True): ("Launched", f"{m.exp_id} launched on {m.host}: {m.message}"),
+            ("launch", False): ("Launch failed", f"{m.exp_id} on {m.host}: {m.message}"),
+            ("abort", True): ("Aborted", f"{m.exp_id} on {m.host}: {m.message}"),
+            ("abort", False): ("Abort failed", f"Abort {m.exp_id} on {m.host} failed: {m.message}"),
+            ("sync", True): ("Synced", f"{m.host}: {m.message}"),
+            ("sync", False): ("Sync failed", f"{m.host}: {m.message}"),
+            ("report", True): ("Report", m.message),
+            ("report", False): ("Report failed", m.message),
+        }
+        title, words = said[(m.action, m.ok)]
+        if m.ok:
+            self.notify(words, title=title)
+        elif m.action in ("launch", "abort"):   # a run that did not start or stop: stays on screen longer
+            self.notify(words, title=title, severity="error", timeout=30)
+        else:
+            self.notify(words, title=title, severity="error")
+        if m.action in ("launch", "abort"):
+            self.poll_hosts()
 
     def results(self) -> dict[str, dict[str, Any]]:
         """The run that stands for each experiment as a metrics-like dict (its host in `run`), for

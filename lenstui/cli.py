@@ -237,7 +237,7 @@ def poll_all(fleet: Fleet, names: Sequence[str], deadline: float = STATUS_DEADLI
         t.join(max(0.0, end - time.monotonic()))
     for name in names:
         if name not in results:
-            results[name] = HostSnapshot(name, False, True, started, f"no answer within {deadline:g} s", None)
+            results[name] = HostSnapshot.down(name, started, f"no answer within {deadline:g} s")
     return {n: results[n] for n in names}
 
 

@@ -77,6 +77,26 @@ class HostSnapshot:
     status: dict | None           # the engine.status JSON object from that host
     exit_code: int = 0            # the CLI's code for this host: 3 refused or not set up, 4 unreachable
 
+    @classmethod
+    def answered(cls, host: str, status: dict, note: str | None = None) -> "HostSnapshot":
+        """The host answered with its status (and `note`, e.g. 'its engine is older: sync it')."""
+        return cls(host, True, True, None, note, status)
+
+    @classmethod
+    def not_ready(cls, host: str, error: str, code: int = exitcodes.REFUSED) -> "HostSnapshot":
+        """Connected, but no status: no engine or work_dir there (exit 3), or its probe failed."""
+        return cls(host, True, True, None, error, None, code)
+
+    @classmethod
+    def down(cls, host: str, since: float, error: str, code: int = exitcodes.UNREACHABLE) -> "HostSnapshot":
+        """Not connected since `since`: unreachable (exit 4), or it refused us (key, credentials: exit 3)."""
+        return cls(host, False, True, since, error, None, code)
+
+    @classmethod
+    def not_configured(cls, host: str) -> "HostSnapshot":
+        """`enabled = false` in experiments.toml: shown as such, never as an error."""
+        return cls(host, False, False, None, None, None)
+
 
 @dataclass(frozen=True)
 class LaunchResult:
@@ -245,34 +265,33 @@ class Fleet:
         """One round trip to `host`: its engine.status answer, or why there is none. Never raises for network trouble."""
         h = self.host(host)
         if not h.enabled:
-            return HostSnapshot(host, False, False, None, None, None)
+            return HostSnapshot.not_configured(host)
         t = self.transport(host)
         paths = self.paths(host)
         if h.transport == "local" and self.local_status_in_process:
             from engine.protocol.status import probe
 
             try:
-                return HostSnapshot(host, True, True, None, None, probe(paths.runs_root))
+                return HostSnapshot.answered(host, probe(paths.runs_root))
             except Exception as exc:  # a bug in the probe must show on screen, with the host named
-                return HostSnapshot(host, True, True, None, f"status probe failed: {type(exc).__name__}: {exc}",
-                                    None)
+                return HostSnapshot.not_ready(host, f"status probe failed: {type(exc).__name__}: {exc}", exitcodes.OK)
         try:
             if time.monotonic() < self._one_shot_until.get(host, 0.0):
                 return self._poll_once(host, t, paths)
             status = self.status_channel(host).ask(POLL_TIMEOUT)
         except (HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.REFUSED)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc), exitcodes.REFUSED)
         except HostUnreachable as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.UNREACHABLE)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc))
         except StreamClosed as exc:  # the server could not start: the engine's own words say why
             if _lacks_serve(exc.stderr):  # an engine from before --serve: the old way, until it is synced
                 self._one_shot_until[host] = time.monotonic() + SERVE_RETRY_S
                 return self._poll_once(host, t, paths)
             message = self._engine_failure(host, paths, exc.stderr) if exc.stderr.strip() else str(exc)
-            return HostSnapshot(host, True, True, None, message, None, exitcodes.REFUSED)
+            return HostSnapshot.not_ready(host, message)
         except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
-            return HostSnapshot(host, True, True, None, str(exc), None, exitcodes.REFUSED)
-        return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
+            return HostSnapshot.not_ready(host, str(exc))
+        return HostSnapshot.answered(host, status, _old_engine(host, status))
 
     def _poll_once(self, host: str, t: Transport, paths: HostPaths) -> HostSnapshot:
         """One exec of `engine.status` per refresh: for a host whose engine has no --serve yet."""
@@ -280,20 +299,18 @@ class Fleet:
         try:
             done = t.run(argv, cwd=paths.work_dir, timeout=POLL_TIMEOUT)
         except (HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.REFUSED)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc), exitcodes.REFUSED)
         except HostUnreachable as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, exitcodes.UNREACHABLE)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc))
         except TransportError as exc:
-            return HostSnapshot(host, True, True, None, str(exc), None, exitcodes.REFUSED)
+            return HostSnapshot.not_ready(host, str(exc))
         if done.rc != 0:
-            return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None,
-                                exitcodes.REFUSED)
+            return HostSnapshot.not_ready(host, self._engine_failure(host, paths, done.stderr))
         try:
             status = json.loads(done.stdout)
         except json.JSONDecodeError:
-            return HostSnapshot(host, True, True, None,
-                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None, exitcodes.REFUSED)
-        return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
+            return HostSnapshot.not_ready(host, f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}")
+        return HostSnapshot.answered(host, status, _old_engine(host, status))
 
     def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
         tail = last_line(stderr)

@@ -16,6 +16,7 @@ from engine.results.representative import settings_text
 from engine.protocol.rundir import ENDED_INCOMPLETE
 from engine.results.reading import epochs_text
 from lenstui import cells, runs
+from lenstui.messages import LaunchRequested
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
 
@@ -130,10 +131,10 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
 
     def action_launch_next(self) -> None:
         if not self.plan:
-            self.app.notify("Nothing to launch from the decision yet", severity="warning")
+            self.notify("Nothing to launch from the decision yet", severity="warning")
             return
         notes = [f"Proposed by the decision panel: {self.decision.title}."] + self.warnings()
-        self.app.launch_dialogs([(e, h, b) for e, h, _, b in self.plan], self.app._launch_chosen, notes=notes)
+        self.post_message(LaunchRequested([(e, h, b) for e, h, _, b in self.plan], notes))
 
     def action_back(self) -> None:
         self.dismiss(None)

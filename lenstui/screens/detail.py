@@ -15,7 +15,7 @@ from textual.widgets import Footer, Header, Log, Static
 from engine.numbers import fixed
 from engine.results.reading import best_val_auroc, epochs_text, history_of, last_val_auroc
 from lenstui import cells, charts, runs
-from lenstui.messages import LogFetched
+from lenstui.messages import AbortRequested, LogFetched
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.screens.cutouts import CutoutScreen
 from lenstui.widgets.curves import Curves
@@ -198,7 +198,7 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         self.dismiss(None)
 
     def action_abort(self) -> None:
-        self.app.action_abort(self.exp_id, self.host)
+        self.post_message(AbortRequested(self.exp_id, self.host))
 
     def action_other_host(self) -> None:
         """The same experiment's run on the next host that has one (when several hosts ran it)."""

@@ -14,6 +14,7 @@ from textual.widgets import DataTable, Footer, Header, Input
 from engine.results.representative import describe
 from engine.results.reading import history_of
 from lenstui import cells, charts, runs
+from lenstui.messages import DetailRequested, MainScreenReady
 from lenstui.widgets.curves import Curves
 from lenstui.widgets.hosts import HostsPanel
 from lenstui.widgets.matrix import ExperimentMatrix
@@ -57,7 +58,7 @@ class MainScreen(Screen[None]):
         self.query_one("#selected").border_title = "Selected run"
         self.query_one("#filter").display = False
         self.matrix.focus()
-        self.app.main_screen_ready()
+        self.post_message(MainScreenReady())
 
     @property
     def matrix(self) -> ExperimentMatrix:
@@ -110,7 +111,7 @@ class MainScreen(Screen[None]):
 
     @on(DataTable.RowSelected, "#matrix")
     def _row_selected(self) -> None:
-        self.app.action_detail()
+        self.post_message(DetailRequested())
 
     # -- filter ---------------------------------------------------------------
 
