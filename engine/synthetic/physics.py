@@ -13,6 +13,10 @@ Conventions (the same as lenstronomy's, so it can serve as the oracle in tests):
   κ = b / (2·sqrt(q²x'² + y'²)); the two agree with b = θ_E·sqrt(q).
 - External shear: ψ = γ1 (x² - y²)/2 + γ2 x y.
 - Fluxes in nanomaggies (AB zero point 22.5); images hold flux per pixel.
+
+Why one file of ~500 lines: every profile and the lens equation share the conventions above,
+and tests/test_physics.py checks each against lenstronomy in one place; split by profile, the
+conventions would have to be restated in each file.
 """
 
 from __future__ import annotations
