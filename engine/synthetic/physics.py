@@ -42,11 +42,6 @@ def mag_to_nmgy(mag: np.ndarray | float) -> np.ndarray:
     return np.power(10.0, (ZERO_POINT - np.asarray(mag, dtype=np.float64)) / 2.5)
 
 
-def nmgy_to_mag(flux: np.ndarray | float) -> np.ndarray:
-    """Flux in nanomaggies -> AB magnitude."""
-    return ZERO_POINT - 2.5 * np.log10(np.asarray(flux, dtype=np.float64))
-
-
 # ---------------------------------------------------------------------------
 # Sérsic light
 
