@@ -5,11 +5,11 @@ naive     a torch DataLoader over a Dataset that, for every sample of every epoc
           (residual) and flips/rotates it on the CPU with NumPy; default collation.
 ours      decode + preprocess once into the stamp cache (engine.data.load_split), then the
           split as one resident float16 tensor and, per batch,
-          engine.augment.training_batch: on the CPU one strided copy per image that
+          engine.training.augment.training_batch: on the CPU one strided copy per image that
           reads it flipped/rotated in its 16-bit form, one vectorised cast to float32,
           and the core mask written to the disk's pixels only. Two call forms:
             gather first   training_batch(images.index_select(0, idx), ...), the
-                           way engine/train.py has called it;
+                           way engine/training/train.py has called it;
             gather fused   training_batch(images, index=idx, ...): the per-image
                            copy reads straight from the resident split, one pass less.
 floor     the gather and the float32 cast alone, no flips, no mask: the least any path
@@ -44,12 +44,12 @@ import pyarrow.parquet as pq
 import torch
 
 from bench.common import REPO, Report, bench_dataset, median, parser, peak_rss_mib, progress, ratio, set_threads
-from engine.augment import core_disk, seeded_generator, training_batch
+from engine.training.augment import core_disk, seeded_generator, training_batch
 from engine.config import AugmentationConfig, Masking, load_config
-from engine.data import load_split
-from engine.manifest import build_manifests
-from engine.preprocess import preprocess
-from engine.shards import BLOB_COLUMNS, crop, decode_blob
+from engine.data.load import load_split
+from engine.data.manifest import build_manifests
+from engine.data.preprocess import preprocess
+from engine.data.shards import BLOB_COLUMNS, crop, decode_blob
 
 SEED = 42
 PLAN_EPOCHS = 50
@@ -128,7 +128,7 @@ BatchMaker = Callable[..., torch.Tensor]
 
 def gathered_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
                    masking: Masking) -> torch.Tensor:
-    """A training batch with the gather first, then training_batch (engine/train.py's call until now)."""
+    """A training batch with the gather first, then training_batch (engine/training/train.py's call until now)."""
     x, _ = training_batch(images.index_select(0, idx), seed=SEED, epoch=epoch, batch=batch, aug=aug,
                           masking=masking)
     return x
@@ -153,7 +153,7 @@ OUR_EPOCHS_PER_BEFORE = 10
 
 def before_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: int, aug: AugmentationConfig,
                  masking: Masking) -> torch.Tensor:
-    """The same batch (same draws, same pixels) as engine/train.py made it up to commit fe64e86.
+    """The same batch (same draws, same pixels) as engine/training/train.py made it up to commit fe64e86.
 
     Advanced indexing for the gather, ~12 full-batch torch.where/flip/rot90 passes, and a
     (B, 1, H, W) mask over the whole image: kept here as the measured baseline and as the
@@ -182,7 +182,7 @@ def before_batch(images: torch.Tensor, idx: torch.Tensor, *, epoch: int, batch: 
 
 def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor, epoch: int, batch_size: int,
               aug: AugmentationConfig, masking: Masking, check: BatchMaker | None = None) -> Clock:
-    """One epoch of our path: permutation, gather, batched augmentation (as engine/train.py's loop).
+    """One epoch of our path: permutation, gather, batched augmentation (as engine/training/train.py's loop).
 
     `check`, if given, makes each batch again, untimed, and the two must be identical.
     """
@@ -200,7 +200,7 @@ def our_epoch(make_batch: BatchMaker, images: torch.Tensor, labels: torch.Tensor
             t = Clock.now()
             want = check(images, idx, epoch=epoch, batch=b, aug=aug, masking=masking)
             if not torch.equal(x, want):
-                raise AssertionError(f"batch {b} of epoch {epoch}: engine.augment differs from the reference (before_batch)")
+                raise AssertionError(f"batch {b} of epoch {epoch}: engine.training.augment differs from the reference (before_batch)")
             untimed = Clock(untimed.wall + (Clock.now() - t).wall, untimed.cpu + (Clock.now() - t).cpu)
     spent = Clock.now() - start
     return Clock(spent.wall - untimed.wall, spent.cpu - untimed.cpu)
@@ -292,7 +292,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             table.add(label, clock.wall, n / clock.wall, n / clock.cpu if clock.cpu > 0 else None, count)
 
     naive = min((c for _, c, _ in rows["naive"]), key=lambda c: c.wall)
-    # "ours" is the fused form, the call engine/train.py is to make; the gather-first form is reported beside it.
+    # "ours" is the fused form, the call engine/training/train.py is to make; the gather-first form is reported beside it.
     ours, ours_worst = ours_by_form["gather fused"][0], max(ours_by_form["gather fused"], key=lambda c: c.wall)
     gathered = ours_by_form["gather first"][0]
     old, old_worst = rows["before"][0][1], max((c for _, c, _ in rows["before"]), key=lambda c: c.wall)
@@ -332,9 +332,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 f"before {v['before_speedup_50_epochs']:.1f}x")
     report.note(f"torch intra-op threads: {torch.get_num_threads()}, batch {batch_size}; the machine is shared, so "
                 "compare ratios and samples per CPU second rather than absolute rates")
-    report.goal("ours / naive per epoch (engine.augment today)", v["speedup"], 20, unit="x")
-    report.goal("ours samples/s (engine.augment today)", v["ours_samples_per_s"], 50_000)
-    report.goal("ours samples/s, gather first (engine/train.py's call until now)",
+    report.goal("ours / naive per epoch (engine.training.augment today)", v["speedup"], 20, unit="x")
+    report.goal("ours samples/s (engine.training.augment today)", v["ours_samples_per_s"], 50_000)
+    report.goal("ours samples/s, gather first (engine/training/train.py's call until now)",
                 v["ours_gather_first_samples_per_s"], 50_000)
     report.finish(args.json)
     return 0

@@ -1,18 +1,19 @@
 """Benchmark 4: the shortcut gates, the status probe's round trip, and the TUI's CPU when idle.
 
-gates   engine.gates.shortcut_gates (core + radial, 5-fold grouped CV) on 2,000 preprocessed
+gates   engine.data.gates.shortcut_gates (core + radial, 5-fold grouped CV) on 2,000 preprocessed
         validation images of the synthetic bench dataset, and on 20,000: those images tiled
         with fresh noise and fresh LRG ids (the cost depends on n and the feature count,
         not on which pixels they are). 100,000 (the final gate on full val) is projected
         per component from 2k -> 20k, never below linear.
-status  one refresh of one host with 10 run directories: engine.status.probe in-process
+status  one refresh of one host with 10 run directories: engine.protocol.status.probe in-process
         (what Fleet does for `local`), `python -m engine.status` as a subprocess, the
         local host through `engine.status --serve` on a pipe, and over a real OpenSSH
         sshd on loopback (when sshd exists): one exec per refresh (before) against the
         long-lived `--serve` channel (now), alternating on one connection.
 tui     the real app (lenstui.app.make_app, the real Fleet) headless under App.run_test(),
         4 hosts (local; an ssh host pointing at a closed port; two disabled) and 10 run
-        directories, polling every 2 s; process CPU time over ~10 s idle / wall time.
+        directories, polling every 2 s; process CPU time over ~10 s idle / wall time, on the
+        main screen and then on the run detail of A1 (its curves and bars drawn).
         Measured in a child process, so nothing else in this process counts.
 
     .venv/bin/python -m bench.bench_gates_status [--quick] [--part gates|status|tui] [--json FILE]
@@ -48,7 +49,7 @@ RUNS = ("A1", "B1", "B2", "B3", "B4", "FULL", "S1", "S2", "S3", "S4")
 def gate_components(images, labels, groups, n: int) -> dict[str, float]:
     """Seconds of each part of shortcut_gates on a balanced sample of n (same calls, timed apart)."""
     import numpy as np
-    from engine.gates import balanced_sample, core_features, cv_auc, cv_splits, radial_features
+    from engine.data.gates import balanced_sample, core_features, cv_auc, cv_splits, radial_features
 
     t: dict[str, float] = {}
     start = time.perf_counter()
@@ -74,7 +75,7 @@ def gate_components(images, labels, groups, n: int) -> dict[str, float]:
     whole = before_radial_features(x, 0)
     t[BEFORE_RADIAL] = time.perf_counter() - start
     if not np.array_equal(whole, radial):
-        raise AssertionError("engine.gates.radial_features differs from the whole-sample reference")
+        raise AssertionError("engine.data.gates.radial_features differs from the whole-sample reference")
     return t
 
 
@@ -82,13 +83,13 @@ BEFORE_RADIAL = "radial features, whole sample at once (before; not in the sum)"
 
 
 def before_radial_features(images, mask_radius: int = 0):
-    """engine.gates.radial_features as it was up to commit fe64e86: the whole sample to float32 at once.
+    """engine.data.gates.radial_features as it was up to commit fe64e86: the whole sample to float32 at once.
 
     47.6 kB per image (4.8 GB, 9.5 GB masked, for the final gate on 100k val images); kept
     as the measured baseline and the reference the engine's chunked features must equal.
     """
     import numpy as np
-    from engine.preprocess import radial_profile, radius_map
+    from engine.data.preprocess import radial_profile, radius_map
 
     x = np.asarray(images, dtype=np.float32)
     if mask_radius > 0:
@@ -113,8 +114,8 @@ def tiled(images, labels, groups, n: int, seed: int = 0):
 
 def run_gates(args, report: Report) -> None:
     import numpy as np
-    from engine.data import load_split
-    from engine.gates import shortcut_gates
+    from engine.data.load import load_split
+    from engine.data.gates import shortcut_gates
 
     root = bench_dataset(args)
     arrays = load_split(root, mode="paired", sample="full", split="val", preprocessing="residual",
@@ -171,8 +172,8 @@ def run_gates(args, report: Report) -> None:
 
 def write_runs(runs_root: Path, config) -> None:
     """10 run directories with metrics as the engine writes them; B2 and FULL 'running' as this process."""
-    from engine import rundir
-    from engine.verdicts import compute_verdicts
+    from engine.protocol import rundir
+    from engine.results.verdicts import compute_verdicts
 
     me = rundir.process_identity(os.getpid())
     for i, exp in enumerate(RUNS):
@@ -249,7 +250,7 @@ def ssh_options(tmp: Path):
 
 def run_status(args, report: Report) -> None:
     from engine.config import load_config
-    from engine.status import probe
+    from engine.protocol.status import probe
     from lenstui.fleet import Fleet
 
     reps = 3 if args.quick else 20
@@ -263,7 +264,7 @@ def run_status(args, report: Report) -> None:
                              ["path", "first", "median", "p90", "answer bytes"])
         times = [_timed(lambda: probe(runs)) for _ in range(reps + 1)]
         size, delta_size = answer_sizes(runs)
-        table.add("in-process engine.status.probe (Fleet's local host)", times[0] * 1e3, median(times[1:]) * 1e3,
+        table.add("in-process engine.protocol.status.probe (Fleet's local host)", times[0] * 1e3, median(times[1:]) * 1e3,
                   p90(times[1:]) * 1e3, size)
         in_process = median(times[1:])
         argv = [sys.executable, "-m", "engine.status", "--runs-root", str(runs)]
@@ -304,7 +305,7 @@ def run_status(args, report: Report) -> None:
 
 def answer_sizes(runs: Path) -> tuple[int, int]:
     """Bytes of a whole status answer, and of the --serve answer when no run changed since the last one."""
-    from engine.status import _leave_out_unchanged, probe
+    from engine.protocol.status import _leave_out_unchanged, probe
 
     first, second = probe(runs), probe(runs)
     size = len(json.dumps(first))
@@ -314,7 +315,7 @@ def answer_sizes(runs: Path) -> tuple[int, int]:
 
 def add_epoch(runs_root: Path) -> None:
     """One more epoch in every run's metrics.json (so no history is unchanged at the next poll)."""
-    from engine import rundir
+    from engine.protocol import rundir
 
     for d in sorted(runs_root.iterdir()):
         metrics = rundir.read_metrics(d).data
@@ -415,6 +416,8 @@ def run_tui(args, report: Report) -> None:
     table.add("process CPU in the window (all threads), s", r["cpu_s"])
     table.add("CPU, % of one core", r["cpu_percent"])
     table.add("polls finished in the window (all hosts)", r["polls"])
+    table.add("enter to the run detail (curves, θ_E and sensitivity charts) drawn, s", r["detail_open_s"])
+    table.add("CPU over the same idle window on the run detail, % of one core", r["detail_cpu_percent"])
     table.add("peak RSS MiB", r["peak_rss_mib"])
     report.values["tui"] = r
     report.note("headless (App.run_test): layout and rendering run, the terminal write does not")
@@ -460,10 +463,22 @@ async def _tui_child(idle: float) -> dict[str, Any]:
                 await asyncio.sleep(idle)
                 cpu, wall = time.process_time() - c0, time.perf_counter() - w0
                 n1 = polls["n"]
+                # The run detail of A1 (50 epochs): its curves and bars are the screen's charts.
+                opened = time.perf_counter()
+                await pilot.press("enter")
+                while type(app.screen).__name__ != "DetailScreen" and time.perf_counter() - opened < 30:
+                    await pilot.pause(0.01)
+                await pilot.pause()
+                detail_open = time.perf_counter() - opened
+                await pilot.pause(0.5)
+                c1, w1 = time.process_time(), time.perf_counter()
+                await asyncio.sleep(idle)
+                detail_cpu, detail_wall = time.process_time() - c1, time.perf_counter() - w1
         finally:
             fleet.close()
     return {"startup_s": startup, "wall_s": wall, "cpu_s": cpu, "cpu_percent": 100.0 * cpu / wall,
-            "polls": n1 - n0, "peak_rss_mib": peak_rss_mib()}
+            "polls": n1 - n0, "detail_open_s": detail_open, "detail_cpu_s": detail_cpu,
+            "detail_cpu_percent": 100.0 * detail_cpu / detail_wall, "peak_rss_mib": peak_rss_mib()}
 
 
 # ---------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 The data is `shared/fixtures/origin-v5-paired/` (written by the published pipeline's own jobs:
 its NPZ blobs, its Parquet layout) with each shard linked K times into every split, so the
 build decodes real pipeline blobs, K × 648 of them for the paired train view. Each build is
-`engine.stampcache.load_or_build` into an empty folder, as `engine.train` does on first use:
+`engine.data.stampcache.load_or_build` into an empty folder, as `engine.train` does on first use:
 decode, preprocess (residual), write float16. `jobs = 1` runs in this process; `jobs = N`
 starts N worker processes (their start-up is in the time). The two caches must be
 byte-identical, or the benchmark fails.
@@ -27,8 +27,9 @@ from pathlib import Path
 from typing import Sequence
 
 from bench.common import REPO, Report, parser, progress, ratio
-from engine import stampcache
-from engine.manifest import build_manifests
+from engine.data import stampcache
+from engine.data.manifest import build_manifests
+from engine.data.workers import default_jobs
 
 FIXTURE = "fixtures/origin-v5-paired"
 COPIES, QUICK_COPIES = 16, 2
@@ -73,7 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = Report("bench_stampcache", argv)
     copies = args.copies or (QUICK_COPIES if args.quick else COPIES)
-    jobs = args.jobs or stampcache.default_jobs()
+    jobs = args.jobs or default_jobs()
     root = scaled_copy(fixture_root(args.fixture), Path(args.work) / f"origin-x{copies}", copies)
     work = Path(args.work) / "stampcache-builds"
     shutil.rmtree(work, ignore_errors=True)

@@ -10,7 +10,7 @@ timed: encoding one blob with each deflate coder, against np.savez_compressed.
 **Against lenstronomy** (when it is installed): both render the same systems (engine.synth's
 priors, one seed): the lensed Sérsic source through SIE + external shear, convolved with each
 LRG's per-band Moffat PSF, in g, r, z, as flux per pixel. Ours is timed as
-engine.synth.render_batch, the production path, which also renders each LRG's noisy control
+engine.synthetic.twin.render_batch, the production path, which also renders each LRG's noisy control
 (so ours does more work).
 
 lenstronomy gets its best case: one ImageModel per LRG and band (PSF kernels differ per
@@ -19,7 +19,7 @@ depends on `supersampling_factor`; every renderer's worst pixel error (as a frac
 the arc's peak, the measure test_physics.py uses) is measured against lenstronomy at
 supersampling 12 on a few systems, and the speed ratio is quoted against the cheapest
 lenstronomy setting at least as accurate as ours (and against no supersampling, for
-the floor). For that check ours runs through engine.physics with the b_n lenstronomy uses
+the floor). For that check ours runs through engine.synthetic.physics with the b_n lenstronomy uses
 (its approximation differs from our Ciotti & Bertin series by up to 3%, a model choice,
 not a numerical error).
 
@@ -44,8 +44,12 @@ from typing import Callable, Sequence
 import numpy as np
 
 from bench.common import REPO, Report, median, parser, peak_rss_mib, progress, ratio
-from engine import physics as P
-from engine import shards, synth
+from engine.synthetic import render
+from engine.synthetic import priors
+from engine.synthetic import physics as P
+from engine.data import shards
+from engine.data.workers import default_jobs
+from engine.synthetic import twin as synth
 
 ROWS_PER_LRG = 12
 SUPERSAMPLING = (1, 2, 3, 5)     # lenstronomy settings timed
@@ -59,19 +63,19 @@ QUICK_SCALE = 1e-6               # synth's floor: 48 rows per split
 GOAL_STAMPS_PER_S = 1000         # issue #3, on the 2-core development machine
 
 
-def draw(n_rows: int, seed: int) -> synth.SystemParams:
+def draw(n_rows: int, seed: int) -> priors.SystemParams:
     """n_rows systems from engine.synth's priors, ~12 per LRG as in the dataset."""
-    return synth.sample_systems(synth.allocate_rows(n_rows, ROWS_PER_LRG), np.random.default_rng(seed))
+    return priors.sample_systems(synth.allocate_rows(n_rows, ROWS_PER_LRG), np.random.default_rng(seed))
 
 
-def ours_arcs(params: synth.SystemParams, b_n: np.ndarray | None = None) -> np.ndarray:
-    """(N, 3, 64, 64): the lensed, PSF-convolved source in g, r, z, batched (engine.physics)."""
-    optics = synth.lrg_optics(params.lrg)
+def ours_arcs(params: priors.SystemParams, b_n: np.ndarray | None = None) -> np.ndarray:
+    """(N, 3, 64, 64): the lensed, PSF-convolved source in g, r, z, batched (engine.synthetic.physics)."""
+    optics = render.lrg_optics(params.lrg)
     unit = P.render_lensed_sersic(
         theta_e=params.theta_e, lens_q=params.lens_q, lens_phi=params.lens_phi, gamma1=params.gamma1,
         gamma2=params.gamma2, src_x=params.src_x, src_y=params.src_y, src_r_eff=params.src_r_eff,
-        src_n=params.src_n, src_q=params.src_q, src_phi=params.src_phi, levels=synth.ARC_LEVELS, b_n=b_n)
-    flux = synth._band_fluxes(params.src_mag_r, params.src_g_r, params.src_r_z)
+        src_n=params.src_n, src_q=params.src_q, src_phi=params.src_phi, levels=render.ARC_LEVELS, b_n=b_n)
+    flux = render._band_fluxes(params.src_mag_r, params.src_g_r, params.src_r_z)
     conv = P.fft_convolve(unit[:, None], optics.psf_fft_arc[params.lrg_index])
     return conv * flux[:, :, None, None]
 
@@ -97,7 +101,7 @@ class Lenstronomy:
                 source_model_class=LightModel(["SERSIC_ELLIPSE"]),
                 kwargs_numerics={"supersampling_factor": supersampling, "supersampling_convolution": False}))
 
-    def render(self, params: synth.SystemParams, i: int, flux: np.ndarray) -> np.ndarray:
+    def render(self, params: priors.SystemParams, i: int, flux: np.ndarray) -> np.ndarray:
         """(3, 64, 64) for row i."""
         from lenstronomy.Util import param_util
 
@@ -116,10 +120,10 @@ class Lenstronomy:
         return out
 
 
-def lenstronomy_arcs(params: synth.SystemParams, supersampling: int) -> tuple[np.ndarray, float]:
+def lenstronomy_arcs(params: priors.SystemParams, supersampling: int) -> tuple[np.ndarray, float]:
     """(N, 3, 64, 64) rendered one row and one band at a time, models reused per LRG; and the set-up seconds."""
     kernels = P.moffat_kernel(params.lrg.psf_fwhm)      # (L, 3, 64, 64), the same kernels as ours
-    flux = synth._band_fluxes(params.src_mag_r, params.src_g_r, params.src_r_z)
+    flux = render._band_fluxes(params.src_mag_r, params.src_g_r, params.src_r_z)
     out = np.empty((len(params), 3, 64, 64))
     current, models, setup = -1, None, 0.0
     for i in range(len(params)):
@@ -202,7 +206,7 @@ def encoders() -> dict[str, Callable[[np.ndarray], bytes]]:
         "zipfile, zlib level 1 (the writer before)": lambda x: _zipfile_npz(x, 1),
     }
     for codec in shards.CODECS:
-        ways[f"engine.shards.encode_blob, {codec}"] = lambda x, c=codec: shards.encode_blob(x, codec=c)
+        ways[f"engine.data.shards.encode_blob, {codec}"] = lambda x, c=codec: shards.encode_blob(x, codec=c)
     return ways
 
 
@@ -211,7 +215,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = p.parse_args(argv)
     report = Report("bench_synth", argv)
     n_ours = 48 if args.quick else 480          # rows rendered by ours, per timing
-    jobs = synth.default_jobs()
+    jobs = default_jobs()
 
     # 1. End to end: the real command, wall clock, one process and all of them.
     scale = QUICK_SCALE if args.quick else END_TO_END_SCALE
@@ -232,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 2. One blob, each way of writing it: real stamps (LRG + arc + noise).
     params = draw(n_ours, seed=11)
-    ctrl, arc = synth.render_systems(params.take_lrgs(0, 4), np.random.default_rng(3))
+    ctrl, arc = render.render_systems(params.take_lrgs(0, 4), np.random.default_rng(3))
     stamps = ctrl + arc
     raw = sum(len(_npy(plane)) for plane in stamps[0])
     enc = report.table(f"Encoding one (3, 64, 64) float32 blob ({len(stamps)} real stamps)",
@@ -246,8 +250,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     # 3. The renderer alone, and against lenstronomy.
     rng = np.random.default_rng(3)
-    synth.render_batch(params.take_lrgs(0, 1), rng)   # warm-up
-    ours_s = timed(lambda: synth.render_batch(params, rng), repeat=3)
+    render.render_batch(params.take_lrgs(0, 1), rng)   # warm-up
+    ours_s = timed(lambda: render.render_batch(params, rng), repeat=3)
     ours_rate = n_ours / ours_s
     progress(f"synth: render_batch {ours_rate:,.0f} stamps/s")
     report.values.update(
@@ -274,12 +278,12 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _lenstronomy_less(report: Report, ours_rate: float, n_ours: int) -> None:
-    table = report.table("Lensed source + PSF in g, r, z, plus the control: engine.synth.render_batch",
+    table = report.table("Lensed source + PSF in g, r, z, plus the control: engine.synthetic.twin.render_batch",
                          ["renderer", "rows timed", "stamps/s", "ms per stamp"])
-    table.add("ours: engine.synth.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate)
+    table.add("ours: engine.synthetic.twin.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate)
 
 
-def _against_lenstronomy(report: Report, args: argparse.Namespace, params: synth.SystemParams, ours_rate: float, n_ours: int) -> None:
+def _against_lenstronomy(report: Report, args: argparse.Namespace, params: priors.SystemParams, ours_rate: float, n_ours: int) -> None:
     n_lens = 12 if args.quick else 48           # rows rendered by lenstronomy, per setting
     n_check = 1 if args.quick else 6            # rows in the accuracy check
     settings = (1, 3) if args.quick else SUPERSAMPLING
@@ -287,7 +291,7 @@ def _against_lenstronomy(report: Report, args: argparse.Namespace, params: synth
 
     # Accuracy: everyone against lenstronomy at supersampling 12 on the same few systems.
     check = params.take_lrgs(0, 1)
-    check = synth.SystemParams(**{**check.__dict__, **{k: getattr(check, k)[:n_check] for k in (
+    check = priors.SystemParams(**{**check.__dict__, **{k: getattr(check, k)[:n_check] for k in (
         "lrg_index", "theta_e", "lens_q", "lens_phi", "gamma1", "gamma2", "src_x", "src_y", "src_mag_r",
         "src_g_r", "src_r_z", "src_r_eff", "src_n", "src_q", "src_phi")}})
     progress(f"synth: accuracy reference, lenstronomy supersampling {reference_s} on {n_check} rows")
@@ -310,7 +314,7 @@ def _against_lenstronomy(report: Report, args: argparse.Namespace, params: synth
     table = report.table("Lensed source + PSF in g, r, z (the work both do), stamps/s",
                          ["renderer", "rows timed", "stamps/s", "ms per stamp", "model set-up share",
                           "worst pixel error / peak", "ours is x faster"])
-    table.add("ours: engine.synth.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate, None,
+    table.add("ours: engine.synthetic.twin.render_batch, batched (arc + control)", n_ours, ours_rate, 1e3 / ours_rate, None,
               error["ours"], 1.0)
     for s in settings:
         table.add(f"lenstronomy {_lenstronomy_version()}, one by one, supersampling {s}", len(lens_params),

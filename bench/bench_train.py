@@ -1,9 +1,9 @@
 """Benchmark 2, training and evaluation throughput: img/s, epoch time and peak memory, per stem and device.
 
-Step throughput: the training step exactly as engine/train.py runs it (gather from a
-resident float16 tensor, engine.augment.training_batch, autocast per engine.device,
+Step throughput: the training step exactly as engine/training/train.py runs it (gather from a
+resident float16 tensor, engine.training.augment.training_batch, autocast per engine.training.device,
 BCE-with-logits, AdamW through the grad scaler) on random images of the real shape,
-and evaluation through engine.evaluate.predict. Variants measure what the fast path
+and evaluation through engine.training.evaluate.predict. Variants measure what the fast path
 could add (docs/PERFORMANCE.md): channels_last memory format, torch.compile, and the
 evaluation batch size. Epoch times for the plan's sizes follow from the two rates.
 
@@ -29,18 +29,18 @@ import torch.nn.functional as F
 from bench.common import (PLAN_10PCT, PLAN_FULL, REPO, Report, bench_dataset, cuda_peak_mib, cuda_sync, parser,
                           peak_rss_mib, phase_times, progress, ratio, read_timestamped, reset_cuda_peak,
                           run_summary, run_timestamped, set_threads)
-from engine.augment import training_batch
+from engine.training.augment import training_batch
 from engine.config import load_config
-from engine.device import DeviceError, pick_device, pick_precision
-from engine.evaluate import predict
-from engine.model import build_model, build_optimizer, count_parameters
+from engine.training.device import DeviceError, pick_device, pick_precision
+from engine.training.evaluate import predict
+from engine.training.model import build_model, build_optimizer, count_parameters
 
 SEED = 42
 IMAGE = (3, 63, 63)
 
 
 def step_rate(stem: str, variant: str, device: torch.device, *, batch: int, steps: int, warmup: int) -> dict:
-    """Training img/s of `steps` steps after `warmup`, the way engine/train.py steps."""
+    """Training img/s of `steps` steps after `warmup`, the way engine/training/train.py steps."""
     config = load_config(REPO / "experiments.toml")
     t, aug, masking = config.training, config.augmentation, config.experiments["B2"].masking
     precision = pick_precision(device, t.mixed_precision)
@@ -85,7 +85,7 @@ def step_rate(stem: str, variant: str, device: torch.device, *, batch: int, step
 
 def eval_rate(forward: torch.nn.Module, device: torch.device, precision, *, n: int, batch: int,
               channels_last: bool) -> float:
-    """Evaluation img/s of engine.evaluate.predict over `n` resident float16 images."""
+    """Evaluation img/s of engine.training.evaluate.predict over `n` resident float16 images."""
     images = torch.randn(n, *IMAGE, device=device).to(torch.float16)
     if channels_last:
         images = images.contiguous(memory_format=torch.channels_last)
@@ -157,10 +157,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     cuda = device.type == "cuda"
     # On CPU one intra-op thread unless told otherwise: on this shared 2-core machine two
-    # threads measured 2.7x slower than one (`python -m engine.model --threads 1|2`).
+    # threads measured 2.7x slower than one (`python -m engine.training.model --threads 1|2`).
     set_threads(args.threads or (None if cuda else 1))
     if cuda:
-        torch.backends.cudnn.benchmark = True   # as engine/train.py sets it on a GPU
+        torch.backends.cudnn.benchmark = True   # as engine/training/train.py sets it on a GPU
     report = Report("bench_train", argv)
     batch = load_config(REPO / "experiments.toml").training.batch_size
     stems = (args.stems or ("stock,cifar" if cuda and not args.quick else "stock")).split(",")

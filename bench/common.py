@@ -326,7 +326,7 @@ def bench_dataset(args: argparse.Namespace) -> Path:
         return args.data_root
     rows = QUICK_ROWS if args.quick else BENCH_ROWS
     root = Path(args.work) / f"data-{rows['train']}-{rows['val']}-{rows['test']}-s{BENCH_SEED}"
-    from engine.synth import load_summary, write_dataset
+    from engine.synthetic.twin import load_summary, write_dataset
 
     if load_summary(root) is None:
         progress(f"making the synthetic bench dataset {root} ({rows} rows; once, reused after)")

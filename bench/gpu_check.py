@@ -110,9 +110,9 @@ def cmd_sample(args: argparse.Namespace) -> int:
 def cmd_cache(args: argparse.Namespace) -> int:
     """Build (or find) the stamp caches engine.train will read for the experiment, and time them."""
     from engine.config import load_config
-    from engine.data import cache_dir_for, load_split
-    from engine.datasettings import DataSettings
-    from engine.manifest import build_manifests
+    from engine.data.load import cache_dir_for, load_split
+    from engine.data.settings import DataSettings
+    from engine.data.manifest import build_manifests
 
     config = load_config(args.config)
     exp = config.experiment(args.experiment)

@@ -21,11 +21,11 @@ import torch
 import torch.nn.functional as F
 
 from bench.common import REPO
-from engine.augment import training_batch
+from engine.training.augment import training_batch
 from engine.config import load_config
-from engine.device import memory_format, pick_precision
-from engine.model import build_model, build_optimizer
-from engine.step import CudaGraphStep, EagerStep
+from engine.training.device import memory_format, pick_precision
+from engine.training.model import build_model, build_optimizer
+from engine.training.step import CudaGraphStep, EagerStep
 
 IMAGE = (3, 63, 63)
 
@@ -102,7 +102,7 @@ def main() -> None:
         opt = torch.optim.AdamW(model.parameters(), lr=t.learning_rate, weight_decay=t.weight_decay, fused=fused)
         report(f"optimiser step only ({'fused' if fused else 'foreach'})", timed(device, lambda b: opt.step(), steps, 3))
 
-    # Whole steps, eager: engine.step.EagerStep, as engine.train runs it.
+    # Whole steps, eager: engine.training.step.EagerStep, as engine.train runs it.
     def eager_step(model, opt, forward) -> Callable[[int], object]:
         step = EagerStep(forward, opt, precision.grad_scaler(device), precision, device)
         return lambda b: step(*batch_of(b))
@@ -128,7 +128,7 @@ def main() -> None:
 
 
 def graph_steps(device, precision, t, new_model, batch_of, report, steps) -> None:
-    """engine.step.CudaGraphStep, as `engine.train --cuda-graph` runs it: augmentation outside, graph replayed."""
+    """engine.training.step.CudaGraphStep, as `engine.train --cuda-graph` runs it: augmentation outside, graph replayed."""
     model = new_model()
     opt = build_optimizer(model, t.learning_rate, t.weight_decay, device, cuda_graph=True)
     eager = EagerStep(model, opt, precision.grad_scaler(device), precision, device)

@@ -23,8 +23,8 @@ import warnings
 
 import numpy as np
 
-from engine.gates import core_box_slice, shortcut_gates
-from engine.preprocess import CLIP, _robust_scale, raw_robust, residual
+from engine.data.gates import core_box_slice, shortcut_gates
+from engine.data.preprocess import CLIP, _robust_scale, raw_robust, residual
 
 SCALE = 0.262
 SKY_MAG = (22.0, 20.9, 18.7)  # g, r, z dark sky (mag/arcsec²): the host's Poisson gain

@@ -3,6 +3,10 @@
 Torch-free and NumPy-free: `lenstui` imports it on a laptop. Every problem is a
 `ConfigError` naming the file, the key path, what was found and what was
 expected; the loader never returns a half-valid config.
+
+Why one file of ~800 lines: every table of experiments.toml has its dataclass and its checks
+side by side, and the checks share one way of naming the file and the key path; split by
+table, an error's wording and the key it names would drift apart across files.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ else:  # pragma: no cover - exercised on Python 3.10 hosts only
     import tomli as tomllib
 
 ID_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+SPLITS = ("train", "val", "test")   # a data root holds one folder of shards per split
 DATA_MODES = ("paired", "unpaired")
 PREPROCESSINGS = ("raw_robust", "residual")
 SAMPLES = ("10pct", "full")
@@ -32,7 +37,6 @@ DATASET_KINDS = ("shards", "synthetic")
 UNPAIRED_METHODS = ("origin", "per_cell")   # engine.manifest: how the unpaired view is drawn
 BAD_ROW_LIMIT_KEY = "data.bad_row_limit"     # messages about bad rows name it
 DEFAULT_BAD_ROW_LIMIT = 0.001
-VERDICTS = ("PASS", "WARN", "FAIL")
 CORE_GATE_READINGS = ("masked", "unmasked")
 
 
@@ -508,11 +512,22 @@ def _did_you_mean(name: str, known: Any) -> str:
     return f"did you mean {close[0]!r}? " if close else ""
 
 
+def id_problem(name: str, what: str = "experiment") -> str | None:
+    """Why `name` cannot be an id (of an experiment, host or dataset), or None when it can.
+
+    Ids become directory names and command arguments: [A-Za-z0-9_.-], starting with a letter
+    or digit (`.` and `..` would reach outside the runs root). The config, the launcher and the
+    fleet all check with this.
+    """
+    if ID_PATTERN.match(name):
+        return None
+    return f"{what} id {name!r} is not a plain name: use [A-Za-z0-9_.-] and start with a letter or digit"
+
+
 def _check_id(t: _Table, name: str, what: str) -> None:
-    if not ID_PATTERN.match(name):
-        raise ConfigError(t.source, t.path, f"{what} id {name!r} is not a plain name: use [A-Za-z0-9_.-] "
-                          "and start with a letter or digit",
-                          "ids become directory names and command arguments; rename it")
+    problem = id_problem(name, what)
+    if problem:
+        raise ConfigError(t.source, t.path, problem, "ids become directory names and command arguments; rename it")
 
 
 def _plan_name(root: _Table) -> str:

@@ -20,13 +20,17 @@ from textual.binding import Binding
 from textual.screen import ModalScreen
 
 from engine.config import Config, ConfigError, load_config
-from engine.representative import settings_rank, settings_text
-from engine.train_options import extra_args as recorded_args
-from engine.train_options import is_fresh, settings_difference
-from lenstui import format as fmt
+from engine.numbers import fixed
+from engine.protocol import exitcodes
+from engine.protocol.rundir import ENDED_INCOMPLETE, IN_PROGRESS, RunState
+from engine.results.representative import settings_rank, settings_text
+from engine.protocol.train_options import extra_args as recorded_args
+from engine.protocol.train_options import is_fresh, settings_difference
+from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, latest_gate
+from lenstui import cells, runs
 from lenstui.fleet import Fleet, FleetError
-from lenstui.messages import (AbortFinished, HostPolled, LaunchFinished, ReportFinished,
-                              SyncFinished)
+from lenstui.messages import (AbortRequested, Action, ActionFinished, DetailRequested, HostPolled,
+                              LaunchRequested, MainScreenReady)
 from lenstui.palette import LensCommands
 from lenstui.screens.confirm import ConfirmScreen
 from lenstui.screens.detail import DetailScreen
@@ -37,7 +41,6 @@ from lenstui.screens.main import MainScreen
 from lenstui.widgets.matrix import ExperimentMatrix
 
 ABORT_GRACE_S = 30
-REPORT_DIR = "planb"  # plan §9.2, beside experiments.toml
 
 
 class LensTUI(App[None]):
@@ -71,8 +74,8 @@ class LensTUI(App[None]):
         self.last_seen: dict[str, tuple[float, dict]] = {}   # host -> (when, its last status answer)
         self._polling: set[str] = set()
         self._seen: dict[tuple[str, str], tuple[str, int, Any]] = {}   # (exp, host) -> (state, gates, failure)
-        self.runs: dict[str, fmt.RunRef] = {}     # experiment -> the run that stands for it
-        self.choices: dict[str, Any] = {}         # experiment -> engine.representative.Choice
+        self.runs: dict[str, runs.RunRef] = {}     # experiment -> the run that stands for it
+        self.choices: dict[str, Any] = {}         # experiment -> engine.results.representative.Choice
 
     # -- screens ----------------------------------------------------------------
 
@@ -80,8 +83,8 @@ class LensTUI(App[None]):
         self.main = MainScreen()
         return self.main
 
-    def main_screen_ready(self) -> None:
-        """Called by the main screen once its widgets exist: draw, then start polling."""
+    def on_main_screen_ready(self, message: MainScreenReady) -> None:
+        """The main screen's widgets exist: draw, then start polling."""
         self._redraw()
         self.poll_hosts()
         self.set_interval(self.refresh_s, self.poll_hosts)
@@ -139,8 +142,8 @@ class LensTUI(App[None]):
 
     def _notify_transitions(self, host: str, snapshot: Any) -> None:
         """Tell the user when a run ends, fails, is lost, or a gate FAILs."""
-        for exp_id, entry in fmt.runs_of(snapshot).items():
-            state, n_gates = str(entry.get("state") or "pending"), len(fmt.gates(entry))
+        for exp_id, entry in runs.runs_of(snapshot).items():
+            state, n_gates = str(entry.get("state") or RunState.PENDING), len(gates_in_order(entry))
             failure = (entry.get("launched_at"), entry.get("launch_failure")) if entry.get("launch_failure") else None
             before = self._seen.get((exp_id, host))
             self._seen[(exp_id, host)] = (state, n_gates, failure)
@@ -152,19 +155,19 @@ class LensTUI(App[None]):
                 # state the run's earlier start left behind.
                 self.notify(f"{where}: {failure[1]}", severity="error", title="Launch failed", timeout=30)
             elif state != before[0]:
-                if state == "done":
-                    best = fmt.fmt_float(fmt.best_val_auroc(entry))
+                if state == RunState.DONE:
+                    best = fixed(best_val_auroc(entry)[0])
                     self.notify(f"{where} finished: best val AUROC {best}", title="Run done")
-                elif state == "failed":
+                elif state == RunState.FAILED:
                     self.notify(f"{where} failed. Press enter on it for the log.",
                                 severity="error", title="Run failed", timeout=30)
-                elif state == "lost":
+                elif state == RunState.LOST:
                     self.notify(f"{where} is lost: {entry.get('reason') or 'process gone'}",
                                 severity="error", title="Run lost", timeout=30)
-                elif state == "aborted":
+                elif state == RunState.ABORTED:
                     self.notify(f"{where} aborted", title="Run aborted")
             if n_gates > before[1]:
-                self._notify_gate(where, fmt.latest_gate(entry))
+                self._notify_gate(where, latest_gate(entry))
 
     def _notify_gate(self, where: str, gate: dict[str, Any] | None) -> None:
         if gate is None:
@@ -181,10 +184,10 @@ class LensTUI(App[None]):
 
     def _redraw(self) -> None:
         """Bring every view up to date with the latest snapshots."""
-        self.choices = fmt.representatives(self.snapshots, self.host_order, self.last_seen,
+        self.choices = runs.representatives(self.snapshots, self.host_order, self.last_seen,
                                            self.config.training.epochs)
-        self.runs = {e: fmt.ref_of(c.chosen) for e, c in self.choices.items()}
-        rows = {exp_id: fmt.matrix_row(exp, self.runs.get(exp_id), self.config,
+        self.runs = {e: runs.ref_of(c.chosen) for e, c in self.choices.items()}
+        rows = {exp_id: cells.matrix_row(exp, self.runs.get(exp_id), self.config,
                                        other_hosts=len(self.choices[exp_id].others) if exp_id in self.choices else 0)
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
@@ -218,8 +221,8 @@ class LensTUI(App[None]):
                 continue
             args = tuple(recorded_args((run.entry.get("run") or {}).get("command")))
             shown = shlex.join(args) if args else "no extra arguments"
-            state = fmt.state_text(run.state, as_of=run.as_of).plain
-            out[host] = PriorRun(run.state, args, f"{state} at epoch {fmt.epoch_cell(run.entry)}, "
+            state = cells.state_text(run.state, as_of=run.as_of).plain
+            out[host] = PriorRun(run.state, args, f"{state} at epoch {epochs_text(run.entry)}, "
                                                   f"started with {shown}")
         return out
 
@@ -234,14 +237,14 @@ class LensTUI(App[None]):
         run = self.run_on(exp_id, host)
         if run is not None and run.stale:
             out.append(("warning", f"{host} does not answer: {exp_id} there was last seen "
-                                   f"{fmt.state_text(run.state, as_of=run.as_of).plain}"))
-        elif run is not None and run.state in ("running", "pending"):
+                                   f"{cells.state_text(run.state, as_of=run.as_of).plain}"))
+        elif run is not None and run.state in IN_PROGRESS:
             out.append(("error", f"{exp_id} is already {run.state} on {host}: the engine refuses a second run "
                                  "(abort it first, or choose another host)"))
-        elif run is not None and run.state == "done" and not is_fresh(args):
+        elif run is not None and run.state == RunState.DONE and not is_fresh(args):
             out.append(("error", f"{exp_id} is already done on {host}: the engine refuses unless --fresh is "
                                  "among the arguments (the old run is moved aside and kept)"))
-        elif run is not None and run.state in ("failed", "aborted", "lost") and not is_fresh(args):
+        elif run is not None and run.state in ENDED_INCOMPLETE and not is_fresh(args):
             before = recorded_args((run.entry.get("run") or {}).get("command"))
             differ = settings_difference(before, args) if run.entry.get("resumable", True) else []
             if differ:
@@ -286,14 +289,14 @@ class LensTUI(App[None]):
         (a relaunch resumes there); else the default host, unless the engine would refuse it there
         (running, or done) and another connected host would not."""
         shown = self.runs.get(exp_id)
-        if shown is not None and shown.state in ("failed", "aborted", "lost") and shown.host in self.enabled_hosts:
+        if shown is not None and shown.state in ENDED_INCOMPLETE and shown.host in self.enabled_hosts:
             return shown.host
         order = ([self.default_host] if self.default_host else []) + \
             [h for h in self.enabled_hosts if h != self.default_host]
         for host in order:
             snap = self.snapshots.get(host)
             run = self.run_on(exp_id, host)
-            if getattr(snap, "connected", False) and (run is None or run.state not in ("running", "pending", "done")):
+            if getattr(snap, "connected", False) and (run is None or run.state not in (*IN_PROGRESS, RunState.DONE)):
                 return host
         return self.default_host
 
@@ -342,33 +345,19 @@ class LensTUI(App[None]):
         def answered(yes: bool | None) -> None:
             if yes:
                 for c in choices:
-                    self._launch_worker(c.exp_id, c.host, c.gpu, c.base, tuple(c.extra_args))
+                    self.fleet_action("launch", lambda c=c: self.fleet.launch(
+                        c.exp_id, c.host, gpu=c.gpu, base=c.base, extra_args=tuple(c.extra_args)), c.exp_id, c.host)
 
         self.push_screen(ConfirmScreen(title, lines, confirm_label="Launch"), answered)
 
-    @work(thread=True, group="launch")
-    def _launch_worker(self, exp_id: str, host: str, gpu: str, base: str | None,
-                       extra_args: tuple[str, ...]) -> None:
-        try:
-            result = self.fleet.launch(exp_id, host, gpu=gpu, base=base, extra_args=extra_args)
-        except Exception as exc:  # FleetError carries words for the user; anything else too
-            self.post_message(LaunchFinished(exp_id, host, False, _words(exc)))
-        else:
-            self.post_message(LaunchFinished(exp_id, host, True, _result_words(result)))
-
-    def on_launch_finished(self, message: LaunchFinished) -> None:
-        if message.ok:
-            self.notify(f"{message.exp_id} launched on {message.host}: {message.message}", title="Launched")
-        else:
-            self.notify(f"{message.exp_id} on {message.host}: {message.message}",
-                        severity="error", title="Launch failed", timeout=30)
-        self.poll_hosts()
+    def on_launch_requested(self, message: LaunchRequested) -> None:
+        self.launch_dialogs(message.items, self._launch_chosen, notes=message.notes)
 
     # -- abort ----------------------------------------------------------------
 
-    def run_on(self, exp_id: str, host: str) -> fmt.RunRef | None:
+    def run_on(self, exp_id: str, host: str) -> runs.RunRef | None:
         """`exp_id`'s run on `host` as last polled (as last seen, while the host does not answer), or None."""
-        for ref in fmt.all_runs(self.snapshots, [host], self.last_seen):
+        for ref in runs.all_runs(self.snapshots, [host], self.last_seen):
             if ref.exp_id == exp_id:
                 return ref
         return None
@@ -378,41 +367,31 @@ class LensTUI(App[None]):
         if exp_id is None:
             return
         run = self.run_on(exp_id, host) if host else self.runs.get(exp_id)
-        if run is not None and run.state not in ("running", "pending") and not host:
-            live = [r for r in fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
-                    if r.exp_id == exp_id and r.state in ("running", "pending")]
+        if run is not None and run.state not in IN_PROGRESS and not host:
+            live = [r for r in runs.all_runs(self.snapshots, self.host_order, self.last_seen)
+                    if r.exp_id == exp_id and r.state in IN_PROGRESS]
             run = live[0] if live else run   # the matrix shows a finished run; another host still runs one
-        if run is None or run.state not in ("running", "pending"):
+        if run is None or run.state not in IN_PROGRESS:
             state = run.state if run else "not running"
             self.notify(f"{exp_id} is {state}: nothing to abort", severity="warning")
             return
-        lines = [f"Run: {exp_id}", f"Host: {run.host}", f"Epoch: {fmt.epoch_cell(run.entry)}",
+        lines = [f"Run: {exp_id}", f"Host: {run.host}", f"Epoch: {epochs_text(run.entry)}",
                  f"SIGTERM to its process group (pgid {run.entry.get('pgid', '?')}); it saves "
                  f"last.pt and stops. SIGKILL after {ABORT_GRACE_S} s."]
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self._abort_worker(exp_id, run.host)
+                self.fleet_action("abort", lambda: self.fleet.abort(exp_id, run.host, grace=ABORT_GRACE_S),
+                                exp_id, run.host)
 
         self.push_screen(ConfirmScreen(f"Abort {exp_id} on {run.host}?", lines,
                                        confirm_label="Abort", danger=True), answered)
 
-    @work(thread=True, group="abort")
-    def _abort_worker(self, exp_id: str, host: str) -> None:
-        try:
-            result = self.fleet.abort(exp_id, host, grace=ABORT_GRACE_S)
-        except Exception as exc:
-            self.post_message(AbortFinished(exp_id, host, False, _words(exc)))
-        else:
-            self.post_message(AbortFinished(exp_id, host, True, _result_words(result)))
+    def on_abort_requested(self, message: AbortRequested) -> None:
+        self.action_abort(message.exp_id, message.host)
 
-    def on_abort_finished(self, message: AbortFinished) -> None:
-        if message.ok:
-            self.notify(f"{message.exp_id} on {message.host}: {message.message}", title="Aborted")
-        else:
-            self.notify(f"Abort {message.exp_id} on {message.host} failed: {message.message}",
-                        severity="error", title="Abort failed", timeout=30)
-        self.poll_hosts()
+    def on_detail_requested(self, message: DetailRequested) -> None:
+        self.action_detail(message.exp_id)
 
     # -- detail, decision, help -----------------------------------------------
 
@@ -432,8 +411,8 @@ class LensTUI(App[None]):
         out = []
         for e in exp_ids:
             run = self.runs.get(e)
-            if run is not None and settings_rank(fmt.candidate(run).overrides, self.config.training.epochs) >= 2:
-                out.append(f"{e} ({settings_text(fmt.candidate(run))} on {run.host})")
+            if run is not None and settings_rank(runs.candidate(run).overrides, self.config.training.epochs) >= 2:
+                out.append(f"{e} ({settings_text(runs.candidate(run))} on {run.host})")
         return out
 
     def action_filter(self) -> None:
@@ -457,40 +436,59 @@ class LensTUI(App[None]):
                         title="Sync")
             return
         for host in remote:
-            self._sync_worker(host)
+            self.fleet_action("sync", lambda host=host: self.fleet.sync(host), host=host)
         self.notify(f"Syncing code to {', '.join(remote)}…", title="Sync")
 
-    @work(thread=True, group="sync")
-    def _sync_worker(self, host: str) -> None:
-        try:
-            result = self.fleet.sync(host)
-        except Exception as exc:
-            self.post_message(SyncFinished(host, False, _words(exc)))
-        else:
-            self.post_message(SyncFinished(host, True, _result_words(result)))
-
-    def on_sync_finished(self, message: SyncFinished) -> None:
-        self.notify(f"{message.host}: {message.message}", title="Synced" if message.ok else "Sync failed",
-                    severity="information" if message.ok else "error")
-
     def action_report(self) -> None:
-        out = self.config_path.resolve().parent / REPORT_DIR
+        from engine.results.report import DEFAULT_OUT
+
+        out = self.config_path.resolve().parent / DEFAULT_OUT
         self.notify(f"Writing the report to {out} …", title="Report")
-        self._report_worker(self.run_collection(), out)
+        collection = self.run_collection()
 
-    @work(thread=True, group="report")
-    def _report_worker(self, collection: Any, out: Path) -> None:
+        def write() -> str:
+            from engine.results import report  # torch-free, but only needed on demand
+            return f"wrote {report.write_report(collection, self.config, out).summary}"
+
+        self.fleet_action("report", write)
+
+    # -- the Fleet's actions, in workers ---------------------------------------------
+
+    def fleet_action(self, action: Action, do: Any, exp_id: str | None = None, host: str | None = None) -> None:
+        """Run `do()` (a Fleet call) in a thread worker; its result or its error comes back as ActionFinished."""
+        self._action_worker(action, do, exp_id, host)
+
+    @work(thread=True, group="actions")
+    def _action_worker(self, action: Action, do: Any, exp_id: str | None, host: str | None) -> None:
         try:
-            from engine import report  # torch-free, but only needed on demand
-            files = report.write_report(collection, self.config, out)
-        except Exception as exc:
-            self.post_message(ReportFinished(False, _words(exc)))
+            result = do()
+        except Exception as exc:  # FleetError carries words for the user; anything else too
+            self.post_message(ActionFinished(action, False, _words(exc), exp_id, host))
         else:
-            self.post_message(ReportFinished(True, f"wrote {files.summary}"))
+            self.post_message(ActionFinished(action, True, _result_words(result), exp_id, host))
 
-    def on_report_finished(self, message: ReportFinished) -> None:
-        self.notify(message.message, title="Report" if message.ok else "Report failed",
-                    severity="information" if message.ok else "error")
+    def on_action_finished(self, message: ActionFinished) -> None:
+        """Say how an action ended, in the words and the colour of its kind; a launch or abort repolls."""
+        m = message
+        said = {
+            ("launch", True): ("Launched", f"{m.exp_id} launched on {m.host}: {m.message}"),
+            ("launch", False): ("Launch failed", f"{m.exp_id} on {m.host}: {m.message}"),
+            ("abort", True): ("Aborted", f"{m.exp_id} on {m.host}: {m.message}"),
+            ("abort", False): ("Abort failed", f"Abort {m.exp_id} on {m.host} failed: {m.message}"),
+            ("sync", True): ("Synced", f"{m.host}: {m.message}"),
+            ("sync", False): ("Sync failed", f"{m.host}: {m.message}"),
+            ("report", True): ("Report", m.message),
+            ("report", False): ("Report failed", m.message),
+        }
+        title, words = said[(m.action, m.ok)]
+        if m.ok:
+            self.notify(words, title=title)
+        elif m.action in ("launch", "abort"):   # a run that did not start or stop: stays on screen longer
+            self.notify(words, title=title, severity="error", timeout=30)
+        else:
+            self.notify(words, title=title, severity="error")
+        if m.action in ("launch", "abort"):
+            self.poll_hosts()
 
     def results(self) -> dict[str, dict[str, Any]]:
         """The run that stands for each experiment as a metrics-like dict (its host in `run`), for
@@ -500,18 +498,18 @@ class LensTUI(App[None]):
 
     def run_collection(self) -> Any:
         """Every run on every host, as the report reads them (engine.report.Collection)."""
-        from engine import report
-        refs = fmt.all_runs(self.snapshots, self.host_order, self.last_seen)
+        from engine.results import report
+        refs = runs.all_runs(self.snapshots, self.host_order, self.last_seen)
         looked = [f"{h} ({'as last seen' if any(r.stale for r in refs if r.host == h) else 'live'})"
                   for h in self.enabled_hosts if any(r.host == h for r in refs)]
-        return report.collection_from_candidates([fmt.candidate(r, i) for i, r in enumerate(refs)], self.config,
+        return report.collection_from_candidates([runs.candidate(r, i) for i, r in enumerate(refs)], self.config,
                                                  looked or ["the hosts lenstui polls (no run yet)"])
 
     # -- quit -----------------------------------------------------------------
 
     def action_request_quit(self) -> None:
-        live = [f"{r.exp_id} on {r.host}" for r in fmt.all_runs(self.snapshots, self.host_order)
-                if r.state == "running"]
+        live = [f"{r.exp_id} on {r.host}" for r in runs.all_runs(self.snapshots, self.host_order)
+                if r.state == RunState.RUNNING]
         if not live:
             self.exit()
             return
@@ -548,7 +546,7 @@ def run_app(config_path: Path, host: str | None = None) -> None:
         app = make_app(config_path, host)
     except ConfigError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(exitcodes.BAD_INPUT) from None
     try:
         app.run()
     finally:

@@ -19,7 +19,12 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from engine.config import ConfigError, Host, load_config
-from lenstui.fleet import (EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE, POLL_TIMEOUT, Fleet, FleetError,
+from engine.numbers import fixed
+from engine.results.reading import epochs_text
+from lenstui.runs import representatives
+from engine.protocol import exitcodes
+from engine.results.report import DEFAULT_OUT
+from lenstui.fleet import (POLL_TIMEOUT, Fleet, FleetError,
                            HostSnapshot)
 from lenstui.transport import KNOWN_HOSTS_ENV, SSH_CONFIG_ENV, SshOptions
 from lenstui.transport.base import TransportError
@@ -91,7 +96,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="write the plan's report from runs folders (python -m engine.report)")
     p.add_argument("--runs-root", action="append", type=Path,
                    help="a runs folder (repeatable; default: the local host's runs and fetched/*)")
-    p.add_argument("--out", type=Path, default=Path("planb"), help="output folder (default planb/)")
+    p.add_argument("--out", type=Path, default=Path(DEFAULT_OUT), help=f"output folder (default {DEFAULT_OUT}/)")
     return parser
 
 
@@ -118,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             fleet.close()
     except ConfigError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exitcodes.BAD_INPUT
     except FleetError as exc:
         print(f"lenstui: {exc.message}", file=sys.stderr)
         return exc.code
@@ -131,7 +136,7 @@ def _open_app(args: argparse.Namespace) -> int:
     problem = locale_problem(os.environ)
     if problem and not args.no_utf8_check:
         print(f"lenstui: {problem}", file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exitcodes.BAD_INPUT
     _export_ssh_options(args)
     from lenstui.app import run_app  # Textual only when the app is wanted
 
@@ -232,18 +237,18 @@ def poll_all(fleet: Fleet, names: Sequence[str], deadline: float = STATUS_DEADLI
         t.join(max(0.0, end - time.monotonic()))
     for name in names:
         if name not in results:
-            results[name] = HostSnapshot(name, False, True, started, f"no answer within {deadline:g} s", None)
+            results[name] = HostSnapshot.down(name, started, f"no answer within {deadline:g} s")
     return {n: results[n] for n in names}
 
 
 def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
-    """Every host, then the run that stands for each experiment (engine/representative.py).
+    """Every host, then the run that stands for each experiment (engine/results/representative.py).
 
     Exit 0 when every enabled host answered; 3 when one refused us (host key, credentials) or
     is not set up (no work_dir or engine: `lenstui sync`); 4 when one is unreachable."""
     names = _chosen_hosts(fleet, args.host) if args.host else fleet.hosts()
     snaps = poll_all(fleet, names)
-    choices = representatives(snaps, names, fleet.config.training.epochs)
+    choices = representatives(snaps, names, plan_epochs=fleet.config.training.epochs)
     if args.json:
         # Hosts by name, as before; "experiments": the run that stands for each (no host id is that word).
         _print_json({**{n: asdict(s) for n, s in snaps.items()},
@@ -255,29 +260,15 @@ def cmd_status(fleet: Fleet, args: argparse.Namespace) -> int:
             print(format_snapshot(snap))
         print(format_experiments(choices, list(fleet.config.experiments),
                                  None if not args.host else names))
-    codes = [s.exit_code or (EXIT_UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
+    codes = [s.exit_code or (exitcodes.UNREACHABLE if s.configured and not s.connected else 0) for s in snaps.values()]
     return max(codes, default=0)
-
-
-def representatives(snaps: Mapping[str, HostSnapshot], names: Sequence[str], plan_epochs: int) -> dict[str, Any]:
-    """The one rule (engine/representative.py) over every host's runs."""
-    from engine.representative import candidate_from_entry, choose_all
-
-    found = []
-    for name in names:
-        status = snaps[name].status
-        runs = status.get("runs") if isinstance(status, dict) else None
-        for exp, entry in (runs or {}).items():
-            if isinstance(entry, dict):
-                found.append(candidate_from_entry(exp, entry, host=name, order=len(found)))
-    return choose_all(found, plan_epochs)
 
 
 def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],
                        only: Sequence[str] | None = None) -> str:
     """'experiments (the run that stands for each):' then one line per experiment; `only`: the
     hosts polled, when not every host was (the runs elsewhere are not counted then)."""
-    from engine.representative import describe
+    from engine.results.representative import describe
 
     where = f" among the runs on {', '.join(only)} only" if only else ""
     lines = [f"experiments (the run that stands for each{where}; other runs after 'also'):"]
@@ -286,9 +277,7 @@ def format_experiments(choices: Mapping[str, Any], plan_ids: Sequence[str],
         if choice is None:
             lines.append(f"  {exp:<6} not run")
             continue
-        history = choice.chosen.metrics.get("history")
-        done = len(history) if isinstance(history, list) else "?"
-        text = f"  {exp:<6} {describe(choice.chosen)}, epoch {done}/{choice.chosen.metrics.get('epochs_planned') or '?'}"
+        text = f"  {exp:<6} {describe(choice.chosen)}, epoch {epochs_text(choice.chosen.metrics, missing='?')}"
         for other in choice.others:
             text += f"; also {describe(other)}"
         lines.append(text)
@@ -301,7 +290,7 @@ def format_snapshot(snap: HostSnapshot) -> str:
         return f"{snap.host}: not configured (enabled = false)"
     if not snap.connected:
         since = time.strftime("%H:%M:%S", time.localtime(snap.since)) if snap.since else "?"
-        what = "REFUSED" if snap.exit_code == EXIT_REFUSED else "DISCONNECTED"
+        what = "REFUSED" if snap.exit_code == exitcodes.REFUSED else "DISCONNECTED"
         return f"{snap.host}: {what} since {since}: {snap.error}"
     if snap.status is None:
         return f"{snap.host}: connected, but not ready: {snap.error}"
@@ -319,14 +308,10 @@ def format_snapshot(snap: HostSnapshot) -> str:
     if not runs:
         lines.append(f"  runs: none in {s.get('runs_root')}")
     for exp, r in runs.items():
-        history = r.get("history")
-        epoch = len(history) if isinstance(history, list) else r.get("epoch")   # epochs done, counted from 1
-        done = "-" if epoch is None else str(epoch)
         auroc = r.get("val_auroc")
         best = r.get("best_val_auroc")
-        text = (f"  {exp:<6} {r.get('state'):<8} epoch {done}/{r.get('epochs_planned') or '?'}  "
-                f"val_auroc {'-' if auroc is None else f'{auroc:.4f}'}  "
-                f"best {'-' if best is None else f'{best:.4f}'}  gpu {r.get('gpu') or '-'}")
+        text = (f"  {exp:<6} {r.get('state'):<8} epoch {epochs_text(r, missing='-')}  "
+                f"val_auroc {fixed(auroc, 4, '-')}  best {fixed(best, 4, '-')}  gpu {r.get('gpu') or '-'}")
         if r.get("reason"):
             text += f"  ({r['reason']})"
         if r.get("launch_failure"):
@@ -359,7 +344,7 @@ def cmd_abort(fleet: Fleet, args: argparse.Namespace) -> int:
         _print_json(asdict(result))
     else:
         print(result.message)
-    return 0 if not result.remaining else EXIT_REFUSED
+    return 0 if not result.remaining else exitcodes.REFUSED
 
 
 def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
@@ -373,7 +358,7 @@ def cmd_logs(fleet: Fleet, args: argparse.Namespace) -> int:
         try:
             data, offset = fleet.log_chunk(args.experiment, args.host, offset)
         except FleetError as exc:
-            if exc.code != EXIT_UNREACHABLE:
+            if exc.code != exitcodes.UNREACHABLE:
                 raise
             print(f"\n[lenstui: {exc.message}; retrying]", file=sys.stderr)
             continue
@@ -412,7 +397,7 @@ def cmd_preflight(fleet: Fleet, args: argparse.Namespace) -> int:
             continue
         results.append(asdict(r))
         if not r.ok:
-            code = max(code, EXIT_REFUSED)
+            code = max(code, exitcodes.REFUSED)
         if not args.json:
             print(r.message if r.ok else f"{name}: not ready:")
             for problem in [] if r.ok else r.problems:
@@ -432,7 +417,7 @@ def cmd_fetch(fleet: Fleet, args: argparse.Namespace) -> int:
 
 
 def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
-    from lenstui.transport import ssh  # paramiko only for SSH commands
+    from lenstui.transport import trust  # paramiko only for SSH commands
 
     name = args.host_name
     if name in fleet.config.hosts:
@@ -445,10 +430,10 @@ def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
                     dataset="", ssh_host=name)
     options = fleet.ssh_options or SshOptions.from_env()
     try:
-        scan = ssh.scan_host_key(host, options)
+        scan = trust.scan_host_key(host, options)
     except TransportError as exc:
         print(f"lenstui: {exc}", file=sys.stderr)
-        return EXIT_UNREACHABLE
+        return exitcodes.UNREACHABLE
     print(f"{scan.entry} presents a {scan.key_type} key, fingerprint {scan.fingerprint}")
     if scan.state == "known":
         print(f"already trusted in {scan.known_in}")
@@ -458,16 +443,16 @@ def cmd_trust(fleet: Fleet, args: argparse.Namespace) -> int:
               f"If the host was really reinstalled, remove the old key with\n"
               f"  ssh-keygen -R '{scan.entry}' -f {scan.known_in}\nand run `lenstui trust {name}` again.",
               file=sys.stderr)
-        return EXIT_REFUSED
+        return exitcodes.REFUSED
     if not args.yes:
         if not sys.stdin.isatty():
             print("lenstui: not a terminal: pass --yes to trust this key", file=sys.stderr)
-            return EXIT_BAD_INPUT
+            return exitcodes.BAD_INPUT
         answer = input(f"Trust this key and add it to {options.known_hosts}? [y/N] ").strip().lower()
         if answer not in ("y", "yes"):
             print("not trusted")
-            return EXIT_REFUSED
-    ssh.add_known_host(options.known_hosts, scan)
+            return exitcodes.REFUSED
+    trust.add_known_host(options.known_hosts, scan)
     print(f"added {scan.entry} to {options.known_hosts}")
     return 0
 
@@ -483,7 +468,7 @@ def cmd_report(fleet: Fleet, args: argparse.Namespace) -> int:
     if not roots:
         print("lenstui: no runs folder found: run something, or `lenstui fetch EXP --host H` first",
               file=sys.stderr)
-        return EXIT_BAD_INPUT
+        return exitcodes.BAD_INPUT
     argv = [sys.executable, "-m", "engine.report"]
     for r in roots:
         argv += ["--runs-root", str(r)]

@@ -10,11 +10,8 @@ for the local host the probe runs in-process, the same code without a process.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
-import socket
-import subprocess
 import tempfile
 import threading
 import time
@@ -23,32 +20,34 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from engine import ENGINE_VERSION, rundir
-from engine.config import ID_PATTERN, Config, ConfigError, Host
-from engine.status import TRAIN_MODULES
+from engine import ENGINE_VERSION
+
+from engine.protocol import rundir
+from engine.config import Config, ConfigError, Host, id_problem
+from engine.protocol import exitcodes
+from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, engine_files, record
+from engine.protocol.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
-from lenstui.transport.base import (AuthError, CommandTimeout, HostKeyError, HostUnreachable,
+from lenstui.transport.base import (AuthError, HostKeyError, HostUnreachable, PutStats,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
-                                    last_line, local_tree)
+                                    last_line)
 
-EXIT_BAD_INPUT, EXIT_REFUSED, EXIT_UNREACHABLE = 2, 3, 4
 POLL_TIMEOUT = 15.0        # a status probe (nvidia-smi included) slower than this is reported, not waited for
 SERVE_RETRY_S = 60.0       # a host whose engine lacks --serve is polled the old way this long, then asked again
 LAUNCH_TIMEOUT = 60.0
 LAUNCH_WAIT = 20.0         # a run that ends within this long after its launch is a failed launch (engine.launch --wait)
 SYNTH_TIMEOUT = 1800.0     # making a synthetic dataset on a host
 PREFLIGHT_TIMEOUT = 180.0  # importing torch on a cold disk is slow
-CODE_VERSION_FILE = "engine/code_version.json"   # written by sync into the host's work_dir
+CUTOUTS_TIMEOUT = 300.0    # the first look at a dataset builds its manifests there
 REMOTE_CONFIG_NAME = "experiments.toml"          # sync puts the config here in the work_dir
-FETCH_FILES = (rundir.METRICS_FILE, rundir.RUN_FILE, rundir.LAUNCH_FILE, rundir.LOG_FILE)
-PROJECT_ROOT = Path(__file__).resolve().parent.parent   # the tree whose engine/ we push
+PROJECT_ROOT = ENGINE_DIR.parent   # the tree lenstui runs from, whose engine/ sync pushes
 
 
 class FleetError(Exception):
     """An action that could not be done, worded for the user; `code` is the CLI exit code."""
 
-    def __init__(self, message: str, code: int = EXIT_BAD_INPUT) -> None:
+    def __init__(self, message: str, code: int = exitcodes.BAD_INPUT) -> None:
         super().__init__(message)
         self.message, self.code = message, code
 
@@ -59,11 +58,11 @@ def _as_fleet_error(what: str) -> Iterator[None]:
     try:
         yield
     except (HostKeyError, AuthError) as exc:   # the host answered and refused us (or we refused its key)
-        raise FleetError(f"{what}: {exc}", EXIT_REFUSED) from None
+        raise FleetError(f"{what}: {exc}", exitcodes.REFUSED) from None
     except HostUnreachable as exc:
-        raise FleetError(f"{what}: {exc}", EXIT_UNREACHABLE) from None
+        raise FleetError(f"{what}: {exc}", exitcodes.UNREACHABLE) from None
     except TransportError as exc:
-        raise FleetError(f"{what}: {exc}", EXIT_BAD_INPUT) from None
+        raise FleetError(f"{what}: {exc}", exitcodes.BAD_INPUT) from None
 
 
 @dataclass(frozen=True)
@@ -77,6 +76,26 @@ class HostSnapshot:
     error: str | None             # human message (auth refused, host key unknown + how to trust, timeout…)
     status: dict | None           # the engine.status JSON object from that host
     exit_code: int = 0            # the CLI's code for this host: 3 refused or not set up, 4 unreachable
+
+    @classmethod
+    def answered(cls, host: str, status: dict, note: str | None = None) -> "HostSnapshot":
+        """The host answered with its status (and `note`, e.g. 'its engine is older: sync it')."""
+        return cls(host, True, True, None, note, status)
+
+    @classmethod
+    def not_ready(cls, host: str, error: str, code: int = exitcodes.REFUSED) -> "HostSnapshot":
+        """Connected, but no status: no engine or work_dir there (exit 3), or its probe failed."""
+        return cls(host, True, True, None, error, None, code)
+
+    @classmethod
+    def down(cls, host: str, since: float, error: str, code: int = exitcodes.UNREACHABLE) -> "HostSnapshot":
+        """Not connected since `since`: unreachable (exit 4), or it refused us (key, credentials: exit 3)."""
+        return cls(host, False, True, since, error, None, code)
+
+    @classmethod
+    def not_configured(cls, host: str) -> "HostSnapshot":
+        """`enabled = false` in experiments.toml: shown as such, never as an error."""
+        return cls(host, False, False, None, None, None)
 
 
 @dataclass(frozen=True)
@@ -114,6 +133,7 @@ class SyncResult:
     skipped: int
     code_version: str
     message: str
+    removed: list[str] = field(default_factory=list)   # files under the host's engine/ that this engine no longer has
 
 
 @dataclass(frozen=True)
@@ -192,7 +212,7 @@ class Fleet:
         try:
             return self.config.host(name)
         except ConfigError as exc:
-            raise FleetError(str(exc), EXIT_BAD_INPUT) from None
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
 
     def paths(self, name: str) -> HostPaths:
         return host_paths(self.config, self.host(name), self.config_path)
@@ -203,7 +223,7 @@ class Fleet:
         if not host.enabled:
             raise FleetError(f"host {name} is not configured (enabled = false in {self.config.source}); "
                              f"set enabled = true under [hosts.{name}] once `ssh {host.ssh_host or name}` "
-                             "works", EXIT_BAD_INPUT)
+                             "works", exitcodes.BAD_INPUT)
         with self._lock:
             if name not in self._transports:
                 self._transports[name] = make_transport(host, self.config_path.resolve().parent,
@@ -245,34 +265,33 @@ class Fleet:
         """One round trip to `host`: its engine.status answer, or why there is none. Never raises for network trouble."""
         h = self.host(host)
         if not h.enabled:
-            return HostSnapshot(host, False, False, None, None, None)
+            return HostSnapshot.not_configured(host)
         t = self.transport(host)
         paths = self.paths(host)
         if h.transport == "local" and self.local_status_in_process:
-            from engine.status import probe
+            from engine.protocol.status import probe
 
             try:
-                return HostSnapshot(host, True, True, None, None, probe(paths.runs_root))
+                return HostSnapshot.answered(host, probe(paths.runs_root))
             except Exception as exc:  # a bug in the probe must show on screen, with the host named
-                return HostSnapshot(host, True, True, None, f"status probe failed: {type(exc).__name__}: {exc}",
-                                    None)
+                return HostSnapshot.not_ready(host, f"status probe failed: {type(exc).__name__}: {exc}", exitcodes.OK)
         try:
             if time.monotonic() < self._one_shot_until.get(host, 0.0):
                 return self._poll_once(host, t, paths)
             status = self.status_channel(host).ask(POLL_TIMEOUT)
         except (HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_REFUSED)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc), exitcodes.REFUSED)
         except HostUnreachable as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_UNREACHABLE)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc))
         except StreamClosed as exc:  # the server could not start: the engine's own words say why
             if _lacks_serve(exc.stderr):  # an engine from before --serve: the old way, until it is synced
                 self._one_shot_until[host] = time.monotonic() + SERVE_RETRY_S
                 return self._poll_once(host, t, paths)
             message = self._engine_failure(host, paths, exc.stderr) if exc.stderr.strip() else str(exc)
-            return HostSnapshot(host, True, True, None, message, None, EXIT_REFUSED)
+            return HostSnapshot.not_ready(host, message)
         except TransportError as exc:  # alive but the probe hung, or the work_dir/python is wrong
-            return HostSnapshot(host, True, True, None, str(exc), None, EXIT_REFUSED)
-        return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
+            return HostSnapshot.not_ready(host, str(exc))
+        return HostSnapshot.answered(host, status, _old_engine(host, status))
 
     def _poll_once(self, host: str, t: Transport, paths: HostPaths) -> HostSnapshot:
         """One exec of `engine.status` per refresh: for a host whose engine has no --serve yet."""
@@ -280,20 +299,18 @@ class Fleet:
         try:
             done = t.run(argv, cwd=paths.work_dir, timeout=POLL_TIMEOUT)
         except (HostKeyError, AuthError) as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_REFUSED)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc), exitcodes.REFUSED)
         except HostUnreachable as exc:
-            return HostSnapshot(host, False, True, t.down_since or time.time(), str(exc), None, EXIT_UNREACHABLE)
+            return HostSnapshot.down(host, t.down_since or time.time(), str(exc))
         except TransportError as exc:
-            return HostSnapshot(host, True, True, None, str(exc), None, EXIT_REFUSED)
+            return HostSnapshot.not_ready(host, str(exc))
         if done.rc != 0:
-            return HostSnapshot(host, True, True, None, self._engine_failure(host, paths, done.stderr), None,
-                                EXIT_REFUSED)
+            return HostSnapshot.not_ready(host, self._engine_failure(host, paths, done.stderr))
         try:
             status = json.loads(done.stdout)
         except json.JSONDecodeError:
-            return HostSnapshot(host, True, True, None,
-                                f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}", None, EXIT_REFUSED)
-        return HostSnapshot(host, True, True, None, _old_engine(host, status), status)
+            return HostSnapshot.not_ready(host, f"{host}: engine.status printed no JSON: {done.stdout[-300:]!r}")
+        return HostSnapshot.answered(host, status, _old_engine(host, status))
 
     def _engine_failure(self, host: str, paths: HostPaths, stderr: str) -> str:
         tail = last_line(stderr)
@@ -325,7 +342,7 @@ class Fleet:
         try:
             self.config.experiment(exp_id, base)
         except ConfigError as exc:
-            raise FleetError(str(exc), EXIT_BAD_INPUT) from None
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
         gpu = str(gpu).strip().lower()
         if not (gpu in ("auto", "cpu") or gpu.isdigit()):
             raise FleetError(f"--gpu {gpu!r}: expected a GPU index (0, 1, ...), 'auto' or 'cpu'")
@@ -365,14 +382,15 @@ class Fleet:
         if done.rc == 0 and answer is not None and "error" not in answer:
             return answer
         if answer is not None and "error" in answer:
-            raise FleetError(f"{what} on {host}: {answer['error']}", int(answer.get("code", EXIT_BAD_INPUT)))
+            raise FleetError(f"{what} on {host}: {answer['error']}", int(answer.get("code", exitcodes.BAD_INPUT)))
         raise FleetError(f"{what} on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
-                         EXIT_BAD_INPUT)
+                         exitcodes.BAD_INPUT)
 
     @staticmethod
     def _check_id(exp_id: str) -> None:
-        if not ID_PATTERN.match(exp_id):
-            raise FleetError(f"experiment id {exp_id!r} has characters outside [A-Za-z0-9_.-]")
+        problem = id_problem(exp_id)
+        if problem:
+            raise FleetError(problem)
 
     # -- logs ---------------------------------------------------------------------------
 
@@ -392,7 +410,7 @@ class Fleet:
             try:
                 return self.transport(host).tail_file(path, offset)
             except RemoteFileNotFound:
-                raise FleetError(f"{exp_id} has no log on {host} yet ({path})", EXIT_BAD_INPUT) from None
+                raise FleetError(f"{exp_id} has no log on {host} yet ({path})", exitcodes.BAD_INPUT) from None
 
     # -- sync, preflight, fetch -------------------------------------------------------
 
@@ -400,25 +418,42 @@ class Fleet:
         """Push engine/ and the config to the host's work_dir (changed files only); record the code version."""
         t, paths = self.transport(host), self.paths(host)
         work = paths.work_dir.rstrip("/") or "/"
-        files = local_tree(PROJECT_ROOT / "engine")
-        pairs = [(f, f"{work}/engine/{f.relative_to(PROJECT_ROOT / 'engine').as_posix()}") for f in files]
+        files = engine_files(ENGINE_DIR)
+        pairs = [(f, f"{work}/engine/{f.relative_to(ENGINE_DIR).as_posix()}") for f in files]
         pairs.append((self.config_path.resolve(), f"{work}/{REMOTE_CONFIG_NAME}"))
         same_tree = self.host(host).transport == "local" and Path(work).resolve() == PROJECT_ROOT
-        version = code_version(files)
+        version = checkout_version(ENGINE_DIR, files)
+        removed: list[str] = []
         with _as_fleet_error(f"sync to {host}"):
-            stats = t.put_files(pairs)
-            if not same_tree:  # never write into the tree lenstui itself runs from
+            # Never write into, or delete from, the tree lenstui itself runs from: the local host there
+            # runs this folder's engine and reads the config where it is (a --config elsewhere must not
+            # be copied over this folder's experiments.toml).
+            stats = t.put_files(pairs) if not same_tree else PutStats(skipped=len(pairs))
+            if not same_tree:
                 with tempfile.TemporaryDirectory() as tmp:
-                    record = Path(tmp) / "code_version.json"
-                    record.write_text(json.dumps({"code_version": version, "engine_version": ENGINE_VERSION,
-                                                  "synced_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-                                                  "synced_from": socket.gethostname()}, indent=1) + "\n")
-                    stats.sent += t.put_files([(record, f"{work}/{CODE_VERSION_FILE}")]).sent
+                    recorded = Path(tmp) / RECORD
+                    recorded.write_text(json.dumps(record(version), indent=1) + "\n")
+                    stats.sent += t.put_files([(recorded, f"{work}/engine/{RECORD}")]).sent
+                removed = self._remove_stale_engine_files(t, f"{work}/engine", files)
         sent = list(stats.sent)
         self._restart_status(host)  # its server runs the code just replaced (it would notice, too)
-        message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged; code {version}" if not same_tree
+        message = (f"{len(sent)} file(s) sent, {stats.skipped} unchanged, {len(removed)} removed (no longer "
+                   f"part of the engine); code {version}" if not same_tree
                    else f"{host} runs this folder's code ({version}); nothing to push")
-        return SyncResult(host, sent, stats.skipped, version, message)
+        return SyncResult(host, sent, stats.skipped, version, message, removed)
+
+    @staticmethod
+    def _remove_stale_engine_files(t: Transport, engine_dir: str, files: Sequence[Path]) -> list[str]:
+        """Delete the files under the host's `engine_dir` that this engine does not have (a module an
+        older engine had, such as engine/verdicts.py before engine/results/): the host then imports
+        only the code just pushed. Nothing outside engine_dir is touched; the version record stays."""
+        keep = {f.relative_to(ENGINE_DIR).as_posix() for f in files} | {RECORD}
+        stale = [rel for rel in t.list_files(engine_dir) if rel not in keep]
+        for rel in stale:   # list_files gives paths inside engine_dir; refuse anything that is not
+            if rel.startswith("/") or ".." in rel.split("/") or "\x00" in rel:
+                raise TransportError(f"refusing to remove {rel!r}: not a path inside {engine_dir}")
+        t.remove_files([f"{engine_dir}/{rel}" for rel in stale])
+        return [f"{engine_dir}/{rel}" for rel in stale]
 
     def preflight(self, host: str) -> PreflightResult:
         """Whether the host's Python imports what training needs (engine.status.TRAIN_MODULES) and sees GPUs."""
@@ -467,21 +502,36 @@ class Fleet:
         dataset = self.config.dataset_for(h)
         if dataset.kind != "synthetic":
             raise FleetError(f"{host} uses dataset {dataset.name!r}, real shards: nothing to make. "
-                             + self.data_route(host), EXIT_BAD_INPUT)
+                             + self.data_route(host), exitcodes.BAD_INPUT)
         argv = [paths.python, "-m", "engine.synth", "--config", paths.config_file, "--host", host, "--if-missing"]
         with _as_fleet_error(f"synth on {host}"):
             done = self.transport(host).run(argv, cwd=paths.work_dir, timeout=SYNTH_TIMEOUT)
         if done.rc != 0:
             raise FleetError(f"synth on {host} failed: {self._engine_failure(host, paths, done.stderr)}",
-                             EXIT_BAD_INPUT if done.rc == 2 else EXIT_REFUSED)
+                             exitcodes.BAD_INPUT if done.rc == 2 else exitcodes.REFUSED)
         return f"{host}: {last_line(done.stdout) or 'done'}"
+
+    def cutouts(self, exp_id: str, host: str, factor: int = 1) -> dict[str, Any]:
+        """A few val examples of `exp_id`'s data view on `host`, raw and preprocessed, as RGB rows
+        (`python -m engine.data.cutouts` run there: the data stays where it is)."""
+        try:
+            exp = self.config.experiment(exp_id)
+            if exp.base is not None:
+                exp = self.config.experiment(exp_id, exp.base)
+        except ConfigError as exc:
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.data.cutouts", "--data-root", paths.data_root, "--mode", exp.data_mode,
+                "--preprocessing", exp.preprocessing, "--factor", str(max(1, int(factor))),
+                "--config", paths.config_file, "--host", host]
+        return self._engine_call(host, argv, CUTOUTS_TIMEOUT, "cutouts")
 
     def fetch(self, exp_id: str, host: str, dest: Path, checkpoints: bool = False) -> Path:
         """Copy the run directory's metrics, run info and log (and checkpoints if asked) to dest/<exp_id>/."""
         self._check_id(exp_id)
         t, paths = self.transport(host), self.paths(host)
         remote_dir = f"{paths.runs_root.rstrip('/')}/{exp_id}"
-        wanted = set(FETCH_FILES) | ({rundir.BEST_CKPT, rundir.LAST_CKPT} if checkpoints else set())
+        wanted = set(rundir.RUN_FILES) | ({rundir.BEST_CKPT, rundir.LAST_CKPT} if checkpoints else set())
         local_dir = Path(dest) / exp_id
         with _as_fleet_error(f"fetch from {host}"):
             try:
@@ -491,25 +541,6 @@ class Fleet:
             for name in sorted(n for n in names if n in wanted):
                 t.get_file(f"{remote_dir}/{name}", local_dir / name)
         return local_dir
-
-
-def code_version(files: Sequence[Path]) -> str:
-    """`git <commit>[+dirty]` when the project is a git checkout, and a hash of what is pushed."""
-    digest = hashlib.sha256()
-    for f in sorted(files):
-        digest.update(f.relative_to(PROJECT_ROOT).as_posix().encode() + b"\0" + f.read_bytes())
-    content = digest.hexdigest()[:12]
-    try:
-        commit = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "--short=10", "HEAD"],
-                                capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(PROJECT_ROOT), "status", "--porcelain", "--", "engine"],
-                               capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.TimeoutExpired):
-        return f"engine-{content}"
-    if commit.returncode != 0:
-        return f"engine-{content}"
-    flag = "+dirty" if dirty.stdout.strip() else ""
-    return f"git-{commit.stdout.strip()}{flag} engine-{content}"
 
 
 def _last_json(text: str) -> dict[str, Any] | None:

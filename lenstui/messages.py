@@ -1,14 +1,15 @@
 """Every custom message of the app, in one place.
 
-Events are past tense (something happened in a worker), requests are
-imperative (a widget asks the app to act). Workers run in threads and report
-back only through these; the UI thread alone changes state and draws.
+Events are past tense (something happened in a worker); requests are imperative (a screen asks
+the app to act: the app owns the Fleet, the workers and the dialogs). Workers run in threads
+and report back only through these; the UI thread alone changes state and draws. Screens read
+the app's latest state (its config, snapshots, runs) directly.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from textual.message import Message
 
@@ -26,41 +27,50 @@ class HostPolled(Message):
         return isinstance(message, HostPolled) and message.host == self.host
 
 
-@dataclass
-class LaunchFinished(Message):
-    """Fleet.launch returned (ok) or raised FleetError (not ok)."""
-
-    exp_id: str
-    host: str
-    ok: bool
-    message: str
+Action = Literal["launch", "abort", "sync", "report"]
 
 
 @dataclass
-class AbortFinished(Message):
-    """Fleet.abort returned (ok) or raised (not ok)."""
+class ActionFinished(Message):
+    """A Fleet action run in a worker (engine.launch, abort, sync, the report) returned (ok) or raised
+    (not ok); `message` is the result's words or the error's."""
 
-    exp_id: str
-    host: str
+    action: Action
     ok: bool
     message: str
+    exp_id: str | None = None
+    host: str | None = None
+
+
+# -- requests: a screen asks the app to act (the app owns the Fleet and the dialogs) -------------
 
 
 @dataclass
-class SyncFinished(Message):
-    """Fleet.sync of one host returned (ok) or raised (not ok)."""
-
-    host: str
-    ok: bool
-    message: str
+class MainScreenReady(Message):
+    """The main screen's widgets exist: the app may draw and start polling."""
 
 
 @dataclass
-class ReportFinished(Message):
-    """The report was written (ok, with its paths) or could not be (not ok)."""
+class AbortRequested(Message):
+    """Abort `exp_id` (on `host`, or wherever it runs): the app asks for confirmation first."""
 
-    ok: bool
-    message: str
+    exp_id: str | None = None
+    host: str | None = None
+
+
+@dataclass
+class LaunchRequested(Message):
+    """Open the launch dialog for each (experiment, host, base), in turn, then confirm them together."""
+
+    items: list[tuple[str, str | None, str | None]]
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class DetailRequested(Message):
+    """Open the run detail of `exp_id` (the matrix's selected row when None)."""
+
+    exp_id: str | None = None
 
 
 @dataclass

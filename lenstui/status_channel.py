@@ -19,7 +19,7 @@ import threading
 import time
 from typing import Any
 
-from engine.status import SERVE_PROTOCOL   # the protocol this client speaks (torch-free module)
+from engine.protocol.status import SERVE_PROTOCOL   # the protocol this client speaks (torch-free module)
 from lenstui.transport.base import LineStream, StreamClosed, Transport, TransportError
 
 HELLO_LINES = 20       # lines of start-up noise (a chatty login shell) tolerated before the hello

@@ -17,7 +17,8 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from engine.shards import SPLITS, encode_blob
+from engine.config import SPLITS
+from engine.data.shards import encode_blob
 
 PIXEL_SCALE = 0.262
 SIZE = 64

@@ -3,9 +3,9 @@
 B1-B4 share data mode, preprocessing, sample and seed, so they share their val images: every
 variant's unmasked core probe is B1's. What differs is the mask radius the probe is judged at
 (B2: 5, B4: 3, B3: the radius in force at its best.pt epoch) and the model. Here the val split
-is built once per data set (raw stamps → engine.preprocess.residual, as the stamp cache does),
+is built once per data set (raw stamps → engine.data.preprocess.residual, as the stamp cache does),
 the models are fixed linear scorers (a torch module, so engine.evaluate runs them like a
-ResNet), and every end-of-training number comes from engine.evaluate.final_val_metrics, the
+ResNet), and every end-of-training number comes from engine.training.evaluate.final_val_metrics, the
 function engine.train calls with best.pt. No core value is written by hand.
 
 The data: per LRG a round host plus its own noise (an LRG's rows share it; its control is one
@@ -25,8 +25,9 @@ import torch
 from torch import nn
 
 from engine.config import Config
-from engine.evaluate import DeviceSplit, auroc, final_val_metrics, predict
-from engine.preprocess import radius_map, residual
+from engine.training.evaluate import auroc, final_val_metrics, predict
+from engine.training.splits import DeviceSplit
+from engine.data.preprocess import radius_map, residual
 
 SIZE = 63
 R = radius_map(SIZE)

@@ -5,7 +5,7 @@ runs folders under tmp), writes the client's ssh config and known_hosts, and
 can stop, restart (same port, same key), freeze and thaw a server. Tests skip
 only when sshd is not installed (Debian package: openssh-server).
 
-The stand-in is a fake `engine/train.py` for a host's work_dir: it behaves like
+The stand-in is a fake `engine/train.py` (what `python -m engine.train` runs) for a host's work_dir: it behaves like
 a training run towards the protocol (run.json, metrics.json, a grandchild in
 its process group, SIGTERM -> `aborted`) without torch, so process-group tests
 take seconds.
@@ -267,7 +267,7 @@ def ssh_lab(tmp_path_factory: pytest.TempPathFactory):
 STANDIN_TRAIN = r'''"""Stand-in for engine.train in tests: the run-directory protocol without torch."""
 import argparse, os, signal, subprocess, sys, time
 from pathlib import Path
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
 
 p = argparse.ArgumentParser()
@@ -329,7 +329,7 @@ def install_engine(work_dir: Path, standin: bool = True) -> None:
 
 def group_alive(pgid: int) -> list[int]:
     """Live, non-zombie processes of a process group (what abort must leave empty)."""
-    from engine.launch import _group_members
+    from engine.protocol.launch import _group_members
 
     return _group_members(pgid)
 

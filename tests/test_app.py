@@ -20,9 +20,11 @@ from typing import Any
 import pytest
 from textual.widgets import Input, Select
 
-from lenstui import format as fmt
+from engine.numbers import DASH
+from lenstui import cells
 from lenstui.app import LensTUI, make_app
-from lenstui.fleet import FleetError, HostSnapshot
+from engine.config import load_config
+from lenstui.fleet import Fleet, FleetError, HostSnapshot
 from lenstui.screens.confirm import ConfirmScreen
 from lenstui.screens.cutouts import CutoutScreen
 from lenstui.screens.decision import DecisionScreen
@@ -56,6 +58,8 @@ class FakeFleet:
         self.syncs: list[str] = []
         self.log_text = "epoch 0 starting\n"
         self.fail_launch: str | None = None
+        self.cutout_requests: list[tuple] = []
+        self.real: Any = None
 
     def hosts(self) -> list[str]:
         return list(self.runs)
@@ -90,6 +94,12 @@ class FakeFleet:
     def sync(self, host):
         self.syncs.append(host)
         return Result("engine synced, code version abc123")
+
+    def cutouts(self, exp_id, host, factor=1):
+        self.cutout_requests.append((exp_id, host, factor))
+        if self.real is not None:   # a real Fleet for the host, where a test has real data
+            return self.real.cutouts(exp_id, host, factor=factor)
+        raise FleetError(f"cutouts on {host} failed: {host}: dataset root not found")
 
     def close(self) -> None:
         pass
@@ -406,7 +416,7 @@ async def test_detail_shows_epochs_bins_gates_log_and_back():
 
 async def test_detail_shows_a_variants_masked_gate_beside_the_unmasked_one_and_the_held_out_test():
     from engine.config import load_config
-    from engine.verdicts import compute_verdicts
+    from engine.results.verdicts import compute_verdicts
 
     b3 = {"state": "done", "epochs_planned": 50, "history": [epoch(0, 0.90), epoch(1, 0.93)], "best_epoch": 1,
           "best_val_auroc": 0.93, "gates": [gate(50, 0.71, 0.50)], "errors": [],
@@ -450,7 +460,7 @@ async def test_an_experiment_run_on_two_hosts_shows_plus_one_and_h_switches_the_
         # The live run is the one shown; the other host's run is counted, not hidden.
         await wait_for(pilot, lambda: cell(app, "A1", "host") == "lambda +1")
         assert cell(app, "A1", "status") == "running"
-        assert cell(app, "B1", "host") == fmt.DASH
+        assert cell(app, "B1", "host") == DASH
         app.matrix.select("A1")
         await pilot.press("enter")
         detail = app.screen
@@ -608,7 +618,7 @@ async def test_quit_with_live_runs_asks_first():
 
 
 async def test_decision_panel_launches_next_phase():
-    decision = pytest.importorskip("engine.decision")
+    decision = pytest.importorskip("engine.results.decision")
     fleet = FakeFleet(["local"])
     done = {"state": "done", "epochs_planned": 50, "history": [epoch(0, 0.93)], "best_val_auroc": 0.93,
             "final_core_lr_auc": 0.70, "final_radial_lr_auc": 0.50, "core_reliance": 0.02,
@@ -640,7 +650,7 @@ async def test_decision_panel_launches_next_phase():
         assert [l[0] for l in fleet.launches] == list(expected.next_experiments)
 
 
-async def test_cutouts_for_remote_host_say_fetch_first(tmp_path):
+async def test_cutouts_of_a_remote_run_are_asked_of_its_host_and_its_refusal_is_shown(tmp_path):
     config = with_lambda_enabled(tmp_path)
     fleet = FakeFleet(["local", "lambda"])
     fleet.runs["lambda"]["B1"] = {"state": "running", "history": [epoch(0, 0.8)]}
@@ -650,7 +660,9 @@ async def test_cutouts_for_remote_host_say_fetch_first(tmp_path):
         app.matrix.select("B1")
         await pilot.press("enter", "c")
         assert isinstance(app.screen, CutoutScreen)
-        assert "cutouts are available for local datasets; fetch" in app.screen.error
+        await wait_for(pilot, lambda: app.screen.error is not None)
+        assert fleet.cutout_requests[0][:2] == ("B1", "lambda"), "the host the run is on reads its data"
+        assert app.screen.error == "Cannot load cutouts: cutouts on lambda failed: lambda: dataset root not found"
 
 
 @pytest.mark.slow
@@ -658,6 +670,7 @@ async def test_cutouts_from_the_local_dataset_raw_and_preprocessed(tmp_path):
     config = tiny_plan(tmp_path)
     fleet = FakeFleet(["local"])
     fleet.runs["local"]["B1"] = {"state": "running", "history": [epoch(0, 0.8)]}
+    fleet.real = Fleet(load_config(config), config)   # engine.data.cutouts runs on the local host's data
     app = app_with(fleet, config)
     async with app.run_test(size=(140, 50)) as pilot:
         await wait_for(pilot, lambda: cell(app, "B1", "status") == "running")
@@ -731,7 +744,7 @@ async def test_works_in_80x24_and_large_terminal():
             assert app.matrix.region.height >= 7, "all six experiments and the header are visible"
             assert app.matrix.virtual_size.width <= app.matrix.region.width, "every column shown fits"
             if size[0] < 120:
-                assert app.matrix.column_keys == [k for k, _ in fmt.NARROW_MATRIX_COLUMNS]
+                assert app.matrix.column_keys == [k for k, _ in cells.NARROW_MATRIX_COLUMNS]
                 assert "(paired · residual · masking none)" in app.query_one("#selected").border_title
             hosts, experiments = app.query_one("#hosts").region, app.query_one("#experiments").region
             selected, curves = app.query_one("#selected").region, app.query_one("#selected-curves")

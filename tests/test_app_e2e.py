@@ -34,7 +34,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.ssh]
 TRAIN_ARGS = ("--epochs", "30", "--limit-train", "16", "--limit-val", "16", "--device", "cpu")
 # The plan's gate settings shrunk for a tiny dataset (the gate before training runs quickly).
 # The whole tiny dataset, not a 10% sample of it: 10% of its 24 unpaired val rows is one row, and
-# the origin's unpaired rules (engine.manifest.unpaired_origin) can leave such a split one-class.
+# the origin's unpaired rules (engine.data.views.unpaired_origin) can leave such a split one-class.
 TINY = {"gate_n_samples = 2000": "gate_n_samples = 40", "gate_cv_folds = 5": "gate_cv_folds = 2",
         "sample_fraction = 0.10": "sample_fraction = 1.0"}
 

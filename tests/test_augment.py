@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.augment import (core_disk, mask_core, random_core_mask, random_dihedral, seeded_generator,
+from engine.training.augment import (core_disk, mask_core, random_core_mask, random_dihedral, seeded_generator,
                             training_batch)
 from engine.config import AugmentationConfig, load_config
 
@@ -224,7 +224,7 @@ def test_every_flip_and_rotation_setting_matches_the_reference(aug):
 
 def test_public_functions_leave_their_input_alone_and_match_the_where_form():
     """random_dihedral and random_core_mask return new tensors; the where form (CUDA's) gives the same pixels."""
-    from engine.augment import _dihedral_where
+    from engine.training.augment import _dihedral_where
 
     x = torch.randn(64, 3, 15, 15)
     before = x.clone()
@@ -241,7 +241,7 @@ def test_public_functions_leave_their_input_alone_and_match_the_where_form():
 @pytest.mark.parametrize("size,radius", [(64, 5.0), (21, 30.0), (8, 0.5), (63, 0.9)])
 def test_the_stochastic_masks_match_the_full_disk_for_any_size_and_radius(size, radius):
     """The CPU's scatter to the disk's pixels and the accelerators' bounding-box form zero the same pixels."""
-    from engine.augment import _core_mask_
+    from engine.training.augment import _core_mask_
 
     x = torch.randn(40, 3, size, size) + 10
     out, masked = random_core_mask(x, radius, 0.5, seeded_generator("cpu", size, radius))

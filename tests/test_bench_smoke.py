@@ -2,7 +2,7 @@
 
 No timing is asserted (speed belongs in bench/, and this machine is shared); what is
 asserted is that each script completes, measures something, and that the checks built
-into them hold: the proposed augmentation gives the very batches engine.augment gives,
+into them hold: the proposed augmentation gives the very batches engine.training.augment gives,
 our renderer agrees with lenstronomy, the app polled its hosts while idle, and the GPU
 check runs from the repository without textual or paramiko.
 """
@@ -26,7 +26,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     if str(REPO) not in sys.path:   # bench/ is run from the checkout, not installed
         sys.path.insert(0, str(REPO))
     from bench.common import BENCH_SEED, QUICK_ROWS
-    from engine.synth import write_dataset
+    from engine.synthetic.twin import write_dataset
 
     root = tmp_path_factory.mktemp("bench") / "data"
     write_dataset(root, rows=QUICK_ROWS, seed=BENCH_SEED)
@@ -57,8 +57,8 @@ def test_datapath_measures_every_pipeline_and_ours_matches_the_old_path(tmp_path
     # The bench raises if any batch of ours' first epoch differs from the old (before) path's.
     assert v["naive_samples_per_s"] > 0 and v["ours_samples_per_s"] > 0 and v["before_samples_per_s"] > 0
     assert v["examples"] == 96, "the paired view of 48 train rows"
-    assert [g["name"] for g in result["goals"]][:2] == ["ours / naive per epoch (engine.augment today)",
-                                                         "ours samples/s (engine.augment today)"]
+    assert [g["name"] for g in result["goals"]][:2] == ["ours / naive per epoch (engine.training.augment today)",
+                                                         "ours samples/s (engine.training.augment today)"]
     assert result["machine"]["cpu_model"] and result["machine"]["loadavg_1_5_15"]
 
 

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from sshd import PROJECT_ROOT, group_alive, install_engine, local_host_toml, wait_for, write_config
 
 

@@ -12,7 +12,7 @@ from types import MappingProxyType
 import pytest
 
 from engine.config import ConfigError, load_config
-from engine.decision import BRANCH_TITLES, decide
+from engine.results.decision import BRANCH_TITLES, decide
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "experiments.toml")
@@ -350,7 +350,7 @@ def test_a_missing_experiment_in_the_config_is_a_config_error():
 
 
 def test_the_decision_modules_import_without_torch_numpy_or_matplotlib():
-    code = ("import sys, engine.decision, engine.verdicts, engine.report; "
+    code = ("import sys, engine.results.decision, engine.results.verdicts, engine.results.report; "
             "bad = [m for m in ('torch', 'numpy', 'sklearn', 'matplotlib', 'lenstui') if m in sys.modules]; "
             "print(bad); sys.exit(1 if bad else 0)")
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)

@@ -13,12 +13,13 @@ import torch
 from sklearn.metrics import roc_auc_score
 from torch import nn
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.evaluate import (auroc, auroc_by_thetae, balanced_subset, core_reliance, core_sensitivity,
-                             load_device_split, main, predict)
-from engine.model import build_model, save_checkpoint
-from engine.synth import write_dataset
+from engine.training.evaluate import auroc, auroc_by_thetae, core_reliance, core_sensitivity, main, predict
+from engine.training.splits import balanced_subset, load_device_split
+from engine.training.checkpoint import save_checkpoint
+from engine.training.model import build_model
+from engine.synthetic.twin import write_dataset
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent

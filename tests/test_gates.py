@@ -16,8 +16,8 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
 from data_fixtures import write_tiny_dataset
-from engine.gates import GateResult, balanced_sample, cv_auc, cv_splits, radial_features, shortcut_gates
-from engine.gates import main as gates_cli
+from engine.data.gates import GateResult, balanced_sample, cv_auc, cv_splits, radial_features, shortcut_gates
+from engine.data.gates import main as gates_cli
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -161,7 +161,7 @@ def test_cli_reports_a_bad_data_root_without_a_traceback(tmp_path):
 
 def _reference_radial_features(images: np.ndarray, mask_radius: int) -> np.ndarray:
     """radial_features the plain way: the whole sample to float32, masked, then the ring medians."""
-    from engine.preprocess import radial_profile, radius_map
+    from engine.data.preprocess import radial_profile, radius_map
 
     x = np.asarray(images, dtype=np.float32)
     if mask_radius > 0:
@@ -182,7 +182,7 @@ def test_radial_features_in_chunks_are_bit_identical_to_the_whole_sample_at_once
 def _unpaired(n_lrgs: int, rows: int, seed: int, ring: float = 0.0):
     """Unpaired-view arrays: lens and non-lens LRGs disjoint, an LRG's rows near-identical (one host and
     noise), a non-lens LRG's rows byte-identical (its one control); lenses get a round ring at r = 8."""
-    from engine.preprocess import radius_map
+    from engine.data.preprocess import radius_map
 
     rng = np.random.default_rng(seed)
     lrg = rng.normal(size=(2 * n_lrgs, 3, 63, 63)).astype(np.float32)
@@ -205,7 +205,7 @@ def test_the_ungrouped_value_recognises_lrgs_where_the_grouped_gate_sees_nothing
 
 
 def test_a_radial_gate_on_residual_inputs_cannot_see_even_a_strong_ring():
-    from engine.preprocess import raw_robust, residual
+    from engine.data.preprocess import raw_robust, residual
 
     images, labels, groups = _unpaired(60, rows=3, seed=5, ring=3.0)
     raw = shortcut_gates(raw_robust(images).astype(np.float16), labels, groups, n_samples=360)

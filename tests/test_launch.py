@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import launch, rundir
+from engine import files
+
+from engine.protocol import launch, rundir
 from sshd import group_alive, install_engine, local_host_toml, wait_for, write_config
 
 
@@ -152,7 +154,7 @@ def test_abort_of_a_run_that_never_started_says_so(host):
 
 
 @pytest.mark.parametrize("args, words", [
-    (["start", "--experiment", "A1;rm", "--runs-root", "R", "--", "true"], "outside [A-Za-z0-9_.-]"),
+    (["start", "--experiment", "A1;rm", "--runs-root", "R", "--", "true"], "not a plain name: use [A-Za-z0-9_.-]"),
     (["start", "--experiment", "A1", "--runs-root", "R", "--gpu", "first", "--", "true"], "expected a GPU index"),
     (["start", "--experiment", "A1", "--runs-root", "R"], "no training command"),
     (["start", "--experiment", "A1", "--runs-root", "R", "--require", "torch,no_such_module_xyz", "--", "true"],
@@ -256,7 +258,7 @@ def test_auto_gpu_skips_a_gpu_given_to_a_live_run_even_without_nvml_processes(ho
     pid = running_info(host)["pid"]
     record = json.loads((host["runs"] / "A1" / rundir.LAUNCH_FILE).read_text())
     record["gpu"] = "0"  # as if launched on GPU 0; NVML in a container often lists no process
-    rundir.atomic_write_json(host["runs"] / "A1" / rundir.LAUNCH_FILE, record)
+    files.atomic_write_json(host["runs"] / "A1" / rundir.LAUNCH_FILE, record)
     choice = launch.choose_gpu("auto", host["runs"], [gpu(0), gpu(1)])
     assert choice.label == "1"
     os.killpg(pid, signal.SIGKILL)

@@ -11,8 +11,8 @@ import pandas as pd
 import pytest
 
 from data_fixtures import tiny_rows, write_index_dataset, write_shard, write_tiny_dataset
-from engine import manifest
-from engine.manifest import ManifestError, build_manifests, describe_lrg, lrg_ids
+from engine.data import manifest_report, views
+from engine.data.manifest import ManifestError, build_manifests, describe_lrg, lrg_ids
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -82,14 +82,14 @@ def test_per_cell_method_a_cell_short_of_negatives_drops_positives_and_says_so()
     # the negative pool (the other two LRGs' controls) is short.
     rows = _one_cell([1, 2, 2, 2, 2, 2, 3, 3])
     for seed in range(20):
-        view, short = manifest.unpaired_view(rows, seed, "per_cell")
+        view, short = views.unpaired_view(rows, seed, "per_cell")
         pos, neg = view[view["label"] == 1], view[view["label"] == 0]
         assert len(pos) == len(neg) > 0
         assert set(pos["lrg_id"]).isdisjoint(neg["lrg_id"])
         if short:
             assert short[0].positives > short[0].negatives_available == len(neg)
             assert "random positives dropped" in short[0].describe()
-    assert any(manifest.unpaired_view(rows, s, "per_cell")[1] for s in range(20))
+    assert any(views.unpaired_view(rows, s, "per_cell")[1] for s in range(20))
 
 
 def test_origin_method_a_short_cell_draws_with_replacement_and_an_empty_one_none():
@@ -98,7 +98,7 @@ def test_origin_method_a_short_cell_draws_with_replacement_and_an_empty_one_none
     rows = _one_cell([1, 1, 1, 1, 1, 2, 3, 3], cells=[0, 0, 0, 0, 0, 0, 1, 1])
     outcomes = set()
     for seed in range(30):
-        view, notes = manifest.unpaired_view(rows, seed, "origin")
+        view, notes = views.unpaired_view(rows, seed, "origin")
         pos, neg = view[view["label"] == 1], view[view["label"] == 0]
         assert set(pos["lrg_id"]).isdisjoint(neg["lrg_id"]) and pos["lrg_id"].nunique() == 1
         for note in notes:
@@ -133,7 +133,7 @@ def test_sample_sizes_follow_the_plan_rounding():
     rng = np.random.default_rng(0)
     for total, expected in ((29_108, 2_910), (100_240, 10_024), (88_528, 8_852)):
         counts = rng.multinomial(total, np.full(48, 1 / 48))
-        take = manifest.allocate(counts, 0.10, rng)
+        take = views.allocate(counts, 0.10, rng)
         assert take.sum() == expected
         assert np.all(np.abs(take - counts * 0.10) < 1.0)
 
@@ -173,7 +173,7 @@ def test_manifests_are_built_once_and_rebuilt_when_a_shard_changes(tmp_path):
     assert (first.directory / "unpaired-10pct.parquet").is_file()
     # the manifest is an index: it never holds pixels
     assert "stamp_npz" not in again.entries("paired", "full").columns
-    assert list(again.entries("paired", "full").columns) == list(manifest.ENTRY_COLUMNS)
+    assert list(again.entries("paired", "full").columns) == list(views.ENTRY_COLUMNS)
     shard = root / "train" / "shard-0000.parquet"
     os.utime(shard, ns=(shard.stat().st_atime_ns, shard.stat().st_mtime_ns + 10**9))
     changed = build_manifests(root, tmp_path / "m")
@@ -215,14 +215,14 @@ def test_distinct_images_per_split_and_label_match_the_blob_bytes(tmp_path):
 
     import pyarrow.parquet as pq
 
-    from engine.synth import write_dataset
+    from engine.synthetic.twin import write_dataset
 
     root = tmp_path / "synth"
     write_dataset(root, rows={"train": 192, "val": 192, "test": 192}, seed=3)   # ~16 LRGs per split
     ms = build_manifests(root, seed=42, sample_fraction=1.0)
     for mode in ("paired", "unpaired"):
         view = ms.entries(mode, "full")
-        distinct = manifest.distinct_counts(view)
+        distinct = manifest_report.distinct_counts(view)
         for split in ("train", "val", "test"):
             v = view[view["split"] == split]
             digests = {0: set(), 1: set()}
@@ -240,6 +240,6 @@ def test_distinct_images_per_split_and_label_match_the_blob_bytes(tmp_path):
     assert out.returncode == 0, out.stderr
     assert "| Split | Total | Positive (distinct) | Negative (distinct) |" in out.stdout
     val = ms.summary["views"]["unpaired-full"]["counts"]["val"]
-    d = manifest.distinct_counts(ms.entries("unpaired", "full"))["val"]
+    d = manifest_report.distinct_counts(ms.entries("unpaired", "full"))["val"]
     assert f"| Val | {val['total']:,} | {val['positive']:,} ({d['positive']:,}) | {val['negative']:,} ({d['negative']:,}) |" \
         in out.stdout

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine.model import (CheckpointError, _os_error_in, build_model, count_parameters, load_checkpoint, load_model,
-                          remove_stale_temp_files, save_checkpoint)
+from engine.training.checkpoint import CheckpointError, _os_error_in, load_checkpoint, remove_stale_temp_files, save_checkpoint
+from engine.training.model import build_model, count_parameters, load_model
 
 torch.set_num_threads(1)
 
@@ -36,7 +36,7 @@ def test_stock_stem_leaves_a_2x2_map_and_cifar_an_8x8_one():
 
 
 def test_our_resnet18_is_torchvisions_layer_for_layer_and_starts_from_the_same_weights():
-    """engine/resnet.py replaces torchvision's resnet18 (a 2.4 s import): same names, shapes,
+    """engine/training/resnet.py replaces torchvision's resnet18 (a 2.4 s import): same names, shapes,
     initial weights for a seed, forward and gradients, so old checkpoints and seeds still hold."""
     torchvision = pytest.importorskip("torchvision")
     x = torch.randn(6, 3, 63, 63, generator=torch.Generator().manual_seed(1))
@@ -62,7 +62,7 @@ def test_our_resnet18_is_torchvisions_layer_for_layer_and_starts_from_the_same_w
 
 
 def test_the_engine_trains_without_importing_torchvision():
-    probe = ("import sys, engine.train, engine.evaluate; from engine.model import build_model; build_model(); "
+    probe = ("import sys, engine.training.train, engine.training.evaluate; from engine.training.model import build_model; build_model(); "
              "print('torchvision' in sys.modules)")
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120,
                           cwd=Path(__file__).resolve().parents[1])

@@ -24,10 +24,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import shards
-from engine.cachedir import CacheError, resolve_cache_dir
-from engine.manifest import ManifestError, build_manifests, read_index
-from engine.shards import BadRow
+from engine.config import SPLITS
+from engine.data import shards
+from engine.data.cachedir import resolve_cache_dir
+from engine.files import CacheError
+from engine.data.manifest import ManifestError, build_manifests, read_index
+from engine.data.shards import BadRow
 from origin_fixture import (GPU_HOST_ROOT, ORIGIN_MANIFEST_COUNTS, ROWS, add_failed_cutout_row, copy_origin_data,
                             origin_data, origin_manifest)
 
@@ -88,7 +90,7 @@ def test_a_failed_cutout_is_left_out_at_index_time_without_decoding_and_reported
 
 def test_without_the_marker_the_failed_cutout_would_be_a_bad_row_over_the_limit(data, tmp_path):
     # What the engine did before: the row decodes as a bad blob, 1 of 650 paired entries > 0.1%.
-    from engine.data import load_split
+    from engine.data.load import load_split
 
     blob = pq.read_table(_first_shard(data, "train"), columns=["stamp_npz"]).column(0)[FAILED_ROW].as_py()
     with pytest.raises(shards.BlobError, match="no image_g/image_r/image_z or 'img' key"):
@@ -165,13 +167,13 @@ def test_the_distinct_image_counts_equal_the_pipelines_blob_bytes(data, tmp_path
     set and gives an LRG's rows one control, so 290 unpaired train rows hold 52 images."""
     import hashlib
 
-    from engine.manifest import distinct_counts
+    from engine.data.manifest_report import distinct_counts
 
     ms = build_manifests(data, tmp_path / "m", seed=42, sample_fraction=1.0)
     for mode in ("paired", "unpaired"):
         view = ms.entries(mode, "full")
         counted = distinct_counts(view)
-        for split in shards.SPLITS:
+        for split in SPLITS:
             digests: dict[int, set[str]] = {0: set(), 1: set()}
             part = view[view["split"] == split]
             for shard, rows in part.groupby("shard", observed=True):
@@ -423,8 +425,8 @@ def test_training_reads_the_sample_the_configs_strata_and_method_make(data, tmp_
     # engine.train's data settings come from the config: its strata and unpaired method pick the manifest.
     import torch
 
-    from engine.evaluate import load_device_split
-    from engine.train import make_plan
+    from engine.training.splits import load_device_split
+    from engine.training.run_plan import make_plan
 
     config = _config(tmp_path, data_root=data, cache_dir=tmp_path / "cache",
                      edits={**TINY, "sample_fraction": 0.5, "stratify": '["label", "psf_bin"]',

@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 
-from engine import physics as P
-from engine.synth import ARC_LEVELS  # the sampling the dataset uses
+from engine.synthetic import physics as P
+from engine.synthetic.render import ARC_LEVELS  # the sampling the dataset uses
 
 S = P.PIXEL_SCALE
 
@@ -305,7 +305,7 @@ def test_host_lrg_matches_lenstronomy() -> None:
     from lenstronomy.LightModel.light_model import LightModel
     from lenstronomy.Util import param_util
 
-    from engine.synth import LRG_FFT_SIZE, LRG_LEVELS
+    from engine.synthetic.render import LRG_FFT_SIZE, LRG_LEVELS
 
     data = ImageData(
         image_data=np.zeros((64, 64)),

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.decision import decide
-from engine.report import METRICS_CSV, PLOT_FILES, RESULTS_MD
-from engine.rundir import read_metrics
-from engine.synth import write_dataset
+from engine.results.decision import decide
+from engine.results.report import METRICS_CSV, RESULTS_MD
+from engine.results.report_plots import PLOT_FILES
+from engine.protocol.rundir import read_metrics
+from engine.synthetic.twin import write_dataset
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from engine import preprocess, shards
-from engine.preprocess import radial_profile, radius_map, raw_robust, residual
+from engine.data import preprocess, shards
+from engine.data.preprocess import radial_profile, radius_map, raw_robust, residual
 from origin_fixture import origin_data
 
 

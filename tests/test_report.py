@@ -10,12 +10,15 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine import files
+
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.decision import decide
-from engine.report import (METRICS_CSV, PLOT_FILES, RESULTS_MD, collect_runs, csv_columns,
-                           decision_inputs, write_report)
-from engine.verdicts import compute_verdicts
+from engine.results.decision import decide
+from engine.results.report import METRICS_CSV, RESULTS_MD, collect_runs, decision_inputs, write_report
+from engine.results.report_csv import csv_columns
+from engine.results.report_plots import PLOT_FILES
+from engine.results.verdicts import compute_verdicts
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG_PATH = ROOT / "experiments.toml"
@@ -60,7 +63,7 @@ def write_run(root: Path, exp: str, *, core: float, rel: float, radial: float = 
                  test_core_sensitivity=[{"radius": r, "auroc": test_auroc - 0.001 * r} for r in RADII])
     m["verdicts"] = compute_verdicts(m, CONFIG.thresholds, CONFIG.targets)
     m["updated_at"] = updated_at or "2026-02-07T10:00:00+0000"
-    rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
+    files.atomic_write_json(d / rundir.METRICS_FILE, m)
     rundir.write_run_info(d, {
         "experiment": exp, "host": host, "pid": pid or dead_pid(), "pgid": 1, "pid_start_ticks": 1,
         "cmdline": f"python -m engine.train --experiment {exp}", "command": ["python", "-m", "engine.train"],
@@ -296,7 +299,7 @@ def test_test_set_metrics_get_their_own_tables_and_columns(tmp_path):
 
 
 def test_the_control_center_writes_the_report_from_status_entries(phase1_runs, tmp_path):
-    from engine.status import run_status
+    from engine.protocol.status import run_status
 
     entries = {d.name: run_status(d) for d in sorted(phase1_runs.iterdir())}
     files = write_report(entries, CONFIG, tmp_path / "planb", plots=False)

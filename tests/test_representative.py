@@ -1,4 +1,4 @@
-"""The one rule for the run that stands for an experiment (engine/representative.py), case by case."""
+"""The one rule for the run that stands for an experiment (engine/results/representative.py), case by case."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from engine.representative import (RunCandidate, choose, choose_all, comparison_notes, describe,
+from engine.results.representative import (RunCandidate, choose, choose_all, comparison_notes, describe,
                                    settings_rank, state_words)
 
 PLAN_EPOCHS = 50
@@ -65,8 +65,8 @@ def test_a_run_last_seen_running_on_a_disconnected_host_still_stands_and_says_as
     old_smoke = run("done", "local", {"epochs": 2, "limit_train": 64}, planned=2)
     choice = choose([old_smoke, stale], PLAN_EPOCHS)
     assert choice.chosen is stale
-    assert state_words(stale) == "running? (as of 00:15)"
-    assert describe(stale) == "running? (as of 00:15) on lambda (epochs=20)"
+    assert state_words(stale) == "running? as of 00:15"
+    assert describe(stale) == "running? as of 00:15 on lambda (epochs=20)"
 
 
 def test_settings_ranks():

@@ -7,11 +7,14 @@ import os
 import subprocess
 import sys
 import threading
+from pathlib import Path
 
 import pytest
 
-from engine import rundir
-from engine.rundir import RunState
+from engine import files
+from engine.protocol import rundir
+from engine.protocol.rundir import RunState
+from engine.protocol.schema import SCHEMA_VERSION
 
 
 def test_state_moves_only_forward():
@@ -23,21 +26,50 @@ def test_state_moves_only_forward():
     assert not RunState.RUNNING.can_move_to(RunState.PENDING)
 
 
+def test_the_engine_changes_a_state_only_through_advance_which_refuses_a_move_back():
+    assert rundir.advance("running", RunState.DONE) is RunState.DONE   # a written word, read back
+    assert rundir.advance(RunState.PENDING, RunState.ABORTED) is RunState.ABORTED
+    for current, new in (("done", RunState.RUNNING), ("aborted", RunState.DONE), ("failed", RunState.FAILED)):
+        with pytest.raises(rundir.StateError, match=f"from {current} to {new.value}"):
+            rundir.advance(current, new)
+    # A state is its word wherever it goes: JSON, f-strings, and comparisons with what was read.
+    assert json.dumps({"status": RunState.ABORTED}) == '{"status": "aborted"}'
+    assert f"{RunState.LOST}" == "lost" and str(RunState.DONE) == "done" and RunState.RUNNING == "running"
+    assert set(rundir.TERMINAL) == {RunState.DONE, RunState.FAILED, RunState.ABORTED, RunState.LOST}
+    assert "pending" in rundir.IN_PROGRESS and "lost" in rundir.ENDED_INCOMPLETE
+
+
+def test_no_code_writes_a_run_state_as_a_bare_word():
+    """The states live in rundir.RunState: engine and lenstui name them there (one list of states)."""
+    import re
+
+    root = Path(__file__).resolve().parents[1]
+    words = "|".join(s.value for s in RunState)
+    found = []
+    for path in [*(root / "engine").rglob("*.py"), *(root / "lenstui").rglob("*.py")]:
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#")[0]
+            if re.search(rf"""(==|!=|\bin \(|\b(status|state)=|\[["'](status|state)["']\] =|get\(["'](status|state)["']\)"""
+                         rf"""\s*or)\s*["']({words})["']""", code) or re.search(rf"""^\s*["']({words})["']\s*:""", code):
+                found.append(f"{path.relative_to(root)}:{n}: {line.strip()}")
+    assert found == []
+
+
 def test_json_write_is_atomic_under_a_concurrent_reader(tmp_path):
     path = tmp_path / "metrics.json"
-    rundir.atomic_write_json(path, {"history": []})
+    files.atomic_write_json(path, {"history": []})
     stop, bad = threading.Event(), []
 
     def reader():
         while not stop.is_set():
-            read = rundir.read_json(path)
+            read = files.read_json(path)
             if read.data is None:
                 bad.append(read.error)
 
     t = threading.Thread(target=reader)
     t.start()
     for i in range(300):
-        rundir.atomic_write_json(path, {"history": [{"epoch": e, "val_auroc": 0.5} for e in range(i)]})
+        files.atomic_write_json(path, {"history": [{"epoch": e, "val_auroc": 0.5} for e in range(i)]})
     stop.set()
     t.join()
     assert bad == []
@@ -46,7 +78,7 @@ def test_json_write_is_atomic_under_a_concurrent_reader(tmp_path):
 
 
 def test_nan_is_written_as_null(tmp_path):
-    rundir.atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf")]})
+    files.atomic_write_json(tmp_path / "m.json", {"a": float("nan"), "b": [float("inf")]})
     assert json.loads((tmp_path / "m.json").read_text()) == {"a": None, "b": [None]}
 
 
@@ -96,7 +128,7 @@ def test_final_states_are_reported_as_written(tmp_path):
 
 
 def test_run_lock_is_exclusive_and_released_when_the_holder_dies(tmp_path):
-    code = ("import sys, time; from engine import rundir; rundir.acquire_run_lock(sys.argv[1]); "
+    code = ("import sys, time; from engine.protocol import rundir; rundir.acquire_run_lock(sys.argv[1]); "
             "print('locked', flush=True); time.sleep(60)")
     holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
     try:
@@ -118,6 +150,6 @@ def test_an_old_metrics_json_counting_epochs_from_0_reads_counting_from_1(tmp_pa
     (d / rundir.METRICS_FILE).write_text(json.dumps(old))
     m = rundir.read_metrics(d).data
     assert [r["epoch"] for r in m["history"]] == [1, 2] and m["best_epoch"] == 2
-    assert m["schema_version"] == rundir.SCHEMA_VERSION == 2
+    assert m["schema_version"] == SCHEMA_VERSION == 2
     assert rundir.upgrade_metrics(dict(m)) == m, "a current file is left as it is"
     assert json.loads((d / rundir.METRICS_FILE).read_text())["history"][0]["epoch"] == 0, "read, never rewritten"

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from data_fixtures import lrg_image, tiny_rows, write_shard, write_tiny_dataset
-from engine import shards
-from engine.data import load_split
-from engine.datasettings import DataSettings
-from engine.manifest import read_index
-from engine.shards import BadRowsError, BlobError, ShardError, decode_blob, encode_blob
+from engine.data import shards
+from engine.data.load import load_split
+from engine.data.settings import DataSettings
+from engine.data.manifest import read_index
+from engine.data.shards import BadRowsError, BlobError, ShardError, decode_blob, encode_blob
 
 
 @pytest.fixture

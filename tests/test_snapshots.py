@@ -1,7 +1,7 @@
 """Screenshots of the main screen, the detail screen and the decision panel, compared as SVG.
 
 The runs are fixture run directories (fixed metrics.json and run.json) read by the real
-`engine.status.run_status`, served by `DirFleet`: a Fleet whose hosts' status answers are
+`engine.protocol.status.run_status`, served by `DirFleet`: a Fleet whose hosts' status answers are
 fixed apart from those runs (fixed time, fixed GPU, no disconnection clocks). Only ended
 runs are used, so no liveness check of a pid can differ between machines. Regenerate with
 `pytest tests/test_snapshots.py --snapshot-update` and look at the SVGs before committing.
@@ -13,8 +13,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-from engine import rundir
-from engine.status import run_directories, run_status
+from engine import files
+
+from engine.protocol import rundir
+from engine.protocol.rundir import run_directories
+from engine.protocol.status import run_status
 from lenstui.app import LensTUI, make_app
 from lenstui.fleet import HostSnapshot
 from lenstui.screens.decision import DecisionScreen
@@ -78,8 +81,8 @@ def write_run(root: Path, exp_id: str, host: str, status: str, aurocs: list[floa
     m = rundir.new_metrics(exp_id, 4, {"epochs": 4})
     m.update(status=status, history=[history_row(e, a) for e, a in enumerate(aurocs)], gates=gates,
              updated_at="2026-09-21T10:00:00+0000", **summary)
-    rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
-    rundir.atomic_write_json(d / rundir.RUN_FILE, {
+    files.atomic_write_json(d / rundir.METRICS_FILE, m)
+    files.atomic_write_json(d / rundir.RUN_FILE, {
         "experiment": exp_id, "host": host, "pid": 4242, "pgid": 4242, "pid_start_ticks": 1,
         "command": ["python", "-m", "engine.train", "--experiment", exp_id, "--host", host, "--epochs", "4"],
         "engine_version": "test",
@@ -115,6 +118,17 @@ def fixture_app(tmp_path: Path) -> LensTUI:
     return make_app(config, fleet=fleet, refresh_s=3600)
 
 
+async def charts_drawn(pilot) -> None:
+    """Wait until every chart on the screen has loaded Plotext and drawn (widgets/plots.py)."""
+    from lenstui.widgets.plots import Chart
+
+    deadline = time.monotonic() + 20
+    while not all(chart.ready for chart in pilot.app.screen.query(Chart)):
+        assert time.monotonic() < deadline, "a chart was never drawn"
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
 async def polled(pilot) -> None:
     """Wait until every host has answered, then let the layout settle."""
     app = pilot.app
@@ -130,7 +144,7 @@ def test_main_screen(snap_compare, tmp_path):
     async def run_before(pilot) -> None:
         await polled(pilot)
         pilot.app.matrix.select("B1")  # the selected run's table and curves show B1
-        await pilot.pause()
+        await charts_drawn(pilot)
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=SIZE, run_before=run_before)
 
@@ -146,7 +160,7 @@ def test_detail_screen(snap_compare, tmp_path):
         while not screen.log_text.endswith("at epoch 4\n"):
             assert time.monotonic() < deadline, "the log did not arrive"
             await pilot.pause(0.05)
-        await pilot.pause()
+        await charts_drawn(pilot)
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=SIZE, run_before=run_before)
 
@@ -195,8 +209,8 @@ def test_detail_screen_80x24(snap_compare, tmp_path):
         while not screen.log_text.endswith("at epoch 4\n"):
             assert time.monotonic() < deadline, "the log did not arrive"
             await pilot.pause(0.05)
+        await charts_drawn(pilot)
         await pilot.press("pagedown")           # down the page: the end-of-training θ_E table
-
         await pilot.pause()
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=NARROW, run_before=run_before)

@@ -14,11 +14,12 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import Host, load_config
 from lenstui.fleet import Fleet, FleetError
 from lenstui.transport.base import AuthError, HostKeyError, TransportError
-from lenstui.transport.ssh import SshTransport, scan_host_key
+from lenstui.transport.ssh import SshTransport
+from lenstui.transport.trust import scan_host_key
 from sshd import PROJECT_ROOT, STANDIN_TRAIN, group_alive, keygen, ssh_lab, wait_for  # noqa: F401 (fixture)
 from status_servers import OLD_STATUS, status_servers
 
@@ -367,6 +368,42 @@ def test_a_client_killed_outright_leaves_no_status_server_behind(lab_fleet, tmp_
             client.wait()
 
 
+# Every module engine/ had before it was grouped in layers, that is not a command name today.
+FLAT_ENGINE = ("rundir.py", "runlog.py", "train_options.py", "verdicts.py", "decision.py", "representative.py",
+               "datasettings.py", "cachedir.py", "shards.py", "manifest_import.py", "stampcache.py", "preprocess.py",
+               "data.py", "physics.py", "model.py", "resnet.py", "augment.py", "device.py", "step.py")
+
+
+def test_an_old_host_told_to_sync_loses_the_modules_that_moved_and_runs_the_new_code(lab_fleet):
+    """A host synced before engine/ had its layers keeps flat modules (engine/verdicts.py beside the new
+    engine/results/) unless sync removes them: it does, under engine/ only, and the host runs the new code."""
+    from engine import ENGINE_VERSION
+
+    lab, fleet, _ = lab_fleet
+    h2 = lab.servers["h2"]
+    engine = h2.work_dir / "engine"
+    engine.mkdir(parents=True, exist_ok=True)
+    for name in FLAT_ENGINE:
+        (engine / name).write_text(f"raise ImportError('the old engine/{name} was imported')\n")
+    (engine / "__init__.py").write_text('ENGINE_VERSION = "0.2.0"\n')
+    (engine / "status.py").write_text(OLD_STATUS)   # the old probe, from before --serve
+    (h2.work_dir / "keep.txt").write_text("the user's own file\n")
+    assert "h2 runs engine 0.2.0" in (fleet.poll("h2").error or ""), "the old engine answers first"
+
+    synced = fleet.sync("h2")
+    assert sorted(Path(p).name for p in synced.removed) == sorted(FLAT_ENGINE)
+    assert [n for n in FLAT_ENGINE if (engine / n).exists()] == []
+    assert (h2.work_dir / "keep.txt").read_text() == "the user's own file\n"
+    assert (engine / "results" / "verdicts.py").exists() and (engine / "code_version.json").exists()
+    snap = fleet.poll("h2")
+    assert snap.error is None and snap.status["engine_version"] == ENGINE_VERSION and snap.status["host"] != "old"
+    probe = ("import importlib.util as u; "
+             "print([u.find_spec(m) is None for m in ('engine.verdicts', 'engine.rundir', 'engine.data.load')])")
+    done = fleet.transport("h2").run([sys.executable, "-c", probe], cwd=str(h2.work_dir), timeout=60)
+    assert done.stdout.strip() == "[True, True, False]", done.stderr
+    assert fleet.sync("h2").removed == []
+
+
 def test_a_host_whose_engine_has_no_serve_is_polled_the_old_way_and_told_to_sync(lab_fleet):
     lab, fleet, _ = lab_fleet
     h3 = lab.servers["h3"]
@@ -444,7 +481,7 @@ def test_a_disabled_host_is_not_configured_rather_than_an_error(lab_fleet):
         fleet.launch("A1", "h3")
 
 
-# -- real training, once engine/train.py exists ------------------------------------------
+# -- real training, once engine/training/train.py exists ------------------------------------------
 
 
 TINY = {"gate_every_epochs": 1, "gate_n_samples": 40, "thetae_min_positives": 3, "batch_size": 32,
@@ -454,7 +491,7 @@ TINY = {"gate_every_epochs": 1, "gate_n_samples": 40, "thetae_min_positives": 3,
 @pytest.mark.slow
 @pytest.mark.skipif(not (PROJECT_ROOT / "engine" / "train.py").exists(), reason="engine/train.py not written yet")
 def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
-    from engine.synth import write_dataset
+    from engine.synthetic.twin import write_dataset
 
     lab, _, config = lab_fleet
     h1 = lab.servers["h1"]
@@ -486,6 +523,10 @@ def test_a_real_tiny_training_run_through_sshd(lab_fleet, tmp_path):
         wait_for(lambda: group_alive(launched.pgid) == [], timeout=60)  # it exits after its last write
         dest = fleet.fetch("A1", "h1", tmp_path / "fetched")
         assert json.loads((dest / "metrics.json").read_text())["status"] == "done"
+        # The cutout view's pixels come from the host the data is on, stretched there.
+        shown = fleet.cutouts("B1", "h1", factor=2)
+        assert [e["label"] for e in shown["examples"]] == [1, 1, 0, 0] and shown["preprocessing"] == "residual"
+        assert len(shown["examples"][0]["raw"]) == 31 and len(shown["examples"][0]["raw"][0][0]) == 3
     finally:
         fleet.close()
 

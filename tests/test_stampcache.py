@@ -13,11 +13,11 @@ import pandas as pd
 import pytest
 
 from data_fixtures import write_tiny_dataset
-from engine import shards
-from engine.data import load_raw_examples, load_split
-from engine.datasettings import DataSettings
-from engine.manifest import build_manifests
-from engine.preprocess import preprocess
+from engine.data import shards
+from engine.data.load import load_raw_examples, load_split
+from engine.data.settings import DataSettings
+from engine.data.manifest import build_manifests
+from engine.data.preprocess import preprocess
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 TESTS = os.path.dirname(os.path.abspath(__file__))
@@ -92,7 +92,7 @@ def test_a_changed_shard_is_never_read_from_a_stale_cache(root):
 _BUILDER = """
 import json, os, pathlib, sys, time
 sys.path.insert(0, {tests!r})
-from engine.data import load_split
+from engine.data.load import load_split
 # A barrier: both processes are imported and ready before either starts to build.
 barrier = pathlib.Path({barrier!r})
 (barrier / str(os.getpid())).touch()
@@ -164,7 +164,7 @@ def test_bad_arguments_name_the_choices(root):
 
 
 def test_the_synthetic_twin_loads_through_the_same_path(tmp_path):
-    synth = pytest.importorskip("engine.synth")
+    synth = pytest.importorskip("engine.synthetic.twin")
     root = tmp_path / "synth"
     synth.write_dataset(root, rows={"train": 48, "val": 48, "test": 48}, rows_per_lrg=4, seed=3)
     a = load_split(root, mode="paired", sample="full", split="val", preprocessing="residual")
@@ -194,7 +194,7 @@ def _with_bad_shard_in_the_middle(root):
 
 
 def test_a_build_on_several_workers_gives_the_same_bytes_as_one(root, tmp_path):
-    from engine import stampcache
+    from engine.data import stampcache
 
     _with_bad_shard_in_the_middle(root)
     entries = build_manifests(root, tmp_path / "m").entries("paired", "full", "train")
@@ -220,7 +220,7 @@ def test_a_build_on_several_workers_gives_the_same_bytes_as_one(root, tmp_path):
 
 def test_a_large_shard_is_cut_into_tasks_of_whole_row_groups(tmp_path):
     from data_fixtures import tiny_rows, write_shard
-    from engine import stampcache
+    from engine.data import stampcache
 
     path = tmp_path / "train" / "s.parquet"
     write_shard(path, tiny_rows(5, 10, seed=1, ra0=3.0), row_group_size=5)     # 50 rows, 10 row groups
@@ -243,8 +243,8 @@ import os, pathlib, sys
 with open({marker!r}, "a") as fh:          # every process that imports this module says so
     fh.write(f"{{os.getpid()}}\\n")
 if __name__ == "__main__":
-    from engine import stampcache
-    from engine.manifest import build_manifests
+    from engine.data import stampcache
+    from engine.data.manifest import build_manifests
     entries = build_manifests({root!r}, {manifests!r}).entries("paired", "full", "train")
     sc = stampcache.load_or_build({root!r}, entries, cache_root={cache!r}, name="t", key="k",
                                   preprocessing="raw_robust", jobs=2, parallel_min_entries=0)
@@ -268,7 +268,7 @@ def test_build_workers_do_not_import_the_command_that_started_them(root, tmp_pat
 
 
 def test_the_module_build_workers_import_leaves_pandas_out():
-    # Each worker imports engine.stampcache to run its tasks; pandas would add ~0.3 s of CPU to each.
-    done = subprocess.run([sys.executable, "-c", "import sys, engine.stampcache; print('pandas' in sys.modules)"],
+    # Each worker imports engine.data.stampcache to run its tasks; pandas would add ~0.3 s of CPU to each.
+    done = subprocess.run([sys.executable, "-c", "import sys, engine.data.stampcache; print('pandas' in sys.modules)"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir, status
+from engine.protocol import gpus as gpu_module
+from engine.protocol import rundir, status
 from sshd import install_engine, local_host_toml, wait_for, write_config
 
 FAKE_SMI = r'''#!/bin/sh
@@ -28,7 +29,7 @@ esac
 @pytest.fixture
 def no_nvml(monkeypatch):
     """Make the probe fall back past NVML, as on a machine without the NVIDIA driver."""
-    monkeypatch.setattr(status, "_gpus_from_nvml", lambda: (None, "NVML unavailable (test)"))
+    monkeypatch.setattr(gpu_module, "_gpus_from_nvml", lambda: (None, "NVML unavailable (test)"))
 
 
 @pytest.fixture
@@ -91,9 +92,9 @@ class FakeNvml(types.ModuleType):
 def test_nvml_is_initialised_once_per_process_and_its_gaps_are_missing_values(monkeypatch):
     nvml = FakeNvml()
     monkeypatch.setitem(sys.modules, "pynvml", nvml)
-    monkeypatch.setattr(status, "_nvml", None)
+    monkeypatch.setattr(gpu_module, "_nvml", None)
     for _ in range(3):   # three polls of one status server
-        gpus, source, note = status.gpu_snapshot()
+        gpus, source, note = gpu_module.gpu_snapshot()
     assert nvml.inits == 1 and nvml.shutdowns == 0, "no init/shutdown per poll"
     assert source == "nvml" and note is None
     assert [g["name"] for g in gpus] == ["NVIDIA H100 80GB HBM3"] * 2
@@ -103,9 +104,9 @@ def test_nvml_is_initialised_once_per_process_and_its_gaps_are_missing_values(mo
     assert gpus[0]["memory_used_mib"] == 40_000 and gpus[0]["utilization"] == 97
 
     nvml.lost = True     # the query fails: NVML is shut down and initialised afresh on the next poll
-    assert status._gpus_from_nvml() == (None, "NVML query failed (GPU is lost)")
+    assert gpu_module._gpus_from_nvml() == (None, "NVML query failed (GPU is lost)")
     nvml.lost = False
-    gpus, source, _ = status.gpu_snapshot()
+    gpus, source, _ = gpu_module.gpu_snapshot()
     assert source == "nvml" and len(gpus) == 2 and (nvml.inits, nvml.shutdowns) == (2, 1)
 
 
@@ -242,9 +243,11 @@ def test_preflight_asks_for_every_third_party_module_the_engine_imports():
     """A host whose Python lacked pandas passed preflight, then every launch died importing it."""
     import ast
 
-    engine_dir = Path(status.__file__).parent
+    engine_dir = Path(status.__file__).resolve().parents[1]   # engine/, every layer of it
     imported = set()
-    for path in engine_dir.glob("*.py"):
+    paths = sorted(engine_dir.rglob("*.py"))
+    assert len(paths) > 40, "the whole engine was read"
+    for path in paths:
         for node in ast.parse(path.read_text()).body:   # module level: what importing the module needs
             names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
                      [node.module] if isinstance(node, ast.ImportFrom) and node.module and node.level == 0 else [])
@@ -339,7 +342,7 @@ def test_serve_ends_after_idling_and_asks_to_be_restarted_when_its_engine_code_c
     server = Served(tmp_path / "runs", cwd=work)  # runs this copy of the engine, as a host does
     try:
         assert "status" in server.ask({"id": 1})
-        rundir_py = work / "engine" / "rundir.py"   # `lenstui sync` replaces a module the server has loaded
+        rundir_py = work / "engine" / "protocol" / "rundir.py"   # `lenstui sync` replaces a module the server has loaded
         rundir_py.write_text(rundir_py.read_text() + "\n# changed\n")
         answer = server.ask({"id": 2})
         assert answer["id"] == 2 and "changed" in answer["restart"] and "status" not in answer

@@ -1,6 +1,6 @@
 """The training step's state handling: what a CUDA graph capture relies on, checked on the CPU.
 
-Capturing a CUDA graph (engine/step.py) runs warm-up steps and then puts the weights and the
+Capturing a CUDA graph (engine/training/step.py) runs warm-up steps and then puts the weights and the
 optimiser state back in place; resuming a run on another device loads the optimiser state
 into an optimiser built differently (fused, capturable). Both must leave training exactly
 where it was. The capture itself needs a GPU: bench/gpu.sh runs it there. Here the graph step
@@ -16,9 +16,10 @@ import math
 import pytest
 import torch
 
-from engine.device import FP32
-from engine.model import build_optimizer, load_optimizer_state
-from engine.step import WARMUP_STEPS, CudaGraphStep, EagerStep, _restore, _snapshot
+from engine.training.device import FP32
+from engine.training.checkpoint import load_optimizer_state
+from engine.training.model import build_optimizer
+from engine.training.step import WARMUP_STEPS, CudaGraphStep, EagerStep, _restore, _snapshot
 
 
 def tiny_model() -> torch.nn.Module:
@@ -106,7 +107,7 @@ def test_a_graph_step_refuses_cpu_tensors_and_the_fp16_scaler():
 
 
 class RerunGraph:
-    """engine.step.CudaGraph's stand-in on the CPU: a replay re-runs the captured function.
+    """engine.training.step.CudaGraph's stand-in on the CPU: a replay re-runs the captured function.
 
     A real replay runs the captured kernels on the memory they saw at capture, so a replay here
     fails unless every tensor the step reads or writes (weights, buffers, optimiser state, the

@@ -12,11 +12,16 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
-from engine import physics as P
-from engine import shards
-from engine import synth as S
-from engine.gates import core_box_slice, shortcut_gates
-from engine.preprocess import CLIP, raw_robust, residual
+from engine.synthetic import shard_writer
+from engine.synthetic import render
+from engine.synthetic import priors
+from engine.synthetic import physics as P
+from engine.data import shards
+from engine.config import SPLITS
+from engine.data.settings import DEFAULT_THETAE_BINS
+from engine.synthetic import twin as S
+from engine.data.gates import core_box_slice, shortcut_gates
+from engine.data.preprocess import CLIP, raw_robust, residual
 
 TINY = {"train": 30, "val": 20, "test": 20}
 TINY_KW = dict(rows=TINY, seed=7, rows_per_lrg=5, shard_rows=12, lrgs_per_batch=3)
@@ -52,7 +57,7 @@ def test_layout_schema_and_row_counts(dataset) -> None:
         assert all(pq.ParquetFile(s).metadata.num_rows <= 12 for s in shards)
         df = _split(root, split)
         assert len(df) == n
-        assert list(df.columns) == [f.name for f in S.SCHEMA]
+        assert list(df.columns) == [f.name for f in shard_writer.SCHEMA]
     df = _split(root, "train")
     assert df["lens_model"].eq("SIE+shear").all()
     assert df["brickname"].str.fullmatch(r"\d{4}[pm]\d{3}").all()
@@ -88,7 +93,7 @@ def test_an_lrg_is_shaped_like_the_real_data(dataset) -> None:
     assert groups.ngroups == 6 and groups.size().eq(5).all()
     for _, g in groups:
         assert g["ctrl_stamp_npz"].nunique() == 1
-        assert g["theta_e_arcsec"].nunique() == 1 and g["theta_e_arcsec"].iloc[0] in S.PRIORS.theta_e_grid
+        assert g["theta_e_arcsec"].nunique() == 1 and g["theta_e_arcsec"].iloc[0] in priors.PRIORS.theta_e_grid
         assert g["stamp_npz"].nunique() == 2 == g["replicate"].nunique()
         assert g.groupby("replicate")["stamp_npz"].nunique().eq(1).all()      # a replicate is one image
         assert g.groupby("selection_set_id")["replicate"].apply(sorted).map(tuple).isin([(0, 1), (0,)]).all()
@@ -97,9 +102,9 @@ def test_an_lrg_is_shaped_like_the_real_data(dataset) -> None:
 
 
 def test_psf_and_depth_belong_to_the_brick_and_are_binned_by_quartiles_of_bricks() -> None:
-    params = {split: S.sample_systems([12] * n, np.random.default_rng(k), S.SPLIT_RA[split])
+    params = {split: priors.sample_systems([12] * n, np.random.default_rng(k), priors.SPLIT_RA[split])
               for k, (split, n) in enumerate({"train": 300, "val": 200, "test": 200}.items())}
-    psf_edges, depth_edges = S.brick_quartiles(params.values())
+    psf_edges, depth_edges = shard_writer.brick_quartiles(params.values())
     bricks = []
     for p in params.values():
         lrg = p.lrg
@@ -108,20 +113,20 @@ def test_psf_and_depth_belong_to_the_brick_and_are_binned_by_quartiles_of_bricks
             assert len(np.unique(lrg.psf_fwhm[lrg.brick == b], axis=0)) == 1
         _, first = np.unique(lrg.brick, return_index=True)
         bricks.append(lrg.psf_fwhm[first, 1])
-        names = set(S._brickname(lrg.ra, lrg.dec))
+        names = set(priors._brickname(lrg.ra, lrg.dec))
         assert len(names) == lrg.brick.max() + 1                              # an LRG lies in its brick
     # Each quartile bin holds a quarter of the bricks, whatever their LRG counts.
-    per_bin = np.bincount(S.quartile_bins(np.concatenate(bricks), psf_edges), minlength=4)
+    per_bin = np.bincount(shard_writer.quartile_bins(np.concatenate(bricks), psf_edges), minlength=4)
     assert np.all(np.abs(per_bin - per_bin.mean()) <= 1)
 
 
 def test_splits_are_disjoint_regions_of_sky(dataset) -> None:
     root, _ = dataset
-    ras = {split: _split(root, split)["ra"] for split in S.SPLITS}
+    ras = {split: _split(root, split)["ra"] for split in SPLITS}
     for split, ra in ras.items():
-        lo, hi = S.SPLIT_RA[split]
+        lo, hi = priors.SPLIT_RA[split]
         assert ra.between(lo, hi).all()
-    keys = [set(zip(_split(root, s)["ra"].round(6), _split(root, s)["dec"].round(6))) for s in S.SPLITS]
+    keys = [set(zip(_split(root, s)["ra"].round(6), _split(root, s)["dec"].round(6))) for s in SPLITS]
     assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
 
 
@@ -142,7 +147,7 @@ def test_same_seed_same_data_with_worker_processes(dataset, tmp_path: Path) -> N
     root, summary = dataset
     again = S.write_dataset(tmp_path / "again", **{**TINY_KW, "jobs": 2})
     assert again.rows == TINY and again.shards == summary.shards
-    for split in S.SPLITS:   # byte for byte: same pixels, same blobs, same metadata
+    for split in SPLITS:   # byte for byte: same pixels, same blobs, same metadata
         a, b = _split(root, split), _split(tmp_path / "again", split)
         assert a.equals(b), split
 
@@ -160,7 +165,7 @@ def test_blobs_are_deflated_npz_members(dataset) -> None:
 
 def test_a_shard_holds_whole_lrgs(dataset) -> None:
     root, _ = dataset
-    for split in S.SPLITS:
+    for split in SPLITS:
         seen: dict[tuple[float, float], str] = {}
         for shard in sorted((root / split).glob("*.parquet")):
             df = pq.read_table(shard, columns=["ra", "dec"]).to_pandas()
@@ -184,7 +189,7 @@ def test_plan_shards_cuts_between_lrgs() -> None:
 def test_scale_one_gives_the_plan_sizes_and_small_scales_keep_a_few_lrgs() -> None:
     assert S.rows_for_scale(1.0) == {"train": 29_108, "val": 100_240, "test": 88_528}
     assert S.rows_for_scale(0.01) == {"train": 291, "val": 1002, "test": 885}
-    assert S.rows_for_scale(1e-6) == {s: S.MIN_LRGS_PER_SPLIT * 12 for s in S.SPLITS}
+    assert S.rows_for_scale(1e-6) == {s: S.MIN_LRGS_PER_SPLIT * 12 for s in SPLITS}
     for bad in (0, -1, float("nan"), float("inf"), 1e6):
         with pytest.raises(S.SynthError, match="scale"):
             S.rows_for_scale(bad)
@@ -201,9 +206,9 @@ def test_rows_per_lrg_are_about_twelve() -> None:
 
 
 def test_theta_e_takes_the_pipelines_grid_and_fills_every_plan_bin() -> None:
-    p = S.sample_systems([12] * 500, np.random.default_rng(0))
-    assert set(np.unique(p.theta_e)) == set(S.PRIORS.theta_e_grid)
-    counts, _ = np.histogram(p.theta_e, bins=S.THETA_E_BINS)
+    p = priors.sample_systems([12] * 500, np.random.default_rng(0))
+    assert set(np.unique(p.theta_e)) == set(priors.PRIORS.theta_e_grid)
+    counts, _ = np.histogram(p.theta_e, bins=DEFAULT_THETAE_BINS)
     assert counts.sum() == len(p) and (counts > 0.08 * len(p)).all()
     assert set(p.theta_e[p.theta_e >= 2.5]) == {2.5}            # the last bin holds 2.5 only, as in the data
     beta = np.hypot(p.src_x, p.src_y) / p.theta_e
@@ -212,8 +217,8 @@ def test_theta_e_takes_the_pipelines_grid_and_fills_every_plan_bin() -> None:
 
 def test_arcs_are_as_faint_as_real_injections_and_leak_into_the_core() -> None:
     rng = np.random.default_rng(1)
-    p = S.sample_systems([12] * 20, rng)
-    out = S.render_batch(p, rng)
+    p = priors.sample_systems([12] * 20, rng)
+    out = render.render_batch(p, rng)
     snr = out.arc[:, 1].max(axis=(1, 2)) / out.sky_sigma[p.lrg_index, 1]
     assert 2.0 < np.median(snr) < 8.0  # real injections: median ≈ 4
     r = np.hypot(*(np.indices((64, 64)) - 32))
@@ -227,8 +232,8 @@ def test_arcs_are_as_faint_as_real_injections_and_leak_into_the_core() -> None:
 
 def test_control_noise_matches_the_depth() -> None:
     rng = np.random.default_rng(2)
-    p = S.sample_systems([1] * 8, rng)
-    out = S.render_batch(p, rng)
+    p = priors.sample_systems([1] * 8, rng)
+    out = render.render_batch(p, rng)
     r = np.hypot(*(np.indices((64, 64)) - 32))
     outer = out.ctrl[:, :, r >= 24]
     # Far from the LRG the control is sky noise; MAD -> σ for a Gaussian.
@@ -241,8 +246,8 @@ def test_control_noise_matches_the_depth() -> None:
 def twin_pairs() -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """96 LRGs x 2 injections, cropped to the engine's 63 px: (controls, stamps, LRG index)."""
     rng = np.random.default_rng(11)
-    p = S.sample_systems([4] * 96, rng)
-    out = S.render_batch(p, rng)
+    p = priors.sample_systems([4] * 96, rng)
+    out = render.render_batch(p, rng)
     ctrl = out.ctrl[:, :, 1:, 1:][p.lrg_index]
     return ctrl, ctrl + out.arc[:, :, 1:, 1:], p.lrg_index
 
@@ -270,7 +275,7 @@ def test_the_twin_has_the_core_shortcut_and_residual_removes_most_of_it(twin_pai
 
 def test_lrg_rendering_conserves_flux_against_brute_force() -> None:
     re, n, q = np.array([0.5, 1.2]), np.array([4.0, 3.6]), np.array([0.65, 0.95])
-    fast = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=S.LRG_LEVELS)
+    fast = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=render.LRG_LEVELS)
     slow = P.render_sersic(r_eff=re, n=n, q=q, phi=0.3, levels=((1e3, 8), (1.0, 24), (0.1, 96)))
     np.testing.assert_allclose(fast.sum(axis=(1, 2)), slow.sum(axis=(1, 2)), rtol=5e-3)
 
@@ -302,7 +307,7 @@ def test_cli_uses_every_available_cpu_by_default(tmp_path: Path, monkeypatch: py
 
     def fake_write(out, **kwargs):
         asked.update(kwargs)
-        return S.DatasetSummary(root=str(out), seed=1, scale=1e-6, rows=dict.fromkeys(S.SPLITS, 48), lrgs={}, shards={},
+        return S.DatasetSummary(root=str(out), seed=1, scale=1e-6, rows=dict.fromkeys(SPLITS, 48), lrgs={}, shards={},
                                 theta_e_bins=[], theta_e_counts={}, median_arc_snr=3.0, psf_edges=[], depth_edges=[],
                                 seconds=1.0, blob_codec="isal-1")
 
@@ -331,7 +336,7 @@ def test_cli_refuses_to_overwrite_a_folder_that_is_not_a_dataset(tmp_path: Path,
 
 def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     calls = []
-    real = S.batch_table
+    real = shard_writer.batch_table
 
     def failing(*args, **kwargs):
         calls.append(1)
@@ -339,7 +344,7 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, m
             raise KeyboardInterrupt
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(S, "batch_table", failing)
+    monkeypatch.setattr(shard_writer, "batch_table", failing)   # render_shard calls it there
     with pytest.raises(KeyboardInterrupt):
         S.write_dataset(tmp_path / "data", **TINY_KW)
     assert not (tmp_path / "data").exists()

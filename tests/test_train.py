@@ -18,12 +18,17 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import rundir
-from engine.evaluate import main as evaluate_main
-from engine.model import load_checkpoint
-from engine.runlog import RunLog
-from engine.synth import write_dataset
-from engine.train import StopRequest, main, make_plan, take_run_directory
+from engine.protocol import rundir
+from engine.protocol.codeversion import code_version
+from engine.protocol.schema import (EPOCH_METRICS, EpochRow, GateRecord, Metrics, RunInfo, Verdict,
+                                    undeclared)
+from engine.training.evaluate import main as evaluate_main
+from engine.training.checkpoint import load_checkpoint
+from engine.protocol.runlog import RunLog
+from engine.synthetic.twin import write_dataset
+from engine.training.run_plan import make_plan
+from engine.training.train import main, take_run_directory
+from engine.training.stop import StopRequest
 
 torch.set_num_threads(1)
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,8 +124,13 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
     assert m["status"] == "done" and m["experiment"] == "A1" and m["epochs_planned"] == 2
     assert m["overrides"] == {"epochs": 2, "data_root": str(data_root)}
     assert [r["epoch"] for r in m["history"]] == [1, 2], "epochs count from 1, as the log and the matrix do"
+    # Every key written is declared in the schema (engine/protocol/schema.py), the one list of them.
+    assert undeclared(m, Metrics) == []
+    assert [undeclared(g, GateRecord) for g in m["gates"]] == [[]] * len(m["gates"])
+    assert [undeclared(v, Verdict) for v in m["verdicts"].values()] == [[]] * len(m["verdicts"])
     for row in m["history"]:
-        assert set(rundir.EPOCH_METRICS) <= set(row)
+        assert undeclared(row, EpochRow) == []
+        assert set(EPOCH_METRICS) <= set(row)
         assert 0 <= row["val_auroc"] <= 1 and row["train_loss"] > 0 and row["epoch_time_sec"] > 0
         assert 0 < row["train_time_sec"] <= row["epoch_time_sec"]   # the training part of the epoch
     assert m["history"][1]["learning_rate"] < m["history"][0]["learning_rate"] == 1e-4  # cosine
@@ -148,12 +158,14 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
     assert m["verdicts"]["test_auroc"]["value"] == m["test_auroc"]
 
     info = json.loads((run / "run.json").read_text())
+    assert undeclared(info, RunInfo) == []
     for key in ("experiment", "host", "pid", "pgid", "pid_start_ticks", "cmdline", "command", "engine_version",
                 "code_version", "dataset", "data_root", "config_sha256", "overrides", "device", "started_at",
                 "ended_at", "exit_status", "status"):
         assert key in info, key
     assert info["pid"] == proc.pid and info["exit_status"] == 0 and info["status"] == "done"
-    assert info["command"][1:4] == ["-m", "engine.train", "--experiment"] and info["code_version"]
+    assert info["command"][1:4] == ["-m", "engine.train", "--experiment"]
+    assert info["code_version"] == code_version(), "the run names the code that `lenstui sync` would name"
     assert info["training_step"] == "eager" and info["precision"] == "fp32"
 
     # Run by hand (stdout is a pipe): every line went to stdout and, once, to stdout.log.
@@ -327,7 +339,7 @@ def test_an_unexpected_exception_is_status_failed_with_the_traceback_in_the_log(
     def broken_model(*args, **kwargs):
         raise RuntimeError("the model cannot be built")
 
-    monkeypatch.setattr("engine.train.build_model", broken_model)
+    monkeypatch.setattr("engine.training.trainer.build_model", broken_model)
     assert main(_argv(config, data_root, tmp_path / "runs", "B1"), stop=StopRequest()) == 1
     run = tmp_path / "runs" / "B1"
     assert _metrics(run)["status"] == "failed"
@@ -367,8 +379,9 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
     second start resumes into a new capture."""
     import dataclasses
 
-    from engine import train as engine_train
-    from engine.step import CudaGraphStep
+    from engine.training import train as engine_train
+    from engine.training import trainer as engine_trainer
+    from engine.training.step import CudaGraphStep
     from test_step import RerunGraph
 
     captures: list[RerunGraph] = []
@@ -381,7 +394,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
         return CudaGraphStep(model, optimizer, precision, x, y, eager, graph=captures[-1])
 
     monkeypatch.setattr(engine_train, "make_plan", plan_with_graph)
-    monkeypatch.setattr(engine_train, "CudaGraphStep", graph_step)
+    monkeypatch.setattr(engine_trainer, "CudaGraphStep", graph_step)
     runs = tmp_path / "runs"
     argv = _argv(config, data_root, runs, "A1", "--device", "cpu", "--limit-train", "80", "--limit-val", "48",
                  "--epochs", "2")
@@ -397,6 +410,7 @@ def test_a_run_with_the_graph_step_trains_checkpoints_and_resumes(config, data_r
     # The cosine rates over 2 epochs, as the graph read them (a float32 tensor).
     assert [r["learning_rate"] for r in m["history"]] == pytest.approx([1e-4, 5e-5], rel=1e-6)
     info = json.loads((run / "run.json").read_text())
+    assert undeclared(info, RunInfo) == []
     assert info["training_step"] == "cuda_graph" and info["resumed_from_epoch"] == 0
     log = (run / rundir.LOG_FILE).read_text()
     assert log.count("--cuda-graph: training step captured") == 2 and "resumed from epoch 0 batch 2" in log

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine import files
+
+from engine.protocol import rundir
 from engine.config import load_config
 from lenstui.fleet import Fleet, FleetError, host_paths
 from lenstui.transport.base import CommandTimeout, RemoteFileNotFound, TransportError
@@ -139,9 +141,45 @@ def test_fleet_refuses_unknown_experiments_bad_gpus_and_disabled_hosts(fleet, tm
         fleet.logs("B1", "local")
 
 
+def test_sync_removes_the_engine_files_this_engine_no_longer_has_and_nothing_else(fleet, tmp_path):
+    work = tmp_path / "work"
+    engine = work / "engine"
+    # An engine synced before engine/ had its layers: flat modules that are now elsewhere.
+    for stale in ("verdicts.py", "rundir.py", "old_pkg/thing.py"):
+        (engine / stale).parent.mkdir(parents=True, exist_ok=True)
+        (engine / stale).write_text("STALE = True\n")
+    (engine / "__pycache__").mkdir(exist_ok=True)
+    (engine / "__pycache__" / "verdicts.cpython-311.pyc").write_bytes(b"cache")   # Python's, not ours
+    (work / "notes.txt").write_text("mine\n")                    # outside engine/: never touched
+    (tmp_path / "elsewhere.py").write_text("STALE = True\n")
+    result = fleet.sync("local")
+    assert sorted(Path(p).relative_to(engine).as_posix() for p in result.removed) == \
+        ["old_pkg/thing.py", "rundir.py", "verdicts.py"]
+    assert not (engine / "verdicts.py").exists() and not (engine / "old_pkg" / "thing.py").exists()
+    assert (engine / "protocol" / "rundir.py").exists() and (engine / "code_version.json").exists()
+    assert (work / "notes.txt").read_text() == "mine\n" and (tmp_path / "elsewhere.py").exists()
+    assert (engine / "__pycache__" / "verdicts.cpython-311.pyc").exists()
+    assert "3 removed" in result.message
+    assert fleet.sync("local").removed == [], "a second sync finds nothing stale"
+
+
+def test_sync_never_removes_anything_from_the_tree_lenstui_runs_from(tmp_path):
+    """The local host whose work_dir is this project: sync has nothing to push and deletes nothing."""
+    config = write_config(tmp_path / "experiments.toml", [local_host_toml(tmp_path / "runs", PROJECT_ROOT)])
+    fleet = Fleet(load_config(config), config)
+    try:
+        result = fleet.sync("local")
+    finally:
+        fleet.close()
+    assert result.removed == [] and result.sent == [] and "nothing to push" in result.message
+    assert (PROJECT_ROOT / "engine" / "config.py").exists()
+    assert (PROJECT_ROOT / "experiments.toml").read_bytes() != config.read_bytes(), \
+        "the project's experiments.toml is not replaced by the --config given"
+
+
 def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(fleet, tmp_path):
     (tmp_path / "work" / "engine" / "config.py").unlink()  # the host's copy is missing one file
-    (tmp_path / "work" / "engine" / "rundir.py").write_text("# stale\n")  # and has an old one
+    (tmp_path / "work" / "engine" / "protocol" / "rundir.py").write_text("# stale\n")  # and has an old one
     first = fleet.sync("local")
     pushed = sorted(Path(p).name for p in first.sent)
     # (train.py too: the fixture put the stand-in where the real one goes)
@@ -151,6 +189,9 @@ def test_sync_to_a_separate_work_dir_pushes_only_changes_and_fetch_copies_a_run(
     assert (tmp_path / "work" / "experiments.toml").exists()
     version = json.loads((tmp_path / "work" / "engine" / "code_version.json").read_text())
     assert version["code_version"] == first.code_version and "engine-" in first.code_version
+    # One version string: what a run on that host records is what sync pushed (and when).
+    from engine.protocol.codeversion import code_version
+    assert code_version(tmp_path / "work" / "engine").startswith(first.code_version + " (synced ")
     again = fleet.sync("local")
     assert [p for p in again.sent if not p.endswith("code_version.json")] == []
     run = tmp_path / "runs" / "B1"
@@ -238,11 +279,11 @@ def _done_runs(runs: Path) -> None:
 
 
 def _as_sent(obj):
-    return json.loads(json.dumps(rundir._json_safe(obj)))
+    return json.loads(json.dumps(files.json_safe(obj)))
 
 
 def test_the_local_host_through_its_status_server_answers_as_the_probe_and_survives_the_server(fleet, tmp_path):
-    from engine.status import probe
+    from engine.protocol.status import probe
     from status_servers import status_servers
 
     runs = tmp_path / "runs"
@@ -270,7 +311,7 @@ def test_a_hung_status_server_is_reported_killed_and_replaced(fleet, tmp_path, m
     import lenstui.fleet as fleet_module
     from status_servers import status_servers
 
-    status_py = tmp_path / "work" / "engine" / "status.py"   # the host's engine hangs while HANG exists
+    status_py = tmp_path / "work" / "engine" / "protocol" / "status.py"   # the host's engine hangs while HANG exists
     text = status_py.read_text()
     hook = "    root = Path(os.path.expanduser(str(runs_root)))\n"
     assert hook in text

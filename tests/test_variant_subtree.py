@@ -1,6 +1,6 @@
 """§10's masking sub-tree on results the engine computed (tests/engine_made_runs.py), branch by branch.
 
-Every core value below comes out of engine.evaluate.final_val_metrics on a val split that B1-B4
+Every core value below comes out of engine.training.evaluate.final_val_metrics on a val split that B1-B4
 share, so it is one the engine can write: the variants' unmasked core probes equal B1's, and
 what tells them apart is the radius each is masked at and what each model looks at.
 """
@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from engine.config import load_config
-from engine.decision import decide
-from engine.verdicts import compute_verdicts
+from engine.results.decision import decide
+from engine.results.verdicts import compute_verdicts
 from engine_made_runs import engine_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -126,8 +126,9 @@ def test_a_variant_whose_val_numbers_pass_is_chosen_though_its_test_numbers_woul
 
 
 def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_path):
-    from engine import rundir
-    from engine.report import collect_runs, write_report
+    from engine import files
+    from engine.protocol import rundir
+    from engine.results.report import collect_runs, write_report
 
     runs = results(5, ("arcs", EARLY), ("arcs", LATE), ("arcs", EARLY))
     runs["B2"]["test_auroc"] = 0.61          # held out: shown, and it must not matter
@@ -136,7 +137,7 @@ def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_pa
         d = rundir.run_dir(root, exp)
         d.mkdir(parents=True)
         m["updated_at"] = "2026-02-07T10:00:00+0000"
-        rundir.atomic_write_json(d / rundir.METRICS_FILE, m)
+        files.atomic_write_json(d / rundir.METRICS_FILE, m)
         rundir.write_run_info(d, {"experiment": exp, "host": "lambda", "status": "done"})
     files = write_report(collect_runs([root], CONFIG), CONFIG, tmp_path / "planb", plots=False)
     md = files.markdown.read_text()

@@ -7,9 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from engine import rundir
+from engine import files
+
 from engine.config import load_config
-from engine.verdicts import VERDICT_NAMES, compute_verdicts, gate_verdicts, thetae_summary
+from engine.results.verdicts import VERDICT_NAMES, compute_verdicts, gate_verdicts, thetae_summary
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIG = load_config(ROOT / "experiments.toml")
@@ -161,7 +162,7 @@ def test_verdicts_survive_the_metrics_file(tmp_path):
     m = {"final_core_lr_auc": 0.61, "core_reliance": 0.02, "best_val_auroc": 0.95,
          "gates": [{"after_epochs": 5, "val_auroc_by_thetae": bins([0.81, 0.9, 0.9, 0.9, 0.9, None])}]}
     m["verdicts"] = compute_verdicts(m, TH, TARGETS)
-    rundir.atomic_write_json(tmp_path / "metrics.json", m)
+    files.atomic_write_json(tmp_path / "metrics.json", m)
     back = json.loads((tmp_path / "metrics.json").read_text())["verdicts"]
     assert back["core_lr_auc"] == {"verdict": "WARN", "value": 0.61, "rule": m["verdicts"]["core_lr_auc"]["rule"],
                                    "source": "final_core_lr_auc", "note": None, "reading": "unmasked",

@@ -1,4 +1,8 @@
-"""Cutouts of a run's data: a few positives and negatives, raw and preprocessed."""
+"""Cutouts of a run's data: a few positives and negatives, raw and preprocessed, from the host it ran on.
+
+The host reads and stretches them (`python -m engine.data.cutouts`, through the fleet like every
+engine command); this screen draws the pixels it sends. Nothing here reads shards or imports NumPy.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,11 @@ from textual.screen import Screen
 from textual.strip import Strip
 from textual.widgets import Footer, Header, Label, Static
 
-from lenstui.fleet import host_paths
+from lenstui.fleet import FleetError
 from lenstui.messages import CutoutsLoaded
 from lenstui.screens.back import AltKeyMeansEscape
-from lenstui.widgets.cutout import CutoutImage, halfblock_strips, stretch_rgb
+from lenstui.widgets.cutout import CutoutImage, halfblock_strips
 
-N_EACH = 2  # positives and negatives shown
 Panel = tuple[str, list[list[Strip]]]  # title, then the images side by side (raw, preprocessed)
 
 
@@ -40,30 +43,26 @@ class CutoutScreen(AltKeyMeansEscape, Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#cutouts-box").border_title = f"{self.exp_id}: cutouts (g,r,z → b,g,r, asinh)"
-        config = self.app.config
-        host = config.host(self.host)
-        if host.transport != "local":
-            self._say(f"{self.exp_id} runs on {self.host}: cutouts are available for local datasets; "
-                      "fetch the shards to a local host first", "yellow")
-            return
-        exp = config.experiment(self.exp_id)
-        if exp.base is not None:
-            exp = config.experiment(self.exp_id, exp.base)
-        root = host_paths(config, host, self.app.config_path).data_root
+        self.query_one("#cutouts-box").border_title = (f"{self.exp_id}: cutouts on {self.host} "
+                                                       "(g,r,z → b,g,r, asinh)")
+        self.query_one("#cutouts-status", Static).update(
+            Text(f"loading cutouts from {self.host} (its first look at a dataset builds the manifests there)…",
+                 style="dim"))
         # Half-size images unless the terminal fits two full 63-px stamps side by side.
         factor = 1 if self.app.size.width >= 2 * 63 + 6 else 2
-        self._load(root, exp.data_mode, exp.preprocessing, factor)
+        self._load(factor)
 
     def _say(self, words: str, style: str) -> None:
         self.error = words
         self.query_one("#cutouts-status", Static).update(Text(words, style=style))
 
     @work(thread=True, group="cutouts")
-    def _load(self, root: str, data_mode: str, preprocessing: str, factor: int) -> None:
+    def _load(self, factor: int) -> None:
         try:
-            panels = load_panels(root, data_mode, preprocessing, factor)
-        except Exception as exc:  # missing data, bad shards: say which and why
+            panels = panels_of(self.app.fleet.cutouts(self.exp_id, self.host, factor=factor))
+        except FleetError as exc:   # missing data, bad shards, an unreachable host: its words
+            self.post_message(CutoutsLoaded(error=exc.message))
+        except Exception as exc:
             self.post_message(CutoutsLoaded(error=f"{type(exc).__name__}: {exc}"))
         else:
             self.post_message(CutoutsLoaded(panels=panels))
@@ -83,20 +82,12 @@ class CutoutScreen(AltKeyMeansEscape, Screen[None]):
         self.dismiss(None)
 
 
-def load_panels(root: str, data_mode: str, preprocessing: str, factor: int) -> list[Panel]:
-    """Read N_EACH positives and negatives from the val split; each drawn raw and preprocessed."""
-    from engine import data, preprocess  # NumPy-heavy: only ever imported here, off the UI thread
-
-    examples = data.load_raw_examples(root, mode=data_mode, split="val", n_per_class=N_EACH, seed=0)
-    if len(examples) == 0:
-        raise ValueError(f"no readable examples in the val split of {root}")
-    done = preprocess.preprocess(examples.images, preprocessing)
-    order = sorted(range(len(examples)), key=lambda i: -int(examples.labels[i]))  # positives first
+def panels_of(answer: dict) -> list[Panel]:
+    """The host's examples (engine.data.cutouts' answer) as titled pairs of images, positives first."""
     panels = []
-    for i in order:
-        kind = "positive" if int(examples.labels[i]) == 1 else "negative"
-        theta = f"  θ_E={float(examples.theta_e[i]):.2f}″" if kind == "positive" else ""
-        images = [halfblock_strips(stretch_rgb(examples.images[i], factor)),
-                  halfblock_strips(stretch_rgb(done[i], factor))]
-        panels.append((f"{kind}{theta}   raw | {preprocessing}", images))
+    for ex in answer["examples"]:
+        kind = "positive" if ex["label"] == 1 else "negative"
+        theta = f"  θ_E={ex['theta_e']:.2f}″" if kind == "positive" else ""
+        panels.append((f"{kind}{theta}   raw | {answer['preprocessing']}",
+                       [halfblock_strips(ex["raw"]), halfblock_strips(ex["preprocessed"])]))
     return panels

@@ -11,13 +11,15 @@ from textual.containers import VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header
 
-from engine.representative import settings_text
-from lenstui import format as fmt
+from engine.results.decision import PHASE1, VARIANTS, decide
+from engine.results.representative import settings_text
+from engine.protocol.rundir import ENDED_INCOMPLETE
+from engine.results.reading import epochs_text
+from lenstui import cells, runs
+from lenstui.messages import LaunchRequested
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.widgets.decision_panel import DecisionPanel, decision_text
 
-# The experiments each phase of §10 reads (engine.decision's PHASE1 and VARIANTS).
-READS = ("A1", "B1", "B2", "B3", "B4")
 
 Plan = list[tuple[str, str, str, "str | None"]]   # (experiment, host, gpu, base)
 
@@ -51,7 +53,6 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
 
     def refresh_from_app(self) -> None:
         """Evaluate the decision tree on the app's latest results and redraw."""
-        from engine.decision import decide  # torch-free; loaded when the panel first opens
         app = self.app
         try:
             self.decision = decide(app.results(), app.config)
@@ -73,9 +74,9 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
             if choice is None:
                 out.append(f"{exp_id}: not run")
                 continue
-            run = fmt.ref_of(choice.chosen)
-            text = (f"{exp_id}: {fmt.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
-                    f"epoch {fmt.epoch_cell(run.entry)} ({settings_text(choice.chosen)})")
+            run = runs.ref_of(choice.chosen)
+            text = (f"{exp_id}: {cells.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
+                    f"epoch {epochs_text(run.entry)} ({settings_text(choice.chosen)})")
             if choice.others:
                 text += f"; {len(choice.others)} other run{'s' if len(choice.others) > 1 else ''}"
             out.append(text)
@@ -86,7 +87,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         branch = self.decision.branch if self.decision is not None else "waiting"
         phase1 = branch in ("waiting", "success_b1", "acceptable_b1", "stop_shortcut") or (
             branch == "outside_plan" and self.decision.criterion == "no B1 branch of §10 holds")
-        return READS[:2] if phase1 else READS
+        return PHASE1 if phase1 else PHASE1 + VARIANTS
 
     def warnings(self) -> list[str]:
         """Smoke runs among the inputs: a decision on them is provisional at best."""
@@ -115,7 +116,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         for exp_id in decision.next_experiments:
             base = decision.base if app.config.experiment(exp_id).base is not None else None
             runs = {h: app.run_on(exp_id, h) for h in connected}
-            resume = [h for h, r in runs.items() if r is not None and r.state in ("failed", "aborted", "lost")]
+            resume = [h for h, r in runs.items() if r is not None and r.state in ENDED_INCOMPLETE]
             free = [h for h, r in runs.items() if r is None]
             if resume:
                 plan.append((exp_id, resume[0], "auto", base))
@@ -130,10 +131,10 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
 
     def action_launch_next(self) -> None:
         if not self.plan:
-            self.app.notify("Nothing to launch from the decision yet", severity="warning")
+            self.notify("Nothing to launch from the decision yet", severity="warning")
             return
         notes = [f"Proposed by the decision panel: {self.decision.title}."] + self.warnings()
-        self.app.launch_dialogs([(e, h, b) for e, h, _, b in self.plan], self.app._launch_chosen, notes=notes)
+        self.post_message(LaunchRequested([(e, h, b) for e, h, _, b in self.plan], notes))
 
     def action_back(self) -> None:
         self.dismiss(None)

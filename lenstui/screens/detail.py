@@ -12,11 +12,13 @@ from textual.containers import Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Footer, Header, Log, Static
 
-from lenstui import format as fmt
-from lenstui.messages import LogFetched
+from engine.numbers import fixed
+from engine.results.reading import best_val_auroc, epochs_text, history_of, last_val_auroc
+from lenstui import cells, charts, runs
+from lenstui.messages import AbortRequested, LogFetched
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.screens.cutouts import CutoutScreen
-from lenstui.widgets.curves import Curves
+from lenstui.widgets.plots import Curves, SensitivityChart, ThetaEChart
 from lenstui.widgets.metrics_table import MetricsTable
 
 LOG_TAIL_BYTES = 20000
@@ -33,15 +35,15 @@ def probe_lines(entry: dict[str, Any]) -> list[Text]:
         if not isinstance(item, dict) or item.get("value") is None:
             continue
         line = Text(f"{name:<15}")
-        line.append_text(fmt.verdict_text(item.get("verdict"), item.get("value")))
+        line.append_text(cells.verdict_text(item.get("verdict"), item.get("value")))
         line.append(f" masked R={item.get('mask_radius')}" if item.get("reading") == "masked" else " unmasked")
         lines.append(line)
         extras = []
         if item.get("reading") == "masked":
-            extras.append(f"unmasked (the data's shortcut) {fmt.fmt_float(item.get('unmasked_value'))}")
-        extras.append(f"ungrouped (published method, leaks LRG identity) {fmt.fmt_float(item.get('ungrouped_value'))}")
+            extras.append(f"unmasked (the data's shortcut) {fixed(item.get('unmasked_value'))}")
+        extras.append(f"ungrouped (published method, leaks LRG identity) {fixed(item.get('ungrouped_value'))}")
         if item.get("raw_robust_value") is not None:
-            extras.append(f"raw_robust inputs {fmt.fmt_float(item.get('raw_robust_value'))}")
+            extras.append(f"raw_robust inputs {fixed(item.get('raw_robust_value'))}")
         lines.append(Text("    " + "; ".join(extras), style="dim"))
         if item.get("uninformative"):
             lines.append(Text(f"    {item['uninformative']}", style="yellow"))
@@ -78,6 +80,8 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
             with Vertical(id="curves-box"):
                 yield Curves(id="curves")
             with VerticalScroll(id="analysis-box"):
+                yield ThetaEChart(id="thetae-chart")
+                yield SensitivityChart(id="sensitivity-chart")
                 yield Static(id="analysis")
             with Vertical(id="log-box"):
                 yield Log(id="log", max_lines=2000)
@@ -107,16 +111,25 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         run = self.app.run_on(self.exp_id, self.host)
         entry = dict(run.entry) if run else {}
         title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
-        title.append_text(fmt.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
-        title.append(f"  epoch {fmt.epoch_cell(entry)}  val AUROC {fmt.fmt_float(fmt.last_val_auroc(entry))}"
-                     f"  best {fmt.fmt_float(fmt.best_val_auroc(entry))}")
+        title.append_text(cells.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
+        title.append(f"  epoch {epochs_text(entry)}  val AUROC {fixed(last_val_auroc(entry))}"
+                     f"  best {fixed(best_val_auroc(entry)[0])}")
         if entry.get("reason"):
             title.append(f"  ({entry['reason']})", style="dim")
         for error in entry.get("errors") or []:
             title.append(f"\n{error}", style="red")
-        history = fmt.history(entry)
+        history = history_of(entry)
         self.query_one(MetricsTable).show((self.exp_id, self.host), history)
         self.query_one(Curves).show(history)
+        th = self.app.config.thresholds
+        heading, bins = charts.thetae_table(entry)
+        test = entry.get("test_auroc_by_thetae") if entry.get("test_auroc") is not None else None
+        self.query_one(ThetaEChart).show((heading, list(bins or []), list(test or []),
+                                          th.thetae_min_bin_auroc.pass_limit, th.thetae_min_bin_auroc.fail_limit))
+        self.query_one(SensitivityChart).show((list(entry.get("core_sensitivity") or []),
+                                               list(entry.get("test_core_sensitivity") or []),
+                                               self.app.config.metrics.core_reliance_radius,
+                                               th.core_reliance.pass_limit, th.core_reliance.fail_limit))
         for selector, text in (("#detail-title", title), ("#analysis", self._analysis(entry))):
             key = (text.plain, tuple(text.spans))
             if self._drawn.get(selector) != key:  # an idle poll redraws nothing
@@ -124,19 +137,19 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
                 self.query_one(selector, Static).update(text)
 
     def _analysis(self, entry: dict[str, Any]) -> Text:
-        heading, bins = fmt.thetae_table(entry)
+        heading, bins = charts.thetae_table(entry)
         parts: list[tuple[str, list[Text]]] = [
-            (heading, fmt.thetae_lines(bins)),
-            ("Core sensitivity (val)", fmt.sensitivity_lines(entry.get("core_sensitivity"))),
-            ("Gate history", fmt.gate_history_lines(entry, self.app.config)),
+            (heading, charts.thetae_lines(bins)),
+            ("Core sensitivity (val)", charts.sensitivity_lines(entry.get("core_sensitivity"))),
+            ("Gate history", cells.gate_history_lines(entry, self.app.config)),
             ("Shortcut probes (what the gate verdicts judge, and beside them)", probe_lines(entry)),
-            ("Verdicts (§6)", fmt.verdict_lines(entry)),
+            ("Verdicts (§6)", cells.verdict_lines(entry)),
         ]
         if entry.get("test_auroc") is not None:
             parts += [
-                (f"Test AUROC {fmt.fmt_float(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
-                 fmt.thetae_lines(entry.get("test_auroc_by_thetae"))),
-                ("Core sensitivity (test, held out)", fmt.sensitivity_lines(entry.get("test_core_sensitivity"))),
+                (f"Test AUROC {fixed(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
+                 charts.thetae_lines(entry.get("test_auroc_by_thetae"))),
+                ("Core sensitivity (test, held out)", charts.sensitivity_lines(entry.get("test_core_sensitivity"))),
             ]
         out = Text()
         for i, (heading, lines) in enumerate(parts):
@@ -196,11 +209,11 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         self.dismiss(None)
 
     def action_abort(self) -> None:
-        self.app.action_abort(self.exp_id, self.host)
+        self.post_message(AbortRequested(self.exp_id, self.host))
 
     def action_other_host(self) -> None:
         """The same experiment's run on the next host that has one (when several hosts ran it)."""
-        hosts = fmt.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order, self.app.last_seen)
+        hosts = runs.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order, self.app.last_seen)
         others = [h for h in hosts if h != self.host]
         if not others:
             self.notify(f"{self.exp_id} has no run on another host", severity="warning")

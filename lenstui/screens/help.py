@@ -10,7 +10,8 @@ from textual.containers import VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-from lenstui.format import VERDICT_STYLES
+from engine.protocol.rundir import RunState
+from lenstui.cells import STATE_STYLES, VERDICT_STYLES
 from lenstui.screens.back import AltKeyMeansEscape
 
 KEYS: tuple[tuple[str, str], ...] = (
@@ -56,7 +57,7 @@ class HelpScreen(AltKeyMeansEscape, ModalScreen[None]):
         for word, style in VERDICT_STYLES.items():
             legend.append(word, style=style).append("  ")
         legend.append("\nA run shown as ")
-        legend.append("lost", style="bold magenta")
+        legend.append(RunState.LOST.value, style=STATE_STYLES[RunState.LOST])
         legend.append(" stopped without writing a final status (process gone).")
         legend.append("\nEach row shows the run that stands for the experiment (+N: more runs, h in the "
                       "detail view);\na host that stops answering keeps its runs as last seen "

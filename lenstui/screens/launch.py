@@ -19,6 +19,7 @@ from textual.containers import Horizontal, VerticalScroll
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Select, Static
 
+from engine.protocol.rundir import ENDED_INCOMPLETE
 from lenstui.screens.back import AltKeyMeansEscape
 
 
@@ -105,7 +106,7 @@ class LaunchScreen(AltKeyMeansEscape, ModalScreen["LaunchChoice | None"]):
     def _args_for(self, host: str | None) -> tuple[str, ...]:
         """The arguments to offer on `host`: a run there that ended incomplete resumes with its own."""
         prior = self._prior.get(host or "")
-        if prior is not None and prior.state in ("failed", "aborted", "lost"):
+        if prior is not None and prior.state in ENDED_INCOMPLETE:
             return prior.args
         return self._default_args
 

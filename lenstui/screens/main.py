@@ -11,9 +11,11 @@ from textual.containers import Container, Vertical
 from textual.screen import Screen
 from textual.widgets import DataTable, Footer, Header, Input
 
-from engine.representative import describe
-from lenstui import format as fmt
-from lenstui.widgets.curves import Curves
+from engine.results.representative import describe
+from engine.results.reading import history_of
+from lenstui import cells, charts, runs
+from lenstui.messages import DetailRequested, MainScreenReady
+from lenstui.widgets.plots import Curves
 from lenstui.widgets.hosts import HostsPanel
 from lenstui.widgets.matrix import ExperimentMatrix
 from lenstui.widgets.metrics_table import MetricsTable
@@ -35,7 +37,7 @@ class MainScreen(Screen[None]):
 
     def __init__(self) -> None:
         super().__init__()
-        self._runs: Mapping[str, fmt.RunRef] = {}
+        self._runs: Mapping[str, runs.RunRef] = {}
         self._choices: Mapping[str, Any] = {}
 
     def compose(self) -> ComposeResult:
@@ -56,7 +58,7 @@ class MainScreen(Screen[None]):
         self.query_one("#selected").border_title = "Selected run"
         self.query_one("#filter").display = False
         self.matrix.focus()
-        self.app.main_screen_ready()
+        self.post_message(MainScreenReady())
 
     @property
     def matrix(self) -> ExperimentMatrix:
@@ -67,7 +69,7 @@ class MainScreen(Screen[None]):
         """The experiment under the matrix cursor."""
         return self.matrix.selected_id
 
-    def show(self, rows: Mapping[str, Mapping[str, Any]], runs: Mapping[str, fmt.RunRef],
+    def show(self, rows: Mapping[str, Mapping[str, Any]], runs: Mapping[str, runs.RunRef],
              host_order: Sequence[str], snapshots: Mapping[str, Any], disabled: Collection[str],
              choices: Mapping[str, Any] | None = None) -> None:
         """Bring the matrix, the hosts panel and the selected run's table up to date."""
@@ -87,11 +89,11 @@ class MainScreen(Screen[None]):
             self.query_one(MetricsTable).show(None, [])
             self.query_one(Curves).show([])
             return
-        history = fmt.history(run.entry)
-        trend = fmt.sparkline([row.get("val_auroc") for row in history], width=20)
+        history = history_of(run.entry)
+        trend = charts.sparkline([row.get("val_auroc") for row in history], width=20)
         choice = self._choices.get(exp_id)
         others = "".join(f"; also {describe(o)}" for o in choice.others) if choice is not None else ""
-        box.border_title = (f"{exp_id} on {run.host}: {fmt.state_text(run.state, as_of=run.as_of).plain}"
+        box.border_title = (f"{exp_id} on {run.host}: {cells.state_text(run.state, as_of=run.as_of).plain}"
                             + (f"  val AUROC {trend}" if trend else "") + f"  ({self._config_words(exp_id)})"
                             + others)
         self.query_one(MetricsTable).show((exp_id, run.host), history)
@@ -109,7 +111,7 @@ class MainScreen(Screen[None]):
 
     @on(DataTable.RowSelected, "#matrix")
     def _row_selected(self) -> None:
-        self.app.action_detail()
+        self.post_message(DetailRequested())
 
     # -- filter ---------------------------------------------------------------
 

@@ -9,13 +9,13 @@ in the engine so both transports run the same code.
 from __future__ import annotations
 
 import os
-import stat
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Sequence
 
 TAIL_CHUNK = 1 << 20   # at most this many bytes per tail_file call
+CACHE_DIRS = ("__pycache__",)   # folders list_files does not enter: Python writes them on the host
 
 
 class TransportError(Exception):
@@ -106,20 +106,6 @@ def check_argv(argv: Sequence[str]) -> list[str]:
     return [check_arg(a, "command argument") for a in argv]
 
 
-def local_tree(root: Path, exclude_dirs: Iterable[str] = ("__pycache__",),
-               exclude_suffixes: Iterable[str] = (".pyc",)) -> list[Path]:
-    """Regular files under `root`, sorted, skipping caches (what sync pushes)."""
-    skip_dirs, skip_suffix = set(exclude_dirs), tuple(exclude_suffixes)
-    out = []
-    for dirpath, dirnames, filenames in os.walk(root):
-        dirnames[:] = sorted(d for d in dirnames if d not in skip_dirs and not d.startswith("."))
-        for name in sorted(filenames):
-            path = Path(dirpath) / name
-            if not name.endswith(skip_suffix) and stat.S_ISREG(path.lstat().st_mode):
-                out.append(path)
-    return out
-
-
 class LineStream(ABC):
     """A program started on a host, spoken to one line at a time through its stdin and stdout.
 
@@ -182,6 +168,16 @@ class Transport(ABC):
     @abstractmethod
     def list_dir(self, path: str) -> list[str]:
         """Names in a directory; RemoteFileNotFound if there is none."""
+
+    @abstractmethod
+    def list_files(self, path: str) -> list[str]:
+        """Every regular file under the folder `path`, as a path relative to it ('protocol/rundir.py'),
+        sorted; __pycache__ folders are not entered and links are not followed; [] when there is no
+        such folder."""
+
+    @abstractmethod
+    def remove_files(self, paths: Sequence[str]) -> None:
+        """Delete these files on the host (one already gone is no error)."""
 
     @abstractmethod
     def put_files(self, pairs: Sequence[tuple[Path, str]]) -> PutStats:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import selectors
 import shutil
+import stat
 import subprocess
 import tempfile
 import threading
@@ -12,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Sequence
 
-from engine.rundir import replace_via_temp
+from engine.files import replace_via_temp
 
-from lenstui.transport.base import (TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
+from lenstui.transport.base import (CACHE_DIRS, TAIL_CHUNK, CommandTimeout, Completed, LineStream, PutStats,
                                     RemoteFileNotFound, StreamClosed, Transport, TransportError, check_arg,
                                     check_argv, stderr_tail, tail_window)
 
@@ -92,6 +93,30 @@ class LocalTransport(Transport):
             raise RemoteFileNotFound(f"{self.name}: {path} does not exist") from None
         except OSError as exc:
             raise TransportError(f"{self.name}: cannot list {path}: {exc.strerror}") from None
+
+    def list_files(self, path: str) -> list[str]:
+        root = Path(os.path.expanduser(check_arg(path, "path")))
+        if not root.is_dir():
+            return []
+        out = []
+        try:
+            for dirpath, dirnames, filenames in os.walk(root):   # links to folders are not followed
+                dirnames[:] = [d for d in dirnames if d not in CACHE_DIRS]
+                out += [(Path(dirpath) / n).relative_to(root).as_posix() for n in filenames
+                        if stat.S_ISREG((Path(dirpath) / n).lstat().st_mode)]
+        except OSError as exc:
+            raise TransportError(f"{self.name}: cannot list {root}: {exc.strerror}") from None
+        return sorted(out)
+
+    def remove_files(self, paths: Sequence[str]) -> None:
+        for path in paths:
+            target = os.path.expanduser(check_arg(path, "path"))
+            try:
+                os.unlink(target)
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise TransportError(f"{self.name}: cannot remove {target}: {exc.strerror}") from None
 
     def put_files(self, pairs: Sequence[tuple[Path, str]]) -> PutStats:
         stats = PutStats()

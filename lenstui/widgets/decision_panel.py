@@ -7,7 +7,7 @@ from typing import Any, Mapping, Sequence
 from rich.text import Text
 from textual.widgets import Static
 
-from lenstui.format import fmt_float
+from engine.numbers import fixed
 
 
 def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], inputs: Sequence[str] = (),
@@ -15,7 +15,7 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], i
     """The branch, why, the runs it read (with their hosts), the numbers that chose it, and the next
     launch (if any).
 
-    `decision` is an engine.decision.Decision; `plan` the (exp, host, gpu, base) to launch; `inputs`
+    `decision` is an engine.results.decision.Decision; `plan` the (exp, host, gpu, base) to launch; `inputs`
     one line per run the tree read; `warnings` what a reader must see before launching; `held` the
     proposed runs no host can take now, and why.
     """
@@ -43,7 +43,7 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], i
     if numbers:
         out.append("\nNumbers that chose this branch\n", style="bold underline")
         for name, value in numbers.items():
-            shown = fmt_float(value) if value is None or isinstance(value, (int, float)) else str(value)
+            shown = fixed(value) if value is None or isinstance(value, (int, float)) else str(value)
             out.append(f"  {name:<28} {shown}\n")
     if decision.stop:
         out.append("\nSTOP: the plan ends here.", style="bold red")

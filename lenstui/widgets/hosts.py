@@ -9,7 +9,7 @@ from rich.text import Text
 from textual.binding import Binding
 from textual.widgets import Static
 
-from lenstui.format import host_lines, not_configured_line
+from lenstui.hostlines import host_lines, not_configured_line
 
 
 class HostsPanel(Static, can_focus=True):

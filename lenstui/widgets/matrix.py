@@ -7,7 +7,7 @@ from typing import Mapping
 from rich.text import Text
 from textual.widgets import DataTable
 
-from lenstui.format import MATRIX_COLUMNS, NARROW_MATRIX_COLUMNS, row_matches
+from lenstui.cells import MATRIX_COLUMNS, NARROW_MATRIX_COLUMNS, row_matches
 
 Cells = Mapping[str, "str | Text"]
 

@@ -6,7 +6,7 @@ from typing import Any, Mapping, Sequence
 
 from textual.widgets import DataTable
 
-from lenstui.format import EPOCH_COLUMNS, epoch_row
+from lenstui.cells import EPOCH_COLUMNS, epoch_row
 
 
 class MetricsTable(DataTable):

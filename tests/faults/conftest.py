@@ -22,7 +22,9 @@ from typing import Any, Callable, Iterator
 
 import pytest
 
-from engine import rundir
+from engine import files
+
+from engine.protocol import rundir
 from sshd import (PROJECT_ROOT, SshLab, group_alive, install_engine, running_lab, sshd_missing,  # noqa: F401 (re-exported)
                   wait_for, write_config)
 
@@ -88,9 +90,9 @@ def reap(root: Path) -> list[int]:
     killed = []
     records = [p for name in (rundir.RUN_FILE, rundir.LAUNCH_FILE) for p in root.rglob(name)]
     for path in records:
-        data = rundir.read_json(path).data or {}
+        data = files.read_json(path).data or {}
         pgid = data.get("pgid")
-        # A run trained in-process (engine.train.main called by a test) records pytest's own group.
+        # A run trained in-process (engine.training.train.main called by a test) records pytest's own group.
         if not isinstance(pgid, int) or pgid <= 1 or pgid == os.getpgid(0) or not group_alive(pgid):
             continue
         # Only our own group: its leader is the recorded process, or it is gone and
@@ -113,7 +115,7 @@ def reap(root: Path) -> list[int]:
 @pytest.fixture(scope="session")
 def synth_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny synthetic dataset (96 rows per split), written once per session."""
-    from engine.synth import write_dataset
+    from engine.synthetic.twin import write_dataset
 
     root = tmp_path_factory.mktemp("synth") / "data"
     write_dataset(root, rows={"train": 96, "val": 96, "test": 96}, seed=42)
@@ -157,7 +159,7 @@ def tiny_config(path: Path, hosts: list[str], data_root: Path | str = "data/none
 
 
 def standin_work(work_dir: Path) -> Path:
-    """A host work_dir whose engine/train.py is the torch-free stand-in (tests/sshd.py)."""
+    """A host work_dir whose engine/train.py (what `python -m engine.train` runs) is the torch-free stand-in (tests/sshd.py)."""
     install_engine(work_dir, standin=True)
     return work_dir
 

@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
 from lenstui.fleet import Fleet
 

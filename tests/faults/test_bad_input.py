@@ -26,7 +26,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from engine import ENGINE_VERSION, rundir
+from engine import ENGINE_VERSION
+
+from engine.protocol import rundir
 from engine.config import load_config
 from lenstui.app import make_app
 from lenstui.fleet import Fleet
@@ -116,7 +118,8 @@ def test_a_malformed_config_is_one_message_with_file_and_key_and_exit_2(name, go
     runs = tmp_path / "runs"
     assert lenstui_main(["--config", str(bad), "status"]) == 2
     cli_err = capsys.readouterr().err
-    from engine.train import StopRequest, main as train_main
+    from engine.training.train import main as train_main
+    from engine.training.stop import StopRequest
 
     assert train_main(["--experiment", "A1", "--config", str(bad), "--runs-root", str(runs)],
                       stop=StopRequest()) == 2
@@ -181,7 +184,8 @@ BAD_DATA = {
 
 @pytest.mark.parametrize("name", [*BAD_DATA, "truncated_shard"])
 def test_training_on_bad_data_fails_naming_the_shard_and_row(name, synth_root, tmp_path, capsys):
-    from engine.train import StopRequest, main
+    from engine.training.train import main
+    from engine.training.stop import StopRequest
 
     data = copy_dataset(synth_root, tmp_path / "data")
     shard = _first_train_shard(data)
@@ -209,7 +213,7 @@ def test_training_on_bad_data_fails_naming_the_shard_and_row(name, synth_root, t
 
 
 def test_a_few_bad_rows_under_the_threshold_are_dropped_and_counted(synth_root, tmp_path, capsys):
-    from engine.manifest import main as manifest_main
+    from engine.data.manifest import main as manifest_main
 
     data = copy_dataset(synth_root, tmp_path / "data")
     shard = _first_train_shard(data)

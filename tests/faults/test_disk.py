@@ -15,9 +15,9 @@ import os
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.model import load_checkpoint
+from engine.training.checkpoint import load_checkpoint
 from lenstui.fleet import Fleet, FleetError
 
 from .conftest import TRAIN_ARGS, epochs_of, local_host, metrics, poll_until, tiny_config
@@ -120,7 +120,8 @@ def test_a_read_only_run_directory_is_refused_with_its_name_and_nothing_changes(
     assert str(run) in err.value.message and "Read-only file system" in err.value.message
 
     # The training command itself, run by hand on that host: one message, exit 2, no traceback.
-    from engine.train import StopRequest, main
+    from engine.training.train import main
+    from engine.training.stop import StopRequest
 
     try:
         code = main(["--experiment", "A1", "--config", str(config), "--host", "local", *TRAIN_ARGS],

@@ -17,9 +17,11 @@ import time
 
 import pytest
 
-from engine import rundir
+from engine import files
+
+from engine.protocol import rundir
 from engine.config import load_config
-from engine.model import load_checkpoint
+from engine.training.checkpoint import load_checkpoint
 from lenstui.fleet import Fleet
 
 from .conftest import TRAIN_ARGS, epochs_of, local_host, metrics, poll_until, tiny_config, wait_for
@@ -103,7 +105,7 @@ def test_a_relaunch_is_never_shown_lost_while_the_new_process_starts(tmp_path):
         relaunch = threading.Thread(target=fleet.launch, args=("B1", "local"),
                                     kwargs={"extra_args": ["--epoch-seconds", "0.2"]})
         relaunch.start()
-        new_pid = wait_for(lambda: (pid := (rundir.read_json(runs / "B1" / rundir.LAUNCH_FILE).data or {})
+        new_pid = wait_for(lambda: (pid := (files.read_json(runs / "B1" / rundir.LAUNCH_FILE).data or {})
                                     .get("pid")) != first.pid and pid, timeout=30)
         seen = []
         while rundir.read_run_info(runs / "B1").data.get("pid") != new_pid:

@@ -12,7 +12,7 @@ import threading
 
 import pytest
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import load_config
 from lenstui.fleet import Fleet, FleetError
 

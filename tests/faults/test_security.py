@@ -21,9 +21,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from engine import rundir
+from engine.protocol import rundir
 from engine.config import ConfigError, load_config
-from engine.model import CheckpointError, load_checkpoint
+from engine.training.checkpoint import CheckpointError, load_checkpoint
 from lenstui.fleet import Fleet, FleetError
 
 from .conftest import (PROJECT_ROOT, group_alive, lenstui, local_host, poll_until, ssh_host, standin_work,
@@ -220,8 +220,9 @@ class _Payload:
 
 
 def test_a_checkpoint_with_a_pickled_object_is_refused_and_its_payload_never_runs(tmp_path, synth_root, capsys):
-    from engine.evaluate import main as evaluate_main
-    from engine.train import StopRequest, main as train_main
+    from engine.training.evaluate import main as evaluate_main
+    from engine.training.train import main as train_main
+    from engine.training.stop import StopRequest
 
     mark = tmp_path / "pwned"
     runs = tmp_path / "runs"
@@ -265,7 +266,7 @@ def test_every_torch_load_in_the_code_asks_for_weights_only():
 
 def test_the_local_transport_and_the_launcher_never_use_a_shell(tmp_path, monkeypatch):
     """Every process lenstui and the engine start locally, recorded: argv lists, shell=False."""
-    from engine import launch as engine_launch
+    from engine.protocol import launch as engine_launch
 
     calls: list[tuple[object, bool]] = []
     real_init = subprocess.Popen.__init__

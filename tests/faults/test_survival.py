@@ -17,7 +17,9 @@ import sys
 
 import pytest
 
-from engine import rundir
+from engine import files
+
+from engine.protocol import rundir
 from lenstui.app import make_app
 
 from .conftest import (PROJECT_ROOT, TRAIN_ARGS, app_wait, cell, epochs_of, lenstui, local_host,
@@ -67,7 +69,7 @@ async def test_runs_outlive_the_app_and_the_cli_and_a_new_session_finds_them_don
     assert alive_after_quit == {"A1": rundir.RunState.RUNNING, "B1": rundir.RunState.RUNNING}
     # Each run leads its own session: no terminal lenstui ran in can hang it up.
     for root, exp in ((runs, "A1"), (side_runs, "B1")):
-        pid = rundir.read_json(root / exp / rundir.LAUNCH_FILE).data["pid"]
+        pid = files.read_json(root / exp / rundir.LAUNCH_FILE).data["pid"]
         assert os.getsid(pid) == pid != os.getsid(0)
 
     second = make_app(config, refresh_s=1.0)  # a new session: it knows only experiments.toml
@@ -90,4 +92,4 @@ async def test_runs_outlive_the_app_and_the_cli_and_a_new_session_finds_them_don
     assert a1["test_auroc"] is not None and a1["run"]["exit_status"] == 0
     for run in (runs / "A1", side_runs / "B1"):  # one start each: nothing was restarted behind our back
         assert (run / rundir.LOG_FILE).read_text().count("lenstui launch of") == 1
-        assert rundir.read_run_info(run).data["pid"] == rundir.read_json(run / rundir.LAUNCH_FILE).data["pid"]
+        assert rundir.read_run_info(run).data["pid"] == files.read_json(run / rundir.LAUNCH_FILE).data["pid"]

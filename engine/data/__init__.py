@@ -1,0 +1,1 @@
+"""From shards to arrays: manifests, the stamp cache, preprocessing, the shortcut gates. NumPy, pandas, pyarrow, scikit-learn."""

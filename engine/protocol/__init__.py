@@ -1,0 +1,1 @@
+"""The run-directory protocol and what runs on every host: torch-free and NumPy-free (lenstui imports it)."""

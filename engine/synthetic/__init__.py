@@ -1,0 +1,1 @@
+"""The synthetic twin of the real shards: physics, priors, rendering, writing. NumPy and pyarrow."""

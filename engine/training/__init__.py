@@ -1,0 +1,1 @@
+"""Training and evaluating the classifier: model, augmentation, the step, the metrics of a split, the trainer. torch."""
