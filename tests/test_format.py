@@ -202,7 +202,7 @@ def test_the_curves_count_whole_epochs_from_1_and_mark_the_target_and_the_best_e
 
 
 def test_the_thetae_and_sensitivity_charts_draw_the_plans_lines():
-    from lenstui.widgets.plots import SensitivityChart, ThetaEChart
+    from lenstui.widgets.plots import AurocChart, SensitivityChart, ThetaEChart
 
     val = [{"bin": [0.5, 0.75], "auroc": 0.72, "count": 80}, {"bin": [0.75, 1.0], "auroc": 0.91, "count": 90}]
     test = [{"bin": [0.5, 0.75], "auroc": 0.70, "count": 70}, {"bin": [0.75, 1.0], "auroc": 0.88, "count": 75}]
@@ -212,6 +212,13 @@ def test_the_thetae_and_sensitivity_charts_draw_the_plans_lines():
     gaps = [{"bin": [0.5, 0.75], "auroc": None, "count": 3}, {"bin": [0.75, 1.0], "auroc": 0.42, "count": 9}]
     assert "0.5–0.75" in _drawn(ThetaEChart, ("Val AUROC by θ_E", gaps, [], 0.80, 0.70)), \
         "a bin without an AUROC, or below chance, sits on the axis instead of breaking the chart"
+    none = [{"bin": [0.5, 0.75], "auroc": None, "count": 29}, {"bin": [0.75, 1.0], "auroc": None, "count": 16}]
+    assert "none has enough positives yet" in _drawn(ThetaEChart, ("Val AUROC by θ_E", none, none, 0.80, 0.70)), \
+        "a short run whose bins all lack positives says so instead of drawing empty bars"
+    tall = _drawn(AurocChart, ([{"epoch": 1, "val_auroc": 0.7}], 0.90))
+    ticks = [float(line[:5]) for line in tall.splitlines() if line[5:6] in ("┤", "├") and line[:5].strip()]
+    assert ticks and max(ticks) <= 1.0, \
+        "the AUROC axis stops at 1"
     curve = [{"radius": r, "auroc": a} for r, a in ((0, 0.95), (3, 0.94), (5, 0.93), (7, 0.91), (10, 0.88))]
     sens = _drawn(SensitivityChart, (curve, [], 7, 0.03, 0.05))
     assert sens.splitlines()[-1].split() == ["0", "3", "5", "7", "10"], "the mask radii on the x axis"

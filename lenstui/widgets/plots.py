@@ -165,6 +165,7 @@ class AurocChart(Chart):
             plt.scatter([xs[best]], [ys[best]], label=f"best {ys[best]:.3f} (epoch {xs[best]})", color="cyan",
                         marker="dot")
         plt.hline(target, "gray")
+        plt.ylim(max(0.0, min(ys, default=FLOOR) - 0.05), 1.0)   # an AUROC never exceeds 1
         plt.xticks(epoch_ticks(xs))
         plt.title(f"Val AUROC; target {target:.2f} grey" if xs else "Val AUROC: after the first epoch")
 
@@ -186,13 +187,16 @@ class ThetaEChart(Chart):
         if test:
             test_by_edges = {_bin_label(b): _on_axis(b.get("auroc")) for b in test}
             plt.multiple_bar(labels, [val_y, [test_by_edges.get(_bin_label(b), FLOOR) for b in val]],
-                             labels=["val", "test (held out)"], color=["blue", "gray"])
+                             labels=["val", "test (held out)"], color=["blue", "gray"], minimum=FLOOR)
         elif labels:
-            plt.bar(labels, val_y, label="val", color="blue")
+            plt.bar(labels, val_y, label="val", color="blue", minimum=FLOOR)
         plt.hline(pass_above, "green")
         plt.hline(fail_below, "red")
         plt.ylim(FLOOR, 1.0)
-        plt.title(f"θ_E bins: PASS>{pass_above:.2f} green, FAIL<{fail_below:.2f} red")
+        if val and all(number(b.get("auroc")) is None for b in val):   # say so, rather than empty bars
+            plt.title("θ_E bins: none has enough positives yet")
+        else:
+            plt.title(f"θ_E bins: PASS>{pass_above:.2f} green, FAIL<{fail_below:.2f} red")
 
 
 class SensitivityChart(Chart):
