@@ -492,9 +492,14 @@ class Fleet:
                    if other.transport == "local" and other.enabled and self.config.dataset_for(other).name == dataset.name]
         source = sources[0] if sources else "<the folder holding its train/ val/ test/ shards>"
         target = f"{h.ssh_host or host}:{paths.data_root}" if h.transport != "local" else paths.data_root
-        return (f"copy the shards of dataset {dataset.name!r} there, e.g. `rsync -a {source}/ {target}/` "
-                f"(the folders train/, val/ and test/); or, if {host} keeps them elsewhere, set "
-                f"data_root = \"/that/folder\" under [hosts.{host}] in {self.config.source}")
+        route = (f"copy the shards of dataset {dataset.name!r} there, e.g. `rsync -a {source}/ {target}/` "
+                 f"(the folders train/, val/ and test/); or, if {host} keeps them elsewhere, set "
+                 f"data_root = \"/that/folder\" under [hosts.{host}] in {self.config.source}")
+        synthetic = [name for name, d in self.config.datasets.items() if d.kind == "synthetic"]
+        if synthetic:   # a new user with only the demo data has no shards to copy: say the other way
+            route += (f"; or, to try the plan without real shards, set dataset = \"{synthetic[0]}\" under "
+                      f"[hosts.{host}] and run `lenstui synth --host {host}`")
+        return route
 
     def synth(self, host: str) -> str:
         """Make the host's synthetic dataset on the host (unless a complete one is there); its last words."""

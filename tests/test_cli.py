@@ -190,3 +190,17 @@ def test_a_locale_that_is_not_utf8_is_said_at_start_up_instead_of_drawing_garbag
         err = capsys.readouterr().err
         assert "the locale is not UTF-8" in err and "export LANG=C.UTF-8" in err and "--no-utf8-check" in err
         assert lenstui.cli.main(["--config", project["config"], "--no-utf8-check"]) == 0 and opened == [None]
+
+
+def test_a_shipped_host_without_real_shards_is_also_offered_the_synthetic_route():
+    # A new user with only the demo data: copying shards they do not have is no route.
+    from engine.config import load_config
+    from lenstui.fleet import Fleet
+
+    fleet = Fleet(load_config(PROJECT_ROOT / "experiments.toml"), PROJECT_ROOT / "experiments.toml")
+    try:
+        route = fleet.data_route("lambda")
+    finally:
+        fleet.close()
+    assert "copy the shards of dataset 'v5_cosmos_paired' there" in route
+    assert 'set dataset = "synthetic-demo" under [hosts.lambda] and run `lenstui synth --host lambda`' in route
