@@ -34,6 +34,9 @@ UNPAIRED_METHODS = ("origin", "per_cell")   # engine.manifest: how the unpaired 
 BAD_ROW_LIMIT_KEY = "data.bad_row_limit"     # messages about bad rows name it
 DEFAULT_BAD_ROW_LIMIT = 0.001
 CORE_GATE_READINGS = ("masked", "unmasked")
+# The lens catalogue a synthetic dataset with selected lens hosts writes beside its shards
+# (engine/synthetic/lens_catalogue.py); its dataset names it as `unpaired_manifest`.
+LENS_CATALOGUE = "lens-catalogue"
 
 
 class ConfigError(ValueError):
@@ -244,6 +247,9 @@ class Dataset:
     scale: float | None = None
     seed: int | None = None
     unpaired_manifest: str | None = None
+    # A synthetic dataset's departures from the twin's priors (engine/synthetic/priors.py, `Priors`):
+    # field name -> value, e.g. {"lens_host_luminosity_weight": 2.0}. engine.synth checks the names.
+    priors: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -738,8 +744,33 @@ def _datasets(t: _Table) -> dict[str, Dataset]:
         out[name] = Dataset(name, kind, d.str("root"),
                             d.float("scale", default=None, minimum=0.0),
                             d.int("seed", default=None, minimum=0),
-                            d.str("unpaired_manifest", default=None))
+                            d.str("unpaired_manifest", default=None),
+                            MappingProxyType(_priors(d, kind)))
         d.done()
+    return out
+
+
+def _priors(d: _Table, kind: str) -> dict[str, Any]:
+    """A synthetic dataset's `priors` table: names of the twin's Priors fields and their values
+    (numbers, or lists of numbers); engine.synth checks the names against the twin's."""
+    if "priors" not in d.data:
+        return {}
+    p = d.table("priors")
+    if kind != "synthetic":
+        raise p.error("", "only a synthetic dataset has priors (they are the twin's)", "remove the table")
+    out: dict[str, Any] = {}
+    for key, value in p.data.items():
+        p.used.add(key)
+        numbers = value if isinstance(value, list) else [value]
+        if not numbers or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+            raise p.error(key, f"expected a number or a list of numbers, found {_kind(value)} ({value!r})")
+        out[key] = tuple(value) if isinstance(value, list) else value
+    weight = out.get("lens_host_luminosity_weight", 0)
+    if isinstance(weight, (int, float)) and weight > 0 and "unpaired_manifest" not in d.data:
+        raise p.error("lens_host_luminosity_weight", "selects the lens hosts, which only the lens catalogue the "
+                      "twin writes carries into the unpaired view",
+                      f"add unpaired_manifest = \"<root>/{LENS_CATALOGUE}\" to [{d.path}]")
+    p.done()
     return out
 
 

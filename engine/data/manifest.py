@@ -62,12 +62,16 @@ def lrg_ids(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return (ra_u << _DEC_BITS) | dec_u
 
 
+def lrg_ra_dec(lrg_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) of ids made by `lrg_ids`: its inverse (to the 6 decimals the id keeps)."""
+    ids = np.asarray(lrg_id, np.int64)
+    return (ids >> _DEC_BITS) / 1e6, (ids & ((1 << _DEC_BITS) - 1)) / 1e6 - 90.0
+
+
 def describe_lrg(lrg_id: int) -> str:
     """'ra=150.123456 dec=-2.345678' for an id made by `lrg_ids`."""
-    lrg_id = int(lrg_id)
-    ra = (lrg_id >> _DEC_BITS) / 1e6
-    dec = (lrg_id & ((1 << _DEC_BITS) - 1)) / 1e6 - 90.0
-    return f"ra={ra:.6f} dec={dec:.6f}"
+    ra, dec = lrg_ra_dec(np.array([int(lrg_id)]))
+    return f"ra={ra[0]:.6f} dec={dec[0]:.6f}"
 
 
 # ---------------------------------------------------------------------------
