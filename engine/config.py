@@ -37,6 +37,7 @@ CORE_GATE_READINGS = ("masked", "unmasked")
 # The lens catalogue a synthetic dataset with selected lens hosts writes beside its shards
 # (engine/synthetic/lens_catalogue.py); its dataset names it as `unpaired_manifest`.
 LENS_CATALOGUE = "lens-catalogue"
+DEFAULT_MAX_RUNS_PER_GPU = 3   # [hosts.X] max_runs_per_gpu: lenstui/scheduler.py, docs/PLAN.md
 
 
 class ConfigError(ValueError):
@@ -269,6 +270,9 @@ class Host:
     identity_file: str | None = None
     cache_dir: str | None = None   # manifests and stamp caches; default <data root>/.lenstui-cache where writable
     data_root: str | None = None    # where this host keeps its dataset, when not at the dataset's `root`
+    # How many runs lenstui's scheduler puts on one GPU of this host (a host without GPUs: on its
+    # CPU) at once; docs/PLAN.md says why 3 (lenstui/scheduler.py).
+    max_runs_per_gpu: int = DEFAULT_MAX_RUNS_PER_GPU
 
     def resolve(self, path: str) -> str:
         """`path` as the host sees it: relative paths are under work_dir."""
@@ -791,6 +795,7 @@ def _hosts(t: _Table, datasets: Mapping[str, Dataset]) -> dict[str, Host]:
             identity_file=h.str("identity_file", default=None),
             cache_dir=h.str("cache_dir", default=None),
             data_root=h.str("data_root", default=None),
+            max_runs_per_gpu=h.int("max_runs_per_gpu", default=DEFAULT_MAX_RUNS_PER_GPU, minimum=1),
         )
         if transport == "ssh" and not host.ssh_host:
             raise h.error("ssh_host", "missing; an ssh host needs an address or an ~/.ssh/config alias")

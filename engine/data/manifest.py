@@ -376,6 +376,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "make the unpaired view (default: the host dataset's unpaired_manifest)")
     parser.add_argument("--bad-row-limit", type=float, help="largest share of bad rows per split that is dropped "
                         "rather than an error (default: data.bad_row_limit of the config, else 0.001)")
+    parser.add_argument("--check", action="store_true",
+                        help="build nothing: print one JSON line saying whether these manifests are built "
+                        "(lenstui's plan reads it for Phase 1's steps 1.1 and 1.2)")
     args = parser.parse_args(argv)
     try:
         _, settings = settings_for_command(args.config, args.host)
@@ -390,6 +393,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out is None:
             cache = resolve_cache_dir(args.data_root, settings.cache_dir, setting=settings.cache_dir_setting)
             out = cache.manifests
+        if args.check:
+            if not Path(args.data_root).is_dir():
+                print(json.dumps({"present": False, "path": None, "why": f"no dataset at {args.data_root}"}))
+                return exitcodes.OK
+            key = manifest_key(args.data_root, **{k: v for k, v in settings.manifest_options().items()
+                                                  if k in ("seed", "sample_fraction", "thetae_bins", "strata",
+                                                           "unpaired_method", "unpaired_manifest")})
+            final = out / key
+            present = (final / SUMMARY_FILE).is_file()
+            print(json.dumps({"present": present, "path": str(final),
+                              "why": "built" if present else "not built for these settings yet"}))
+            return exitcodes.OK
         ms = build_manifests(args.data_root, out, **settings.manifest_options())
         print(report(ms))
         print(f"\nsettings from {origin}" + (f"; command-line: {', '.join(overrides)}" if overrides else ""))
