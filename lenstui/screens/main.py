@@ -33,7 +33,7 @@ class MainScreen(Screen[None]):
         Binding("p", "app.plan", "Plan"),
         Binding("d", "app.decision", "Decision"),
         Binding("s", "app.sync", "Sync"),
-        Binding("r", "app.report", "Report"),
+        Binding("r", "app.report", "Report", show=False),   # also the plan's step 4.3 (p); ? lists every key
     ]
 
     def __init__(self) -> None:
