@@ -85,6 +85,9 @@ class LensTUI(App[None]):
         self.plan_note: str | None = None
         self.gone: set[str] = set()               # hosts the user declared gone (their GPUs are not held)
         self._plan_busy = False
+        self._poll_started: dict[str, float] = {}    # host -> when its poll in flight started (monotonic)
+        self._answer_from: dict[str, float] = {}     # host -> when the poll behind its latest snapshot started
+        self._queue_after = 0.0                      # the queue waits for snapshots asked after the last start
 
     # -- screens ----------------------------------------------------------------
 
@@ -121,6 +124,7 @@ class LensTUI(App[None]):
         for host in self.enabled_hosts:
             if host not in self._polling:  # a hung host keeps one thread, never a pile
                 self._polling.add(host)
+                self._poll_started[host] = time.monotonic()
                 self._poll_worker(host)
 
     @work(thread=True, group="poll")
@@ -141,6 +145,7 @@ class LensTUI(App[None]):
                         title="lenstui bug or Fleet error")
             return
         self.snapshots[message.host] = message.snapshot
+        self._answer_from[message.host] = self._poll_started.get(message.host, 0.0)
         if isinstance(message.snapshot.status, dict):
             self.last_seen[message.host] = (time.time(), message.snapshot.status)
         self._notify_transitions(message.host, message.snapshot)
@@ -503,8 +508,12 @@ class LensTUI(App[None]):
     def _plan_preview_worker(self) -> None:
         from lenstui import plan_run
 
+        from lenstui.cli import poll_all
+
         try:
-            snaps = dict(self.snapshots)
+            # Asked afresh, not the latest snapshots: a run started a moment ago must show, or its
+            # step would read "ready" again (on another host, the engine's lock could not refuse it).
+            snaps = poll_all(self.fleet, self.enabled_hosts)
             state = plan_run.gather(self.fleet, snaps, self.last_seen, self.train_args)
             self.post_message(PlanPreviewReady(plan_run.preview(state, snaps, self.fleet, self.plan_queue, self.gone)))
         except Exception as exc:
@@ -556,6 +565,10 @@ class LensTUI(App[None]):
         existing = set(self.choices)
         self.plan_queue = [r for r in self.plan_queue if r.name not in existing]
         if not self.plan_queue or self._plan_busy or len(self.snapshots) < len(self.enabled_hosts):
+            return
+        # Only snapshots asked after the last start count: an older one would not show that run yet,
+        # and its GPU would look free.
+        if any(self._answer_from.get(h, 0.0) < self._queue_after for h in self.enabled_hosts):
             return
         placed = schedule(self.plan_queue, self.snapshots, self.config, self.gone).placed
         if not placed:
@@ -631,6 +644,7 @@ class LensTUI(App[None]):
         if m.action in ("launch", "abort", "plan"):
             self.poll_hosts()
         if m.action == "plan":
+            self._queue_after = time.monotonic()
             self.action_plan_refresh()
 
     def results(self) -> dict[str, dict[str, Any]]:
