@@ -39,7 +39,7 @@ STATUSES = (DONE, RUNNING, READY, WAITING, BLOCKED, FAILED, STOPPED, NOT_NEEDED)
 class Action:
     """What Advance does for a ready step: sync or build manifests on a host, launch a run, write the report."""
 
-    kind: str                          # "sync", "manifests", "launch", "report"
+    kind: str                          # "sync", "synth", "manifests", "launch", "report"
     host: str | None = None            # sync, manifests: the host
     request: RunRequest | None = None  # launch: the run
 
@@ -173,6 +173,7 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
         detail = "; ".join(said) or "no host answers"
         if down:
             detail += "; not answering: " + ", ".join(f"{h.host} ({h.error or 'no answer'})" for h in down)
+        actions = [a for a in actions if a is not None]
         if missing:
             return (READY if actions else BLOCKED), detail, (None if actions else ", ".join(missing)), tuple(actions)
         if down or not said:
@@ -207,8 +208,19 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
         return bool(m.get("present")), ("built" + (f" at {m.get('path')}" if m.get("path") else "")
                                         if m.get("present") else str(m.get("why") or "not built"))
 
-    man_status, man_detail, man_by, man_actions = per_host(
-        manifests_ok, lambda h: Action("manifests", h.host))
+    def make_manifests(h: HostFacts) -> Action | None:
+        """Build them; where the dataset itself is missing, make it first (synthetic), or nothing."""
+        if h.manifests and h.manifests.get("dataset_missing"):
+            return Action("synth", h.host) if config.dataset_for(config.hosts[h.host]).kind == "synthetic" else None
+        return Action("manifests", h.host)
+
+    man_status, man_detail, man_by, man_actions = per_host(manifests_ok, make_manifests)
+    no_data = [h.host for h in enabled if h.status is not None and h.manifests and h.manifests.get("dataset_missing")
+               and config.dataset_for(config.hosts[h.host]).kind != "synthetic"]
+    if no_data:   # real shards cannot be made here: a person copies them (lenstui preflight says where)
+        man_status, man_actions = BLOCKED, tuple(a for a in man_actions if a is not None)
+        man_by = (f"no dataset on {', '.join(no_data)}: copy its shards there (`lenstui preflight --host "
+                  f"{no_data[0]}` says what to copy where)")
     if not code_ready and man_status != DONE:
         man_status, man_by, man_actions = WAITING, "1.5 (code synced to every host)", ()
     if any(h.manifests and h.manifests.get("error") for h in enabled if h.status is not None):
@@ -216,7 +228,7 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
         man_by = "; ".join(f"{h.host}: {h.manifests['error']}" for h in enabled
                            if h.status is not None and h.manifests and h.manifests.get("error"))
     steps.append(Step("1.1", 1, "Stratified 10% manifest (unpaired view)", man_status, man_detail, man_by, man_actions))
-    steps.append(Step("1.2", 1, "Paired 10% manifest", man_status,
+    steps.append(Step("1.2", 1, "Paired 10% manifest", DONE if man_status == DONE else WAITING,
                       "built with 1.1 (one build makes the paired and unpaired views, full and 10%)",
                       "1.1" if man_status != DONE else None))
     steps.append(Step("1.3", 1, "Verify data loading", DONE if man_status == DONE else WAITING,
@@ -229,6 +241,10 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
     steps.append(Step("1.5", 1, "Code synced to every host", sync_status, sync_detail, sync_by, sync_actions))
     phase1_done = all(s.status == DONE for s in steps)
     phase1_by = ", ".join(s.key for s in steps if s.status != DONE)
+    # Code synced and only the manifests (or the synthetic data) left to make: one Advance makes them
+    # and then launches A1 and B1 (perform skips the launches if a build fails).
+    after_manifests = (not phase1_done and sync_status == DONE and engine_status == DONE
+                       and man_status == READY)
 
     # -- Phase 2 ---------------------------------------------------------------
     def run_step(key: str, phase: int, exp_id: str, title: str, wanted: bool, waiting_on: str | None,
@@ -257,7 +273,7 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
 
     for key, exp_id in zip(("2.1", "2.2"), PHASE1):
         purpose = config.experiments[exp_id].purpose
-        steps.append(run_step(key, 2, exp_id, f"{exp_id}: {purpose}", phase1_done,
+        steps.append(run_step(key, 2, exp_id, f"{exp_id}: {purpose}", phase1_done or after_manifests,
                               f"Phase 1 ({phase1_by})" if not phase1_done else None, "§7.2: Phase 2 baselines"))
     both = all(choices.get(e) is not None and choices[e].chosen.state == RunState.DONE for e in PHASE1)
     steps.append(Step("2.3", 2, "Analyse A1 vs B1 (gates, θ_E, core sensitivity)", DONE if both else WAITING,

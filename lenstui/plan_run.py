@@ -133,12 +133,19 @@ def perform(fleet: Fleet, plan: Preview) -> Outcome:
         try:
             if a.kind == "sync" and a.host:
                 out.lines.append(f"sync {a.host}: {fleet.sync(a.host).message}")
+            elif a.kind == "synth" and a.host:   # the synthetic dataset, then its manifests
+                out.lines.append(f"synth on {a.host}: {fleet.synth(a.host)}")
+                out.lines.append(f"manifests on {a.host}: {fleet.manifests(a.host)['why']}")
             elif a.kind == "manifests" and a.host:
                 out.lines.append(f"manifests on {a.host}: {fleet.manifests(a.host)['why']}")
             elif a.kind == "report":
                 out.lines.append(write_report(fleet))
         except FleetError as exc:
             out.failed.append(exc.message)
+    if out.failed and plan.schedule.placed:   # the runs need what failed (data, manifests, code)
+        out.failed.append("no run started: " + ", ".join(p.request.name for p in plan.schedule.placed)
+                          + " wait for the step(s) above; Advance again once they are fixed")
+        return out
     for p in plan.schedule.placed:
         req = p.request
         if req.name != req.exp_id:

@@ -39,6 +39,8 @@ def local_config(tmp_path: Path, data: Path, limit: int) -> Path:
 
 def test_plan_json_has_the_documented_schema_and_says_what_blocks_each_step(tmp_path):
     config = local_config(tmp_path, tmp_path / "no-data-yet", 1)
+    text = config.read_text()   # real shards, not there: nothing Advance can make, a person copies them
+    config.write_text(text.replace('kind = "synthetic"\nroot', 'kind = "shards"\nroot').replace("scale = 0.01\nseed = 1\n", ""))
     done = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan", "--json"],
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -53,8 +55,9 @@ def test_plan_json_has_the_documented_schema_and_says_what_blocks_each_step(tmp_
         if step["status"] in ("waiting", "blocked", "failed", "stopped"):
             assert step["blocked_by"], step     # a step that cannot go says by what
     steps = {s["key"]: s for s in plan["steps"]}
-    # No dataset on the host: the manifests cannot be built, and the check says so.
-    assert steps["1.1"]["status"] == "ready" or "no dataset" in steps["1.1"]["detail"]
+    # No dataset on the host: the manifests cannot be built, and the step says what to do.
+    assert steps["1.1"]["status"] == "blocked" and "no dataset on local: copy its shards" in steps["1.1"]["blocked_by"]
+    assert steps["1.1"]["actions"] == [] and "no dataset at" in steps["1.1"]["detail"]
     assert steps["1.5"]["status"] == "done"            # local runs this folder's engine
     assert steps["2.1"]["status"] == "waiting" and "Phase 1" in steps["2.1"]["blocked_by"]
     assert plan["decision"]["branch"] == "waiting" and plan["hosts"][0]["host"] == "local"
@@ -75,17 +78,10 @@ async def test_every_gpu_busy_queues_the_run_on_screen_and_it_starts_when_one_fr
             await wait_for(pilot, lambda: "local" in app.snapshots, timeout=30)
             await pilot.press("p")
             await wait_for(pilot, lambda: app.plan_state() is not None, timeout=60)
-            await pilot.press("a")                                  # Phase 1: the manifests
-            await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
-            assert "manifests on local" in app.screen.text
-            await pilot.press("y")
-            await wait_for(pilot, lambda: app.plan_state().step("1.1").status == "done", timeout=120)
-
-            await wait_for(pilot, lambda: not app._plan_busy, timeout=60)
-            await pilot.press("a")                                  # Phase 2: one runs, one waits
+            await pilot.press("a")                 # the manifests, then Phase 2: one runs, one waits
             await wait_for(pilot, lambda: isinstance(app.screen, ConfirmScreen), timeout=60)
             text = app.screen.text
-            assert "A1 → local:cpu" in text, text
+            assert "manifests on local" in text and "A1 → local:cpu" in text, text
             assert re.search(r"B1 waits in the queue: every GPU is busy: .*max_runs_per_gpu = 1", text), text
             await pilot.press("y")
             await wait_for(pilot, lambda: isinstance(app.screen, PlanScreen), timeout=10)

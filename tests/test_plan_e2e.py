@@ -82,13 +82,13 @@ async def test_the_plan_runs_from_the_plan_screen_across_hosts_and_survives_a_re
                 # Phase 1: sync the two ssh hosts (local runs this folder's engine), then the manifests.
                 await advance(app, pilot, ["sync on h1", "sync on h2"])
                 await wait_for(pilot, lambda: status(app, "1.5") == "done", timeout=60)
-                assert status(app, "1.1") == "ready"
-                await advance(app, pilot, ["manifests on local"])
-                await wait_for(pilot, lambda: status(app, "1.1") == "done", timeout=120)
-                assert all(status(app, k) == "done" for k in ("1.1", "1.2", "1.3", "1.4", "1.5"))
+                assert status(app, "1.1") == "ready" and status(app, "2.1") == "ready"
 
-                # Phase 2: A1 and B1 at once, on two different hosts, with the short epochs shown.
-                text = await advance(app, pilot, ["A1 →", "B1 →", "--epochs 1"])
+                # The manifests, then Phase 2 in the same Advance: A1 and B1 at once, on two different
+                # hosts, with the short epochs shown.
+                text = await advance(app, pilot, ["manifests on local", "A1 →", "B1 →", "--epochs 1"])
+                await wait_for(pilot, lambda: all(status(app, k) == "done" for k in ("1.1", "1.2", "1.3", "1.4", "1.5")),
+                               timeout=60)
                 where = dict(re.findall(r"(A1|B1) → (\S+)", text))
                 assert where["A1"].split(":")[0] != where["B1"].split(":")[0], text
                 await wait_for(pilot, lambda: status(app, "2.1") in ("running", "done")

@@ -395,7 +395,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             out = cache.manifests
         if args.check:
             if not Path(args.data_root).is_dir():
-                print(json.dumps({"present": False, "path": None, "why": f"no dataset at {args.data_root}"}))
+                print(json.dumps({"present": False, "path": None, "dataset_missing": True,
+                                  "why": f"no dataset at {args.data_root}"}))
                 return exitcodes.OK
             key = manifest_key(args.data_root, **{k: v for k, v in settings.manifest_options().items()
                                                   if k in ("seed", "sample_fraction", "thetae_bins", "strata",
