@@ -101,3 +101,43 @@ async def test_every_gpu_busy_queues_the_run_on_screen_and_it_starts_when_one_fr
         fleet.close()
         for exp in ("A1", "B1"):
             kill_group_of(tmp_path / "runs" / exp)
+
+
+def plan_with_baselines_done(tmp_path: Path, reliance: float) -> Path:
+    """Local host, tiny data with its manifests built, A1 and B1 done (fixture run directories):
+    B1's core gate 0.70 (fails §6.1) and core_reliance `reliance`."""
+    from test_snapshots import gate, write_run
+
+    data = write_tiny_dataset(tmp_path / "data")
+    config = local_config(tmp_path, data, 3)
+    built = subprocess.run([sys.executable, "-m", "engine.manifest", "--data-root", str(data), "--config", str(config),
+                            "--host", "local"], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    verdicts = {"core_lr_auc": {"verdict": "FAIL", "value": 0.70}, "core_reliance": {"verdict": "PASS", "value": reliance}}
+    summary = {"best_val_auroc": 0.85, "best_epoch": 4, "final_core_lr_auc": 0.70, "final_radial_lr_auc": 0.50,
+               "core_reliance": reliance, "verdicts": verdicts}
+    for exp in ("A1", "B1"):
+        write_run(tmp_path / "runs", exp, "local", "done", [0.7, 0.8, 0.85, 0.85], [gate(4, 0.70, 0.50)], **summary)
+    return config
+
+
+def test_advance_proposes_the_three_variants_together_when_the_tree_says_so(tmp_path):
+    config = plan_with_baselines_done(tmp_path, reliance=0.02)
+    done = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan", "run", "--",
+                           "--epochs", "1"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    # Not on a terminal and no --yes: it says what it would do, where, and starts nothing.
+    assert done.returncode == 3, done.stdout + done.stderr
+    for exp, step in (("B2", "3.1"), ("B3", "3.2"), ("B4", "3.3")):
+        assert re.search(rf"{exp} → local:cpu  \[differs from the plan: --epochs 1 .*\]  \(step {step}\)", done.stdout)
+    assert "add --yes" in done.stderr
+    assert not any((tmp_path / "runs" / e).exists() for e in ("B2", "B3", "B4"))
+
+
+def test_a_stop_halts_plan_run_auto_and_says_why(tmp_path):
+    config = plan_with_baselines_done(tmp_path, reliance=0.10)
+    done = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan", "run", "--auto"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 3
+    assert "the plan stops here: STOP: model is exploiting shortcut" in done.stderr
+    assert "2.4  STOPPED" in done.stdout and "a person decides" in done.stdout
+    assert not (tmp_path / "runs" / "FULL").exists()
