@@ -145,6 +145,8 @@ class LensTUI(App[None]):
                         title="lenstui bug or Fleet error")
             return
         self.snapshots[message.host] = message.snapshot
+        if isinstance(message.snapshot.status, dict):
+            self.gone.discard(message.host)   # it is back: its GPUs count again
         self._answer_from[message.host] = self._poll_started.get(message.host, 0.0)
         if isinstance(message.snapshot.status, dict):
             self.last_seen[message.host] = (time.time(), message.snapshot.status)
@@ -495,6 +497,25 @@ class LensTUI(App[None]):
         except Exception as exc:   # a bug in the plan must show, not blank the screen
             return None, waiting, slots, held, f"The plan could not be derived: {_words(exc)}"
         return state, waiting, slots, held, self.plan_note
+
+    def action_plan_declare_gone(self) -> None:
+        """Hosts that do not answer keep their GPUs held for their runs; the user may give them up."""
+        from lenstui.scheduler import slots_of
+
+        _, held = slots_of(self.snapshots, self.config, self.gone)
+        if not held:
+            self.notify("Every enabled host answers: none to declare gone", title="Plan")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.gone |= set(held)
+                self._redraw()
+
+        self.push_screen(ConfirmScreen(f"Declare {', '.join(held)} gone?", [
+            f"{', '.join(held)} has not answered: its runs may still be going there (they are detached).",
+            "Declared gone, its GPUs are no longer held for them: the queue no longer waits for it.",
+            "It counts again as soon as it answers."], confirm_label="Declare gone", danger=True), answered)
 
     def action_plan_advance(self) -> None:
         if self._plan_busy:

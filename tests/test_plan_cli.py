@@ -141,3 +141,30 @@ def test_a_stop_halts_plan_run_auto_and_says_why(tmp_path):
     assert "the plan stops here: STOP: model is exploiting shortcut" in done.stderr
     assert "2.4  STOPPED" in done.stdout and "a person decides" in done.stdout
     assert not (tmp_path / "runs" / "FULL").exists()
+
+
+async def test_a_silent_hosts_gpus_are_held_until_the_user_declares_it_gone(tmp_path):
+    from lenstui.fleet import HostSnapshot
+    from test_snapshots import PlanDirFleet, fixture_app
+
+    app = fixture_app(tmp_path)
+
+    class SilentGpu1(PlanDirFleet):
+        def poll(self, host):
+            if host == "gpu1":
+                return HostSnapshot.down("gpu1", 1_790_000_000.0, "no answer within 30 s")
+            return super().poll(host)
+
+    app.fleet = SilentGpu1(app.fleet.runs_roots, app.fleet.gpus, tmp_path / "experiments.toml")
+    app.fleet.config = app.config
+    async with app.run_test(size=(120, 60)) as pilot:
+        await wait_for(pilot, lambda: {"local", "gpu1"} <= set(app.snapshots), timeout=10)
+        await pilot.press("p")
+        await wait_for(pilot, lambda: app.code_version is not None, timeout=10)
+        await pilot.pause()
+        assert "gpu1           not answering: its GPUs are held for its runs" in app.screen.text
+        await pilot.press("x")
+        assert isinstance(app.screen, ConfirmScreen) and "Declare gpu1 gone?" in app.screen.text
+        await pilot.press("y")
+        await pilot.pause()
+        assert app.gone == {"gpu1"} and "its GPUs are held" not in app.screen.text

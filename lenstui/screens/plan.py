@@ -72,6 +72,7 @@ class PlanScreen(AltKeyMeansEscape, Screen[None]):
         Binding("backspace", "back", "Back", show=False),
         Binding("a", "app.plan_advance", "Advance"),
         Binding("g", "app.plan_refresh", "Recheck hosts"),
+        Binding("x", "app.plan_declare_gone", "Declare silent hosts gone"),
     ]
 
     def compose(self) -> ComposeResult:
