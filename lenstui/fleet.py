@@ -484,6 +484,19 @@ class Fleet:
             return answer
         return {"present": True, "path": None, "why": last_line(done.stdout) or "built"}
 
+    def data_check(self, host: str) -> str:
+        """The data check on `host`: the gate matrix of its dataset (`engine.gates --matrix --record`),
+        recorded beside its manifests; the ordering verdict's line."""
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.gates", "--matrix", "--record", "--data-root", paths.data_root,
+                "--config", paths.config_file, "--host", host]
+        with _as_fleet_error(f"data check on {host}"):
+            done = self.transport(host).run(argv, cwd=paths.work_dir, timeout=SYNTH_TIMEOUT)
+        if done.rc != 0:
+            raise FleetError(f"data check on {host} failed: {self._engine_failure(host, paths, done.stderr)}")
+        lines = [line for line in done.stdout.splitlines() if line.startswith("ordering:")]
+        return lines[-1] if lines else last_line(done.stdout)
+
     def preflight(self, host: str) -> PreflightResult:
         """Whether the host's Python imports what training needs (engine.status.TRAIN_MODULES) and sees GPUs."""
         paths = self.paths(host)

@@ -39,7 +39,7 @@ STATUSES = (DONE, RUNNING, READY, WAITING, BLOCKED, FAILED, STOPPED, NOT_NEEDED)
 class Action:
     """What Advance does for a ready step: sync or build manifests on a host, launch a run, write the report."""
 
-    kind: str                          # "sync", "synth", "manifests", "launch", "report"
+    kind: str                          # "sync", "synth", "manifests", "data_check", "launch", "report"
     host: str | None = None            # sync, manifests: the host
     request: RunRequest | None = None  # launch: the run
 
@@ -49,7 +49,7 @@ class Action:
             return f"launch {self.request.name}{base}"
         if self.kind == "report":
             return "write the report"
-        return f"{self.kind} on {self.host}"
+        return f"{self.kind.replace('_', ' ')} on {self.host}"
 
 
 @dataclass(frozen=True)
@@ -231,10 +231,26 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
     steps.append(Step("1.2", 1, "Paired 10% manifest", DONE if man_status == DONE else WAITING,
                       "built with 1.1 (one build makes the paired and unpaired views, full and 10%)",
                       "1.1" if man_status != DONE else None))
-    steps.append(Step("1.3", 1, "Verify data loading", DONE if man_status == DONE else WAITING,
-                      "the manifest build read every shard's index and held the bad-row limit on each host"
-                      if man_status == DONE else "verified by the manifest build (1.1)",
-                      None if man_status == DONE else "1.1"))
+    # 1.3: the data check, the gate matrix of engine.gates on the dataset, recorded beside the
+    # manifests it read; its ordering verdict (SCIENCE.md's) is shown, and informs, never blocks.
+    checked = [(h.host, h.manifests["data_check"]) for h in enabled
+               if h.status is not None and h.manifests and isinstance(h.manifests.get("data_check"), dict)]
+    if checked:
+        where, record = checked[0]
+        verdict = "ordering as expected" if record.get("ordering_ok") else "ordering NOT as expected"
+        steps.append(Step("1.3", 1, "Verify data loading (data check: the gate matrix)", DONE,
+                          f"{verdict} on {where}: {record.get('ordering')} (a verdict to read: it does not block)"))
+    elif man_status in (DONE, READY):
+        first = next((h for h in enabled if h.status is not None), None)
+        steps.append(Step("1.3", 1, "Verify data loading (data check: the gate matrix)",
+                          READY if first is not None else WAITING,
+                          f"not run; Advance runs engine.gates --matrix on {first.host if first else '?'}"
+                          + (" after 1.1" if man_status == READY else ""),
+                          None if first is not None else "a host that answers",
+                          (Action("data_check", first.host),) if first is not None else ()))
+    else:
+        steps.append(Step("1.3", 1, "Verify data loading (data check: the gate matrix)", WAITING,
+                          "needs the manifests (1.1)", "1.1"))
     steps.append(Step("1.4", 1, "Training script has every metric (engine version)",
                       engine_status if engine_status != READY else WAITING, engine_detail,
                       None if engine_status == DONE else "1.5 (sync the older hosts)"))
@@ -244,7 +260,7 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
     # Code synced and only the manifests (or the synthetic data) left to make: one Advance makes them
     # and then launches A1 and B1 (perform skips the launches if a build fails).
     after_manifests = (not phase1_done and sync_status == DONE and engine_status == DONE
-                       and man_status == READY)
+                       and man_status in (DONE, READY) and steps[2].status in (DONE, READY))
 
     # -- Phase 2 ---------------------------------------------------------------
     def run_step(key: str, phase: int, exp_id: str, title: str, wanted: bool, waiting_on: str | None,

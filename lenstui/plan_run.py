@@ -138,6 +138,8 @@ def perform(fleet: Fleet, plan: Preview) -> Outcome:
                 out.lines.append(f"manifests on {a.host}: {fleet.manifests(a.host)['why']}")
             elif a.kind == "manifests" and a.host:
                 out.lines.append(f"manifests on {a.host}: {fleet.manifests(a.host)['why']}")
+            elif a.kind == "data_check" and a.host:
+                out.lines.append(f"data check on {a.host}: {fleet.data_check(a.host)}")
             elif a.kind == "report":
                 out.lines.append(write_report(fleet))
         except FleetError as exc:

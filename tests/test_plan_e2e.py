@@ -86,9 +86,10 @@ async def test_the_plan_runs_from_the_plan_screen_across_hosts_and_survives_a_re
 
                 # The manifests, then Phase 2 in the same Advance: A1 and B1 at once, on two different
                 # hosts, with the short epochs shown.
-                text = await advance(app, pilot, ["manifests on local", "A1 →", "B1 →", "--epochs 1"])
+                text = await advance(app, pilot, ["manifests on local", "data check on", "A1 →", "B1 →", "--epochs 1"])
                 await wait_for(pilot, lambda: all(status(app, k) == "done" for k in ("1.1", "1.2", "1.3", "1.4", "1.5")),
                                timeout=60)
+                assert "(data check: the gate matrix)" in app.screen.text and "ordering" in app.plan_state().step("1.3").detail
                 where = dict(re.findall(r"(A1|B1) → (\S+)", text))
                 assert where["A1"].split(":")[0] != where["B1"].split(":")[0], text
                 await wait_for(pilot, lambda: status(app, "2.1") in ("running", "done")

@@ -221,7 +221,10 @@ class PlanDirFleet(DirFleet):
         return True
 
     def manifests(self, host: str, check: bool = False) -> dict[str, Any]:
-        return {"present": True, "path": f"/srv/cache/manifests/{host}", "why": "built"}
+        ordering = ("paired: raw 0.951 > residual 0.554; unpaired: raw 0.949 > residual 0.694; "
+                    "unpaired residual R=7 0.518 ≤ R=0 0.694 (+0.02)")
+        return {"present": True, "path": f"/srv/cache/manifests/{host}", "why": "built",
+                "data_check": {"ordering_ok": True, "ordering": ordering}}
 
 
 def test_plan_screen(snap_compare, tmp_path):

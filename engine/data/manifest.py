@@ -358,6 +358,10 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
     return ManifestSet(final, key, summary, built)
 
 
+# The data check (`python -m engine.gates --matrix --record`) of exactly one manifest set, in its folder.
+DATA_CHECK = "data-check.json"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.manifest", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, help="folder with train/, val/, test/ shards")
@@ -403,7 +407,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                                                            "unpaired_method", "unpaired_manifest")})
             final = out / key
             present = (final / SUMMARY_FILE).is_file()
-            print(json.dumps({"present": present, "path": str(final),
+            check = final / DATA_CHECK
+            data_check = json.loads(check.read_text()) if present and check.is_file() else None
+            print(json.dumps({"present": present, "path": str(final), "data_check": data_check,
                               "why": "built" if present else "not built for these settings yet"}))
             return exitcodes.OK
         ms = build_manifests(args.data_root, out, **settings.manifest_options())
