@@ -581,7 +581,7 @@ class LensTUI(App[None]):
     def _launch_queued(self) -> None:
         """Start the queued runs a GPU now has room for (after a poll: no polling of its own)."""
         from lenstui.plan_run import Preview
-        from lenstui.scheduler import schedule
+        from lenstui.scheduler import Schedule, schedule
 
         existing = set(self.choices)
         self.plan_queue = [r for r in self.plan_queue if r.name not in existing]
@@ -598,7 +598,7 @@ class LensTUI(App[None]):
         self.plan_queue = [r for r in self.plan_queue if r.name not in names]
         self._plan_busy = True
         self.notify(", ".join(f"{p.request.name} → {p.label}" for p in placed), title="Queued runs start")
-        self.fleet_action("plan", lambda: self._perform(Preview(schedule=type(Preview().schedule)(placed=placed))))
+        self.fleet_action("plan", lambda: self._perform(Preview(schedule=Schedule(placed=placed))))
 
     # -- sync and report --------------------------------------------------------
 

@@ -81,7 +81,7 @@ class Preview:
     def empty(self) -> bool:
         return not self.actions and not self.schedule.placed and not self.schedule.waiting
 
-    def lines(self, plan_epochs: int | None = None) -> list[str]:
+    def lines(self) -> list[str]:
         """The confirmation's words: exactly what runs where, with the settings that differ from the plan's."""
         if self.halted:
             return [f"The plan stops here: {self.halted}"]
