@@ -22,7 +22,7 @@ test: $(STAMP)
 demo-data: $(STAMP)
 	$(PY) -m engine.synth --config experiments.toml --host local --if-missing
 
-# The twin with a residual core shortcut: B1 fails its core gate, the plan reaches Phase 3 (docs/PLAN.md).
+# The twin with a residual core shortcut: B1 fails its core gate (docs/DATA.md, docs/PLAN.md).
 demo-shortcut-data: $(STAMP)
 	$(PY) -m engine.synth --config experiments.toml --dataset synthetic-shortcut --if-missing
 
