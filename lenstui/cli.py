@@ -512,6 +512,7 @@ def format_plan(state: Any) -> str:
 def cmd_plan(fleet: Fleet, args: argparse.Namespace) -> int:
     """`lenstui plan`: the table; `lenstui plan run [--yes] [--auto]`: Advance."""
     from lenstui import plan_run
+    from lenstui.plan import DONE
 
     names = _enabled(fleet)
     if args.what != "run":
@@ -530,7 +531,7 @@ def cmd_plan(fleet: Fleet, args: argparse.Namespace) -> int:
             print(f"lenstui: the plan stops here: {todo.halted}", file=sys.stderr)
             return exitcodes.REFUSED
         if todo.empty:
-            if state.step("4.3").status == "done":
+            if state.step("4.3").status == DONE:
                 print(f"the plan is done: {state.report}")
                 return 0
             if not args.auto:
