@@ -99,6 +99,23 @@ def test_a_host_without_the_engine_is_told_to_sync(lab_fleet, tmp_path):
         fleet.close()
 
 
+def test_a_host_whose_sshd_offers_no_sftp_is_told_what_to_add_not_that_the_channel_closed(lab_fleet):
+    # Seen on a hand-made sshd: `lenstui sync` said only "upload: Channel closed."
+    lab, fleet, _ = lab_fleet
+    h3 = lab.servers["h3"]
+    original = h3.config.read_text()
+    h3.config.write_text(original.replace("Subsystem sftp internal-sftp\n", ""))
+    h3.restart()
+    try:
+        with pytest.raises((FleetError, TransportError)) as err:
+            fleet.sync("h3")
+        assert "would not start SFTP" in str(err.value) and "Subsystem sftp" in str(err.value), str(err.value)
+        assert fleet.poll("h3").connected, "the link itself is fine: the host is not declared dead"
+    finally:
+        h3.config.write_text(original)
+        h3.restart()
+
+
 def test_arguments_and_paths_never_run_as_shell_on_the_host(lab_fleet, tmp_path):
     lab, fleet, config = lab_fleet
     mark = tmp_path / "pwned"

@@ -249,14 +249,29 @@ class SshTransport(Transport):
 
     # -- files (SFTP) ----------------------------------------------------------------
 
+    def _open_sftp(self, client: paramiko.SSHClient, what: str) -> paramiko.SFTPClient:
+        """The SFTP session every file operation uses; a server that will not start one is told apart
+        from a dead link, because the fix is on the host: its sshd_config lacks the sftp subsystem."""
+        try:
+            sftp = client.open_sftp()
+        except (paramiko.SSHException, EOFError) as exc:
+            if not self.is_connected:
+                raise
+            raise TransportError(
+                f"{self.name}: {what}: the SSH server would not start SFTP ({exc or type(exc).__name__}). "
+                "lenstui moves files over SFTP: add `Subsystem sftp "
+                "internal-sftp` (or the sftp-server path OpenSSH ships) to the host's sshd_config and "
+                "restart sshd") from None
+        sftp.get_channel().settimeout(SFTP_TIMEOUT)
+        return sftp
+
     def _sftp_call(self, what: str, fn: Any) -> Any:
         """Run `fn(sftp)` under the SFTP lock, turning link failures into HostUnreachable."""
         client = self._connected_client()
         with self._sftp_lock:
             try:
                 if self._sftp is None or self._client is not client:
-                    self._sftp = client.open_sftp()
-                    self._sftp.get_channel().settimeout(SFTP_TIMEOUT)
+                    self._sftp = self._open_sftp(client, what)
                 return fn(self._sftp)
             except FileNotFoundError:
                 raise RemoteFileNotFound(f"{self.name}: {what}: no such file or directory") from None
