@@ -6,7 +6,7 @@ STAMP  := $(VENV)/.installed-stamp
 # This machine's torch pair lies on local disk; a GPU host brings its own torch.
 TORCH_PINS ?= torch==2.14.1 torchvision==0.29.1
 
-.PHONY: setup test demo demo-data bench clean
+.PHONY: setup test demo demo-data demo-shortcut-data bench clean
 
 setup: $(STAMP)
 
@@ -21,6 +21,10 @@ test: $(STAMP)
 
 demo-data: $(STAMP)
 	$(PY) -m engine.synth --config experiments.toml --host local --if-missing
+
+# The twin with a residual core shortcut: B1 fails its core gate (docs/DATA.md, docs/PLAN.md).
+demo-shortcut-data: $(STAMP)
+	$(PY) -m engine.synth --config experiments.toml --dataset synthetic-shortcut --if-missing
 
 demo: demo-data
 	$(VENV)/bin/lenstui --config experiments.toml --host local

@@ -38,6 +38,10 @@ UNPAIRED_METHODS = ("origin", "per_cell")   # engine.manifest: how the unpaired 
 BAD_ROW_LIMIT_KEY = "data.bad_row_limit"     # messages about bad rows name it
 DEFAULT_BAD_ROW_LIMIT = 0.001
 CORE_GATE_READINGS = ("masked", "unmasked")
+# The lens catalogue a synthetic dataset with selected lens hosts writes beside its shards
+# (engine/synthetic/lens_catalogue.py); its dataset names it as `unpaired_manifest`.
+LENS_CATALOGUE = "lens-catalogue"
+DEFAULT_MAX_RUNS_PER_GPU = 3   # [hosts.X] max_runs_per_gpu: lenstui/scheduler.py, docs/PLAN.md
 
 
 class ConfigError(ValueError):
@@ -248,6 +252,9 @@ class Dataset:
     scale: float | None = None
     seed: int | None = None
     unpaired_manifest: str | None = None
+    # A synthetic dataset's departures from the twin's priors (engine/synthetic/priors.py, `Priors`):
+    # field name -> value, e.g. {"lens_host_luminosity_weight": 2.0}. engine.synth checks the names.
+    priors: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
 
 
 @dataclass(frozen=True)
@@ -267,6 +274,9 @@ class Host:
     identity_file: str | None = None
     cache_dir: str | None = None   # manifests and stamp caches; default <data root>/.lenstui-cache where writable
     data_root: str | None = None    # where this host keeps its dataset, when not at the dataset's `root`
+    # How many runs lenstui's scheduler puts on one GPU of this host (a host without GPUs: on its
+    # CPU) at once; docs/PLAN.md says why 3 (lenstui/scheduler.py).
+    max_runs_per_gpu: int = DEFAULT_MAX_RUNS_PER_GPU
 
     def resolve(self, path: str) -> str:
         """`path` as the host sees it: relative paths are under work_dir."""
@@ -742,8 +752,33 @@ def _datasets(t: _Table) -> dict[str, Dataset]:
         out[name] = Dataset(name, kind, d.str("root"),
                             d.float("scale", default=None, minimum=0.0),
                             d.int("seed", default=None, minimum=0),
-                            d.str("unpaired_manifest", default=None))
+                            d.str("unpaired_manifest", default=None),
+                            MappingProxyType(_priors(d, kind)))
         d.done()
+    return out
+
+
+def _priors(d: _Table, kind: str) -> dict[str, Any]:
+    """A synthetic dataset's `priors` table: names of the twin's Priors fields and their values
+    (numbers, or lists of numbers); engine.synth checks the names against the twin's."""
+    if "priors" not in d.data:
+        return {}
+    p = d.table("priors")
+    if kind != "synthetic":
+        raise p.error("", "only a synthetic dataset has priors (they are the twin's)", "remove the table")
+    out: dict[str, Any] = {}
+    for key, value in p.data.items():
+        p.used.add(key)
+        numbers = value if isinstance(value, list) else [value]
+        if not numbers or any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in numbers):
+            raise p.error(key, f"expected a number or a list of numbers, found {_kind(value)} ({value!r})")
+        out[key] = tuple(value) if isinstance(value, list) else value
+    weight = out.get("lens_host_luminosity_weight", 0)
+    if isinstance(weight, (int, float)) and weight > 0 and "unpaired_manifest" not in d.data:
+        raise p.error("lens_host_luminosity_weight", "selects the lens hosts, which only the lens catalogue the "
+                      "twin writes carries into the unpaired view",
+                      f"add unpaired_manifest = \"<root>/{LENS_CATALOGUE}\" to [{d.path}]")
+    p.done()
     return out
 
 
@@ -764,6 +799,7 @@ def _hosts(t: _Table, datasets: Mapping[str, Dataset]) -> dict[str, Host]:
             identity_file=h.str("identity_file", default=None),
             cache_dir=h.str("cache_dir", default=None),
             data_root=h.str("data_root", default=None),
+            max_runs_per_gpu=h.int("max_runs_per_gpu", default=DEFAULT_MAX_RUNS_PER_GPU, minimum=1),
         )
         if transport == "ssh" and not host.ssh_host:
             raise h.error("ssh_host", "missing; an ssh host needs an address or an ~/.ssh/config alias")

@@ -30,7 +30,7 @@ from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, 
 from lenstui import cells, runs
 from lenstui.fleet import Fleet, FleetError
 from lenstui.messages import (AbortRequested, Action, ActionFinished, DetailRequested, HostPolled,
-                              LaunchRequested, MainScreenReady)
+                              LaunchRequested, MainScreenReady, PlanFactsGathered, PlanPreviewReady)
 from lenstui.palette import LensCommands
 from lenstui.screens.confirm import ConfirmScreen
 from lenstui.screens.detail import DetailScreen
@@ -38,6 +38,7 @@ from lenstui.screens.decision import DecisionScreen
 from lenstui.screens.help import HelpScreen
 from lenstui.screens.launch import HostChoice, LaunchChoice, LaunchScreen, PriorRun, Problem
 from lenstui.screens.main import MainScreen
+from lenstui.screens.plan import PlanScreen
 from lenstui.widgets.matrix import ExperimentMatrix
 
 ABORT_GRACE_S = 30
@@ -76,6 +77,17 @@ class LensTUI(App[None]):
         self._seen: dict[tuple[str, str], tuple[str, int, Any]] = {}   # (exp, host) -> (state, gates, failure)
         self.runs: dict[str, runs.RunRef] = {}     # experiment -> the run that stands for it
         self.choices: dict[str, Any] = {}         # experiment -> engine.results.representative.Choice
+        # The plan screen (lenstui/plan.py): the hosts' manifest checks and this checkout's code version,
+        # asked when the screen opens and after each Advance; the runs confirmed but waiting for a GPU.
+        self.plan_manifests: dict[str, Any] = {}
+        self.code_version: str | None = None
+        self.plan_queue: list[Any] = []           # lenstui.scheduler.RunRequest, in order
+        self.plan_note: str | None = None
+        self.gone: set[str] = set()               # hosts the user declared gone (their GPUs are not held)
+        self._plan_busy = False
+        self._poll_started: dict[str, float] = {}    # host -> when its poll in flight started (monotonic)
+        self._answer_from: dict[str, float] = {}     # host -> when the poll behind its latest snapshot started
+        self._queue_after = 0.0                      # the queue waits for snapshots asked after the last start
 
     # -- screens ----------------------------------------------------------------
 
@@ -112,6 +124,7 @@ class LensTUI(App[None]):
         for host in self.enabled_hosts:
             if host not in self._polling:  # a hung host keeps one thread, never a pile
                 self._polling.add(host)
+                self._poll_started[host] = time.monotonic()
                 self._poll_worker(host)
 
     @work(thread=True, group="poll")
@@ -132,6 +145,9 @@ class LensTUI(App[None]):
                         title="lenstui bug or Fleet error")
             return
         self.snapshots[message.host] = message.snapshot
+        if isinstance(message.snapshot.status, dict):
+            self.gone.discard(message.host)   # it is back: its GPUs count again
+        self._answer_from[message.host] = self._poll_started.get(message.host, 0.0)
         if isinstance(message.snapshot.status, dict):
             self.last_seen[message.host] = (time.time(), message.snapshot.status)
         self._notify_transitions(message.host, message.snapshot)
@@ -194,8 +210,10 @@ class LensTUI(App[None]):
         self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled, self.choices)
         for screen in self.screen_stack:
             # A screen still being composed draws itself from the app when it mounts.
-            if isinstance(screen, (DetailScreen, DecisionScreen)) and screen.is_mounted:
+            if isinstance(screen, (DetailScreen, DecisionScreen, PlanScreen)) and screen.is_mounted:
                 screen.refresh_from_app()
+        if self.plan_queue:
+            self._launch_queued()
 
     # -- launch ---------------------------------------------------------------
 
@@ -427,6 +445,161 @@ class LensTUI(App[None]):
     def action_help(self) -> None:
         self.push_screen(HelpScreen())
 
+    # -- the plan (lenstui/plan.py, plan_run.py, scheduler.py) --------------------
+
+    def action_plan(self) -> None:
+        self.push_screen(PlanScreen())
+        self.action_plan_refresh()
+
+    def action_plan_refresh(self) -> None:
+        self._plan_facts_worker()
+
+    @work(thread=True, group="plan", exclusive=True)
+    def _plan_facts_worker(self) -> None:
+        from engine.protocol.codeversion import checkout_version
+        from lenstui.plan_run import host_facts
+
+        try:
+            facts = host_facts(self.fleet, dict(self.snapshots))
+            self.post_message(PlanFactsGathered({f.host: f.manifests for f in facts}, checkout_version()))
+        except Exception as exc:
+            self.post_message(PlanFactsGathered({}, self.code_version or "", _words(exc)))
+
+    def on_plan_facts_gathered(self, m: PlanFactsGathered) -> None:
+        self.plan_manifests, self.code_version = dict(m.facts), m.code_version
+        self.plan_note = f"Could not ask the hosts: {m.error}" if m.error else None
+        self._redraw()
+
+    def plan_state(self) -> Any:
+        """The plan's table from the latest snapshots and manifest checks (None until the first checks)."""
+        from lenstui.plan import HostFacts, derive
+        from lenstui.plan_run import report_path
+
+        if self.code_version is None:
+            return None
+        facts = []
+        for host in self.enabled_hosts:
+            snap = self.snapshots.get(host)
+            status = getattr(snap, "status", None)
+            facts.append(HostFacts(host, status if isinstance(status, dict) else None,
+                                   getattr(snap, "error", None) if snap is not None else "not polled yet",
+                                   self.plan_manifests.get(host), self.fleet.same_tree(host)))
+        return derive(self.config, self.choices, facts, self.code_version, report_path(self.fleet), self.train_args)
+
+    def plan_view(self) -> tuple[Any, list[Any], list[Any], list[str], str | None]:
+        """(plan state, the queue with why each waits, the GPU slots, the hosts held, a note) for the plan screen."""
+        from lenstui.scheduler import schedule, slots_of
+
+        slots, held = slots_of(self.snapshots, self.config, self.gone)
+        waiting = list(schedule(self.plan_queue, self.snapshots, self.config, self.gone).waiting)
+        try:
+            state = self.plan_state()
+        except Exception as exc:   # a bug in the plan must show, not blank the screen
+            return None, waiting, slots, held, f"The plan could not be derived: {_words(exc)}"
+        return state, waiting, slots, held, self.plan_note
+
+    def action_plan_declare_gone(self) -> None:
+        """Hosts that do not answer keep their GPUs held for their runs; the user may give them up."""
+        from lenstui.scheduler import slots_of
+
+        _, held = slots_of(self.snapshots, self.config, self.gone)
+        if not held:
+            self.notify("Every enabled host answers: none to declare gone", title="Plan")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.gone |= set(held)
+                self._redraw()
+
+        self.push_screen(ConfirmScreen(f"Declare {', '.join(held)} gone?", [
+            f"{', '.join(held)} has not answered: its runs may still be going there (they are detached).",
+            "Declared gone, its GPUs are no longer held for them: the queue no longer waits for it.",
+            "It counts again as soon as it answers."], confirm_label="Declare gone", danger=True), answered)
+
+    def action_plan_advance(self) -> None:
+        if self._plan_busy:
+            self.notify("Advance is already working", severity="warning")
+            return
+        self._plan_busy = True
+        self.notify("Asking the hosts what is ready …", title="Advance")
+        self._plan_preview_worker()
+
+    @work(thread=True, group="plan-advance")
+    def _plan_preview_worker(self) -> None:
+        from lenstui import plan_run
+
+        from lenstui.cli import poll_all
+
+        try:
+            # Asked afresh, not the latest snapshots: a run started a moment ago must show, or its
+            # step would read "ready" again (on another host, the engine's lock could not refuse it).
+            snaps = poll_all(self.fleet, self.enabled_hosts)
+            state = plan_run.gather(self.fleet, snaps, self.last_seen, self.train_args)
+            self.post_message(PlanPreviewReady(plan_run.preview(state, snaps, self.fleet, self.plan_queue, self.gone)))
+        except Exception as exc:
+            self.post_message(PlanPreviewReady(None, _words(exc)))
+
+    def on_plan_preview_ready(self, m: PlanPreviewReady) -> None:
+        if m.preview is None:
+            self._plan_busy = False
+            self.notify(f"Advance: {m.error}", severity="error", title="Advance")
+            return
+        preview = m.preview
+        if preview.halted or preview.empty:
+            self._plan_busy = False
+            self.notify(preview.lines()[0], title="Advance", severity="warning" if preview.halted else "information",
+                        timeout=20 if preview.halted else 8)
+            return
+        gpus = len(preview.schedule.placed)
+        lines = preview.lines() + ([f"{gpus} run(s) start now on the GPUs above; queued runs start "
+                                    "when a GPU frees up, without asking again."] if gpus or preview.schedule.waiting else [])
+
+        def answered(yes: bool | None) -> None:
+            if not yes:
+                self._plan_busy = False
+                return
+            queued = {r.name for r in self.plan_queue}
+            self.plan_queue += [w.request for w in preview.schedule.waiting if w.request.name not in queued]
+            placed = {p.request.name for p in preview.schedule.placed}
+            self.plan_queue = [r for r in self.plan_queue if r.name not in placed]
+            self.fleet_action("plan", lambda: self._perform(preview))
+
+        self.push_screen(ConfirmScreen("Advance the plan?", lines, confirm_label="Start"), answered)
+
+    def _perform(self, preview: Any) -> str:
+        from lenstui import plan_run
+
+        try:
+            done = plan_run.perform(self.fleet, preview)
+        finally:
+            self._plan_busy = False
+        if done.failed:
+            raise FleetError("; ".join(done.lines + done.failed))
+        return "; ".join(done.lines) or "nothing to do"
+
+    def _launch_queued(self) -> None:
+        """Start the queued runs a GPU now has room for (after a poll: no polling of its own)."""
+        from lenstui.plan_run import Preview
+        from lenstui.scheduler import Schedule, schedule
+
+        existing = set(self.choices)
+        self.plan_queue = [r for r in self.plan_queue if r.name not in existing]
+        if not self.plan_queue or self._plan_busy or len(self.snapshots) < len(self.enabled_hosts):
+            return
+        # Only snapshots asked after the last start count: an older one would not show that run yet,
+        # and its GPU would look free.
+        if any(self._answer_from.get(h, 0.0) < self._queue_after for h in self.enabled_hosts):
+            return
+        placed = schedule(self.plan_queue, self.snapshots, self.config, self.gone).placed
+        if not placed:
+            return
+        names = {p.request.name for p in placed}
+        self.plan_queue = [r for r in self.plan_queue if r.name not in names]
+        self._plan_busy = True
+        self.notify(", ".join(f"{p.request.name} → {p.label}" for p in placed), title="Queued runs start")
+        self.fleet_action("plan", lambda: self._perform(Preview(schedule=Schedule(placed=placed))))
+
     # -- sync and report --------------------------------------------------------
 
     def action_sync(self) -> None:
@@ -479,16 +652,21 @@ class LensTUI(App[None]):
             ("sync", False): ("Sync failed", f"{m.host}: {m.message}"),
             ("report", True): ("Report", m.message),
             ("report", False): ("Report failed", m.message),
+            ("plan", True): ("Advance", m.message),
+            ("plan", False): ("Advance failed", m.message),
         }
         title, words = said[(m.action, m.ok)]
         if m.ok:
             self.notify(words, title=title)
-        elif m.action in ("launch", "abort"):   # a run that did not start or stop: stays on screen longer
+        elif m.action in ("launch", "abort", "plan"):   # a run that did not start or stop: stays on screen longer
             self.notify(words, title=title, severity="error", timeout=30)
         else:
             self.notify(words, title=title, severity="error")
-        if m.action in ("launch", "abort"):
+        if m.action in ("launch", "abort", "plan"):
             self.poll_hosts()
+        if m.action == "plan":
+            self._queue_after = time.monotonic()
+            self.action_plan_refresh()
 
     def results(self) -> dict[str, dict[str, Any]]:
         """The run that stands for each experiment as a metrics-like dict (its host in `run`), for

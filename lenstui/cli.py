@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("host_name", metavar="HOST", help="a host of the config, or an ssh alias")
     p.add_argument("--yes", action="store_true", help="do not ask for confirmation")
 
+    p = sub.add_parser("plan", help="the plan's §7 steps, each with its status derived from the hosts now; "
+                       "`plan run` performs the steps that are ready (extra training args after --)")
+    p.add_argument("what", nargs="?", choices=["run"], help="run: perform the ready steps (asks first)")
+    p.add_argument("--json", action="store_true", help="the table as JSON (docs/PLAN.md describes the schema)")
+    p.add_argument("--yes", action="store_true", help="plan run: do not ask before starting")
+    p.add_argument("--auto", action="store_true",
+                   help="plan run: keep advancing, unattended, until the plan is done or a decision halts it "
+                        "(ctrl+c stops it; running it again continues where the plan stands)")
+    p.add_argument("--interval", type=float, default=30.0, help="plan run --auto: seconds between looks (default 30)")
+    p.add_argument("--gone", action="append", default=[], metavar="HOST",
+                   help="declare a host that does not answer gone: its GPUs are no longer held for it")
+
     p = sub.add_parser("report", help="write the plan's report from runs folders (python -m engine.report)")
     p.add_argument("--runs-root", action="append", type=Path,
                    help="a runs folder (repeatable; default: the local host's runs and fetched/*)")
@@ -109,8 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv, extra = argv[:cut], argv[cut + 1:]
     parser = build_parser()
     args = parser.parse_args(argv)
-    if extra and args.command != "launch":
-        parser.error("arguments after -- are only for `launch` (extra training arguments)")
+    if extra and args.command not in ("launch", "plan"):
+        parser.error("arguments after -- are only for `launch` and `plan run` (extra training arguments)")
     args.extra = extra
     try:
         if args.command is None:
@@ -476,7 +488,76 @@ def cmd_report(fleet: Fleet, args: argparse.Namespace) -> int:
     return subprocess.run(argv, stdin=subprocess.DEVNULL).returncode
 
 
-COMMANDS = {"hosts": cmd_hosts, "status": cmd_status, "launch": cmd_launch, "abort": cmd_abort,
+def _enabled(fleet: Fleet) -> list[str]:
+    return [h for h in fleet.hosts() if fleet.config.hosts[h].enabled]
+
+
+def format_plan(state: Any) -> str:
+    """The plan's table as plain text: one line per step, then the decision."""
+    lines = [f"{state.name}: the plan as the hosts show it now"]
+    phase = None
+    for s in state.steps:
+        if s.phase != phase:
+            phase = s.phase
+            lines.append(f"Phase {phase}")
+        by = f"  [blocked by: {s.blocked_by}]" if s.blocked_by and s.status in ("blocked", "failed", "stopped") else (
+            f"  [waits on: {s.blocked_by}]" if s.blocked_by else "")
+        lines.append(f"  {s.key:<4} {s.status.upper():<10} {s.title}: {s.detail}{by}")
+    lines.append(f"decision: {state.decision.title}: {state.decision.reason}")
+    if state.report:
+        lines.append(f"report: {state.report}")
+    return "\n".join(lines)
+
+
+def cmd_plan(fleet: Fleet, args: argparse.Namespace) -> int:
+    """`lenstui plan`: the table; `lenstui plan run [--yes] [--auto]`: Advance."""
+    from lenstui import plan_run
+    from lenstui.plan import DONE
+
+    names = _enabled(fleet)
+    if args.what != "run":
+        state = plan_run.gather(fleet, poll_all(fleet, names), extra_args=args.extra)
+        if args.json:
+            print(json.dumps(state.as_dict(), indent=1, default=str))
+        else:
+            print(format_plan(state))
+        return 0
+    while True:
+        snaps = poll_all(fleet, names)
+        state = plan_run.gather(fleet, snaps, extra_args=args.extra)
+        todo = plan_run.preview(state, snaps, fleet, gone=args.gone)
+        if todo.halted:
+            print(format_plan(state))
+            print(f"lenstui: the plan stops here: {todo.halted}", file=sys.stderr)
+            return exitcodes.REFUSED
+        if todo.empty:
+            if state.step("4.3").status == DONE:
+                print(f"the plan is done: {state.report}")
+                return 0
+            if not args.auto:
+                print(format_plan(state))
+                print("nothing is ready now: every step is done, running, or waiting on another (above)")
+                return 0
+        else:
+            print("Advance will:\n  " + "\n  ".join(todo.lines()))
+            if not (args.yes or args.auto):
+                if not sys.stdin.isatty():
+                    print("lenstui: not asked on a terminal: add --yes to start these", file=sys.stderr)
+                    return exitcodes.REFUSED
+                if input("Proceed? [y/N] ").strip().lower() not in ("y", "yes"):
+                    print("nothing started")
+                    return 0
+            done = plan_run.perform(fleet, todo)
+            for line in done.lines:
+                print(line)
+            for line in done.failed:
+                print(f"lenstui: {line}", file=sys.stderr)
+            if not args.auto:
+                return exitcodes.REFUSED if done.failed and not done.started else 0
+        time.sleep(max(1.0, args.interval))
+
+
+COMMANDS = {"plan": cmd_plan, "hosts": cmd_hosts, "status": cmd_status, "launch": cmd_launch, "abort": cmd_abort,
             "logs": cmd_logs, "sync": cmd_sync, "preflight": cmd_preflight, "synth": cmd_synth, "fetch": cmd_fetch,
             "trust": cmd_trust, "report": cmd_report}
 

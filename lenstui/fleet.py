@@ -25,7 +25,7 @@ from engine import ENGINE_VERSION
 from engine.protocol import rundir
 from engine.config import Config, ConfigError, Host, id_problem
 from engine.protocol import exitcodes
-from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, engine_files, record
+from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, engine_files, record, synced_version
 from engine.protocol.status import TRAIN_MODULES
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
@@ -272,7 +272,10 @@ class Fleet:
             from engine.protocol.status import probe
 
             try:
-                return HostSnapshot.answered(host, probe(paths.runs_root))
+                status = probe(paths.runs_root)
+                # The probe ran in this process: the code version is the one synced into the host's work_dir.
+                status["synced_code_version"] = synced_version(Path(paths.work_dir) / "engine")
+                return HostSnapshot.answered(host, status)
             except Exception as exc:  # a bug in the probe must show on screen, with the host named
                 return HostSnapshot.not_ready(host, f"status probe failed: {type(exc).__name__}: {exc}", exitcodes.OK)
         try:
@@ -337,8 +340,11 @@ class Fleet:
         return argv + [check_arg(a, "extra training argument") for a in extra_args]
 
     def launch(self, exp_id: str, host: str, gpu: str = "auto", base: str | None = None,
-               extra_args: Sequence[str] = ()) -> LaunchResult:
-        """Start `exp_id` on `host` detached; FleetError (code 3) if it already runs there."""
+               extra_args: Sequence[str] = (), provenance: dict[str, Any] | None = None) -> LaunchResult:
+        """Start `exp_id` on `host` detached; FleetError (code 3) if it already runs there. `provenance`
+        (who asked: the plan's step, the host and GPU chosen, the decision) goes into the run's run.json."""
+        if provenance is not None:
+            extra_args = [*extra_args, "--provenance", json.dumps(provenance, sort_keys=True)]
         try:
             self.config.experiment(exp_id, base)
         except ConfigError as exc:
@@ -454,6 +460,42 @@ class Fleet:
                 raise TransportError(f"refusing to remove {rel!r}: not a path inside {engine_dir}")
         t.remove_files([f"{engine_dir}/{rel}" for rel in stale])
         return [f"{engine_dir}/{rel}" for rel in stale]
+
+    def same_tree(self, host: str) -> bool:
+        """Whether `host` is the local host running this folder's engine (nothing to sync there)."""
+        h = self.host(host)
+        return h.transport == "local" and Path(self.paths(host).work_dir).resolve() == PROJECT_ROOT
+
+    def manifests(self, host: str, check: bool = False) -> dict[str, Any]:
+        """Build the host's manifests for its dataset there (`python -m engine.manifest`), or with `check`
+        only say whether they are built: {"present", "path", "why"}."""
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.manifest", "--data-root", paths.data_root,
+                "--config", paths.config_file, "--host", host] + (["--check"] if check else [])
+        with _as_fleet_error(f"manifests on {host}"):
+            done = self.transport(host).run(argv, cwd=paths.work_dir,
+                                            timeout=POLL_TIMEOUT * 4 if check else SYNTH_TIMEOUT)
+        if done.rc != 0:
+            raise FleetError(f"manifests on {host} failed: {self._engine_failure(host, paths, done.stderr)}")
+        if check:
+            answer = _last_json(done.stdout)
+            if answer is None:
+                raise FleetError(f"manifests --check on {host} printed no JSON: {done.stdout[-300:]!r}")
+            return answer
+        return {"present": True, "path": None, "why": last_line(done.stdout) or "built"}
+
+    def data_check(self, host: str) -> str:
+        """The data check on `host`: the gate matrix of its dataset (`engine.gates --matrix --record`),
+        recorded beside its manifests; the ordering verdict's line."""
+        paths = self.paths(host)
+        argv = [paths.python, "-m", "engine.gates", "--matrix", "--record", "--data-root", paths.data_root,
+                "--config", paths.config_file, "--host", host]
+        with _as_fleet_error(f"data check on {host}"):
+            done = self.transport(host).run(argv, cwd=paths.work_dir, timeout=SYNTH_TIMEOUT)
+        if done.rc != 0:
+            raise FleetError(f"data check on {host} failed: {self._engine_failure(host, paths, done.stderr)}")
+        lines = [line for line in done.stdout.splitlines() if line.startswith("ordering:")]
+        return lines[-1] if lines else last_line(done.stdout)
 
     def preflight(self, host: str) -> PreflightResult:
         """Whether the host's Python imports what training needs (engine.status.TRAIN_MODULES) and sees GPUs."""

@@ -27,7 +27,7 @@ class HostPolled(Message):
         return isinstance(message, HostPolled) and message.host == self.host
 
 
-Action = Literal["launch", "abort", "sync", "report"]
+Action = Literal["launch", "abort", "sync", "report", "plan"]
 
 
 @dataclass
@@ -40,6 +40,23 @@ class ActionFinished(Message):
     message: str
     exp_id: str | None = None
     host: str | None = None
+
+
+@dataclass
+class PlanFactsGathered(Message):
+    """The hosts' manifest checks and this checkout's code version arrived (lenstui/plan_run.py)."""
+
+    facts: dict[str, Any]          # host -> its manifest check (engine.manifest --check), or None
+    code_version: str
+    error: str | None = None
+
+
+@dataclass
+class PlanPreviewReady(Message):
+    """What Advance would do now (lenstui.plan_run.Preview), to confirm; or why it cannot say."""
+
+    preview: Any | None
+    error: str | None = None
 
 
 # -- requests: a screen asks the app to act (the app owns the Fleet and the dialogs) -------------

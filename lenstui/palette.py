@@ -11,6 +11,7 @@ ACTIONS: tuple[tuple[str, str, str], ...] = (
     ("Launch selected experiment", "launch", "choose host and GPU, then confirm"),
     ("Abort selected run", "abort", "SIGTERM its process group, SIGKILL after the grace period"),
     ("Open run detail", "detail", "epochs, curves, θ_E bins, core sensitivity, gates, log tail"),
+    ("Plan", "plan", "the plan's §7 steps, derived from the hosts now; Advance runs the ready ones"),
     ("Decision panel", "decision", "plan §10 on the results so far; launch the next phase"),
     ("Filter experiments", "filter", "show only rows matching words"),
     ("Sync code to hosts", "sync", "push engine/ and experiments.toml to every enabled remote host"),

@@ -237,6 +237,25 @@ def test_a_host_can_keep_its_dataset_elsewhere_without_a_second_dataset_entry(sh
     assert c.dataset_for(c.host("lambda2")).root == "/mnt/nvme/v5"
     assert c.dataset_for(c.host("lambda")).root == "~/data/v5_cosmos_paired"
     assert c.dataset_for(c.host("lambda2")).name == "v5_cosmos_paired" and list(c.datasets) == \
-        ["synthetic-demo", "v5_cosmos_paired"]
+        ["synthetic-demo", "synthetic-shortcut", "v5_cosmos_paired"]
     with pytest.raises(ConfigError, match="data_root: expected a string"):
         parse_config(text.replace('data_root = "/mnt/nvme/v5"', "data_root = 5").encode())
+
+
+def test_max_runs_per_gpu_defaults_to_three_and_must_be_at_least_one(shipped_text):
+    c = parse_config(shipped_text.encode())
+    assert c.host("local").max_runs_per_gpu == 3
+    text = shipped_text.replace('[hosts.lambda2]\nenabled = false\n', '[hosts.lambda2]\nenabled = false\nmax_runs_per_gpu = 5\n')
+    assert parse_config(text.encode()).host("lambda2").max_runs_per_gpu == 5
+    with pytest.raises(ConfigError, match="hosts.lambda2.max_runs_per_gpu"):
+        parse_config(text.replace("max_runs_per_gpu = 5", "max_runs_per_gpu = 0").encode())
+
+
+def test_selected_lens_hosts_need_the_lens_catalogue_as_the_unpaired_manifest(shipped_text):
+    c = parse_config(shipped_text.encode())
+    assert dict(c.datasets["synthetic-shortcut"].priors) == {"lens_host_luminosity_weight": 1.0}
+    without = shipped_text.replace('unpaired_manifest = "data/synthetic-shortcut/lens-catalogue"\n', "")
+    with pytest.raises(ConfigError, match="lens_host_luminosity_weight.*add unpaired_manifest"):
+        parse_config(without.encode())
+    with pytest.raises(ConfigError, match="expected a number"):
+        parse_config(shipped_text.replace("lens_host_luminosity_weight = 1.0", 'lens_host_luminosity_weight = "high"').encode())

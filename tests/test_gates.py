@@ -213,3 +213,16 @@ def test_a_radial_gate_on_residual_inputs_cannot_see_even_a_strong_ring():
     assert raw.radial_lr_auc > 0.95                               # the data carry a radial signal
     assert abs(res.radial_lr_auc - 0.5) < 0.15                    # the residual inputs do not
     assert res.radial_feature_max_abs < 1e-3 < raw.radial_feature_max_abs
+
+
+def test_the_data_checks_ordering_verdict_reads_the_published_order_and_can_fail():
+    from engine.data.gates import PUBLISHED, ordering_verdict
+
+    published = {k: v[0] for k, v in PUBLISHED.items()}
+    ok, words = ordering_verdict(published)
+    assert ok and "unpaired: raw 0.949 > residual 0.694" in words
+    flat = {**published, ("paired", "raw_robust", 0): 0.50}   # raw no better than residual: not the published order
+    ok, words = ordering_verdict(flat)
+    assert not ok and "fails: paired: raw 0.500 > residual 0.554" in words
+    masked_worse = {**published, ("unpaired", "residual", 7): 0.75}
+    assert not ordering_verdict(masked_worse)[0]

@@ -214,3 +214,47 @@ def test_detail_screen_80x24(snap_compare, tmp_path):
         await pilot.pause()
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=NARROW, run_before=run_before)
+
+
+# -- the plan screen (issue 18) -------------------------------------------------------------
+
+
+class PlanDirFleet(DirFleet):
+    """DirFleet with the facts the plan screen asks for: every host runs this folder's engine
+    (nothing to sync, no code version on screen) and has its manifests built."""
+
+    def __init__(self, runs_roots, gpus, config_path: Path) -> None:
+        super().__init__(runs_roots, gpus)
+        self.config_path = config_path
+        self.config = None
+
+    def same_tree(self, host: str) -> bool:
+        return True
+
+    def manifests(self, host: str, check: bool = False) -> dict[str, Any]:
+        ordering = ("paired: raw 0.951 > residual 0.554; unpaired: raw 0.949 > residual 0.694; "
+                    "unpaired residual R=7 0.518 ≤ R=0 0.694 (+0.02)")
+        return {"present": True, "path": f"/srv/cache/manifests/{host}", "why": "built",
+                "data_check": {"ordering_ok": True, "ordering": ordering}}
+
+
+def test_plan_screen(snap_compare, tmp_path):
+    """A1 and B1 done, B1's core gate fails with low reliance: §10 sends the plan to the variants;
+    B2 ended aborted (a person looks first), B3 and B4 are ready for Advance."""
+    app = fixture_app(tmp_path)
+    fleet = PlanDirFleet(app.fleet.runs_roots, app.fleet.gpus, tmp_path / "experiments.toml")
+    app.fleet = fleet
+    fleet.config = app.config
+
+    async def run_before(pilot) -> None:
+        await polled(pilot)
+        await pilot.press("p")
+        deadline = time.monotonic() + 10
+        while pilot.app.code_version is None:
+            assert time.monotonic() < deadline, "the plan's facts did not arrive"
+            await pilot.pause(0.05)
+        await pilot.pause()
+        text = pilot.app.screen.text
+        assert "3.1  FAILED" in text and "3.2  READY" in text and "TEST MASKING" in text
+
+    assert snap_compare(app, terminal_size=(120, 60), run_before=run_before)

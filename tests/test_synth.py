@@ -350,3 +350,33 @@ def test_an_interrupted_run_leaves_nothing_that_looks_complete(tmp_path: Path, m
     assert not (tmp_path / "data").exists()
     assert S.load_summary(tmp_path / "data") is None
     assert list(tmp_path.iterdir()) == []
+
+
+
+def test_selected_lens_hosts_are_brighter_and_the_catalogue_is_the_unpaired_view(tmp_path: Path) -> None:
+    """lens_host_luminosity_weight: the lens catalogue takes half of each split's LRGs, drawn ∝ L^k, and the
+    engine's unpaired view, imported from it, keeps lens and non-lens hosts apart."""
+    from engine.config import LENS_CATALOGUE
+    from engine.data.manifest import build_manifests
+
+    mag = np.random.default_rng(0).uniform(16.0, 19.0, 2000)
+    for k, brighter in ((0.0, False), (2.0, True)):
+        chosen = priors.lens_hosts(mag, np.random.default_rng(1), S.priors_with({"lens_host_luminosity_weight": k}))
+        assert chosen.sum() == 1000
+        gap = np.median(mag[~chosen]) - np.median(mag[chosen])     # > 0: the lens hosts are brighter
+        assert (gap > 0.5) == brighter, (k, gap)
+
+    root = tmp_path / "sc"
+    summary = S.write_dataset(root, rows={"train": 480, "val": 480, "test": 240}, seed=3,
+                              priors=S.priors_with({"lens_host_luminosity_weight": 2.0}))
+    assert summary.priors == {"lens_host_luminosity_weight": 2.0}
+    for split in SPLITS:
+        c = summary.lens_catalogue[split]
+        assert c["lens_lrgs"] == (c["lens_lrgs"] + c["non_lens_lrgs"]) // 2 and c["lens_rows"] > 0
+    ms = build_manifests(root, tmp_path / "m", seed=1, sample_fraction=1.0, thetae_bins=DEFAULT_THETAE_BINS,
+                         strata=("label",), unpaired_manifest=root / LENS_CATALOGUE)
+    view = pq.read_table(ms.path("unpaired", "full")).to_pandas()
+    lens_ids, other_ids = set(view[view.label == 1].lrg_id), set(view[view.label == 0].lrg_id)
+    assert lens_ids and other_ids and not lens_ids & other_ids
+    with pytest.raises(S.SynthError, match="no such prior"):
+        S.priors_with({"lens_host_brightness": 1.0})

@@ -312,7 +312,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--config", help="experiments.toml whose sampling, unpaired method and bad-row limit "
                         "pick the data (default: ./experiments.toml when present)")
     parser.add_argument("--host", help="also take this host's cache_dir and its dataset's unpaired_manifest")
+    parser.add_argument("--record", action="store_true",
+                        help="with --matrix: also write the matrix and its ordering verdict as data-check.json in "
+                        "the manifest set's folder (lenstui's plan reads it for step 1.3)")
     args = parser.parse_args(argv)
+    if args.record and not args.matrix:
+        parser.error("--record goes with --matrix (it records the data check)")
     runs = MATRIX if args.matrix else ((args.mode, args.preprocessing, args.mask_radius),)
     try:
         _settings_from_config(args)
@@ -327,14 +332,54 @@ def main(argv: Sequence[str] | None = None) -> int:
           f"StratifiedKFold, the published method's folds, which put an LRG's rows on both sides "
           f"of a fold (for comparison only)")
     print(HEADER)
+    cores: dict[tuple[str, str, int], float] = {}
     try:
         for mode, preprocessing, radius in runs:
             result, seconds = _run_one(args, mode, preprocessing, radius)
+            cores[(mode, preprocessing, radius)] = result.core_lr_auc
             print(format_row(mode, preprocessing, radius, result, seconds), flush=True)
+        if args.matrix:
+            ok, words = ordering_verdict(cores)
+            print(f"ordering: {'as expected' if ok else 'NOT as expected'}: {words}")
+        if args.record:
+            path = _record(args, cores, ok, words)
+            print(f"recorded: {path}")
     except (ValueError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exitcodes.BAD_INPUT
     return exitcodes.OK
+
+
+def ordering_verdict(cores: dict[tuple[str, str, int], float]) -> tuple[bool, str]:
+    """Whether the matrix's core AUCs are ordered as SCIENCE.md's published matrix is: residual
+    preprocessing removes most of the core signal raw stamps carry (each mode), and masking R = 7
+    removes what is left in the unpaired residual view (within 0.02). (ok, the comparisons in words.)"""
+    checks = []
+    for mode in ("paired", "unpaired"):
+        raw, res = cores[(mode, "raw_robust", 0)], cores[(mode, "residual", 0)]
+        checks.append((raw > res, f"{mode}: raw {raw:.3f} > residual {res:.3f}"))
+    res, masked = cores[("unpaired", "residual", 0)], cores[("unpaired", "residual", 7)]
+    checks.append((masked <= res + 0.02, f"unpaired residual R=7 {masked:.3f} ≤ R=0 {res:.3f} (+0.02)"))
+    failed = [w for ok, w in checks if not ok]
+    return not failed, "; ".join(w for _, w in checks) + (f" (fails: {'; '.join(failed)})" if failed else "")
+
+
+def _record(args: argparse.Namespace, cores: dict[tuple[str, str, int], float], ok: bool, words: str) -> str:
+    import json
+
+    from engine.data.cachedir import resolve_cache_dir
+    from engine.data.manifest import DATA_CHECK, build_manifests
+    from engine.files import atomic_write_text, timestamp
+
+    s = args.settings
+    out = resolve_cache_dir(args.data_root, s.cache_dir, setting=s.cache_dir_setting).manifests
+    ms = build_manifests(args.data_root, out, **s.manifest_options())
+    path = ms.directory / DATA_CHECK
+    atomic_write_text(path, json.dumps({
+        "ordering_ok": ok, "ordering": words, "split": args.split, "sample": args.sample, "n_samples": args.n_samples,
+        "core_lr_auc": {f"{m}/{p}/R{r}": round(v, 4) for (m, p, r), v in cores.items()},
+        "written_at": timestamp()}, indent=1))
+    return str(path)
 
 
 if __name__ == "__main__":

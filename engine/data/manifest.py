@@ -62,12 +62,16 @@ def lrg_ids(ra: np.ndarray, dec: np.ndarray) -> np.ndarray:
     return (ra_u << _DEC_BITS) | dec_u
 
 
+def lrg_ra_dec(lrg_id: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(ra, dec) of ids made by `lrg_ids`: its inverse (to the 6 decimals the id keeps)."""
+    ids = np.asarray(lrg_id, np.int64)
+    return (ids >> _DEC_BITS) / 1e6, (ids & ((1 << _DEC_BITS) - 1)) / 1e6 - 90.0
+
+
 def describe_lrg(lrg_id: int) -> str:
     """'ra=150.123456 dec=-2.345678' for an id made by `lrg_ids`."""
-    lrg_id = int(lrg_id)
-    ra = (lrg_id >> _DEC_BITS) / 1e6
-    dec = (lrg_id & ((1 << _DEC_BITS) - 1)) / 1e6 - 90.0
-    return f"ra={ra:.6f} dec={dec:.6f}"
+    ra, dec = lrg_ra_dec(np.array([int(lrg_id)]))
+    return f"ra={ra[0]:.6f} dec={dec[0]:.6f}"
 
 
 # ---------------------------------------------------------------------------
@@ -354,6 +358,10 @@ def build_manifests(data_root: str | Path, out_dir: str | Path | None = None, *,
     return ManifestSet(final, key, summary, built)
 
 
+# The data check (`python -m engine.gates --matrix --record`) of exactly one manifest set, in its folder.
+DATA_CHECK = "data-check.json"
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m engine.manifest", description=__doc__.split("\n")[0])
     parser.add_argument("--data-root", required=True, help="folder with train/, val/, test/ shards")
@@ -372,6 +380,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                         "make the unpaired view (default: the host dataset's unpaired_manifest)")
     parser.add_argument("--bad-row-limit", type=float, help="largest share of bad rows per split that is dropped "
                         "rather than an error (default: data.bad_row_limit of the config, else 0.001)")
+    parser.add_argument("--check", action="store_true",
+                        help="build nothing: print one JSON line saying whether these manifests are built "
+                        "(lenstui's plan reads it for Phase 1's steps 1.1 and 1.2)")
     args = parser.parse_args(argv)
     try:
         _, settings = settings_for_command(args.config, args.host)
@@ -386,6 +397,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         if out is None:
             cache = resolve_cache_dir(args.data_root, settings.cache_dir, setting=settings.cache_dir_setting)
             out = cache.manifests
+        if args.check:
+            if not Path(args.data_root).is_dir():
+                print(json.dumps({"present": False, "path": None, "dataset_missing": True,
+                                  "why": f"no dataset at {args.data_root}"}))
+                return exitcodes.OK
+            key = manifest_key(args.data_root, **{k: v for k, v in settings.manifest_options().items()
+                                                  if k in ("seed", "sample_fraction", "thetae_bins", "strata",
+                                                           "unpaired_method", "unpaired_manifest")})
+            final = out / key
+            present = (final / SUMMARY_FILE).is_file()
+            check = final / DATA_CHECK
+            data_check = json.loads(check.read_text()) if present and check.is_file() else None
+            print(json.dumps({"present": present, "path": str(final), "data_check": data_check,
+                              "why": "built" if present else "not built for these settings yet"}))
+            return exitcodes.OK
         ms = build_manifests(args.data_root, out, **settings.manifest_options())
         print(report(ms))
         print(f"\nsettings from {origin}" + (f"; command-line: {', '.join(overrides)}" if overrides else ""))

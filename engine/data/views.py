@@ -114,26 +114,35 @@ def unpaired_origin(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[
         perm = np.arange(len(order))
         rng.shuffle(perm)
         is_pos = np.isin(lrg, order[perm[: len(order) // 2]])
-        cell = r["psf_bin"].to_numpy(np.int64) * 1000 + r["depth_bin"].to_numpy(np.int64)
-        take_neg = []
-        for c in np.unique(cell):
-            n_pos = int(np.count_nonzero(is_pos & (cell == c)))
-            pool = np.flatnonzero(~is_pos & (cell == c))
-            if n_pos == 0 or len(pool) == 0:
-                if n_pos:
-                    notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, 0, "unmatched"))
-                continue
-            state = int(rng.integers(0, 2**31 - 1))
-            short = len(pool) < n_pos
-            pick = pool[np.random.RandomState(state).choice(len(pool), size=n_pos, replace=short)]
-            if short:
-                notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, len(pool), "repeated",
-                                       n_pos - len(np.unique(pick))))
-            take_neg.append(pick)
-        neg = np.concatenate(take_neg) if take_neg else np.zeros(0, np.int64)
+        neg, short = match_negatives_per_cell(r, is_pos, rng, split)
+        notes.extend(short)
         out.extend(_unpaired_entries(r, np.flatnonzero(is_pos), neg))
     view = pd.concat(out, ignore_index=True) if out else paired_view(rows.iloc[:0])
     return ordered_entries(view), tuple(notes)
+
+def match_negatives_per_cell(r: pd.DataFrame, is_pos: np.ndarray, rng: np.random.Generator,
+                             split: str) -> tuple[np.ndarray, list[Shortfall]]:
+    """The origin's matching, for one split's rows `r` whose lens rows are `is_pos`: the non-lens rows
+    drawn per (psf_bin, depth_bin) cell, as many as the cell has lenses (see unpaired_origin), and the
+    cells that were short."""
+    notes = []
+    cell = r["psf_bin"].to_numpy(np.int64) * 1000 + r["depth_bin"].to_numpy(np.int64)
+    take_neg = []
+    for c in np.unique(cell):
+        n_pos = int(np.count_nonzero(is_pos & (cell == c)))
+        pool = np.flatnonzero(~is_pos & (cell == c))
+        if n_pos == 0 or len(pool) == 0:
+            if n_pos:
+                notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, 0, "unmatched"))
+            continue
+        state = int(rng.integers(0, 2**31 - 1))
+        short = len(pool) < n_pos
+        pick = pool[np.random.RandomState(state).choice(len(pool), size=n_pos, replace=short)]
+        if short:
+            notes.append(Shortfall(split, int(c // 1000), int(c % 1000), n_pos, len(pool), "repeated",
+                                   n_pos - len(np.unique(pick))))
+        take_neg.append(pick)
+    return (np.concatenate(take_neg) if take_neg else np.zeros(0, np.int64)), notes
 
 def unpaired_per_cell(rows: pd.DataFrame, seed: int) -> tuple[pd.DataFrame, tuple[Shortfall, ...]]:
     """Halved per cell, matched without replacement, exactly 50/50.

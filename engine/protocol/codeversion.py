@@ -80,6 +80,13 @@ def code_version(engine_dir: Path = ENGINE_DIR) -> str:
     return checkout_version(engine_dir)
 
 
+def synced_version(engine_dir: Path = ENGINE_DIR) -> str | None:
+    """The checkout version sync recorded in `engine_dir` (None: no record, e.g. a checkout)."""
+    synced = read_json(engine_dir / RECORD).data or {}
+    value = synced.get("code_version")
+    return value if isinstance(value, str) else None
+
+
 def record(version: str) -> dict[str, Any]:
     """What sync writes into a host's engine/RECORD for `version`."""
     return {"code_version": version, "engine_version": ENGINE_VERSION,

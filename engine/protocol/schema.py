@@ -165,6 +165,7 @@ class RunInfo(TypedDict, total=False):
     exit_status: int | None
     status: str
     data: dict[str, dict[str, Any]]      # per split: manifest, counts, cache
+    provenance: dict[str, Any] | None    # --provenance: who asked (lenstui's plan: step, host, gpu, decision)
 
 
 # The keys every status entry carries (None until written), so a reader may index them.
@@ -174,7 +175,7 @@ STATUS_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radia
 # The run.json keys a status entry passes on (under `run`): provenance for the views and the rule.
 RUN_SUMMARY_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
                     "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
-                    "launched_at")
+                    "launched_at", "provenance")
 
 
 def undeclared(document: dict[str, Any], schema: type) -> list[str]:

@@ -36,6 +36,7 @@ from engine import files
 
 from engine.protocol import rundir, schema
 from engine.protocol.gpus import _nvml_module, gpu_snapshot
+from engine.protocol.codeversion import synced_version
 
 HISTORY_CAP = 300          # epochs kept in a status answer; the plan runs 50
 # Every third-party module engine.train imports (no torchvision); tests/test_status.py checks the list.
@@ -124,6 +125,7 @@ def probe(runs_root: str | Path) -> dict[str, Any]:
     _match_gpu_processes(gpus, runs)
     return {
         "engine_version": ENGINE_VERSION,
+        "synced_code_version": synced_version(),   # what `lenstui sync` recorded here (None: a checkout)
         "host": socket.gethostname(),
         "time": time.time(),
         "runs_root": str(root),

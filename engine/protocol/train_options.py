@@ -36,6 +36,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cuda-graph", action="store_true",
                    help="capture the training step once as a CUDA graph and replay it (GPU only; "
                         "5x faster steps at batch 128 on an H100: docs/PERFORMANCE.md)")
+    p.add_argument("--provenance", default=None, metavar="JSON",
+                   help="who asked for this run, as a JSON object written to run.json's `provenance` (lenstui's "
+                        "plan writes its step, the host and GPU it chose and the decision that led to it)")
     p.add_argument("--compile", action="store_true",
                    help="torch.compile the training step's model (a speed option, not recorded as an override; "
                         "its first steps compile for up to a minute: docs/PERFORMANCE.md)")

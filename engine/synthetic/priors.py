@@ -41,8 +41,27 @@ class Priors:
     depth_r: tuple[float, float] = (23.4, 24.2)
     # Source (SCIENCE.md), unlensed r magnitude.
     src_mag_r: tuple[float, float] = (22.0, 25.0)
+    # Which LRGs are the lens hosts of the unpaired view (docs/DATA.md, "A residual core shortcut").
+    # 0: none chosen here; the manifest halves each split's LRGs at random, as the origin's builder
+    # does, so lens and non-lens hosts are alike. k > 0: a lens catalogue (lens_catalogue.py) whose
+    # lens hosts are half the LRGs drawn with probability ∝ L_r^k, as a real lens sample is: the
+    # lensing cross-section ∝ σ⁴ ∝ L (Faber–Jackson) gives k = 1, and a sample confirmed by
+    # spectroscopy, whose completeness rises with the host's flux, weighs bright hosts once more.
+    # The non-lens pool is the rest: fainter hosts, whose residual cores differ. Our choice.
+    lens_host_luminosity_weight: float = 0.0
 
 PRIORS = Priors()
+
+
+def lens_hosts(mag_r: np.ndarray, rng: np.random.Generator, priors: Priors = PRIORS) -> np.ndarray:
+    """(L,) bool: the LRGs a lens catalogue takes as lens hosts, half of them (rounded down), drawn
+    without replacement with probability ∝ L_r^k (k = priors.lens_host_luminosity_weight)."""
+    k = priors.lens_host_luminosity_weight
+    weight = 10.0 ** (-0.4 * k * (np.asarray(mag_r, np.float64) - np.min(mag_r)))   # L^k, the brightest 1: no overflow
+    chosen = rng.choice(len(weight), size=len(weight) // 2, replace=False, p=weight / weight.sum())
+    out = np.zeros(len(weight), bool)
+    out[chosen] = True
+    return out
 
 BRICK_DEG = 0.25
 

@@ -27,19 +27,19 @@ import shutil
 import sys
 import time
 from concurrent.futures import Future, ProcessPoolExecutor
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
 
-from engine.config import SPLITS
+from engine.config import LENS_CATALOGUE, SPLITS
 from engine.data.settings import DEFAULT_THETAE_BINS
 from engine.data.shards import BLOB_CODEC
 from engine.data.workers import InlineExecutor, default_jobs, executor
 from engine.files import atomic_write_text, replace_dir
-from engine.synthetic.priors import PRIORS, SPLIT_RA, SystemParams, rows_layout, sample_systems
+from engine.synthetic.priors import PRIORS, SPLIT_RA, Priors, SystemParams, rows_layout, sample_systems
 from engine.synthetic.shard_writer import brick_quartiles, render_shard
 from engine.protocol import exitcodes
 
@@ -78,6 +78,8 @@ class DatasetSummary:
     engine_version: str = ""
     blob_codec: str = ""  # engine.data.shards.CODECS: how the NPZ members were deflated
     layout: int = 1       # LAYOUT of the twin that made it (markers before layout 2 have none)
+    priors: dict = field(default_factory=dict)   # the Priors fields set apart from the defaults
+    lens_catalogue: dict | None = None   # per split: lens and non-lens LRGs and rows (lens_catalogue.py)
 
     def to_json(self) -> str:
         """The marker file's text."""
@@ -163,13 +165,15 @@ def write_dataset(
     lrgs_per_batch: int = 16,  # ~190 rows; larger batches render no faster (8–64 measured), only use more memory
     jobs: int = 1,
     progress: bool = False,
+    priors: Priors = PRIORS,
 ) -> DatasetSummary:
     """Write a complete synthetic dataset at `out` (atomically) and return its summary.
 
     Give `scale` (the plan's sizes times scale) or `rows` (rows per split, explicit). A shard
     holds whole LRGs, at most `shard_rows` rows; each worker renders and writes whole shards.
     The same arguments give the same bytes whatever `jobs` (worker processes) is: every batch
-    of `lrgs_per_batch` LRGs has its own seeded generator.
+    of `lrgs_per_batch` LRGs has its own seeded generator. `priors`: what the twin draws from
+    (`priors_with`); with selected lens hosts it also writes the lens catalogue (lens_catalogue.py).
     """
     started = time.monotonic()
     out = Path(out)
@@ -192,7 +196,8 @@ def write_dataset(
     # Per split: one stream for the parameters, one that seeds each render batch.
     seeds = {split: ss.spawn(2) for split, ss in zip(SPLITS, np.random.SeedSequence(seed).spawn(len(SPLITS)))}
     params = {
-        split: sample_systems(allocate_rows(rows[split], rows_per_lrg), np.random.default_rng(seeds[split][0]), SPLIT_RA[split])
+        split: sample_systems(allocate_rows(rows[split], rows_per_lrg), np.random.default_rng(seeds[split][0]),
+                              SPLIT_RA[split], priors)
         for split in SPLITS
     }
     # psf_bin / depth_bin: quartiles of the sky bricks (each brick once), as the pipeline bins
@@ -217,7 +222,13 @@ def write_dataset(
                 snr.append(shard_snr)
                 done[task.split] += int(task.params.rows_per_lrg.sum())
                 report(task.split, done[task.split], rows[task.split], sum(done.values()), total)
-        summary = _summary(out, seed, scale, params, shards, np.concatenate(snr), psf_edges, depth_edges, started)
+        catalogue = None
+        if priors.lens_host_luminosity_weight > 0:
+            from engine.synthetic.lens_catalogue import write_lens_catalogue
+
+            catalogue = write_lens_catalogue(tmp, params, seed, priors)
+        summary = _summary(out, seed, scale, params, shards, np.concatenate(snr), psf_edges, depth_edges, started,
+                           priors, catalogue)
         # The marker goes last and atomically: its presence means every shard is in place.
         atomic_write_text(tmp / MARKER, summary.to_json())
         replace_dir(tmp, out)   # an earlier dataset there is removed only afterwards
@@ -324,6 +335,8 @@ def _summary(
     psf_edges: np.ndarray,
     depth_edges: np.ndarray,
     started: float,
+    priors: Priors = PRIORS,
+    catalogue: dict | None = None,
 ) -> DatasetSummary:
     import engine
 
@@ -335,7 +348,7 @@ def _summary(
         lrgs={s: len(p.lrg) for s, p in params.items()},
         shards=shards,
         theta_e_bins=list(DEFAULT_THETAE_BINS),
-        theta_e_counts={s: np.histogram(p.theta_e[rows_layout(p, PRIORS.replicates)[0]], bins=DEFAULT_THETAE_BINS)[0].tolist()
+        theta_e_counts={s: np.histogram(p.theta_e[rows_layout(p, priors.replicates)[0]], bins=DEFAULT_THETAE_BINS)[0].tolist()
                         for s, p in params.items()},
         median_arc_snr=float(np.median(snr)),
         psf_edges=psf_edges.tolist(),
@@ -344,7 +357,32 @@ def _summary(
         engine_version=getattr(engine, "ENGINE_VERSION", ""),
         blob_codec=BLOB_CODEC,
         layout=LAYOUT,
+        priors=priors_set(priors),
+        lens_catalogue=catalogue,
     )
+
+
+def priors_with(overrides: Mapping[str, object], where: str = "priors") -> Priors:
+    """The twin's priors with `overrides` (field name -> value); SynthError naming `where` for a name
+    `Priors` does not have or a value of the wrong shape."""
+    known = {f.name: f for f in fields(Priors)}
+    values = {}
+    for name, value in overrides.items():
+        if name not in known:
+            raise SynthError(f"{where}.{name}: the twin has no such prior; known: {', '.join(known)} "
+                             "(engine/synthetic/priors.py)")
+        default = getattr(PRIORS, name)
+        if isinstance(default, tuple) != isinstance(value, (tuple, list)) or (
+                isinstance(default, tuple) and len(default) != len(value)):
+            raise SynthError(f"{where}.{name}: expected {'a list of ' + str(len(default)) + ' numbers' if isinstance(default, tuple) else 'a number'} "
+                             f"like the default {default!r}, found {value!r}")
+        values[name] = tuple(float(v) for v in value) if isinstance(default, tuple) else type(default)(value)
+    return replace(PRIORS, **values)
+
+
+def priors_set(priors: Priors) -> dict:
+    """The fields of `priors` that differ from the defaults (what a dataset's marker records)."""
+    return {f.name: getattr(priors, f.name) for f in fields(Priors) if getattr(priors, f.name) != getattr(PRIORS, f.name)}
 
 
 def load_summary(root: Path) -> DatasetSummary | None:
@@ -370,6 +408,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="default 42")
     p.add_argument("--config", type=Path, help="take --out, --scale and --seed from this experiments.toml ...")
     p.add_argument("--host", default="local", help="... for this host's synthetic dataset (default local)")
+    p.add_argument("--dataset", help="... or for this synthetic dataset of the config (its root relative to the "
+                   "config's folder), e.g. synthetic-shortcut")
     p.add_argument("--if-missing", action="store_true", help="reuse a complete dataset already at --out")
     p.add_argument("--jobs", type=int, default=None,
                    help=f"worker processes (default: the CPUs this process may use, here {default_jobs()}; "
@@ -384,18 +424,27 @@ def _fill_from_config(args: argparse.Namespace) -> None:
     try:
         config = load_config(args.config)
         host = config.host(args.host)
+        if args.dataset is not None and args.dataset not in config.datasets:
+            raise ConfigError(config.source, "datasets", f"unknown dataset {args.dataset!r}",
+                              f"known: {', '.join(config.datasets)}")
     except ConfigError as exc:
         raise SynthError(str(exc)) from None
-    dataset = config.dataset_for(host)
+    dataset = config.datasets[args.dataset] if args.dataset else config.dataset_for(host)
+    whose = f"dataset {dataset.name!r}" if args.dataset else f"hosts.{host.name} uses dataset {dataset.name!r}, which"
     if dataset.kind != "synthetic":
-        raise SynthError(f"{args.config}: hosts.{host.name} uses dataset {dataset.name!r}, which is "
-                         f"kind {dataset.kind!r}, not 'synthetic': there is nothing to make")
-    root = Path(os.path.expanduser(host.resolve(dataset.root)))   # a host's root may be ~/data/...
-    if not root.is_absolute() and host.work_dir == ".":
-        root = args.config.resolve().parent / root  # '.' is the config file's folder
+        raise SynthError(f"{args.config}: {whose} is kind {dataset.kind!r}, not 'synthetic': there is nothing to make")
+    if args.dataset:
+        root = Path(os.path.expanduser(dataset.root))
+        if not root.is_absolute():
+            root = args.config.resolve().parent / root
+    else:
+        root = Path(os.path.expanduser(host.resolve(dataset.root)))   # a host's root may be ~/data/...
+        if not root.is_absolute() and host.work_dir == ".":
+            root = args.config.resolve().parent / root  # '.' is the config file's folder
     args.out = args.out or root
     args.scale = dataset.scale if args.scale is None else args.scale
     args.seed = dataset.seed if args.seed is None else args.seed
+    args.priors = priors_with(dataset.priors, f"{args.config}: datasets.{dataset.name}.priors")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -409,12 +458,16 @@ def main(argv: Sequence[str] | None = None) -> int:
             parser.error("give --out ROOT (or --config experiments.toml to use its synthetic dataset)")
         args.scale = 1.0 if args.scale is None else args.scale
         args.seed = 42 if args.seed is None else args.seed
+        priors = getattr(args, "priors", PRIORS)
         if args.if_missing:
             found = load_summary(args.out)
             if found is not None:
                 note = ""
+                asked = json.loads(json.dumps(priors_set(priors)))   # as the marker holds them (lists)
                 if (found.scale, found.seed) != (args.scale, args.seed):
                     note = f" (made with scale {found.scale}, seed {found.seed}; asked scale {args.scale}, seed {args.seed}; delete it to remake)"
+                elif found.priors != asked:
+                    note = f" (made with priors {found.priors or 'the defaults'}; asked {asked or 'the defaults'}; delete it to remake)"
                 elif found.layout != LAYOUT:
                     note = (f" (made by an earlier twin, layout {found.layout}: θ_E drawn per row, no replicate rows or "
                             f"bricks; delete it to remake it in layout {LAYOUT})")
@@ -423,7 +476,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.jobs = default_jobs() if args.jobs is None else args.jobs
         if args.jobs < 1:
             raise SynthError(f"--jobs must be at least 1, got {args.jobs}")
-        summary = write_dataset(args.out, scale=args.scale, seed=args.seed, jobs=args.jobs, progress=sys.stderr.isatty())
+        summary = write_dataset(args.out, scale=args.scale, seed=args.seed, jobs=args.jobs, progress=sys.stderr.isatty(),
+                                priors=priors)
     except SynthError as exc:
         print(f"synth: {exc}", file=sys.stderr)
         return exitcodes.BAD_INPUT
@@ -436,6 +490,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"synth: wrote {args.out} ({rows} rows) in {summary.seconds:.1f}s, {rate:,.0f} rows/s "
         f"with --jobs {args.jobs}; median arc_snr {summary.median_arc_snr:.2f}"
     )
+    if summary.lens_catalogue:
+        lens = ", ".join(f"{s} {c['lens_lrgs']} lens / {c['non_lens_lrgs']} non-lens LRGs"
+                         for s, c in summary.lens_catalogue.items())
+        print(f"synth: lens hosts selected ({summary.priors}): the lens catalogue is {Path(args.out) / LENS_CATALOGUE} "
+              f"({lens}); the dataset's unpaired_manifest names it")
     if summary.blob_codec != "isal-1":
         print(f"synth: blobs deflated with {summary.blob_codec}; `pip install isal` deflates them ~3x faster",
               file=sys.stderr)

@@ -8,6 +8,7 @@ is the run.json a start writes (engine/protocol/schema.py's RunInfo).
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import sys
@@ -52,6 +53,7 @@ class RunPlan:
     overrides: dict[str, Any]
     command: list[str]
     data_settings: DataSettings = DataSettings()
+    provenance: dict[str, Any] | None = None   # --provenance: who asked for the run (lenstui's plan step, ...)
 
     def settings(self) -> dict[str, Any]:
         """What must not change between a run and its resumption (device may)."""
@@ -131,7 +133,16 @@ def make_plan(argv: Sequence[str]) -> RunPlan:
         overrides["base"] = args.base
     if args.data_root is not None:
         overrides["data_root"] = str(args.data_root)
+    provenance = None
+    if args.provenance is not None:
+        try:
+            provenance = json.loads(args.provenance)
+        except json.JSONDecodeError as exc:
+            raise UsageError(f"--provenance: not JSON ({exc}): {args.provenance[:200]!r}") from None
+        if not isinstance(provenance, dict):
+            raise UsageError(f"--provenance: expected a JSON object, got {type(provenance).__name__}")
     return RunPlan(
+        provenance=provenance,
         config=config, experiment=experiment, host=host.name, dataset=dataset,
         data_root=data_root.resolve(), run_dir=rundir.run_dir(runs_root, experiment.id),
         epochs=args.epochs or t.epochs, seed=t.seed if args.seed is None else args.seed, device=device,
@@ -158,4 +169,5 @@ def run_info(plan: RunPlan, *, status: str, started_at: str, device_name: str, p
         # How the step ran: the same training, but not the same rounding (docs/TRAINING.md).
         "training_step": "cuda_graph" if plan.cuda_graph else "compile" if plan.compile else "eager",
         "started_at": started_at, "ended_at": None, "exit_status": None, "status": status,
+        "provenance": plan.provenance,
     }

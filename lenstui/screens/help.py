@@ -24,6 +24,8 @@ KEYS: tuple[tuple[str, str], ...] = (
     ("escape", "back / close a dialog / clear the filter (backspace goes back too)"),
     ("tab", "the next panel (on a small terminal each one scrolls: arrows, PageUp/PageDown)"),
     ("/", "filter the matrix (words match any column: id, host, status, …)"),
+    ("p", "the plan (§7): every step's status from the hosts now, the queue, the GPUs; in it, a advances "
+          "(shows what runs where, asks once) and g asks the hosts again"),
     ("d", "decision panel: plan §10 on the results so far; l opens the launch dialog for the next phase"),
     ("s", "sync code (engine + experiments.toml) to every enabled remote host"),
     ("r", "write the results report (EXPERIMENT_RESULTS.md, experiment_metrics.csv)"),

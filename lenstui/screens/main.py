@@ -30,9 +30,10 @@ class MainScreen(Screen[None]):
         Binding("enter", "app.detail", "Detail"),
         Binding("slash", "filter", "Filter", key_display="/"),
         Binding("escape", "clear_filter", "Clear filter", show=False),
+        Binding("p", "app.plan", "Plan"),
         Binding("d", "app.decision", "Decision"),
         Binding("s", "app.sync", "Sync"),
-        Binding("r", "app.report", "Report"),
+        Binding("r", "app.report", "Report", show=False),   # also the plan's step 4.3 (p); ? lists every key
     ]
 
     def __init__(self) -> None:
