@@ -270,3 +270,43 @@ def test_without_gpus_auto_runs_on_cpu_and_an_index_out_of_range_is_refused(tmp_
     with pytest.raises(launch.LaunchError, match="has GPUs 0, 1"):
         launch.choose_gpu("5", tmp_path, [gpu(0), gpu(1)])
     assert launch.choose_gpu("1", tmp_path, [gpu(0), gpu(1)]).visible == "1"
+
+
+HOLD_LOCK = """
+import os, sys, time
+sys.path.insert(0, sys.argv[1])
+from engine.protocol import rundir
+rundir.acquire_run_lock(sys.argv[2])
+print("held", flush=True)
+time.sleep(float(sys.argv[3]))
+"""
+
+
+def test_a_relaunch_waits_for_a_dead_runs_lock_to_be_let_go_but_never_for_a_live_one(host):
+    # A SIGKILLed trainer is a zombie (so "lost") while its other threads still hold the flock for a
+    # moment; here another process stands for those threads, holding the lock 1.5 s.
+    directory = host["runs"] / "A1"
+    directory.mkdir(parents=True)
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    files.atomic_write_json(directory / rundir.RUN_FILE, {"pid": dead.pid, "status": "running"})
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(host["work"]), str(directory), "1.5"],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    done = start(host)
+    holder.wait()
+    assert done.returncode == 0, done.stderr
+    running_info(host)
+
+    # The run's own process alive and holding the lock: refused at once, as ever.
+    engine_launch(host, "abort", "--experiment", "A1", "--runs-root", str(host["runs"]), "--grace", "5")
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(host["work"]), str(directory), "30"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        files.atomic_write_json(directory / rundir.RUN_FILE, {"pid": holder.pid, "status": "running"})
+        refused = start(host)
+        assert refused.returncode == 3 and "already running" in refused.stderr, refused.stderr
+    finally:
+        holder.kill()
+        holder.wait()

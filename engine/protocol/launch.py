@@ -160,7 +160,7 @@ def start(exp_id: str, runs_root: str | Path, train_argv: Sequence[str], gpu: st
     root = Path(os.path.expanduser(str(runs_root)))
     directory = rundir.run_dir(root, exp_id)
     try:
-        lock_fd = rundir.acquire_run_lock(directory)
+        lock_fd = _acquire_lock_of_a_dead_run_too(directory)
     except rundir.AlreadyRunning:
         raise LaunchError(f"{exp_id} is already running on {socket.gethostname()} "
                           f"(the lock {directory / rundir.RUN_LOCK} is held); "
@@ -175,6 +175,33 @@ def start(exp_id: str, runs_root: str | Path, train_argv: Sequence[str], gpu: st
         os.close(lock_fd)  # the child holds its own copy; the lock lives as long as the run
     result["started"] = _await_start(exp_id, directory, proc, wait) if wait > 0 else False
     return result
+
+
+DEAD_HOLDER_GRACE = 5.0   # seconds a dead run's threads may take to let go of its lock
+
+
+def _acquire_lock_of_a_dead_run_too(directory: Path) -> int:
+    """The run lock; when it is held but every process the run's files name is gone, wait briefly.
+
+    A SIGKILLed (or OOM-killed) training process is a zombie as soon as its main thread exits,
+    and the status probe calls it lost then; but the kernel releases its files, the flock among
+    them, only when the last of its threads has exited, a moment later (longer under load). A
+    relaunch in that moment would otherwise be refused as "already running". A holder that is
+    alive, or that no file names (a launcher between taking the lock and writing launch.json),
+    is refused at once, as before.
+    """
+    deadline = time.monotonic() + DEAD_HOLDER_GRACE
+    while True:
+        try:
+            return rundir.acquire_run_lock(directory)
+        except rundir.AlreadyRunning:
+            pids = [(files.read_json(directory / name).data or {}).get("pid")
+                    for name in (rundir.RUN_FILE, rundir.LAUNCH_FILE)]
+            pids = [p for p in pids if isinstance(p, int)]
+            if (not pids or any(rundir.process_identity(p) is not None for p in pids)
+                    or time.monotonic() >= deadline):
+                raise
+            time.sleep(0.05)
 
 
 def _await_start(exp_id: str, directory: Path, proc: subprocess.Popen, wait: float) -> bool:
