@@ -76,6 +76,7 @@ class Preview:
     actions: tuple[Action, ...] = ()
     schedule: Schedule = Schedule()
     halted: str | None = None
+    cautions: tuple[str, ...] = ()   # said before the runs: e.g. a decision read from short runs
 
     @property
     def empty(self) -> bool:
@@ -90,6 +91,8 @@ class Preview:
             out.append(f"{p.request.name} → {p.label}{_differs(p.request)}  (step {p.request.plan_step})")
         for w in self.schedule.waiting:
             out.append(f"{w.request.name} waits in the queue: {w.why}")
+        if out:
+            out += [f"Caution: {c}" for c in self.cautions]
         return out or ["nothing is ready: every step is done, running, or waiting on another"]
 
 
@@ -113,7 +116,13 @@ def preview(state: PlanState, snapshots: Mapping[str, Any], fleet: Fleet, queued
     names = {r.name for r in queued}
     launches = list(queued) + [a.request for a in ready if a.kind == "launch" and a.request is not None
                                and a.request.name not in names]
-    return Preview(others, schedule(launches, snapshots, fleet.config, gone))
+    cautions = ()
+    if state.decision.provisional and any((r.plan_step or "")[:1] in ("3", "4") for r in launches):
+        # The runs §10 chose were read from runs off the plan's settings (or without A1): spending
+        # Phase 3 or the full run on it deserves the decision's own words first.
+        cautions = tuple(n for n in state.decision.notes if "provisional" in n) or (
+            "the decision that chose these runs is provisional",)
+    return Preview(others, schedule(launches, snapshots, fleet.config, gone), cautions=cautions)
 
 
 @dataclass

@@ -130,6 +130,8 @@ def test_advance_proposes_the_three_variants_together_when_the_tree_says_so(tmp_
     for exp, step in (("B2", "3.1"), ("B3", "3.2"), ("B4", "3.3")):
         assert re.search(rf"{exp} → local:cpu  \[differs from the plan: --epochs 1 .*\]  \(step {step}\)", done.stdout)
     assert "add --yes" in done.stderr
+    # A1 and B1 ran 4 epochs: the decision that chose B2-B4 is provisional, and Advance says so first.
+    assert re.search(r"Caution: .*provisional", done.stdout), done.stdout
     assert not any((tmp_path / "runs" / e).exists() for e in ("B2", "B3", "B4"))
 
 
