@@ -34,6 +34,10 @@ UNPAIRED_METHODS = ("origin", "per_cell")   # engine.manifest: how the unpaired 
 BAD_ROW_LIMIT_KEY = "data.bad_row_limit"     # messages about bad rows name it
 DEFAULT_BAD_ROW_LIMIT = 0.001
 CORE_GATE_READINGS = ("masked", "unmasked")
+# The 95% intervals over LRGs (engine/data/bootstrap.py): resamples, and their seed (a rerun gives the
+# same interval). docs/PERFORMANCE.md measures what 1,000 draws cost at the end of training.
+DEFAULT_BOOTSTRAP_DRAWS = 1000
+DEFAULT_BOOTSTRAP_SEED = 20260206
 
 
 class ConfigError(ValueError):
@@ -107,6 +111,8 @@ class MetricsConfig:
     thetae_min_positives: int
     sensitivity_radii: tuple[int, ...]
     core_reliance_radius: int
+    bootstrap_draws: int = DEFAULT_BOOTSTRAP_DRAWS   # 0: no intervals
+    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED
 
     @property
     def thetae_bin_pairs(self) -> tuple[tuple[float, float], ...]:
@@ -622,6 +628,8 @@ def _metrics(t: _Table) -> MetricsConfig:
         thetae_min_positives=t.int("thetae_min_positives", minimum=1),
         sensitivity_radii=tuple(radii),
         core_reliance_radius=reliance,
+        bootstrap_draws=t.int("bootstrap_draws", default=DEFAULT_BOOTSTRAP_DRAWS, minimum=0),
+        bootstrap_seed=t.int("bootstrap_seed", default=DEFAULT_BOOTSTRAP_SEED, minimum=0),
     )
     t.done()
     return cfg

@@ -43,7 +43,7 @@ from engine.training.augment import seeded_generator, training_batch
 from engine.training.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, Progress, load_checkpoint,
                                         load_optimizer_state, rng_states, save_checkpoint, set_rng_states)
 from engine.training.device import describe, memory_format, pick_precision
-from engine.training.evaluate import (apply_evaluation, auroc, auroc_by_thetae, bce, evaluate_split, final_val_metrics,
+from engine.training.evaluate import (apply_evaluation, auroc, auroc_by_thetae, bce, evaluate_split, final_val_metrics, shown,
                                       gate_record, predict, with_verdicts)
 from engine.training.model import build_model, build_optimizer
 from engine.training.run_plan import RunPlan, UsageError, run_info
@@ -388,17 +388,17 @@ class Trainer:
         self.write_metrics()
         radius = metrics.get("final_mask_radius")
         masked = (f" masked at R={radius} (best.pt's epoch): core "
-                  f"{fixed(metrics['final_masked_core_lr_auc'], 4, NA)} "
+                  f"{shown(metrics, 'final_masked_core_lr_auc')} "
                   f"radial {fixed(metrics['final_masked_radial_lr_auc'], 4, NA)};" if radius else "")
         self.log.line(f"best epoch {top['epoch']}: val_auroc {fixed(top['val_auroc'], 4, NA)}; "
                       f"final gates on {metrics['final_gate_n_samples']} val rows: core_lr_auc "
-                      f"{fixed(metrics['final_core_lr_auc'], 4, NA)} "
-                      f"radial_lr_auc {fixed(metrics['final_radial_lr_auc'], 4, NA)} "
+                      f"{shown(metrics, 'final_core_lr_auc')} "
+                      f"radial_lr_auc {shown(metrics, 'final_radial_lr_auc')} "
                       f"(ungrouped, the published method: {fixed(metrics['final_core_lr_auc_ungrouped'], 4, NA)} / "
                       f"{fixed(metrics['final_radial_lr_auc_ungrouped'], 4, NA)});{masked} raw_robust inputs: core "
                       f"{fixed(metrics['final_raw_robust_core_lr_auc'], 4, NA)} radial "
                       f"{fixed(metrics['final_raw_robust_radial_lr_auc'], 4, NA)}; core_reliance "
-                      f"{fixed(metrics['core_reliance'], 4, NA)}  sensitivity "
+                      f"{shown(metrics, 'core_reliance')}  sensitivity "
                       + " ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in metrics["core_sensitivity"]))
         if self.stop.requested:
             raise Aborted("after the val evaluation, before the test set: the end runs again on resume")
@@ -409,7 +409,7 @@ class Trainer:
         p.status = advance(p.status, RunState.DONE)
         self.save_last(parts)  # a later start sees "done" and asks for --fresh instead of retraining
         self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch']}): test_auroc "
-                      f"{fixed(metrics['test_auroc'], 4, NA)}  sensitivity "
+                      f"{shown(metrics, 'test_auroc')}  sensitivity "
                       + " ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in metrics["test_core_sensitivity"]))
 
     def raw_robust_val(self) -> tuple[DeviceSplit | None, str | None]:
