@@ -43,8 +43,8 @@ from engine.training.augment import seeded_generator, training_batch
 from engine.training.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, Progress, load_checkpoint,
                                         load_optimizer_state, rng_states, save_checkpoint, set_rng_states)
 from engine.training.device import describe, memory_format, pick_precision
-from engine.training.evaluate import (apply_evaluation, auroc, auroc_by_thetae, bce, evaluate_split, final_val_metrics, shown,
-                                      gate_record, predict, with_verdicts)
+from engine.training.evaluate import (apply_evaluation, auroc, auroc_by_thetae, bce, evaluate_split, final_val_metrics,
+                                      gate_record, predict, shown, with_verdicts)
 from engine.training.model import build_model, build_optimizer
 from engine.training.run_plan import RunPlan, UsageError, run_info
 from engine.training.splits import DeviceSplit, effective_sample, load_device_split
