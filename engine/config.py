@@ -38,6 +38,7 @@ CORE_GATE_READINGS = ("masked", "unmasked")
 # same interval). docs/PERFORMANCE.md measures what 1,000 draws cost at the end of training.
 DEFAULT_BOOTSTRAP_DRAWS = 1000
 DEFAULT_BOOTSTRAP_SEED = 20260206
+MAX_REPLICATES = 20       # seeds per experiment the config accepts (each is a full training run)
 
 
 class ConfigError(ValueError):
@@ -70,6 +71,7 @@ class TrainingConfig:
     early_stopping_patience: int
     mixed_precision: bool
     seed: int
+    replicates: int = 1       # seeds per experiment: the plan's seed, then seed+1, ... (issue 19)
 
 
 @dataclass(frozen=True)
@@ -233,6 +235,7 @@ class Experiment:
     masking: Masking
     purpose: str = ""
     base: str | None = None
+    replicates: int = 1       # seed replicates: its own `replicates`, else [training] replicates
 
 
 @dataclass(frozen=True)
@@ -368,11 +371,13 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         raise ConfigError(source, "", f"not valid TOML: {exc}",
                           "a table declared twice means a duplicate id or key") from None
     root = _Table(data, "", source, expected=TOP_LEVEL_TABLES)
+    plan_name = _plan_name(root)
+    training = _training(root.table("training"))
     config = Config(
         source=source,
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
-        plan_name=_plan_name(root),
-        training=_training(root.table("training")),
+        plan_name=plan_name,
+        training=training,
         augmentation=_augmentation(root.table("augmentation")),
         sampling=_sampling(root.table("sampling")),
         metrics=_metrics(root.table("metrics")),
@@ -380,7 +385,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         targets=_targets(root.table("targets")),
         data=_data(root.table("data")) if "data" in root.data else DataConfig(),
         decision=_decision(root.table("decision")) if "decision" in root.data else DecisionConfig(),
-        experiments=MappingProxyType(_experiments(root.table("experiments"))),
+        experiments=MappingProxyType(_experiments(root.table("experiments"), training.replicates)),
         datasets=MappingProxyType(_datasets(root.table("datasets"))),
         hosts=MappingProxyType({}),
     )
@@ -555,6 +560,7 @@ def _training(t: _Table) -> TrainingConfig:
         early_stopping_patience=t.int("early_stopping_patience", minimum=1),
         mixed_precision=t.bool("mixed_precision"),
         seed=t.int("seed", minimum=0),
+        replicates=t.int("replicates", default=1, minimum=1, maximum=MAX_REPLICATES),
     )
     t.done()
     return cfg
@@ -704,7 +710,7 @@ def _masking(t: _Table) -> Masking:
     return Masking("scheduled", tuple(steps))
 
 
-def _experiments(t: _Table) -> dict[str, Experiment]:
+def _experiments(t: _Table, default_replicates: int = 1) -> dict[str, Experiment]:
     out: dict[str, Experiment] = {}
     folded: dict[str, str] = {}
     pending_base: list[tuple[_Table, Experiment]] = []
@@ -719,13 +725,14 @@ def _experiments(t: _Table) -> dict[str, Experiment]:
         sample = e.str("sample", choices=SAMPLES)
         purpose = e.str("purpose", default="")
         base = e.str("base", default=None)
+        replicates = e.int("replicates", default=default_replicates, minimum=1, maximum=MAX_REPLICATES)
         if base is not None:
-            exp = Experiment(exp_id, phase, "", "", sample, Masking("none"), purpose, base)
+            exp = Experiment(exp_id, phase, "", "", sample, Masking("none"), purpose, base, replicates)
             pending_base.append((e, exp))
         else:
             exp = Experiment(exp_id, phase, e.str("data_mode", choices=DATA_MODES),
                              e.str("preprocessing", choices=PREPROCESSINGS), sample,
-                             _masking(e.table("masking")), purpose)
+                             _masking(e.table("masking")), purpose, replicates=replicates)
         e.done()
         out[exp_id] = exp
     for e, exp in pending_base:

@@ -131,6 +131,8 @@ class Metrics(TypedDict, total=False):
     # Written at the start (rundir.new_metrics) and kept up to date.
     schema_version: int
     experiment: str
+    run_name: str                        # the run directory's name: the experiment id, or <id>@seed<N>
+    seed: int                            # the training seed (a replicate differs from the plan's run by it)
     status: str                          # rundir.RunState's word
     epochs_planned: int
     overrides: dict[str, Any]            # what this run changed from experiments.toml
@@ -187,6 +189,8 @@ class RunInfo(TypedDict, total=False):
     """run.json: who ran what, where, with which code and settings (one writer: engine.train)."""
 
     experiment: str
+    run_name: str                        # as in metrics.json (rundir.run_name)
+    seed: int
     host: str                            # the host's name in experiments.toml
     hostname: str
     pid: int
@@ -218,8 +222,8 @@ STATUS_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radia
                "core_sensitivity", "core_reliance", "test_auroc", "test_auroc_by_thetae",
                "test_core_sensitivity", "overrides", "updated_at", "bad_rows")
 # The run.json keys a status entry passes on (under `run`): provenance for the views and the rule.
-RUN_SUMMARY_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
-                    "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
+RUN_SUMMARY_KEYS = ("host", "run_name", "seed", "command", "engine_version", "code_version", "dataset",
+                    "data_root", "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
                     "launched_at")
 
 

@@ -98,14 +98,16 @@ class Trainer:
         # What the run's inputs are: a verdict reads it (a radial gate on residual inputs cannot fail).
         inputs = {"data_mode": e.data_mode, "preprocessing": e.preprocessing, "sample": e.sample,
                   "masking": e.masking.describe()}
+        # Which run of the experiment this is: its directory's name and its seed (replicates differ by it).
+        replicate = {"run_name": self.plan.run_dir.name, "seed": self.plan.seed}
         if resume is None:
             metrics = rundir.new_metrics(e.id, self.plan.epochs, self.plan.overrides)
-            metrics["inputs"] = inputs
+            metrics.update(inputs=inputs, **replicate)
             return Progress(metrics=metrics)
         metrics = rundir.upgrade_metrics(json.loads(resume["metrics_json"]))   # a run begun by an older engine
         metrics["status"] = RunState.RUNNING   # a new start: its state begins again
         metrics["overrides"] = dict(self.plan.overrides)
-        metrics["inputs"] = inputs
+        metrics.update(inputs=inputs, **replicate)
         return Progress.resumed(resume, metrics)
 
     # -- the run -----------------------------------------------------------------
