@@ -156,5 +156,5 @@ def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_pa
     b3_masked = runs["B3"]["final_masked_core_lr_auc"]
     assert f"{b3_masked:.3f} (FAIL, masked at R=3)" in probes
     assert "B3 does not pass (core_lr_auc FAIL (" in files.decision.reason
-    assert "masked at R=3)" in files.decision.reason
+    assert "masked at R=3, 95% " in files.decision.reason   # with its interval over LRGs
     assert "- Read: validation numbers only" in md
