@@ -139,6 +139,25 @@ def run_name_problem(name: str) -> str | None:
     return problem if problem is None or seed is None else f"run name {name!r}: {problem}"
 
 
+def seed_args(seed: int, plan_seed: int) -> list[str]:
+    """The extra engine.train arguments that run a replicate with `seed`: none for the plan's seed
+    (the experiment's own run, exactly the plan's settings), else ['--seed', N]."""
+    return [] if int(seed) == int(plan_seed) else ["--seed", str(int(seed))]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'42,43,44' -> [42, 43, 44] (distinct, in order); ValueError with words for anything else."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part.isdigit():
+            raise ValueError(f"--seeds {text!r}: expected non-negative integers separated by commas (42,43,44)")
+        if int(part) not in seeds:
+            seeds.append(int(part))
+    if not seeds:
+        raise ValueError(f"--seeds {text!r}: no seed given")
+    return seeds
+
+
 def run_dir(runs_root: str | Path, name: str) -> Path:
     """`<runs_root>/<name>`: the name is an experiment id (checked against [A-Za-z0-9_.-] by the
     config) or a replicate's `<id>@seed<N>` (run_name)."""
