@@ -113,6 +113,7 @@ class Decision:
     readings: tuple[str, ...] = ()               # which numbers the tree read, in words
     too_close: tuple[str, ...] = ()              # why an interval puts another branch within reach
     settle: tuple[str, ...] = ()                 # the replicates that would settle it, in words
+    settle_runs: tuple[tuple[str, int], ...] = ()  # (experiment, how many seeds in all) the panel offers
 
     @property
     def too_close_to_call(self) -> bool:
@@ -127,6 +128,7 @@ class Decision:
         out["readings"] = list(self.readings)
         out["too_close"] = list(self.too_close)
         out["settle"] = list(self.settle)
+        out["settle_runs"] = [list(r) for r in self.settle_runs]
         out["too_close_to_call"] = self.too_close_to_call
         return out
 
@@ -220,8 +222,9 @@ def decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision
     reading = config.decision.variant_core_gate
     decision = _decide(results, config)
     readings = (READ_VALIDATION, READ_GROUPED, READ_CORE[reading])
-    too_close, settle = _how_close(decision, results, config)
-    return replace(decision, core_gate_reading=reading, readings=readings, too_close=too_close, settle=settle)
+    too_close, settle, settle_runs = _how_close(decision, results, config)
+    return replace(decision, core_gate_reading=reading, readings=readings, too_close=too_close, settle=settle,
+                   settle_runs=settle_runs)
 
 
 # ---------------------------------------------------------------------------
@@ -273,15 +276,17 @@ def b1_reachable(b1: Mapping[str, Any], config: Config) -> dict[str, tuple[float
 
 
 def _how_close(decision: Decision, results: Mapping[str, Mapping[str, Any]],
-               config: Config) -> tuple[tuple[str, ...], tuple[str, ...]]:
-    """(why the decision is too close to call, which replicates would settle it); both empty when
-    every interval keeps the decision's inputs inside its branch (or there is no decision yet)."""
+               config: Config) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """(why the decision is too close to call, which replicates would settle it in words, and as
+    (experiment, seeds in all)); all empty when every interval keeps the decision's inputs inside
+    its branch (or there is no decision yet)."""
     if decision.branch == "waiting" or "B1" not in results:
-        return (), ()
+        return (), (), ()
     th = config.thresholds
     b1 = results["B1"]
     too_close: list[str] = []
     settle: list[str] = []
+    runs: dict[str, int] = {}
     b1_branch_now = b1_branch(number(b1["final_core_lr_auc"]), number(b1["core_reliance"]), config)
     others = {b: v for b, v in b1_reachable(b1, config).items() if b != b1_branch_now}
     if others:
@@ -290,8 +295,11 @@ def _how_close(decision: Decision, results: Mapping[str, Mapping[str, Any]],
                            ("core_reliance", "core_reliance", th.core_reliance)))
         too_close.append(f"B1 {shown}: within these ranges §10 could also give "
                          + " or ".join(repr(BRANCH_TITLES[b]) for b in others))
-        settle += _settle_words("B1", b1, (("final_core_lr_auc", th.core_lr_auc),
-                                           ("core_reliance", th.core_reliance)), config)
+        words, n = _settle_words("B1", b1, (("final_core_lr_auc", th.core_lr_auc),
+                                            ("core_reliance", th.core_reliance)), config)
+        settle += words
+        if n:
+            runs["B1"] = n
     if b1_branch_now == "test_masking" and all(results.get(v) for v in VARIANTS) \
             and decision.branch != "test_masking":
         for v in VARIANTS:
@@ -301,10 +309,16 @@ def _how_close(decision: Decision, results: Mapping[str, Mapping[str, Any]],
             close = [f"{n} {mine[n]['verdict']} ({shown_value(mine[n])})" for n in crossing]
             if close:
                 too_close.append(f"{v}: {'; '.join(close)}: its 'passes all criteria' could go either way")
-                measured = all(mine[n].get("seeds") for n in crossing)
+                spreads = [mine[n]["seeds"] for n in crossing if mine[n].get("seeds")]
+                have = max((int(sp.get("n") or 0) for sp in spreads), default=0)
                 settle += (_seeds_words(v, config, f"{v} with more seeds (replicates) narrows the seed part")
-                           if measured else _seeds_words(v, config))
-    return tuple(too_close), tuple(dict.fromkeys(settle))
+                           if len(spreads) == len(crossing) else _seeds_words(v, config))
+                runs[v] = max(3, have + 2, _planned(config, v))
+    return tuple(too_close), tuple(dict.fromkeys(settle)), tuple(runs.items())
+
+
+def _planned(config: Config, exp_id: str) -> int:
+    return config.experiments[exp_id].replicates if exp_id in config.experiments else 1
 
 
 def _value_words(metrics: Mapping[str, Any], key: str, band: Band) -> str:
@@ -315,10 +329,11 @@ def _value_words(metrics: Mapping[str, Any], key: str, band: Band) -> str:
 
 
 def _settle_words(exp_id: str, metrics: Mapping[str, Any], keys: tuple[tuple[str, Band], ...],
-                  config: Config) -> list[str]:
-    """What replicates would settle `exp_id`'s side of the edges: with a seed spread, the fewest
-    seeds whose interval of the mean clears each crossed edge; without one, three seeds to
-    measure it. The interval over LRGs does not narrow with seeds: said when it alone crosses."""
+                  config: Config) -> tuple[list[str], int]:
+    """What replicates would settle `exp_id`'s side of the edges, in words and as how many seeds in
+    all (0: none would): with a seed spread, the fewest seeds whose interval of the mean clears each
+    crossed edge; without one, three seeds to measure it. The interval over LRGs does not narrow
+    with seeds: said when it alone crosses."""
     have_seeds = None
     needs: list[int] = []
     lrg_only = False
@@ -333,19 +348,20 @@ def _settle_words(exp_id: str, metrics: Mapping[str, Any], keys: tuple[tuple[str
                 needs.append(n if n is not None else -1)
         if lrgs is not None and crossed(band, *lrgs):
             lrg_only = lrg_only or seeds is None or not crossed(band, seeds.low, seeds.high)
-    out = []
+    out, total = [], 0
     if have_seeds is None:
         out += _seeds_words(exp_id, config)
+        total = max(3, _planned(config, exp_id))
     elif needs and all(n > 0 for n in needs):
-        n = max(needs)
-        out.append(f"run {exp_id} with {n} seeds (replicates = {n}): with the spread measured so far, "
+        total = max(needs)
+        out.append(f"run {exp_id} with {total} seeds (replicates = {total}): with the spread measured so far, "
                    "the mean's interval would clear the edge")
     elif needs:
         out.append(f"{exp_id}'s mean over seeds sits too close to the edge for up to 10 seeds to settle it")
     if lrg_only:
         out.append(f"{exp_id}'s interval over LRGs crosses an edge: more seeds do not narrow it, more "
                    "validation LRGs do")
-    return out
+    return out, total
 
 
 def _seeds_words(exp_id: str, config: Config, words: str | None = None) -> list[str]:
