@@ -347,6 +347,25 @@ class Fleet:
             raise FleetError(f"extra training arguments: {exc}") from None
         return rundir.run_name(exp_id, seed, self.config.training.seed)
 
+    def replicate_runs(self, exp_id: str, seeds: Sequence[int] | None = None,
+                       extra_args: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+        """(run name, extra training arguments) for each seed replicate of `exp_id`: `seeds`, or the
+        config's (`replicates`: the plan's seed, then the next ones up). The generic run requests a
+        scheduler queues; launch() starts one. FleetError when `extra_args` already hold a --seed."""
+        try:
+            given = seed_in(extra_args)
+        except ValueError as exc:
+            raise FleetError(f"extra training arguments: {exc}") from None
+        if given is not None:
+            raise FleetError(f"--seed {given} among the extra arguments and a list of seeds: give the seeds once "
+                             "(--seeds 42,43,44)", exitcodes.BAD_INPUT)
+        plan_seed = self.config.training.seed
+        if seeds is None:
+            replicates = self.config.experiments[exp_id].replicates if exp_id in self.config.experiments else 1
+            seeds = [plan_seed + k for k in range(replicates)]
+        return [(rundir.run_name(exp_id, s, plan_seed), [*extra_args, *rundir.seed_args(s, plan_seed)])
+                for s in seeds]
+
     def launch(self, exp_id: str, host: str, gpu: str = "auto", base: str | None = None,
                extra_args: Sequence[str] = ()) -> LaunchResult:
         """Start `exp_id` on `host` detached; FleetError (code 3) if it already runs there. A `--seed`
