@@ -191,10 +191,17 @@ async def test_the_matrix_shows_mean_sd_and_the_count_and_the_detail_lists_the_s
             assert "Seed replicates of B1 (2 of 2 seeds done (42, 43))" in analysis
             assert "B1@seed43" in analysis and "mean over done seeds: val AUROC" in analysis
             assert "95% " in analysis                        # the intervals over LRGs beside the values
+            first = detail.run_name                          # the run that stands for B1 (the newer seed)
+            assert first in ("B1", "B1@seed43")
+            other = "B1" if first == "B1@seed43" else "B1@seed43"
             await pilot.press("h")                           # the next run of B1: its other seed
-            assert detail.run_name == "B1@seed43"
-            await wait_for(pilot, lambda: "--seed 43" in detail.log_text or "seed 43" in detail.log_text, timeout=20)
-            assert str(detail.query_one("#detail-title").render()).startswith("B1@seed43 on local")
+            assert detail.run_name == other
+            log = (runs / other / "stdout.log").read_text()
+            await wait_for(pilot, lambda: detail.log_text and detail.log_text in log, timeout=20)
+            assert ("--seed 43" in detail.log_text) == (other == "B1@seed43")
+            assert str(detail.query_one("#detail-title").render()).startswith(f"{other} on local")
+            await pilot.press("h")
+            assert detail.run_name == first
     finally:
         app.fleet.close()
 

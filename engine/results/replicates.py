@@ -99,7 +99,7 @@ class ReplicateGroup:
 
     def words(self) -> str:
         """'3 of 3 seeds done (42, 43, 44)'."""
-        seeds = ", ".join("plan's" if s is None else str(s) for s in self.seeds)
+        seeds = ", ".join("plan's" if s is None else str(s) for s in sorted(self.seeds, key=lambda s: (s is not None, s or 0)))
         total = max(len(self.members), self.planned)
         return f"{len(self.done)} of {total} seed{'s' if total != 1 else ''} done ({seeds})"
 
@@ -176,7 +176,7 @@ def pooled(group: ReplicateGroup, config: Config | None = None) -> dict[str, Any
     base["replicates"] = {
         "n": max(len(group.members), group.planned), "members": len(group.members), "done": len(done),
         "planned": group.planned, "pooled": len(done) >= 2,
-        "seeds": [seed_of(c, group.plan_seed) for c in group.members],
+        "seeds": sorted((seed_of(c, group.plan_seed) for c in group.members), key=lambda s: (s is not None, s or 0)),
         "runs": [f"{c.run_name} on {c.host or '?'} ({c.state})" for c in group.members],
         "ended_incomplete": [f"{c.run_name} on {c.host or '?'} ({c.state})" for c in group.ended],
         "notes": notes,
