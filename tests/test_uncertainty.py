@@ -97,6 +97,7 @@ def test_a_decision_whose_inputs_could_flip_the_branch_is_too_close_to_call(core
         assert d.too_close[0].startswith("B1 core LR AUC ") and "could also give" in d.too_close[0]
         assert f"core_reliance {in_words(rel)}, 95% {in_words(rel_ci[0])}–{in_words(rel_ci[1])}" in d.too_close[0]
         assert d.settle and "--seeds 42,43,44" in d.settle[0]     # no seed spread yet: three seeds measure it
+        assert d.settle_runs == (("B1", 3),)
         assert d.as_dict()["too_close_to_call"] is True
     else:
         assert d.too_close == () and d.settle == ()
@@ -109,6 +110,7 @@ def test_with_seeds_measured_the_panel_offers_as_many_seeds_as_would_clear_the_e
     n = replicates_needed(0.044, 0.003, 0.05, 3)
     assert n is not None and n > 3
     assert any(f"B1 with {n} seeds" in s for s in d.settle)
+    assert d.settle_runs == (("B1", n),)
 
 
 def test_seed_spread_and_replicates_needed_are_the_textbook_ones():
