@@ -192,7 +192,7 @@ class LensTUI(App[None]):
         # The run that stands for each experiment; with seed replicates done, their mean (replicates.pooled).
         self.runs = {e: runs.shown_run(c, self.groups.get(e), self.config) for e, c in self.choices.items()}
         rows = {exp_id: cells.matrix_row(exp, self.runs.get(exp_id), self.config,
-                                       other_hosts=len(self.choices[exp_id].others) if exp_id in self.choices else 0)
+                                       other_hosts=self._other_runs(exp_id))
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
         self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled, self.choices)
@@ -200,6 +200,16 @@ class LensTUI(App[None]):
             # A screen still being composed draws itself from the app when it mounts.
             if isinstance(screen, (DetailScreen, DecisionScreen)) and screen.is_mounted:
                 screen.refresh_from_app()
+
+    def _other_runs(self, exp_id: str) -> int:
+        """How many runs of `exp_id` the matrix shows as '+N': those that neither stand for it nor
+        are its seed replicates (the status cell counts those: 'done 2/3')."""
+        choice = self.choices.get(exp_id)
+        if choice is None:
+            return 0
+        group = self.groups.get(exp_id)
+        members = group.members if group is not None else ()
+        return sum(1 for o in choice.others if not any(o is m for m in members))
 
     # -- launch ---------------------------------------------------------------
 

@@ -160,10 +160,15 @@ def collection_from_candidates(candidates: Sequence[RunCandidate], config: Confi
     """A Collection from runs found anywhere (run directories, or lenstui's hosts): the rule picks."""
     choices = choose_all(candidates, config.training.epochs if config is not None else None)
     notes = list(notes)
-    for exp_id, choice in choices.items():
-        if choice.others:
-            notes.append(f"{exp_id} has {len(choice.ranked)} runs: {choice.reason()}")
     groups = groups_of(choices, config)
+    for exp_id, choice in choices.items():
+        group = groups[exp_id]
+        if len(group.members) > 1:
+            notes.append(f"{exp_id}: {len(group.members)} seed replicates stand for it together ({group.words()}); "
+                         "with two or more done, every value is their mean (Seed replicates)")
+        others = [o for o in choice.others if not any(o is m for m in group.members)]
+        if others:
+            notes.append(f"{exp_id} has {len(choice.ranked)} runs: {choice.reason()}")
     runs = {e: replace(c.chosen, metrics=pooled(groups[e], config)) for e, c in choices.items()}
     for e, group in groups.items():
         notes += [f"{e}: {n}" for n in runs[e].metrics["replicates"]["notes"]]

@@ -15,6 +15,8 @@ run's numbers they use. The rule, in order:
    smoke run). Between two runs of the same kind,
    the one planned for more epochs is closer to the plan.
 3. **Completed before in progress**, at the same settings: a done run has the numbers.
+   Then the plan's seed before a seed replicate (a replicate's numbers count in the mean of
+   its group all the same: engine/results/replicates.py).
 4. **The newest among equals** (metrics.json's `updated_at`, else when it started), then the
    order the runs were given in (host order of experiments.toml, or `--runs-root` order).
 
@@ -192,7 +194,7 @@ def sort_key(c: RunCandidate, plan_epochs: int | None = None) -> tuple:
     completion = completion_rank(c.state)
     stamp = run_time(c)
     return (completion == 2, settings_rank(c.overrides, plan_epochs), -c.epochs_planned, completion,
-            -(stamp if stamp is not None else float("-inf")), c.order)
+            "seed" in c.overrides, -(stamp if stamp is not None else float("-inf")), c.order)
 
 
 def choose(candidates: Iterable[RunCandidate], plan_epochs: int | None = None) -> Choice:
@@ -226,6 +228,8 @@ def why_first(a: RunCandidate, b: RunCandidate, plan_epochs: int | None = None) 
     if ka[3] != kb[3]:
         return "a completed run comes before one still in progress"
     if ka[4] != kb[4]:
+        return "the plan's seed comes before a seed replicate (seed=" + str(b.overrides.get("seed")) + ")"
+    if ka[5] != kb[5]:
         return f"newer ({time_text(a)} against {time_text(b)})"
     return "equal by the rule otherwise; the first listed wins"
 
