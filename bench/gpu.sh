@@ -113,7 +113,7 @@ else
             if [ -f "$WORK/runs/A1/$f" ]; then cp "$WORK/runs/A1/$f" "$OUT/A1/$f"; fi
         done
         if [ "$SMOKE" != 1 ]; then
-            # The same run with the step captured as a CUDA graph (engine/step.py): speed and AUROC side by side.
+            # The same run with the step captured as a CUDA graph (engine/training/step.py): speed and AUROC side by side.
             step train_A1_graph 120 "$OUT/train_graph.log" "$PY" -m engine.train --experiment A1 \
                 --config experiments.toml --data-root "$WORK/data" --runs-root "$WORK/runs-graph" \
                 --epochs "$EPOCHS" --device "$DEVICE" --fresh --cuda-graph || true

@@ -3,6 +3,10 @@
 Torch-free and NumPy-free: `lenstui` imports it on a laptop. Every problem is a
 `ConfigError` naming the file, the key path, what was found and what was
 expected; the loader never returns a half-valid config.
+
+Why one file of ~800 lines: every table of experiments.toml has its dataclass and its checks
+side by side, and the checks share one way of naming the file and the key path; split by
+table, an error's wording and the key it names would drift apart across files.
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
-"""Small charts in text: a sparkline for a table cell or a title, bars of AUROC for the θ_E bins and the
-core sensitivity curve, and line plots in braille."""
+"""Charts in text, where a chart widget cannot go: a sparkline for a title or a cell, and rows of
+AUROC with an eighth-block bar for the θ_E bins and the core sensitivity curve (their exact values
+and counts, beside the plots with axes of widgets/plots.py)."""
 
 from __future__ import annotations
 
@@ -46,44 +47,6 @@ def bar(value: float | None, lo: float, hi: float, width: int) -> str:
     full, rest = divmod(eighths, 8)
     return ("█" * full + (BAR_EIGHTHS[rest] if rest else "")).ljust(width)
 
-def braille_plot(series: Sequence[Sequence[Any]], width: int, height: int) -> list[str]:
-    """Line plot of one or more series in braille dots (2×4 per cell), shared y scale.
-
-    Returns `height` strings of `width` characters; consecutive samples are
-    joined by straight segments, a missing value breaks the line.
-    """
-    width, height = max(1, width), max(1, height)
-    clean = [[number(v) for v in s] for s in series]
-    present = [v for s in clean for v in s if v is not None]
-    grid = [[0] * width for _ in range(height)]
-    if present:
-        lo, hi = min(present), max(present)
-        span = (hi - lo) or 1.0
-        px_w, px_h = width * 2, height * 4
-        for s in clean:
-            prev: tuple[int, int] | None = None
-            for i, v in enumerate(s):
-                if v is None:
-                    prev = None
-                    continue
-                x = 0 if len(s) == 1 else round(i * (px_w - 1) / (len(s) - 1))
-                y = px_h - 1 - round((v - lo) / span * (px_h - 1))
-                _segment(grid, prev or (x, y), (x, y))
-                prev = (x, y)
-    return ["".join(chr(0x2800 + cell) for cell in row) for row in grid]
-
-def _segment(grid: list[list[int]], a: tuple[int, int], b: tuple[int, int]) -> None:
-    """Dots along the straight line from a to b, one per pixel step."""
-    steps = max(abs(b[0] - a[0]), abs(b[1] - a[1]), 1)
-    for k in range(steps + 1):
-        _dot(grid, round(a[0] + (b[0] - a[0]) * k / steps), round(a[1] + (b[1] - a[1]) * k / steps))
-
-_BRAILLE_BITS = ((0x01, 0x08), (0x02, 0x10), (0x04, 0x20), (0x40, 0x80))
-
-def _dot(grid: list[list[int]], x: int, y: int) -> None:
-    cy, cx = y // 4, x // 2
-    if 0 <= cy < len(grid) and 0 <= cx < len(grid[0]):
-        grid[cy][cx] |= _BRAILLE_BITS[y % 4][x % 2]
 
 def _bar_line(label: str, value: float | None, width: int, note: str = "",
               lo: float = 0.5, hi: float = 1.0) -> Text:

@@ -35,9 +35,10 @@ def test_the_checkout_names_its_commit_and_the_engine_hash_that_sync_pushes():
 
 
 def test_the_training_run_records_that_version():
-    # engine.train records code_version() in run.json (tests/test_train.py runs it for real).
-    done = subprocess.run([sys.executable, "-c", "from engine.training import train; "
+    # The trainer records code_version() in run.json (tests/test_train.py runs it for real and
+    # compares run.json with code_version()).
+    done = subprocess.run([sys.executable, "-c", "from engine.training import trainer; "
                            "from engine.protocol import codeversion; "
-                           "print(train.code_version is codeversion.code_version)"],
+                           "print(trainer.code_version is codeversion.code_version)"],
                           cwd=REPO, capture_output=True, text=True, timeout=120)
     assert done.stdout.strip() == "True", done.stderr

@@ -172,15 +172,52 @@ def test_sparkline_and_bar():
     assert charts.bar(None, 0.5, 1.0, 4) == ""
 
 
-def test_braille_plot_draws_a_rising_line_corner_to_corner():
-    rows = charts.braille_plot([[0.0, 1.0]], width=4, height=2)
-    assert len(rows) == 2 and all(len(r) == 4 for r in rows)
-    # rising: the bottom-left and the top-right cells hold dots, the other corners do not
-    assert rows[1][0] != "⠀" and rows[0][3] != "⠀"
-    assert rows[0][0] == "⠀" and rows[1][3] == "⠀"
-    flat = charts.braille_plot([[0.5, 0.5, 0.5]], width=3, height=1)
-    assert all(c != "⠀" for c in flat[0]), "a flat series is a continuous line"
-    assert charts.braille_plot([[None, None]], 3, 1) == ["⠀⠀⠀"]
+def _drawn(chart_class, data, width=72, height=16) -> str:
+    """What a chart draws for `data`, as plain text (Plotext without colours)."""
+    import re
+
+    from textual_plotext.plot import Plot
+
+    plt = Plot()
+    chart_class.draw(None, plt, data)
+    plt.plotsize(width, height)
+    plt.theme("clear")
+    return re.sub(r"\x1b\[[0-9;]*m", "", plt.build())
+
+
+def test_the_curves_count_whole_epochs_from_1_and_mark_the_target_and_the_best_epoch():
+    from lenstui.widgets.plots import AurocChart, LossChart, epoch_ticks
+
+    history = [{"epoch": e, "train_loss": 0.7 - 0.05 * e, "val_loss": 0.72 - 0.04 * e,
+                "val_auroc": [0.61, 0.70, 0.74, 0.73][e - 1]} for e in (1, 2, 3, 4)]
+    auroc = _drawn(AurocChart, (history, 0.90))
+    axis = auroc.splitlines()[-1].split()
+    assert axis == ["1", "2", "3", "4"], "the x axis is whole epochs counted from 1"
+    assert "val AUROC" in auroc and "best 0.740 (epoch 3)" in auroc and "target 0.90 grey" in auroc
+    loss = _drawn(LossChart, history)
+    assert "train loss" in loss and "val loss" in loss and loss.splitlines()[-1].split() == ["1", "2", "3", "4"]
+    assert "after the first epoch" in _drawn(LossChart, [])
+    assert epoch_ticks(list(range(1, 51))) == [1, 8, 15, 22, 29, 36, 43, 50], "50 epochs: 8 whole ticks"
+    assert epoch_ticks([3, 4, 5]) == [3, 4, 5] and epoch_ticks([]) == []
+
+
+def test_the_thetae_and_sensitivity_charts_draw_the_plans_lines():
+    from lenstui.widgets.plots import SensitivityChart, ThetaEChart
+
+    val = [{"bin": [0.5, 0.75], "auroc": 0.72, "count": 80}, {"bin": [0.75, 1.0], "auroc": 0.91, "count": 90}]
+    test = [{"bin": [0.5, 0.75], "auroc": 0.70, "count": 70}, {"bin": [0.75, 1.0], "auroc": 0.88, "count": 75}]
+    bars = _drawn(ThetaEChart, ("Val AUROC by θ_E", val, test, 0.80, 0.70))
+    assert "0.5–0.75" in bars and "0.75–1" in bars and "test (held out)" in bars
+    assert "PASS>0.80 green" in bars and "FAIL<0.70 red" in bars
+    gaps = [{"bin": [0.5, 0.75], "auroc": None, "count": 3}, {"bin": [0.75, 1.0], "auroc": 0.42, "count": 9}]
+    assert "0.5–0.75" in _drawn(ThetaEChart, ("Val AUROC by θ_E", gaps, [], 0.80, 0.70)), \
+        "a bin without an AUROC, or below chance, sits on the axis instead of breaking the chart"
+    curve = [{"radius": r, "auroc": a} for r, a in ((0, 0.95), (3, 0.94), (5, 0.93), (7, 0.91), (10, 0.88))]
+    sens = _drawn(SensitivityChart, (curve, [], 7, 0.03, 0.05))
+    assert sens.splitlines()[-1].split() == ["0", "3", "5", "7", "10"], "the mask radii on the x axis"
+    assert "reliance at R=7" in sens and "val" in sens
+    # The band: AUROC(0) - 0.03 and - 0.05 are horizontal lines across the plot.
+    assert sum(line.count("─") > 40 for line in sens.splitlines()) >= 2
 
 
 def test_thetae_and_sensitivity_bars_and_gate_history(config):

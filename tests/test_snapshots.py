@@ -118,6 +118,17 @@ def fixture_app(tmp_path: Path) -> LensTUI:
     return make_app(config, fleet=fleet, refresh_s=3600)
 
 
+async def charts_drawn(pilot) -> None:
+    """Wait until every chart on the screen has loaded Plotext and drawn (widgets/plots.py)."""
+    from lenstui.widgets.plots import Chart
+
+    deadline = time.monotonic() + 20
+    while not all(chart.ready for chart in pilot.app.screen.query(Chart)):
+        assert time.monotonic() < deadline, "a chart was never drawn"
+        await pilot.pause(0.05)
+    await pilot.pause()
+
+
 async def polled(pilot) -> None:
     """Wait until every host has answered, then let the layout settle."""
     app = pilot.app
@@ -133,7 +144,7 @@ def test_main_screen(snap_compare, tmp_path):
     async def run_before(pilot) -> None:
         await polled(pilot)
         pilot.app.matrix.select("B1")  # the selected run's table and curves show B1
-        await pilot.pause()
+        await charts_drawn(pilot)
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=SIZE, run_before=run_before)
 
@@ -149,7 +160,7 @@ def test_detail_screen(snap_compare, tmp_path):
         while not screen.log_text.endswith("at epoch 4\n"):
             assert time.monotonic() < deadline, "the log did not arrive"
             await pilot.pause(0.05)
-        await pilot.pause()
+        await charts_drawn(pilot)
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=SIZE, run_before=run_before)
 
@@ -198,8 +209,8 @@ def test_detail_screen_80x24(snap_compare, tmp_path):
         while not screen.log_text.endswith("at epoch 4\n"):
             assert time.monotonic() < deadline, "the log did not arrive"
             await pilot.pause(0.05)
+        await charts_drawn(pilot)
         await pilot.press("pagedown")           # down the page: the end-of-training θ_E table
-
         await pilot.pause()
 
     assert snap_compare(fixture_app(tmp_path), terminal_size=NARROW, run_before=run_before)

@@ -19,6 +19,7 @@ import pytest
 import torch
 
 from engine.protocol import rundir
+from engine.protocol.codeversion import code_version
 from engine.protocol.schema import (EPOCH_METRICS, EpochRow, GateRecord, Metrics, RunInfo, Verdict,
                                     undeclared)
 from engine.training.evaluate import main as evaluate_main
@@ -163,7 +164,8 @@ def test_end_to_end_run_writes_every_file_and_metric(config, data_root, tmp_path
                 "ended_at", "exit_status", "status"):
         assert key in info, key
     assert info["pid"] == proc.pid and info["exit_status"] == 0 and info["status"] == "done"
-    assert info["command"][1:4] == ["-m", "engine.train", "--experiment"] and info["code_version"]
+    assert info["command"][1:4] == ["-m", "engine.train", "--experiment"]
+    assert info["code_version"] == code_version(), "the run names the code that `lenstui sync` would name"
     assert info["training_step"] == "eager" and info["precision"] == "fp32"
 
     # Run by hand (stdout is a pipe): every line went to stdout and, once, to stdout.log.

@@ -65,10 +65,6 @@ class StampCache:
     built: bool                      # True when this call built it, False on a cache hit
     info: dict
 
-    @property
-    def packed_bytes(self) -> int:
-        return int(self.images.size) * 2
-
 
 def stamp_cache_key(manifest_sha256: str, *, mode: str, sample: str, split: str, preprocessing: str) -> str:
     """The content key of one split's cache."""

@@ -2,7 +2,9 @@
 
 Torch-free: lenstui's decision panel and the report call `decide`. Every case
 the plan's tree does not cover comes back as an explicit `outside_plan`
-decision with the reason; nothing falls through to a default. The choices this
+decision with the reason; nothing falls through to a default. About 460 lines because
+each branch of the tree carries the reason it gives in words; the branches stay in one
+function's reach so a reader can check them against §10 below. The choices this
 module makes where the plan is silent are written down in docs/DECISIONS.md.
 
 What the tree reads (docs/DECISIONS.md says why): validation numbers only, never the

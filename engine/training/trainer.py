@@ -3,7 +3,8 @@
     start         run.json and the log header: what runs, where, with which code and settings
     load_data     train and val onto the device, once; batches are index slices from then on
     build         model, AdamW, cosine schedule, grad scaler and the step (restored on resume)
-    train_epochs  per epoch: augment, step, validate, gate, checkpoint; early stop on patience
+    train_epochs  per epoch: train_one_epoch (augment, step) then end_epoch (validate, gate,
+                  checkpoint, early stop on patience)
     finish        best.pt on val (final gates, θ_E table, sensitivity curve), then the test set once
     end           the final status in metrics.json and run.json, and its line in the log
 
@@ -12,6 +13,9 @@ What one part makes and a later one uses is returned (`Data`, `Parts`) or is the
 nothing is created on the side. A stop request (SIGTERM, SIGINT) is looked at after every
 batch: last.pt is saved where training stands and the run says `aborted`. docs/TRAINING.md
 explains the choices.
+
+About 470 lines: the six parts above and the checkpoint and gate helpers they share, each a screen
+or less, read top to bottom in the order a run goes through them.
 """
 
 from __future__ import annotations
@@ -277,75 +281,89 @@ class Trainer:
 
     def train_epochs(self, parts: Parts, data: Data) -> None:
         """Epochs until the plan's number or early stopping: each ends validated, gated, checkpointed."""
-        p, plan, t, m = self.progress, self.plan, self.cfg.training, self.cfg.metrics
+        p, plan = self.progress, self.plan
         if not any(g.get("after_epochs") == 0 for g in p.metrics["gates"]):
             self.gate(data.val, after_epochs=0, scores=predict(parts.model, data.val.images, precision=self.precision))
             self.write_metrics()
-        train, n = data.train, len(data.train)
-        labels = torch.from_numpy(train.labels).to(self.device).float()
-        # A last batch of one sample would break BatchNorm: drop it (a different one each epoch).
-        n_batches = n // t.batch_size + (1 if n % t.batch_size > 1 else 0)
+        labels = torch.from_numpy(data.train.labels).to(self.device).float()
         while p.epoch < plan.epochs:
-            epoch = p.epoch
-            radius, mask_p = plan.experiment.masking.at_epoch(epoch)
-            lr = float(parts.optimizer.param_groups[0]["lr"])
+            epoch, lr = p.epoch, float(parts.optimizer.param_groups[0]["lr"])
             started = time.perf_counter() - p.elapsed
-            order = torch.randperm(n, generator=seeded_generator(self.device, plan.seed, epoch, "order"),
-                                   device=self.device)
-            loss_sum = torch.tensor(p.loss_sum, dtype=torch.float64, device=self.device)
-            parts.model.train()
-            for b in range(p.batch, n_batches):
-                idx = order[b * t.batch_size:(b + 1) * t.batch_size]
-                x, _ = training_batch(train.images, index=idx, seed=plan.seed, epoch=epoch, batch=b,
-                                      aug=self.cfg.augmentation, masking=plan.experiment.masking)
-                loss = parts.step(x.contiguous(memory_format=parts.layout), labels[idx])
-                loss_sum += loss.double() * len(idx)
-                p.batch, p.seen = b + 1, p.seen + len(idx)
-                if self.log.is_tty:
-                    self.log.progress(f"epoch {epoch + 1}/{plan.epochs} batch {b + 1}/{n_batches} "
-                                      f"loss {loss_sum.item() / p.seen:.4f}")
-                if self.stop.requested and p.batch < n_batches:
-                    p.loss_sum, p.elapsed = loss_sum.item(), time.perf_counter() - started
-                    self.save_last(parts)
-                    raise Aborted(f"in epoch {epoch + 1} after batch {p.batch} of {n_batches}: last.pt saved there")
-            parts.scheduler.step()
-            parts.step.after_schedule()
-            train_loss = loss_sum.item() / max(p.seen, 1)   # waits for the GPU: the training part ends here
+            train_loss = self.train_one_epoch(parts, data.train, labels, epoch, started)
             train_time = time.perf_counter() - started
-
-            scores = predict(parts.model, data.val.images, precision=self.precision)
-            val_auroc, val_loss = auroc(data.val.labels, scores), bce(data.val.labels, scores)
-            row = {"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val_auroc, "val_loss": val_loss,
-                   "learning_rate": lr, "epoch_time_sec": round(time.perf_counter() - started, 3),
-                   "train_time_sec": round(train_time, 3)}
-            if radius > 0:
-                row.update(mask_radius=radius, mask_p=mask_p)
-            p.metrics["history"].append(row)
-            improved = val_auroc is not None and val_auroc > p.best_val_auroc
-            if improved:  # best so far, live: the matrix's "Best" column reads it every refresh
-                p.best_val_auroc, p.best_epoch = val_auroc, epoch
-                p.metrics["best_val_auroc"], p.metrics["best_epoch"] = val_auroc, epoch + 1  # counted from 1
-            p.epoch, p.batch, p.loss_sum, p.seen, p.elapsed = epoch + 1, 0, 0.0, 0, 0.0
-            if (epoch + 1) % m.gate_every_epochs == 0:
-                self.gate(data.val, after_epochs=epoch + 1, scores=scores)
-            stale = epoch - p.best_epoch
-            if p.epoch >= plan.epochs or stale >= t.early_stopping_patience:
-                p.training_finished = True
-            self.save_last(parts)   # before best.pt: a kill in between is repaired on resume (repair_best)
-            if improved:
-                self.save_best(parts, epoch, val_auroc)
-            self.write_metrics()
-            self.log.line(f"epoch {epoch + 1:>3}/{plan.epochs}  train_loss {train_loss:.4f}  "
-                          f"val_loss {val_loss:.4f}  val_auroc {fixed(val_auroc, 4, NA)}  lr {lr:.3g}  "
-                          f"{row['epoch_time_sec']:.1f}s" + (f"  mask R={radius} p={mask_p:g}" if radius else "")
-                          + ("  *best*" if improved else ""))
-            if stale >= t.early_stopping_patience:
-                self.log.line(f"early stop: no better val_auroc for {stale} epochs "
-                              f"(best {fixed(p.best_val_auroc, 4, NA)} at epoch {p.best_epoch + 1})")
+            self.end_epoch(parts, data, epoch, lr=lr, train_loss=train_loss, started=started,
+                           train_time=train_time)
             if p.training_finished:
                 return
             if self.stop.requested:
                 raise Aborted(f"after epoch {epoch + 1}: last.pt saved")
+
+    def train_one_epoch(self, parts: Parts, train: DeviceSplit, labels: torch.Tensor, epoch: int,
+                        started: float) -> float:
+        """The batches of one epoch (from where a resumed start stands); returns the mean train loss.
+
+        A stop asked for between batches saves last.pt at that batch and raises Aborted.
+        """
+        p, plan, t = self.progress, self.plan, self.cfg.training
+        n = len(train)
+        # A last batch of one sample would break BatchNorm: drop it (a different one each epoch).
+        n_batches = n // t.batch_size + (1 if n % t.batch_size > 1 else 0)
+        order = torch.randperm(n, generator=seeded_generator(self.device, plan.seed, epoch, "order"),
+                               device=self.device)
+        loss_sum = torch.tensor(p.loss_sum, dtype=torch.float64, device=self.device)
+        parts.model.train()
+        for b in range(p.batch, n_batches):
+            idx = order[b * t.batch_size:(b + 1) * t.batch_size]
+            x, _ = training_batch(train.images, index=idx, seed=plan.seed, epoch=epoch, batch=b,
+                                  aug=self.cfg.augmentation, masking=plan.experiment.masking)
+            loss = parts.step(x.contiguous(memory_format=parts.layout), labels[idx])
+            loss_sum += loss.double() * len(idx)
+            p.batch, p.seen = b + 1, p.seen + len(idx)
+            if self.log.is_tty:
+                self.log.progress(f"epoch {epoch + 1}/{plan.epochs} batch {b + 1}/{n_batches} "
+                                  f"loss {loss_sum.item() / p.seen:.4f}")
+            if self.stop.requested and p.batch < n_batches:
+                p.loss_sum, p.elapsed = loss_sum.item(), time.perf_counter() - started
+                self.save_last(parts)
+                raise Aborted(f"in epoch {epoch + 1} after batch {p.batch} of {n_batches}: last.pt saved there")
+        parts.scheduler.step()
+        parts.step.after_schedule()
+        return loss_sum.item() / max(p.seen, 1)   # waits for the GPU: the training part ends here
+
+    def end_epoch(self, parts: Parts, data: Data, epoch: int, *, lr: float, train_loss: float, started: float,
+                  train_time: float) -> None:
+        """Validate, record the §5.1 row, gate when due, decide early stopping, checkpoint, log."""
+        p, plan, t, m = self.progress, self.plan, self.cfg.training, self.cfg.metrics
+        radius, mask_p = plan.experiment.masking.at_epoch(epoch)
+        scores = predict(parts.model, data.val.images, precision=self.precision)
+        val_auroc, val_loss = auroc(data.val.labels, scores), bce(data.val.labels, scores)
+        row = {"epoch": epoch + 1, "train_loss": train_loss, "val_auroc": val_auroc, "val_loss": val_loss,
+               "learning_rate": lr, "epoch_time_sec": round(time.perf_counter() - started, 3),
+               "train_time_sec": round(train_time, 3)}
+        if radius > 0:
+            row.update(mask_radius=radius, mask_p=mask_p)
+        p.metrics["history"].append(row)
+        improved = val_auroc is not None and val_auroc > p.best_val_auroc
+        if improved:  # best so far, live: the matrix's "Best" column reads it every refresh
+            p.best_val_auroc, p.best_epoch = val_auroc, epoch
+            p.metrics["best_val_auroc"], p.metrics["best_epoch"] = val_auroc, epoch + 1  # counted from 1
+        p.epoch, p.batch, p.loss_sum, p.seen, p.elapsed = epoch + 1, 0, 0.0, 0, 0.0
+        if (epoch + 1) % m.gate_every_epochs == 0:
+            self.gate(data.val, after_epochs=epoch + 1, scores=scores)
+        stale = epoch - p.best_epoch
+        if p.epoch >= plan.epochs or stale >= t.early_stopping_patience:
+            p.training_finished = True
+        self.save_last(parts)   # before best.pt: a kill in between is repaired on resume (repair_best)
+        if improved:
+            self.save_best(parts, epoch, val_auroc)
+        self.write_metrics()
+        self.log.line(f"epoch {epoch + 1:>3}/{plan.epochs}  train_loss {train_loss:.4f}  "
+                      f"val_loss {val_loss:.4f}  val_auroc {fixed(val_auroc, 4, NA)}  lr {lr:.3g}  "
+                      f"{row['epoch_time_sec']:.1f}s" + (f"  mask R={radius} p={mask_p:g}" if radius else "")
+                      + ("  *best*" if improved else ""))
+        if stale >= t.early_stopping_patience:
+            self.log.line(f"early stop: no better val_auroc for {stale} epochs "
+                          f"(best {fixed(p.best_val_auroc, 4, NA)} at epoch {p.best_epoch + 1})")
 
     def gate(self, val: DeviceSplit, *, after_epochs: int, scores: np.ndarray) -> None:
         """§5.2/§5.3: the shortcut gates on val and the per-θ_E-bin val AUROC of the current model."""

@@ -18,7 +18,7 @@ from lenstui import cells, charts, runs
 from lenstui.messages import AbortRequested, LogFetched
 from lenstui.screens.back import AltKeyMeansEscape
 from lenstui.screens.cutouts import CutoutScreen
-from lenstui.widgets.curves import Curves
+from lenstui.widgets.plots import Curves, SensitivityChart, ThetaEChart
 from lenstui.widgets.metrics_table import MetricsTable
 
 LOG_TAIL_BYTES = 20000
@@ -81,6 +81,8 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
             with Vertical(id="curves-box"):
                 yield Curves(id="curves")
             with VerticalScroll(id="analysis-box"):
+                yield ThetaEChart(id="thetae-chart")
+                yield SensitivityChart(id="sensitivity-chart")
                 yield Static(id="analysis")
             with Vertical(id="log-box"):
                 yield Log(id="log", max_lines=2000)
@@ -123,6 +125,15 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         history = history_of(entry)
         self.query_one(MetricsTable).show((self.run_name, self.host), history)
         self.query_one(Curves).show(history)
+        th = self.app.config.thresholds
+        heading, bins = charts.thetae_table(entry)
+        test = entry.get("test_auroc_by_thetae") if entry.get("test_auroc") is not None else None
+        self.query_one(ThetaEChart).show((heading, list(bins or []), list(test or []),
+                                          th.thetae_min_bin_auroc.pass_limit, th.thetae_min_bin_auroc.fail_limit))
+        self.query_one(SensitivityChart).show((list(entry.get("core_sensitivity") or []),
+                                               list(entry.get("test_core_sensitivity") or []),
+                                               self.app.config.metrics.core_reliance_radius,
+                                               th.core_reliance.pass_limit, th.core_reliance.fail_limit))
         for selector, text in (("#detail-title", title), ("#analysis", self._analysis(entry))):
             key = (text.plain, tuple(text.spans))
             if self._drawn.get(selector) != key:  # an idle poll redraws nothing

@@ -15,7 +15,7 @@ from engine.results.representative import describe
 from engine.results.reading import history_of
 from lenstui import cells, charts, runs
 from lenstui.messages import DetailRequested, MainScreenReady
-from lenstui.widgets.curves import Curves
+from lenstui.widgets.plots import Curves
 from lenstui.widgets.hosts import HostsPanel
 from lenstui.widgets.matrix import ExperimentMatrix
 from lenstui.widgets.metrics_table import MetricsTable
