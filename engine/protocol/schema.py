@@ -123,6 +123,12 @@ class Verdict(TypedDict, total=False):
     raw_robust_value: float | None
     raw_robust_source: str | None
     uninformative: str | None  # why this gate cannot fail on the run's inputs
+    # How sure the value is (engine/results/uncertainty.py; docs/DECISIONS.md "Uncertainty"):
+    interval: Interval | None  # its 95% interval over LRGs (`<source>_ci95`), None when it has none
+    interval_source: str | None
+    seeds: dict[str, Any] | None   # over seed replicates: n, mean, sd, values, ci95 (the mean's t interval)
+    crosses: list[float]       # the band edges (or the §6.4 target) either interval holds values on both sides of
+    uncertain: str | None      # "crosses 0.05", or None
 
 
 class Metrics(TypedDict, total=False):
