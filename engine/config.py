@@ -42,6 +42,11 @@ CORE_GATE_READINGS = ("masked", "unmasked")
 # (engine/synthetic/lens_catalogue.py); its dataset names it as `unpaired_manifest`.
 LENS_CATALOGUE = "lens-catalogue"
 DEFAULT_MAX_RUNS_PER_GPU = 3   # [hosts.X] max_runs_per_gpu: lenstui/scheduler.py, docs/PLAN.md
+# The 95% intervals over LRGs (engine/data/bootstrap.py): resamples, and their seed (a rerun gives the
+# same interval). docs/PERFORMANCE.md measures what 1,000 draws cost at the end of training.
+DEFAULT_BOOTSTRAP_DRAWS = 1000
+DEFAULT_BOOTSTRAP_SEED = 20260206
+MAX_REPLICATES = 20       # seeds per experiment the config accepts (each is a full training run)
 
 
 class ConfigError(ValueError):
@@ -74,6 +79,7 @@ class TrainingConfig:
     early_stopping_patience: int
     mixed_precision: bool
     seed: int
+    replicates: int = 1       # seeds per experiment: the plan's seed, then seed+1, ... (issue 19)
 
 
 @dataclass(frozen=True)
@@ -115,6 +121,8 @@ class MetricsConfig:
     thetae_min_positives: int
     sensitivity_radii: tuple[int, ...]
     core_reliance_radius: int
+    bootstrap_draws: int = DEFAULT_BOOTSTRAP_DRAWS   # 0: no intervals
+    bootstrap_seed: int = DEFAULT_BOOTSTRAP_SEED
 
     @property
     def thetae_bin_pairs(self) -> tuple[tuple[float, float], ...]:
@@ -235,6 +243,7 @@ class Experiment:
     masking: Masking
     purpose: str = ""
     base: str | None = None
+    replicates: int = 1       # seed replicates: its own `replicates`, else [training] replicates
 
 
 @dataclass(frozen=True)
@@ -376,11 +385,13 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         raise ConfigError(source, "", f"not valid TOML: {exc}",
                           "a table declared twice means a duplicate id or key") from None
     root = _Table(data, "", source, expected=TOP_LEVEL_TABLES)
+    plan_name = _plan_name(root)
+    training = _training(root.table("training"))
     config = Config(
         source=source,
         sha256=hashlib.sha256(raw_bytes).hexdigest(),
-        plan_name=_plan_name(root),
-        training=_training(root.table("training")),
+        plan_name=plan_name,
+        training=training,
         augmentation=_augmentation(root.table("augmentation")),
         sampling=_sampling(root.table("sampling")),
         metrics=_metrics(root.table("metrics")),
@@ -388,7 +399,7 @@ def parse_config(raw_bytes: bytes, source: str = "<config>") -> Config:
         targets=_targets(root.table("targets")),
         data=_data(root.table("data")) if "data" in root.data else DataConfig(),
         decision=_decision(root.table("decision")) if "decision" in root.data else DecisionConfig(),
-        experiments=MappingProxyType(_experiments(root.table("experiments"))),
+        experiments=MappingProxyType(_experiments(root.table("experiments"), training.replicates)),
         datasets=MappingProxyType(_datasets(root.table("datasets"))),
         hosts=MappingProxyType({}),
     )
@@ -563,6 +574,7 @@ def _training(t: _Table) -> TrainingConfig:
         early_stopping_patience=t.int("early_stopping_patience", minimum=1),
         mixed_precision=t.bool("mixed_precision"),
         seed=t.int("seed", minimum=0),
+        replicates=t.int("replicates", default=1, minimum=1, maximum=MAX_REPLICATES),
     )
     t.done()
     return cfg
@@ -636,6 +648,8 @@ def _metrics(t: _Table) -> MetricsConfig:
         thetae_min_positives=t.int("thetae_min_positives", minimum=1),
         sensitivity_radii=tuple(radii),
         core_reliance_radius=reliance,
+        bootstrap_draws=t.int("bootstrap_draws", default=DEFAULT_BOOTSTRAP_DRAWS, minimum=0),
+        bootstrap_seed=t.int("bootstrap_seed", default=DEFAULT_BOOTSTRAP_SEED, minimum=0),
     )
     t.done()
     return cfg
@@ -710,7 +724,7 @@ def _masking(t: _Table) -> Masking:
     return Masking("scheduled", tuple(steps))
 
 
-def _experiments(t: _Table) -> dict[str, Experiment]:
+def _experiments(t: _Table, default_replicates: int = 1) -> dict[str, Experiment]:
     out: dict[str, Experiment] = {}
     folded: dict[str, str] = {}
     pending_base: list[tuple[_Table, Experiment]] = []
@@ -725,13 +739,14 @@ def _experiments(t: _Table) -> dict[str, Experiment]:
         sample = e.str("sample", choices=SAMPLES)
         purpose = e.str("purpose", default="")
         base = e.str("base", default=None)
+        replicates = e.int("replicates", default=default_replicates, minimum=1, maximum=MAX_REPLICATES)
         if base is not None:
-            exp = Experiment(exp_id, phase, "", "", sample, Masking("none"), purpose, base)
+            exp = Experiment(exp_id, phase, "", "", sample, Masking("none"), purpose, base, replicates)
             pending_base.append((e, exp))
         else:
             exp = Experiment(exp_id, phase, e.str("data_mode", choices=DATA_MODES),
                              e.str("preprocessing", choices=PREPROCESSINGS), sample,
-                             _masking(e.table("masking")), purpose)
+                             _masking(e.table("masking")), purpose, replicates=replicates)
         e.done()
         out[exp_id] = exp
     for e, exp in pending_base:

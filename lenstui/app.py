@@ -22,10 +22,11 @@ from textual.screen import ModalScreen
 from engine.config import Config, ConfigError, load_config
 from engine.numbers import fixed
 from engine.protocol import exitcodes
+from engine.protocol import rundir
 from engine.protocol.rundir import ENDED_INCOMPLETE, IN_PROGRESS, RunState
 from engine.results.representative import settings_rank, settings_text
 from engine.protocol.train_options import extra_args as recorded_args
-from engine.protocol.train_options import is_fresh, settings_difference
+from engine.protocol.train_options import is_fresh, seed_in, settings_difference
 from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, latest_gate
 from lenstui import cells, runs
 from lenstui.fleet import Fleet, FleetError
@@ -76,6 +77,7 @@ class LensTUI(App[None]):
         self._polling: set[str] = set()
         self._seen: dict[tuple[str, str], tuple[str, int, Any]] = {}   # (exp, host) -> (state, gates, failure)
         self.runs: dict[str, runs.RunRef] = {}     # experiment -> the run that stands for it
+        self.groups: dict[str, Any] = {}          # experiment -> its seed replicates (engine.results.replicates)
         self.choices: dict[str, Any] = {}         # experiment -> engine.results.representative.Choice
         # The plan screen (lenstui/plan.py): the hosts' manifest checks and this checkout's code version,
         # asked when the screen opens and after each Advance; the runs confirmed but waiting for a GPU.
@@ -202,9 +204,11 @@ class LensTUI(App[None]):
         """Bring every view up to date with the latest snapshots."""
         self.choices = runs.representatives(self.snapshots, self.host_order, self.last_seen,
                                            self.config.training.epochs)
-        self.runs = {e: runs.ref_of(c.chosen) for e, c in self.choices.items()}
+        self.groups = runs.replicate_groups(self.choices, self.config)
+        # The run that stands for each experiment; with seed replicates done, their mean (replicates.pooled).
+        self.runs = {e: runs.shown_run(c, self.groups.get(e), self.config) for e, c in self.choices.items()}
         rows = {exp_id: cells.matrix_row(exp, self.runs.get(exp_id), self.config,
-                                       other_hosts=len(self.choices[exp_id].others) if exp_id in self.choices else 0)
+                                       other_hosts=self._other_runs(exp_id))
                 for exp_id, exp in self.config.experiments.items()}
         disabled = [h for h in self.host_order if h not in self.enabled_hosts]
         self.main.show(rows, self.runs, self.host_order, self.snapshots, disabled, self.choices)
@@ -214,6 +218,16 @@ class LensTUI(App[None]):
                 screen.refresh_from_app()
         if self.plan_queue:
             self._launch_queued()
+
+    def _other_runs(self, exp_id: str) -> int:
+        """How many runs of `exp_id` the matrix shows as '+N': those that neither stand for it nor
+        are its seed replicates (the status cell counts those: 'done 2/3')."""
+        choice = self.choices.get(exp_id)
+        if choice is None:
+            return 0
+        group = self.groups.get(exp_id)
+        members = group.members if group is not None else ()
+        return sum(1 for o in choice.others if not any(o is m for m in members))
 
     # -- launch ---------------------------------------------------------------
 
@@ -252,29 +266,33 @@ class LensTUI(App[None]):
         except ValueError as exc:
             return [("error", f"Extra arguments: {exc}")]
         out: list[Problem] = []
-        run = self.run_on(exp_id, host)
+        try:   # a --seed other than the plan's starts a seed replicate, in a directory of its own
+            name = rundir.run_name(exp_id, seed_in(args), self.config.training.seed)
+        except ValueError as exc:
+            return [("error", f"Extra arguments: {exc}")]
+        run = self.run_on(exp_id, host, name)
         if run is not None and run.stale:
-            out.append(("warning", f"{host} does not answer: {exp_id} there was last seen "
+            out.append(("warning", f"{host} does not answer: {name} there was last seen "
                                    f"{cells.state_text(run.state, as_of=run.as_of).plain}"))
         elif run is not None and run.state in IN_PROGRESS:
-            out.append(("error", f"{exp_id} is already {run.state} on {host}: the engine refuses a second run "
+            out.append(("error", f"{name} is already {run.state} on {host}: the engine refuses a second run "
                                  "(abort it first, or choose another host)"))
         elif run is not None and run.state == RunState.DONE and not is_fresh(args):
-            out.append(("error", f"{exp_id} is already done on {host}: the engine refuses unless --fresh is "
+            out.append(("error", f"{name} is already done on {host}: the engine refuses unless --fresh is "
                                  "among the arguments (the old run is moved aside and kept)"))
         elif run is not None and run.state in ENDED_INCOMPLETE and not is_fresh(args):
             before = recorded_args((run.entry.get("run") or {}).get("command"))
             differ = settings_difference(before, args) if run.entry.get("resumable", True) else []
             if differ:
-                out.append(("error", f"{exp_id} {run.state} on {host} resumes from last.pt only with the arguments "
+                out.append(("error", f"{name} {run.state} on {host} resumes from last.pt only with the arguments "
                                      f"it was started with ({shlex.join(before) or 'none'}); these differ "
                                      f"({'; '.join(differ)}). Use those, or add --fresh to start over "
                                      "(the old run is kept)"))
             elif run.entry.get("resumable", True):
-                out.append(("info", f"{exp_id} {run.state} on {host}: it resumes from last.pt "
+                out.append(("info", f"{name} {run.state} on {host}: it resumes from last.pt "
                                     "(the log is appended, never overwritten)"))
             else:
-                out.append(("info", f"{exp_id} {run.state} on {host} before its first checkpoint: it starts "
+                out.append(("info", f"{name} {run.state} on {host} before its first checkpoint: it starts "
                                     "over there (the log is appended, never overwritten)"))
         snap = self.snapshots.get(host)
         status = snap.status if snap is not None and isinstance(snap.status, dict) else None
@@ -318,9 +336,9 @@ class LensTUI(App[None]):
                 return host
         return self.default_host
 
-    def launch_dialogs(self, items: Sequence[tuple[str, str | None, str | None]], done: Any,
-                       notes: Sequence[str] = ()) -> None:
-        """One launch dialog per (experiment, host, base), in turn; `done` gets the choices made."""
+    def launch_dialogs(self, items: Sequence[tuple], done: Any, notes: Sequence[str] = ()) -> None:
+        """One launch dialog per (experiment, host, base[, extra arguments]), in turn; `done` gets the
+        choices made."""
         chosen: list[LaunchChoice] = []
         todo = list(items)
 
@@ -330,13 +348,14 @@ class LensTUI(App[None]):
             if not todo:
                 done(chosen)
                 return
-            exp_id, host, base = todo.pop(0)
+            exp_id, host, base, *more = todo.pop(0)
+            extra = (*self.train_args, *more[0]) if more else self.train_args   # a replicate's --seed
             exp = self.config.experiment(exp_id)
             bases = [e.id for e in self.config.experiments.values() if e.base is None] if exp.base else []
             count = len(items)
             title = f"Launch {exp_id}" + (f" ({count - len(todo)} of {count})" if count > 1 else "")
             self.push_screen(LaunchScreen(exp_id, self.host_choices(), host, bases=bases,
-                                          base=base or exp.base, extra_args=self.train_args,
+                                          base=base or exp.base, extra_args=extra,
                                           prior=self.prior_runs(exp_id), check=self.launch_problems,
                                           notes=notes, title=title), next_dialog)
 
@@ -373,18 +392,21 @@ class LensTUI(App[None]):
 
     # -- abort ----------------------------------------------------------------
 
-    def run_on(self, exp_id: str, host: str) -> runs.RunRef | None:
-        """`exp_id`'s run on `host` as last polled (as last seen, while the host does not answer), or None."""
-        for ref in runs.all_runs(self.snapshots, [host], self.last_seen):
-            if ref.exp_id == exp_id:
-                return ref
-        return None
+    def run_on(self, exp_id: str, host: str, name: str | None = None) -> runs.RunRef | None:
+        """`exp_id`'s run named `name` on `host` (its own run when `name` is None, else its first seed
+        replicate there) as last polled (as last seen, while the host does not answer), or None."""
+        mine = [r for r in runs.all_runs(self.snapshots, [host], self.last_seen) if r.exp_id == exp_id]
+        wanted = name or exp_id
+        exact = [r for r in mine if r.run_name == wanted]
+        if exact or name is not None:
+            return exact[0] if exact else None
+        return mine[0] if mine else None
 
-    def action_abort(self, exp_id: str | None = None, host: str | None = None) -> None:
+    def action_abort(self, exp_id: str | None = None, host: str | None = None, name: str | None = None) -> None:
         exp_id = exp_id or self.matrix.selected_id
         if exp_id is None:
             return
-        run = self.run_on(exp_id, host) if host else self.runs.get(exp_id)
+        run = self.run_on(exp_id, host, name) if host else self.runs.get(exp_id)
         if run is not None and run.state not in IN_PROGRESS and not host:
             live = [r for r in runs.all_runs(self.snapshots, self.host_order, self.last_seen)
                     if r.exp_id == exp_id and r.state in IN_PROGRESS]
@@ -393,20 +415,21 @@ class LensTUI(App[None]):
             state = run.state if run else "not running"
             self.notify(f"{exp_id} is {state}: nothing to abort", severity="warning")
             return
-        lines = [f"Run: {exp_id}", f"Host: {run.host}", f"Epoch: {epochs_text(run.entry)}",
+        target = run.run_name   # the run's directory: the experiment id, or a replicate's <id>@seed<N>
+        lines = [f"Run: {target}", f"Host: {run.host}", f"Epoch: {epochs_text(run.entry)}",
                  f"SIGTERM to its process group (pgid {run.entry.get('pgid', '?')}); it saves "
                  f"last.pt and stops. SIGKILL after {ABORT_GRACE_S} s."]
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.fleet_action("abort", lambda: self.fleet.abort(exp_id, run.host, grace=ABORT_GRACE_S),
-                                exp_id, run.host)
+                self.fleet_action("abort", lambda: self.fleet.abort(target, run.host, grace=ABORT_GRACE_S),
+                                target, run.host)
 
-        self.push_screen(ConfirmScreen(f"Abort {exp_id} on {run.host}?", lines,
+        self.push_screen(ConfirmScreen(f"Abort {target} on {run.host}?", lines,
                                        confirm_label="Abort", danger=True), answered)
 
     def on_abort_requested(self, message: AbortRequested) -> None:
-        self.action_abort(message.exp_id, message.host)
+        self.action_abort(message.exp_id, message.host, message.name)
 
     def on_detail_requested(self, message: DetailRequested) -> None:
         self.action_detail(message.exp_id)
@@ -422,7 +445,7 @@ class LensTUI(App[None]):
             self.notify(f"{exp_id} has not run on any host yet: press l to launch it",
                         severity="warning")
             return
-        self.push_screen(DetailScreen(exp_id, run.host))
+        self.push_screen(DetailScreen(exp_id, run.host, run.run_name))
 
     def smoke_inputs(self, exp_ids: Iterable[str]) -> list[str]:
         """'A1 (epochs=2, limit_train=256 on local)' for each shown run that ran short of the plan."""

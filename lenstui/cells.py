@@ -18,6 +18,7 @@ from lenstui.runs import RunRef, verdict_of
 from engine.results.reading import best_val_auroc, epochs_text, gates_in_order, last_val_auroc, latest_gate
 from engine.numbers import DASH, fixed, number, scientific
 from engine.results.representative import last_seen_words
+from engine.results.uncertainty import edge_words, pair, range_words, seeds_of
 
 # A verdict is shown as its word in its colour: never colour alone.
 VERDICT_STYLES = {"PASS": "bold green", "WARN": "bold yellow", "FAIL": "bold red"}
@@ -126,6 +127,9 @@ def reliance_cell(entry: Mapping[str, Any], config: Config) -> Text:
         value = number(entry.get("core_reliance"))
     if verdict is None:
         verdict = config.thresholds.core_reliance.classify(value)
+    seeds = seeds_of(entry, "core_reliance")
+    if seeds is not None and value is not None:   # the mean of seed replicates, ± their sd
+        return Text(f"{value:.3f}±{seeds.sd:.3f} {verdict or ''}".rstrip(), style=VERDICT_STYLES.get(verdict or "", ""))
     return verdict_text(verdict, value)
 
 
@@ -150,16 +154,28 @@ def matrix_row(exp: Experiment, run: RunRef | None, config: Config, *, other_hos
     if other_hosts:
         host = Text(run.host)
         host.append(f" +{other_hosts}", style="dim")
+    status = state_text(run.state, as_of=run.as_of)
+    replicates = entry.get("replicates") if isinstance(entry.get("replicates"), Mapping) else None
+    if replicates is not None:   # seed replicates (engine/results/replicates.py): how many are done
+        status.append(f" {replicates.get('done', 0)}/{replicates.get('n', 1)}", style="bold")
     row.update(
         host=host,
-        status=state_text(run.state, as_of=run.as_of),
+        status=status,
         epoch=epochs_text(entry),
         val=fixed(last_val_auroc(entry)),
-        best=fixed(best_val_auroc(entry)[0]),
+        best=mean_sd_text(entry, "best_val_auroc", best_val_auroc(entry)[0]),
         gates=judged_gate_cell(entry, config),
         reliance=reliance_cell(entry, config),
     )
     return row
+
+
+def mean_sd_text(entry: Mapping[str, Any], key: str, value: float | None) -> str:
+    """'0.812' for one run; '0.812±0.004' for the mean of seed replicates (their sd)."""
+    seeds = seeds_of(entry, key)
+    if seeds is None:
+        return fixed(value)
+    return f"{seeds.mean:.3f}±{seeds.sd:.3f}"
 
 
 def epoch_row(row: Mapping[str, Any]) -> dict[str, str]:
@@ -207,8 +223,54 @@ def gate_history_lines(entry: Mapping[str, Any], config: Config) -> list[Text]:
     return lines
 
 
+def uncertainty_text(item: Mapping[str, Any]) -> Text:
+    """'  95% 0.041–0.056 crosses 0.05' beside a verdict: its interval over LRGs, its seed spread, and
+    the band edges they cross (in yellow: the verdict could be the other one)."""
+    out = Text()
+    lrgs = pair(item.get("interval"))
+    seeds = seeds_of({"v_seeds": item.get("seeds")}, "v")
+    if seeds is not None:
+        out.append(f"  ±{seeds.sd:.3f} over {seeds.n} seeds", style="dim")
+    if lrgs is not None:
+        out.append(f"  95% {range_words(*lrgs)}", style="dim")
+    if seeds is not None:
+        out.append(f"  seeds 95% {range_words(seeds.low, seeds.high)}", style="dim")
+    if item.get("crosses"):
+        out.append(f"  {edge_words(item['crosses'])}", style="bold yellow")
+    return out
+
+
+def replicate_lines(group: Any, shown: Any, run_name: str, host: str) -> list[Text]:
+    """The detail view's seed replicates: each run (the one shown marked), its seed, state, best val
+    AUROC and core_reliance with their intervals over LRGs, then their mean ± sd."""
+    lines = []
+    for c in group.members:
+        here = c.run_name == run_name and c.host == host
+        line = Text(("▶ " if here else "  ") + f"{c.run_name:<14} seed {c.metrics.get('seed', '?')!s:<5} on "
+                    f"{c.host or '?'}  ", style="bold" if here else "")
+        line.append_text(state_text(c.state))
+        for key, label in (("best_val_auroc", "val AUROC"), ("core_reliance", "core_reliance")):
+            value = number(c.metrics.get(key))
+            if value is None:
+                continue
+            line.append(f"  {label} {value:.3f}")
+            lrgs = pair(c.metrics.get(f"{key}_ci95"))
+            if lrgs is not None:
+                line.append(f" (95% {range_words(*lrgs)})", style="dim")
+        lines.append(line)
+    for c in group.ended:
+        lines.append(Text(f"  {c.run_name:<14} on {c.host or '?'}  {c.state}: left out of the mean", style="dim"))
+    entry = shown.entry if shown is not None else {}
+    spread = [f"{label} {s.mean:.3f} ± {s.sd:.3f}" for key, label in
+              (("best_val_auroc", "val AUROC"), ("core_reliance", "core_reliance"))
+              if (s := seeds_of(entry, key)) is not None]
+    lines.append(Text("  mean over done seeds: " + "; ".join(spread) if spread
+                      else "  fewer than two seeds done: no mean yet", style="bold" if spread else "dim"))
+    return lines
+
+
 def verdict_lines(entry: Mapping[str, Any]) -> list[Text]:
-    """The engine's §6 verdicts: name, value, verdict word, rule."""
+    """The engine's §6 verdicts: name, value, verdict word, its interval and the edges it crosses, rule."""
     verdicts = entry.get("verdicts")
     if not isinstance(verdicts, dict) or not verdicts:
         return [Text("no verdicts yet (written at the end of training)", style="dim")]
@@ -223,6 +285,7 @@ def verdict_lines(entry: Mapping[str, Any]) -> list[Text]:
             line.append(f" masked R={item.get('mask_radius')}")
         if item.get("uninformative"):             # a gate that cannot fail on the run's inputs
             line.append("  cannot fail on residual inputs", style="yellow")
+        line.append_text(uncertainty_text(item))
         if item.get("rule"):
             line.append(f"  {item['rule']}", style="dim")
         lines.append(line)

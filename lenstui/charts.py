@@ -8,7 +8,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 from rich.text import Text
 
-from engine.numbers import DASH, number
+from engine.numbers import DASH, in_words, number
 from engine.protocol.rundir import RunState
 from engine.results.reading import gates_in_order
 
@@ -77,7 +77,7 @@ def thetae_lines(bins: Sequence[Mapping[str, Any]] | None, width: int = 24) -> l
             line.append(f"{DASH}  n={item.get('count', '?')}, too few for an AUROC", style="dim")
             lines.append(line)
             continue
-        note = f"n={item.get('count', '?')}" + (f" {item['note']}" if item.get("note") else "")
+        note = f"n={item.get('count', '?')}" + (f" {item['note']}" if item.get("note") else "") + _ci_words(item)
         lines.append(_bar_line(label, value, width, note))
     return lines
 
@@ -106,5 +106,13 @@ def sensitivity_lines(curve: Sequence[Mapping[str, Any]] | None, width: int = 24
     """One bar per mask radius: AUROC with the central R pixels zeroed (plan §5.5)."""
     if not curve:
         return [Text("no core sensitivity curve yet (end of training)", style="dim")]
-    return [_bar_line(f"R={item.get('radius', '?')}", number(item.get("auroc")), width)
+    return [_bar_line(f"R={item.get('radius', '?')}", number(item.get("auroc")), width, _ci_words(item).strip())
             for item in curve if isinstance(item, Mapping)]
+
+
+def _ci_words(item: Mapping[str, Any]) -> str:
+    """' 95% 0.71–0.78': a bin's or a curve point's interval over LRGs (end of training), else ''."""
+    raw = item.get("ci95")
+    if isinstance(raw, (list, tuple)) and len(raw) == 2 and all(number(v) is not None for v in raw):
+        return f" 95% {in_words(raw[0])}–{in_words(raw[1])}"
+    return ""

@@ -22,7 +22,7 @@ from engine.config import ConfigError, Host, load_config
 from engine.numbers import fixed
 from engine.results.reading import epochs_text
 from lenstui.runs import representatives
-from engine.protocol import exitcodes
+from engine.protocol import exitcodes, rundir
 from engine.results.report import DEFAULT_OUT
 from lenstui.fleet import (POLL_TIMEOUT, Fleet, FleetError,
                            HostSnapshot)
@@ -58,6 +58,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--host", required=True)
     p.add_argument("--gpu", default="auto", help="GPU index, 'auto' (a free one; default) or 'cpu'")
     p.add_argument("--base", help="for a Phase-4 run: the experiment whose configuration it takes")
+    p.add_argument("--seeds", help="seed replicates, each a run of its own: '42,43,44', or 'plan' for the "
+                                   "config's `replicates` (the plan's seed, then the next ones up)")
     p.add_argument("--json", action="store_true")
 
     p = sub.add_parser("abort", help="stop a run: SIGTERM its process group, SIGKILL after the grace period")
@@ -335,12 +337,33 @@ def format_snapshot(snap: HostSnapshot) -> str:
 
 
 def cmd_launch(fleet: Fleet, args: argparse.Namespace) -> int:
-    result = fleet.launch(args.experiment, args.host, gpu=args.gpu, base=args.base, extra_args=args.extra)
-    if args.json:
-        _print_json(asdict(result))
+    """One run; with --seeds, one run per seed (each its own directory, on a free GPU of the host).
+    A seed that cannot start is said and the others still start; exit 0 only when every one did."""
+    if not args.seeds:
+        requests = [(args.experiment, list(args.extra))]
     else:
-        print(f"{result.exp_id} launched on {result.host}: {result.message}; log {result.run_dir}/stdout.log")
-    return 0
+        try:
+            seeds = None if args.seeds == "plan" else rundir.parse_seeds(args.seeds)
+        except ValueError as exc:
+            raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
+        requests = fleet.replicate_runs(args.experiment, seeds, args.extra)
+    results, code = [], 0
+    for name, extra in requests:
+        try:
+            result = fleet.launch(args.experiment, args.host, gpu=args.gpu, base=args.base, extra_args=extra)
+        except FleetError as exc:
+            if len(requests) == 1:
+                raise
+            print(f"{name} not launched on {args.host}: {exc}", file=sys.stderr)
+            code = max(code, exc.code)
+            continue
+        results.append(result)
+        if not args.json:
+            print(f"{result.name or result.exp_id} launched on {result.host}: {result.message}; "
+                  f"log {result.run_dir}/stdout.log")
+    if args.json:
+        _print_json(asdict(results[0]) if not args.seeds and results else [asdict(r) for r in results])
+    return code
 
 
 def cmd_synth(fleet: Fleet, args: argparse.Namespace) -> int:

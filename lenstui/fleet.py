@@ -23,10 +23,11 @@ from typing import Any, Iterator, Sequence
 from engine import ENGINE_VERSION
 
 from engine.protocol import rundir
-from engine.config import Config, ConfigError, Host, id_problem
+from engine.config import Config, ConfigError, Host
 from engine.protocol import exitcodes
 from engine.protocol.codeversion import ENGINE_DIR, RECORD, checkout_version, engine_files, record, synced_version
 from engine.protocol.status import TRAIN_MODULES
+from engine.protocol.train_options import seed_in
 from lenstui.status_channel import StatusChannel
 from lenstui.transport import SshOptions, make_transport
 from lenstui.transport.base import (AuthError, HostKeyError, HostUnreachable, PutStats,
@@ -110,6 +111,7 @@ class LaunchResult:
     run_dir: str
     message: str
     started: bool = False         # the engine took the run over (wrote run.json) before launch returned
+    name: str = ""                # the run directory's name: exp_id, or <exp_id>@seed<N> for a replicate
 
 
 @dataclass(frozen=True)
@@ -339,16 +341,47 @@ class Fleet:
             argv += ["--base", base]
         return argv + [check_arg(a, "extra training argument") for a in extra_args]
 
+    def run_name(self, exp_id: str, extra_args: Sequence[str] = ()) -> str:
+        """The directory a launch of `exp_id` with `extra_args` writes to: `exp_id`, or `<exp_id>@seed<N>`
+        when the arguments ask for a seed other than the plan's (engine.train names it the same way)."""
+        try:
+            seed = seed_in(extra_args)
+        except ValueError as exc:
+            raise FleetError(f"extra training arguments: {exc}") from None
+        return rundir.run_name(exp_id, seed, self.config.training.seed)
+
+    def replicate_runs(self, exp_id: str, seeds: Sequence[int] | None = None,
+                       extra_args: Sequence[str] = ()) -> list[tuple[str, list[str]]]:
+        """(run name, extra training arguments) for each seed replicate of `exp_id`: `seeds`, or the
+        config's (`replicates`: the plan's seed, then the next ones up). The generic run requests a
+        scheduler queues; launch() starts one. FleetError when `extra_args` already hold a --seed."""
+        try:
+            given = seed_in(extra_args)
+        except ValueError as exc:
+            raise FleetError(f"extra training arguments: {exc}") from None
+        if given is not None:
+            raise FleetError(f"--seed {given} among the extra arguments and a list of seeds: give the seeds once "
+                             "(--seeds 42,43,44)", exitcodes.BAD_INPUT)
+        plan_seed = self.config.training.seed
+        if seeds is None:
+            replicates = self.config.experiments[exp_id].replicates if exp_id in self.config.experiments else 1
+            seeds = [plan_seed + k for k in range(replicates)]
+        return [(rundir.run_name(exp_id, s, plan_seed), [*extra_args, *rundir.seed_args(s, plan_seed)])
+                for s in seeds]
+
     def launch(self, exp_id: str, host: str, gpu: str = "auto", base: str | None = None,
                extra_args: Sequence[str] = (), provenance: dict[str, Any] | None = None) -> LaunchResult:
-        """Start `exp_id` on `host` detached; FleetError (code 3) if it already runs there. `provenance`
-        (who asked: the plan's step, the host and GPU chosen, the decision) goes into the run's run.json."""
+        """Start `exp_id` on `host` detached; FleetError (code 3) if it already runs there. A `--seed`
+        among `extra_args` other than the plan's starts a replicate, in a directory of its own.
+        `provenance` (who asked: the plan's step, the host and GPU chosen, the decision) goes into
+        the run's run.json."""
         if provenance is not None:
             extra_args = [*extra_args, "--provenance", json.dumps(provenance, sort_keys=True)]
         try:
             self.config.experiment(exp_id, base)
         except ConfigError as exc:
             raise FleetError(str(exc), exitcodes.BAD_INPUT) from None
+        name = self.run_name(exp_id, extra_args)
         gpu = str(gpu).strip().lower()
         if not (gpu in ("auto", "cpu") or gpu.isdigit()):
             raise FleetError(f"--gpu {gpu!r}: expected a GPU index (0, 1, ...), 'auto' or 'cpu'")
@@ -357,7 +390,7 @@ class Fleet:
             train = self.train_argv(exp_id, host, base, extra_args)
         except ValueError as exc:
             raise FleetError(str(exc)) from None
-        argv = [paths.python, "-m", "engine.launch", "start", "--experiment", exp_id,
+        argv = [paths.python, "-m", "engine.launch", "start", "--experiment", name,
                 "--runs-root", paths.runs_root, "--gpu", gpu, "--require", ",".join(TRAIN_MODULES),
                 "--wait", f"{LAUNCH_WAIT:g}", "--", *train]
         answer = self._engine_call(host, argv, LAUNCH_TIMEOUT + LAUNCH_WAIT, "launch")
@@ -366,8 +399,9 @@ class Fleet:
                f"the engine had not taken it over after {LAUNCH_WAIT:g} s (still starting; "
                "a failure shows as 'Launch failed')")
         return LaunchResult(exp_id, host, answer["pid"], answer["pgid"], str(answer["gpu"]), answer["run_dir"],
-                            f"pid {answer['pid']} on {host}, gpu {answer['gpu']} ({answer.get('gpu_note', '')}); {how}",
-                            started)
+                            f"{name + ': ' if name != exp_id else ''}pid {answer['pid']} on {host}, "
+                            f"gpu {answer['gpu']} ({answer.get('gpu_note', '')}); {how}",
+                            started, name)
 
     def abort(self, exp_id: str, host: str, grace: float = 30) -> AbortResult:
         """SIGTERM the run's process group, SIGKILL after `grace` seconds."""
@@ -393,8 +427,9 @@ class Fleet:
                          exitcodes.BAD_INPUT)
 
     @staticmethod
-    def _check_id(exp_id: str) -> None:
-        problem = id_problem(exp_id)
+    def _check_id(name: str) -> None:
+        """A run's name (an experiment id, or a replicate's <id>@seed<N>) or FleetError."""
+        problem = rundir.run_name_problem(name)
         if problem:
             raise FleetError(problem)
 

@@ -69,17 +69,20 @@ class MainScreenReady(Message):
 
 @dataclass
 class AbortRequested(Message):
-    """Abort `exp_id` (on `host`, or wherever it runs): the app asks for confirmation first."""
+    """Abort `exp_id` (on `host`, or wherever it runs): the app asks for confirmation first. `name`:
+    which of its runs there (a seed replicate's <id>@seed<N>; the experiment's own run when None)."""
 
     exp_id: str | None = None
     host: str | None = None
+    name: str | None = None
 
 
 @dataclass
 class LaunchRequested(Message):
-    """Open the launch dialog for each (experiment, host, base), in turn, then confirm them together."""
+    """Open the launch dialog for each (experiment, host, base[, extra arguments]), in turn, then confirm
+    them together (a seed replicate's extra arguments hold its --seed)."""
 
-    items: list[tuple[str, str | None, str | None]]
+    items: list[tuple]
     notes: list[str] = field(default_factory=list)
 
 

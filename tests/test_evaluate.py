@@ -136,18 +136,32 @@ def test_evaluate_command_updates_metrics_with_the_best_checkpoint(tiny, tmp_pat
     assert len(test) == 2 * 72  # the paired view: every row's stamp and its control
     scores = predict(model, test.images)
     assert m["test_auroc"] == roc_auc_score(test.labels, scores)
-    assert m["test_auroc_by_thetae"] == auroc_by_thetae(test.labels, scores, test.theta_e, BINS, 2)
+    assert _values(m["test_auroc_by_thetae"]) == auroc_by_thetae(test.labels, scores, test.theta_e, BINS, 2)
     assert [c["radius"] for c in m["test_core_sensitivity"]] == [0, 3, 5, 7, 10, 15]
     assert [c["radius"] for c in m["core_sensitivity"]] == [0, 3, 5, 7, 10, 15]
     assert m["core_reliance"] == pytest.approx(m["core_sensitivity"][0]["auroc"] - m["core_sensitivity"][3]["auroc"])
     val = load_device_split(cfg, cfg.experiment("A1"), data_root, "val", torch.device("cpu"))
-    assert m["final_val_auroc_by_thetae"] == auroc_by_thetae(val.labels, predict(model, val.images), val.theta_e, BINS, 2)
+    assert _values(m["final_val_auroc_by_thetae"]) == auroc_by_thetae(val.labels, predict(model, val.images),
+                                                                      val.theta_e, BINS, 2)
+    # Beside every value a verdict reads, its 95% interval over LRGs, and how it was drawn.
+    for key in ("test_auroc", "core_reliance", "best_val_auroc"):
+        low, high = m[f"{key}_ci95"]
+        assert low <= (m[key] if key != "best_val_auroc" else m["core_sensitivity"][0]["auroc"]) <= high
+    assert all(b["ci95"] is None or b["ci95"][0] <= b["auroc"] <= b["ci95"][1] for b in m["test_auroc_by_thetae"])
+    assert m["bootstrap"]["val"]["draws"] == m["bootstrap"]["test"]["draws"] == 1000
+    assert m["bootstrap"]["val"]["unit"] == "LRG" and m["bootstrap"]["val"]["rows"] == len(val)
+    assert m["bootstrap"]["val"]["lrgs"] == len(np.unique(val.groups)) < len(val) / 2   # ~12 rows per LRG here
     assert m["verdicts"]["thetae_min_bin_auroc"]["source"] == "final_val_auroc_by_thetae"
     assert m["verdicts"]["test_auroc"]["value"] == m["test_auroc"]
     assert m["verdicts"]["core_reliance"]["value"] == m["core_reliance"]
     assert m["status"] == "done"
     log = (run / "stdout.log").read_text()
     assert "evaluate test: best.pt (epoch 1)" in log and "evaluate val:" in log   # epochs count from 1
+
+
+def _values(bins: list[dict]) -> list[dict]:
+    """θ_E records without their intervals (auroc_by_thetae alone computes none)."""
+    return [{k: v for k, v in b.items() if k != "ci95"} for b in bins]
 
 
 def test_evaluate_command_refuses_bad_input_and_a_busy_run(tiny, tmp_path, capsys):

@@ -35,12 +35,23 @@ def test_every_ended_incomplete_state_comes_after_a_running_one(state):
 
 def test_the_plans_settings_before_overrides_and_a_long_run_before_a_smoke_run():
     plan = run("running", "lambda", order=2)
-    seed = run("done", "h2", {"seed": 7}, order=1)
+    device = run("done", "h2", {"device": "cpu"}, order=1)
     short = run("done", "h3", {"epochs": 20}, planned=20)
     smoke = run("done", "local", {"epochs": 2, "limit_train": 64}, planned=2, updated="2026-03-01T00:00:00+0000")
-    choice = choose([smoke, short, seed, plan], PLAN_EPOCHS)
+    choice = choose([smoke, short, device, plan], PLAN_EPOCHS)
     assert [c.host for c in choice.ranked] == ["lambda", "h2", "h3", "local"]
     assert "the plan's settings come before overrides" in choice.reasons[0]
+
+
+def test_a_seed_replicate_is_the_plans_settings_so_a_done_one_stands_before_a_running_plan_seed():
+    """Issue 19: a run that changed only the seed is as much the plan's run as the plan's own seed."""
+    plan = run("running", "lambda", order=0)
+    replicate = run("done", "h2", {"seed": 43}, order=1)
+    short = run("done", "h3", {"epochs": 20}, planned=20)
+    choice = choose([short, plan, replicate], PLAN_EPOCHS)
+    assert [c.host for c in choice.ranked] == ["h2", "lambda", "h3"]
+    assert choice.reasons[0] == "a completed run comes before one still in progress"
+    assert settings_rank({"seed": 43}) == 0 and settings_rank({"seed": 43, "device": "cpu"}) == 1
 
 
 def test_more_epochs_are_closer_to_the_plan_than_fewer():

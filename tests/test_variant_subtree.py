@@ -146,7 +146,7 @@ def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_pa
     b1_core, b2_masked = runs["B1"]["final_core_lr_auc"], runs["B2"]["final_masked_core_lr_auc"]
     b2_row = next(line for line in probes.splitlines() if line.startswith("| B2 |"))
     # Judged (masked at R=5), unmasked (B1's), masked, ungrouped: side by side, labelled.
-    assert f"{b2_masked:.3f} (PASS, masked at R=5)" in b2_row and f"| {b1_core:.3f} |" in b2_row
+    assert f"{b2_masked:.3f} (PASS, masked at R=5; 95% " in b2_row and f"| {b1_core:.3f} |" in b2_row
     assert f"{runs['B2']['final_core_lr_auc_ungrouped']:.3f}" in b2_row
     assert "Core, ungrouped (published method)" in probes
     assert "The radial gate cannot fail on residual inputs" in probes
@@ -154,7 +154,7 @@ def test_the_report_shows_what_the_decision_read_beside_the_held_out_test(tmp_pa
     assert "Test AUROC (held out)" in selection and "0.610 (FAIL)" in selection
     # The decision follows from the printed val numbers: B2's masked gate PASSes, B3's (R=3) FAILs.
     b3_masked = runs["B3"]["final_masked_core_lr_auc"]
-    assert f"{b3_masked:.3f} (FAIL, masked at R=3)" in probes
+    assert f"{b3_masked:.3f} (FAIL, masked at R=3; 95% " in probes
     assert "B3 does not pass (core_lr_auc FAIL (" in files.decision.reason
-    assert "masked at R=3)" in files.decision.reason
+    assert "masked at R=3, 95% " in files.decision.reason   # with its interval over LRGs
     assert "- Read: validation numbers only" in md

@@ -168,7 +168,10 @@ def test_verdicts_survive_the_metrics_file(tmp_path):
                                    "source": "final_core_lr_auc", "note": None, "reading": "unmasked",
                                    "mask_radius": None, "ungrouped_value": None,
                                    "ungrouped_source": "final_core_lr_auc_ungrouped", "raw_robust_value": None,
-                                   "raw_robust_source": None, "uninformative": None}
+                                   "raw_robust_source": None, "uninformative": None,
+                                   # an old file without intervals: none, and no edge crossed
+                                   "interval": None, "interval_source": None, "seeds": None,
+                                   "crosses": [], "uncertain": None}
     assert back["core_lr_auc"]["rule"] == "PASS < 0.60, WARN 0.60–0.65, FAIL > 0.65 (§6.1)"
 
 

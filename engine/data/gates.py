@@ -27,7 +27,7 @@ import argparse
 import sys
 import time
 from dataclasses import dataclass, replace
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 from sklearn.linear_model import LogisticRegression
@@ -36,7 +36,9 @@ from sklearn.model_selection import StratifiedGroupKFold, StratifiedKFold
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-from engine.config import DATA_MODES, PREPROCESSINGS, SAMPLES, SPLITS
+from engine.config import DATA_MODES, DEFAULT_BOOTSTRAP_DRAWS as DEFAULT_DRAWS
+from engine.config import DEFAULT_BOOTSTRAP_SEED as DEFAULT_SEED
+from engine.config import PREPROCESSINGS, SAMPLES, SPLITS
 from engine.data.cachedir import DEFAULT_NAME
 from engine.data.preprocess import radial_profile, radius_map
 from engine.numbers import fixed
@@ -51,7 +53,6 @@ PUBLISHED = {
     ("unpaired", "residual", 7): (0.518, "~0.50"),
 }
 MATRIX = tuple(PUBLISHED)
-BOOTSTRAP_DRAWS = 400
 NONE = "  -  "   # an empty cell of the matrix table, as wide as a value
 SOLVER = "newton-cholesky"   # LogisticRegression's defaults otherwise (L2, C = 1)
 MAX_ITER = 200
@@ -183,37 +184,15 @@ def cv_scores(features: np.ndarray, labels: np.ndarray,
     return oof
 
 
-def group_bootstrap_interval(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, *,
-                             draws: int = BOOTSTRAP_DRAWS, seed: int = 0) -> tuple[float, float]:
-    """95% percentile interval of the AUROC of fixed `scores` over LRGs resampled with replacement.
-
-    Each draw weights every row by how often its LRG was drawn; a draw with one class only
-    is skipped. It measures how much the number depends on which LRGs are in the sample,
-    which at a few hundred LRGs is most of the spread between datasets.
-    """
-    labels = np.asarray(labels).astype(np.int64)
-    _, inverse = np.unique(np.asarray(groups), return_inverse=True)
-    n_groups = int(inverse.max()) + 1
-    rng = np.random.default_rng(seed)
-    values = []
-    for _ in range(draws):
-        weights = np.bincount(rng.integers(0, n_groups, n_groups), minlength=n_groups)[inverse]
-        kept = weights > 0
-        if len(np.unique(labels[kept])) < 2:
-            continue
-        values.append(roc_auc_score(labels[kept], scores[kept], sample_weight=weights[kept]))
-    if not values:
-        raise ValueError("no bootstrap draw held both classes; the gate sample is too small")
-    low, high = np.percentile(values, [2.5, 97.5])
-    return float(low), float(high)
-
-
 def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *, n_samples: int = 2000,
                    folds: int = 5, seed: int = 1337, core_box: int = 10, mask_radius: int = 0,
-                   intervals: bool = False, ungrouped: bool = False) -> GateResult:
+                   intervals: bool = False, ungrouped: bool = False, draws: int = DEFAULT_DRAWS,
+                   draws_seed: int = DEFAULT_SEED, device: Any = None) -> GateResult:
     """core_lr_auc and radial_lr_auc on a balanced random sample of `n_samples` preprocessed images.
 
-    `intervals`: also their 95% intervals over LRGs (group_bootstrap_interval; ~0.2 s each).
+    `intervals`: also their 95% intervals over LRGs: the AUROC of the fixed out-of-fold scores
+    over `draws` resamples of the sample's LRGs (engine/data/bootstrap.py, the one bootstrap; the
+    probes are not refitted per draw), on `device` (a torch device; default the CPU).
     `ungrouped`: also the published method's values, the same sample and features under plain
     StratifiedKFold (for comparison only; see the module docstring).
     """
@@ -234,10 +213,20 @@ def shortcut_gates(images: np.ndarray, labels: np.ndarray, groups: np.ndarray, *
         plain = cv_splits(y, g, folds, seed, grouped=False)
         result = replace(result, core_lr_auc_ungrouped=cv_auc(core_x, y, plain),
                          radial_lr_auc_ungrouped=cv_auc(radial_x, y, plain))
-    if intervals:
-        result = replace(result, core_interval=group_bootstrap_interval(y, core, g, seed=seed),
-                         radial_interval=group_bootstrap_interval(y, radial, g, seed=seed))
+    if intervals and draws > 0:
+        result = replace(result, core_interval=_interval_of(y64, core, g, draws, draws_seed, device),
+                         radial_interval=_interval_of(y64, radial, g, draws, draws_seed, device))
     return result
+
+
+def _interval_of(labels: np.ndarray, scores: np.ndarray, groups: np.ndarray, draws: int,
+                 seed: int, device: Any = None) -> tuple[float, float] | None:
+    """The 95% interval over LRGs of the AUROC of fixed scores (None when too few draws hold both classes)."""
+    from engine.data.bootstrap import LrgDraws   # torch, only when an interval is asked for
+
+    lrg = LrgDraws(groups, draws, seed, device)
+    found = lrg.interval(lrg.auroc(labels, scores))
+    return (found.low, found.high) if found is not None else None
 
 
 # ---------------------------------------------------------------------------
@@ -252,7 +241,7 @@ def _run_one(args: argparse.Namespace, mode: str, preprocessing: str, mask_radiu
     started = time.perf_counter()
     result = shortcut_gates(arrays.images, arrays.labels, arrays.lrg_id, n_samples=args.n_samples,
                             folds=args.folds, seed=args.seed, core_box=args.core_box, mask_radius=mask_radius,
-                            intervals=True, ungrouped=True)
+                            intervals=True, ungrouped=True, draws=args.draws, draws_seed=args.draws_seed)
     return result, time.perf_counter() - started
 
 
@@ -288,7 +277,9 @@ def _settings_from_config(args: argparse.Namespace) -> None:
     args.settings = settings.with_cache_dir(args.cache_dir)
     m = config.metrics if config is not None else None
     for option, key, default in (("n_samples", "gate_n_samples", 2000), ("folds", "gate_cv_folds", 5),
-                                 ("seed", "gate_seed", 1337), ("core_box", "core_box", 10)):
+                                 ("seed", "gate_seed", 1337), ("core_box", "core_box", 10),
+                                 ("draws", "bootstrap_draws", DEFAULT_DRAWS),
+                                 ("draws_seed", "bootstrap_seed", DEFAULT_SEED)):
         if getattr(args, option) is None:
             setattr(args, option, getattr(m, key) if m is not None else default)
 
@@ -307,6 +298,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--folds", type=int, default=None, help="default: metrics.gate_cv_folds, else 5")
     parser.add_argument("--seed", type=int, default=None, help="default: metrics.gate_seed, else 1337")
     parser.add_argument("--core-box", type=int, default=None, help="default: metrics.core_box, else 10")
+    parser.add_argument("--draws", type=int, default=None,
+                        help=f"bootstrap draws of LRGs for the 95%% intervals (default: metrics.bootstrap_draws, "
+                             f"else {DEFAULT_DRAWS})")
+    parser.add_argument("--draws-seed", type=int, default=None, help="the draws' seed (default: metrics.bootstrap_seed)")
     parser.add_argument("--cache-dir", help="manifests and stamp caches (default: the host's cache_dir, else "
                         f"DATA_ROOT/{DEFAULT_NAME} where writable; engine/data/cachedir.py)")
     parser.add_argument("--config", help="experiments.toml whose sampling, unpaired method and bad-row limit "
@@ -328,7 +323,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"shortcut gates on {args.data_root}: split {args.split}, sample {args.sample} (fraction "
           f"{s.sample_fraction:g}, seed {s.seed}, unpaired {s.unpaired_manifest or s.unpaired_method}; settings "
           f"from {s.source}), {args.folds}-fold StratifiedGroupKFold by LRG, seed {args.seed}; 95% intervals "
-          f"from {BOOTSTRAP_DRAWS} bootstrap draws of LRGs. 'ungrouped': the same probe under plain "
+          f"from {args.draws} bootstrap draws of LRGs. 'ungrouped': the same probe under plain "
           f"StratifiedKFold, the published method's folds, which put an LRG's rows on both sides "
           f"of a fold (for comparison only)")
     print(HEADER)

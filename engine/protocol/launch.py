@@ -1,8 +1,12 @@
 """Host-side launch and abort of one experiment's run: the same code behind both transports.
 
-    python -m engine.launch start --experiment ID --runs-root DIR [--gpu N|auto|cpu]
+    python -m engine.launch start --run NAME --runs-root DIR [--gpu N|auto|cpu]
                                   [--require MOD,...] [--wait SECONDS] -- TRAIN ARGV...
-    python -m engine.launch abort --experiment ID --runs-root DIR [--grace SECONDS]
+    python -m engine.launch abort --run NAME --runs-root DIR [--grace SECONDS]
+
+NAME is the run's directory name: the experiment id (`B1`), or a seed replicate's `B1@seed43`
+(rundir.run_name; `--experiment` is the same option under its older name). The training command
+must write to the same directory: engine.train names it from its --experiment and --seed.
 
 `start` takes the run directory's lock (a second launch is refused with exit
 code 3, so two racing launches start exactly one run), appends a header to
@@ -42,7 +46,6 @@ from engine import files
 from engine.files import timestamp
 
 from engine.protocol import rundir
-from engine.config import id_problem
 from engine.protocol import exitcodes
 
 FREE_GPU_MEMORY_MIB = 1024   # a GPU using more than this without a listed process is not free
@@ -374,8 +377,8 @@ def _mark_aborted(directory: Path) -> None:
         rundir.write_metrics(directory, read.data)
 
 
-def _check_id(exp_id: str) -> None:
-    problem = id_problem(exp_id)
+def _check_id(name: str) -> None:
+    problem = rundir.run_name_problem(name)
     if problem:
         raise LaunchError(problem)
 
@@ -390,7 +393,8 @@ def main(argv: list[str] | None = None) -> int:
     p_start = sub.add_parser("start", help="start a training command detached, holding the run lock")
     p_abort = sub.add_parser("abort", help="stop a run's process group")
     for p in (p_start, p_abort):
-        p.add_argument("--experiment", required=True)
+        p.add_argument("--run", "--experiment", dest="experiment", required=True, metavar="NAME",
+                       help="the run's name: the experiment id, or <id>@seed<N> for a seed replicate")
         p.add_argument("--runs-root", required=True)
     p_start.add_argument("--gpu", default="auto", help="GPU index, 'auto' (a free one) or 'cpu'")
     p_start.add_argument("--require", default="", help="comma-separated modules the training needs")

@@ -1,6 +1,11 @@
 """The run-directory protocol: the contract between the engine and lenstui.
 
-One directory per experiment per host, `<runs_root>/<exp_id>/`:
+One directory per run per host, `<runs_root>/<run name>/`. A run's name is its experiment id
+(`B1`), or, for a seed replicate, `<exp_id>@seed<N>` (`B1@seed43`): `@` is not allowed in an
+experiment id (config.ID_PATTERN), so a replicate's name can never be another experiment's, and
+every reader takes the experiment back out of it (`parse_run_name`). The run with the plan's seed
+(experiments.toml's `[training] seed`) is the experiment's own directory; each other seed is a
+replicate (docs/REMOTE.md, "Seed replicates"). In it:
 
     metrics.json  the plan's metrics + status + verdicts, rewritten atomically
     run.json      who/what/where: experiment, host, pid, pgid, command, code
@@ -21,10 +26,11 @@ import enum
 import os
 import re
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from engine.config import id_problem
 from engine.numbers import is_int
 from engine.protocol.schema import SCHEMA_VERSION, Metrics, RunInfo
 from engine.files import JsonRead, atomic_write_json, read_json, timestamp
@@ -103,9 +109,59 @@ ENDED_INCOMPLETE = (RunState.FAILED, RunState.ABORTED, RunState.LOST)
 TERMINAL = tuple(s for s in RunState if s.terminal)
 
 
-def run_dir(runs_root: str | Path, exp_id: str) -> Path:
-    """`<runs_root>/<exp_id>`; the id was checked against [A-Za-z0-9_.-] by the config."""
-    return Path(runs_root) / exp_id
+REPLICATE_MARK = "@seed"   # B1@seed43: experiment B1, trained with seed 43 (the plan's seed is B1 itself)
+
+
+def run_name(exp_id: str, seed: int | None = None, plan_seed: int | None = None) -> str:
+    """The run directory's name: `exp_id` for the plan's seed (or no seed given), else
+    `<exp_id>@seed<N>`: one directory per seed replicate, never an experiment id."""
+    if seed is None or seed == plan_seed:
+        return exp_id
+    return f"{exp_id}{REPLICATE_MARK}{int(seed)}"
+
+
+def parse_run_name(name: str) -> tuple[str, int | None]:
+    """(experiment id, seed) of a run directory's name: ('B1', None) for `B1`, ('B1', 43) for
+    `B1@seed43`. A name whose part after the mark is not a seed stays whole (run_name_problem says why)."""
+    exp_id, mark, seed = name.partition(REPLICATE_MARK)
+    if mark and seed.isdigit() and seed == str(int(seed)):
+        return exp_id, int(seed)
+    return name, None
+
+
+def run_name_problem(name: str) -> str | None:
+    """Why `name` is not a run's name (an experiment id, or `<id>@seed<N>`), or None when it is."""
+    exp_id, seed = parse_run_name(name)
+    if seed is None and REPLICATE_MARK in name:
+        return (f"run name {name!r}: a seed replicate is named <experiment>{REPLICATE_MARK}<seed>, the seed a "
+                "plain non-negative integer (B1@seed43)")
+    problem = id_problem(exp_id)
+    return problem if problem is None or seed is None else f"run name {name!r}: {problem}"
+
+
+def seed_args(seed: int, plan_seed: int) -> list[str]:
+    """The extra engine.train arguments that run a replicate with `seed`: none for the plan's seed
+    (the experiment's own run, exactly the plan's settings), else ['--seed', N]."""
+    return [] if int(seed) == int(plan_seed) else ["--seed", str(int(seed))]
+
+
+def parse_seeds(text: str) -> list[int]:
+    """'42,43,44' -> [42, 43, 44] (distinct, in order); ValueError with words for anything else."""
+    seeds: list[int] = []
+    for part in (p.strip() for p in str(text).split(",")):
+        if not part.isdigit():
+            raise ValueError(f"--seeds {text!r}: expected non-negative integers separated by commas (42,43,44)")
+        if int(part) not in seeds:
+            seeds.append(int(part))
+    if not seeds:
+        raise ValueError(f"--seeds {text!r}: no seed given")
+    return seeds
+
+
+def run_dir(runs_root: str | Path, name: str) -> Path:
+    """`<runs_root>/<name>`: the name is an experiment id (checked against [A-Za-z0-9_.-] by the
+    config) or a replicate's `<id>@seed<N>` (run_name)."""
+    return Path(runs_root) / name
 
 
 def run_directories(runs_root: Path) -> list[Path]:
@@ -254,16 +310,24 @@ def is_same_process(record: dict[str, Any]) -> tuple[bool, str]:
 class RunView:
     """A run directory as observed now: state reconciled against the process table."""
 
-    experiment: str
+    experiment: str                     # the experiment id (a replicate's name without its @seed<N>)
     state: RunState
     reason: str
     metrics: dict[str, Any] | None
     run_info: dict[str, Any] | None
     errors: tuple[str, ...]
     launch_failure: str | None = None   # the newest launch ended before the engine took over: its words
+    name: str = ""                      # the directory's name: the experiment id, or <id>@seed<N>
 
 
 def observe_run(directory: Path) -> RunView:
+    """Read a run directory and reconcile its written status with the live process (_observe); the
+    view names its experiment (without a replicate's @seed<N>) and the directory."""
+    view = _observe(Path(directory))
+    return replace(view, experiment=parse_run_name(Path(directory).name)[0], name=Path(directory).name)
+
+
+def _observe(directory: Path) -> RunView:
     """Read a run directory and reconcile its written status with the live process.
 
     launch.json names the newest start when the engine has not taken it over (its pid is not

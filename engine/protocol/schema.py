@@ -35,20 +35,49 @@ class EpochRow(TypedDict, total=False):
     mask_p: float
 
 
-class ThetaEBin(TypedDict):
-    """AUROC of one θ_E bin's positives against all negatives (§5.3)."""
+# A 95% interval over LRGs, [low, high] (engine/data/bootstrap.py); None where the value has none.
+# Written beside each value a verdict or §10 reads, as `<key>_ci95` (or `ci95` inside a bin or a
+# curve point). A file written before issue 19 has none: every reader treats a missing one as "no
+# interval", never as an error.
+Interval = list[float]
 
+
+class _ThetaEBinValue(TypedDict):
     bin: list[float]           # [low, high): low inclusive, high exclusive, arcsec
     auroc: float | None        # None when the bin has too few positives (`note` says)
     count: int                 # positives in the bin
     note: str | None
 
 
-class SensitivityPoint(TypedDict):
-    """AUROC with every image's core masked at `radius` pixels (§5.5; radius 0: no mask)."""
+class ThetaEBin(_ThetaEBinValue, total=False):
+    """AUROC of one θ_E bin's positives against all negatives (§5.3)."""
 
+    ci95: Interval | None      # end of training only (the epoch gates' tables have none)
+
+
+class _SensitivityValue(TypedDict):
     radius: int
     auroc: float | None
+
+
+class SensitivityPoint(_SensitivityValue, total=False):
+    """AUROC with every image's core masked at `radius` pixels (§5.5; radius 0: no mask)."""
+
+    ci95: Interval | None
+
+
+class BootstrapSplit(TypedDict, total=False):
+    """How one split's intervals were drawn (metrics.json `bootstrap[split]`)."""
+
+    unit: str                  # "LRG": an LRG's rows are resampled together
+    method: str                # "percentile"
+    level: float               # 0.95
+    draws: int
+    seed: int
+    rows: int
+    lrgs: int
+    device: str
+    seconds: float             # the split's whole evaluation with its intervals
 
 
 class GateRecord(TypedDict, total=False):
@@ -69,6 +98,11 @@ class GateRecord(TypedDict, total=False):
     note: str                            # why a gate has no value
     gate_time_sec: float
     val_auroc_by_thetae: list[ThetaEBin]
+    # Only in the end-of-training gate record (gate_record(intervals=True)), copied to final_*_ci95.
+    core_lr_auc_ci95: Interval | None
+    radial_lr_auc_ci95: Interval | None
+    masked_core_lr_auc_ci95: Interval | None
+    masked_radial_lr_auc_ci95: Interval | None
 
 
 class Verdict(TypedDict, total=False):
@@ -89,6 +123,12 @@ class Verdict(TypedDict, total=False):
     raw_robust_value: float | None
     raw_robust_source: str | None
     uninformative: str | None  # why this gate cannot fail on the run's inputs
+    # How sure the value is (engine/results/uncertainty.py; docs/DECISIONS.md "Uncertainty"):
+    interval: Interval | None  # its 95% interval over LRGs (`<source>_ci95`), None when it has none
+    interval_source: str | None
+    seeds: dict[str, Any] | None   # over seed replicates: n, mean, sd, values, ci95 (the mean's t interval)
+    crosses: list[float]       # the band edges (or the §6.4 target) either interval holds values on both sides of
+    uncertain: str | None      # "crosses 0.05", or None
 
 
 class Metrics(TypedDict, total=False):
@@ -97,6 +137,8 @@ class Metrics(TypedDict, total=False):
     # Written at the start (rundir.new_metrics) and kept up to date.
     schema_version: int
     experiment: str
+    run_name: str                        # the run directory's name: the experiment id, or <id>@seed<N>
+    seed: int                            # the training seed (a replicate differs from the plan's run by it)
     status: str                          # rundir.RunState's word
     epochs_planned: int
     overrides: dict[str, Any]            # what this run changed from experiments.toml
@@ -117,11 +159,15 @@ class Metrics(TypedDict, total=False):
     final_gate_n_samples: int | None
     final_radial_feature_max_abs: float | None
     final_gate_note: str | None
+    final_core_lr_auc_ci95: Interval | None        # 95% over LRGs of the fixed out-of-fold scores
+    final_radial_lr_auc_ci95: Interval | None
     final_mask_radius: int | None        # masking experiments: the radius in force at best.pt's epoch
     final_masked_core_lr_auc: float | None
     final_masked_radial_lr_auc: float | None
     final_masked_core_lr_auc_ungrouped: float | None
     final_masked_radial_lr_auc_ungrouped: float | None
+    final_masked_core_lr_auc_ci95: Interval | None
+    final_masked_radial_lr_auc_ci95: Interval | None
     final_raw_robust_core_lr_auc: float | None     # the same val rows with raw_robust inputs: context
     final_raw_robust_radial_lr_auc: float | None
     final_raw_robust_core_lr_auc_ungrouped: float | None
@@ -129,18 +175,28 @@ class Metrics(TypedDict, total=False):
     final_raw_robust_gate_n_samples: int | None
     final_raw_robust_note: str | None
     final_val_auroc_by_thetae: list[ThetaEBin]     # what §6.3 reads
+    final_val_thetae_min_bin_auroc_ci95: Interval | None   # per draw over the bins with a value
+    final_val_thetae_max_spread_ci95: Interval | None
     core_sensitivity: list[SensitivityPoint]
     core_reliance: float | None                    # AUROC(R=0) − AUROC(R=core_reliance_radius)
+    core_reliance_ci95: Interval | None            # the paired difference on the same draws
+    best_val_auroc_ci95: Interval | None           # best.pt's val AUROC, at the end of training
     # The test set, once, with best.pt (held out: §5.6).
     test_auroc: float | None
+    test_auroc_ci95: Interval | None
     test_auroc_by_thetae: list[ThetaEBin]
+    test_thetae_min_bin_auroc_ci95: Interval | None
+    test_thetae_max_spread_ci95: Interval | None
     test_core_sensitivity: list[SensitivityPoint]
+    bootstrap: dict[str, BootstrapSplit]           # per split ("val", "test"): how the intervals were drawn
 
 
 class RunInfo(TypedDict, total=False):
     """run.json: who ran what, where, with which code and settings (one writer: engine.train)."""
 
     experiment: str
+    run_name: str                        # as in metrics.json (rundir.run_name)
+    seed: int
     host: str                            # the host's name in experiments.toml
     hostname: str
     pid: int
@@ -173,8 +229,8 @@ STATUS_KEYS = ("best_val_auroc", "best_epoch", "final_core_lr_auc", "final_radia
                "core_sensitivity", "core_reliance", "test_auroc", "test_auroc_by_thetae",
                "test_core_sensitivity", "overrides", "updated_at", "bad_rows")
 # The run.json keys a status entry passes on (under `run`): provenance for the views and the rule.
-RUN_SUMMARY_KEYS = ("host", "command", "engine_version", "code_version", "dataset", "data_root",
-                    "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
+RUN_SUMMARY_KEYS = ("host", "run_name", "seed", "command", "engine_version", "code_version", "dataset",
+                    "data_root", "device", "started_at", "ended_at", "exit_status", "overrides", "config_sha256",
                     "launched_at", "provenance")
 
 

@@ -66,6 +66,8 @@ def run_status(directory: Path) -> dict[str, Any]:
     # these entries as metrics documents); the reconciled fields below take precedence.
     entry: dict[str, Any] = {k: v for k, v in metrics.items() if k != "history"}
     entry.update({
+        "experiment": view.experiment,     # the experiment id; `name` is the directory (a replicate: B1@seed43)
+        "name": view.name,
         "state": view.state.value,
         "reason": view.reason or None,
         "written_status": metrics.get("status"),

@@ -95,6 +95,24 @@ def resume_settings(args: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def seed_in(args: Sequence[str]) -> int | None:
+    """The `--seed N` among extra arguments (the last one, as argparse takes it), else None; other
+    arguments are not judged here (engine.train judges them). ValueError for a seed that is not a
+    non-negative integer."""
+    seed = None
+    for i, a in enumerate(args):
+        value = None
+        if a == "--seed" and i + 1 < len(args):
+            value = args[i + 1]
+        elif a.startswith("--seed="):
+            value = a.split("=", 1)[1]
+        if value is not None:
+            if not value.isdigit():
+                raise ValueError(f"--seed {value!r}: expected a non-negative integer")
+            seed = int(value)
+    return seed
+
+
 def is_fresh(args: Sequence[str]) -> bool:
     """Whether the arguments ask for a fresh start (the old run moved aside, nothing resumed)."""
     return "--fresh" in args

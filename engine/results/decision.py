@@ -23,6 +23,12 @@ The plan's tree (experiment-plan-v2.md §10):
     │   ├── B2 or B4 passes with better θ_E spread → use that config
     │   └── All fail core criteria → STOP: need data redesign
     └── B1 Core AUC > 0.65 AND core_reliance > 0.05 → STOP: model is exploiting shortcut
+
+The tree decides on the point estimates, as the plan says. Beside that, a decision whose inputs
+any interval puts within reach of another branch (the 95% interval over LRGs the engine writes at
+the end of training, or the seed replicates' interval of the mean: engine/results/uncertainty.py)
+is marked too close to call (`Decision.too_close`, with the numbers), and `Decision.settle` says
+which replicates would settle it (docs/DECISIONS.md, "Uncertainty").
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ from engine.results.representative import candidate_from_entry, comparison_notes
 from engine.numbers import in_words, number
 from engine.results.reading import epochs_text
 from engine.protocol.rundir import TERMINAL
+from engine.results.uncertainty import (crossed, describe, hull, interval_of, replicates_needed, seeds_of)
 from engine.results.verdicts import (compute_verdicts, failing, rounded, shown_value,
                              thetae_summary)
 
@@ -106,6 +113,13 @@ class Decision:
     notes: tuple[str, ...] = ()                  # what else a reader must know
     core_gate_reading: str = "masked"            # decision.variant_core_gate this decision used
     readings: tuple[str, ...] = ()               # which numbers the tree read, in words
+    too_close: tuple[str, ...] = ()              # why an interval puts another branch within reach
+    settle: tuple[str, ...] = ()                 # the replicates that would settle it, in words
+    settle_runs: tuple[tuple[str, int], ...] = ()  # (experiment, how many seeds in all) the panel offers
+
+    @property
+    def too_close_to_call(self) -> bool:
+        return bool(self.too_close)
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form (lists for tuples)."""
@@ -114,6 +128,10 @@ class Decision:
         out["next_experiments"] = list(self.next_experiments)
         out["notes"] = list(self.notes)
         out["readings"] = list(self.readings)
+        out["too_close"] = list(self.too_close)
+        out["settle"] = list(self.settle)
+        out["settle_runs"] = [list(r) for r in self.settle_runs]
+        out["too_close_to_call"] = self.too_close_to_call
         return out
 
 
@@ -206,7 +224,154 @@ def decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision
     reading = config.decision.variant_core_gate
     decision = _decide(results, config)
     readings = (READ_VALIDATION, READ_GROUPED, READ_CORE[reading])
-    return replace(decision, core_gate_reading=reading, readings=readings)
+    too_close, settle, settle_runs = _how_close(decision, results, config)
+    return replace(decision, core_gate_reading=reading, readings=readings, too_close=too_close, settle=settle,
+                   settle_runs=settle_runs)
+
+
+# ---------------------------------------------------------------------------
+# Too close to call: the branches the intervals put within reach
+
+_NUDGE = 1e-9   # a value just beside a band edge (comparisons round to 10 decimals: verdicts.DECIMALS)
+
+
+def reach(metrics: Mapping[str, Any], key: str) -> tuple[float, float] | None:
+    """The range a value may be in: the hull of its interval over LRGs and its seeds' interval of the mean."""
+    seeds = seeds_of(metrics, key)
+    return hull(interval_of(metrics, key), (seeds.low, seeds.high) if seeds is not None else None)
+
+
+def _probe_points(value: float, span: tuple[float, float] | None, band: Band) -> list[float]:
+    """The value, its range's ends, and each band edge inside the range with its two sides: every
+    region of the band the range touches has one point here."""
+    if span is None:
+        return [value]
+    low, high = span
+    points = [value, low, high]
+    for edge in (band.pass_limit, band.fail_limit):
+        if low <= edge <= high:
+            points += [p for p in (edge - _NUDGE, edge, edge + _NUDGE) if low <= p <= high]
+    return points
+
+
+def b1_branch(core: float, rel: float, config: Config) -> str:
+    """The B1 branch of §10 (or outside_plan) these two values give."""
+    th = config.thresholds
+    core_conds = _band_conditions(th.core_lr_auc, "core LR AUC")
+    rel_conds = _band_conditions(th.core_reliance, "core_reliance")
+    core_r, rel_r = rounded(core), rounded(rel)
+    return next((b for b, c, r in _B1_BRANCHES if core_conds[c][0](core_r) and rel_conds[r][0](rel_r)),
+                "outside_plan")
+
+
+def b1_reachable(b1: Mapping[str, Any], config: Config) -> dict[str, tuple[float, float]]:
+    """Each B1 branch some pair of values within B1's ranges gives -> one such pair (core, reliance)."""
+    th = config.thresholds
+    core, rel = number(b1.get("final_core_lr_auc")), number(b1.get("core_reliance"))
+    if core is None or rel is None:
+        return {}
+    out: dict[str, tuple[float, float]] = {}
+    for c in _probe_points(core, reach(b1, "final_core_lr_auc"), th.core_lr_auc):
+        for r in _probe_points(rel, reach(b1, "core_reliance"), th.core_reliance):
+            out.setdefault(b1_branch(c, r, config), (c, r))
+    return out
+
+
+def _how_close(decision: Decision, results: Mapping[str, Mapping[str, Any]],
+               config: Config) -> tuple[tuple[str, ...], tuple[str, ...], tuple[tuple[str, int], ...]]:
+    """(why the decision is too close to call, which replicates would settle it in words, and as
+    (experiment, seeds in all)); all empty when every interval keeps the decision's inputs inside
+    its branch (or there is no decision yet)."""
+    if decision.branch == "waiting" or "B1" not in results:
+        return (), (), ()
+    th = config.thresholds
+    b1 = results["B1"]
+    too_close: list[str] = []
+    settle: list[str] = []
+    runs: dict[str, int] = {}
+    b1_branch_now = b1_branch(number(b1["final_core_lr_auc"]), number(b1["core_reliance"]), config)
+    others = {b: v for b, v in b1_reachable(b1, config).items() if b != b1_branch_now}
+    if others:
+        shown = "; ".join(f"{name} {_value_words(b1, key, band)}" for name, key, band in
+                          (("core LR AUC", "final_core_lr_auc", th.core_lr_auc),
+                           ("core_reliance", "core_reliance", th.core_reliance)))
+        too_close.append(f"B1 {shown}: within these ranges §10 could also give "
+                         + " or ".join(repr(BRANCH_TITLES[b]) for b in others))
+        words, n = _settle_words("B1", b1, (("final_core_lr_auc", th.core_lr_auc),
+                                            ("core_reliance", th.core_reliance)), config)
+        settle += words
+        if n:
+            runs["B1"] = n
+    if b1_branch_now == "test_masking" and all(results.get(v) for v in VARIANTS) \
+            and decision.branch != "test_masking":
+        for v in VARIANTS:
+            mine = compute_verdicts(results[v], th, config.targets,
+                                    variant_core_gate=config.decision.variant_core_gate)
+            crossing = [n for n in PASS_CRITERIA if mine[n].get("crosses")]
+            close = [f"{n} {mine[n]['verdict']} ({shown_value(mine[n])})" for n in crossing]
+            if close:
+                too_close.append(f"{v}: {'; '.join(close)}: its 'passes all criteria' could go either way")
+                spreads = [mine[n]["seeds"] for n in crossing if mine[n].get("seeds")]
+                have = max((int(sp.get("n") or 0) for sp in spreads), default=0)
+                settle += (_seeds_words(v, config, f"{v} with more seeds (replicates) narrows the seed part")
+                           if len(spreads) == len(crossing) else _seeds_words(v, config))
+                runs[v] = max(3, have + 2, _planned(config, v))
+    return tuple(too_close), tuple(dict.fromkeys(settle)), tuple(runs.items())
+
+
+def _planned(config: Config, exp_id: str) -> int:
+    return config.experiments[exp_id].replicates if exp_id in config.experiments else 1
+
+
+def _value_words(metrics: Mapping[str, Any], key: str, band: Band) -> str:
+    value = number(metrics.get(key))
+    span = reach(metrics, key)
+    edges = crossed(band, *span) if span is not None and value is not None else []
+    return describe(value, interval_of(metrics, key), seeds_of(metrics, key), edges)
+
+
+def _settle_words(exp_id: str, metrics: Mapping[str, Any], keys: tuple[tuple[str, Band], ...],
+                  config: Config) -> tuple[list[str], int]:
+    """What replicates would settle `exp_id`'s side of the edges, in words and as how many seeds in
+    all (0: none would): with a seed spread, the fewest seeds whose interval of the mean clears each
+    crossed edge; without one, three seeds to measure it. The interval over LRGs does not narrow
+    with seeds: said when it alone crosses."""
+    have_seeds = None
+    needs: list[int] = []
+    lrg_only = False
+    for key, band in keys:
+        value, seeds, lrgs = number(metrics.get(key)), seeds_of(metrics, key), interval_of(metrics, key)
+        if value is None:
+            continue
+        have_seeds = seeds.n if seeds is not None else have_seeds
+        if seeds is not None:
+            for edge in crossed(band, seeds.low, seeds.high):
+                n = replicates_needed(seeds.mean, seeds.sd, edge, seeds.n)
+                needs.append(n if n is not None else -1)
+        if lrgs is not None and crossed(band, *lrgs):
+            lrg_only = lrg_only or seeds is None or not crossed(band, seeds.low, seeds.high)
+    out, total = [], 0
+    if have_seeds is None:
+        out += _seeds_words(exp_id, config)
+        total = max(3, _planned(config, exp_id))
+    elif needs and all(n > 0 for n in needs):
+        total = max(needs)
+        out.append(f"run {exp_id} with {total} seeds (replicates = {total}): with the spread measured so far, "
+                   "the mean's interval would clear the edge")
+    elif needs:
+        out.append(f"{exp_id}'s mean over seeds sits too close to the edge for up to 10 seeds to settle it")
+    if lrg_only:
+        out.append(f"{exp_id}'s interval over LRGs crosses an edge: more seeds do not narrow it, more "
+                   "validation LRGs do")
+    return out, total
+
+
+def _seeds_words(exp_id: str, config: Config, words: str | None = None) -> list[str]:
+    """'run B1 with 3 seeds (replicates = 3, or lenstui launch B1 --seeds 42,43,44): ...'."""
+    planned = config.experiments[exp_id].replicates if exp_id in config.experiments else 1
+    seeds = ",".join(str(config.training.seed + k) for k in range(max(3, planned)))
+    return [words or (f"run {exp_id} with {max(3, planned)} seeds (replicates = {max(3, planned)}, or lenstui "
+                      f"launch {exp_id} --seeds {seeds}): its seed-to-seed spread is not measured yet")]
 
 
 def _decide(results: Mapping[str, Mapping[str, Any]], config: Config) -> Decision:

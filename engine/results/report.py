@@ -23,6 +23,12 @@ than once: engine.results.representative's rule picks the run that stands for it
 the decision panel and `lenstui status` show), the report says which and why, lists the others
 under "Runs of each experiment", and warns when the runs it compares used different datasets
 or settings.
+Seed replicates (engine/results/replicates.py): the runs of one experiment that differ only by
+their seed are grouped with the run that stands for it; with two or more done, every value the
+verdicts, the decision and the tables read is their mean, with its seed spread beside it, and the
+matrix says how many replicates stand behind each column.
+Every verdict's value is shown with its 95% interval over LRGs (and, with replicates, over seeds),
+and the edges they cross; the CSV gives the bounds in `<name>_lower`/`<name>_upper` columns.
 Verdicts are recomputed from the values with this config's thresholds and `[decision]`
 reading (engine.results.verdicts), so a report never shows verdicts of an older threshold table.
 The decision and the verdicts read validation numbers only; the test numbers are shown in
@@ -45,7 +51,11 @@ follow its `sensitivity_radii` and `thetae_bins`):
     final_masked_radial_lr_auc, final_core_lr_auc_ungrouped, final_radial_lr_auc_ungrouped,
     final_masked_core_lr_auc_ungrouped, final_raw_robust_core_lr_auc,
     final_raw_robust_radial_lr_auc, radial_uninformative ("yes"/"no"),
-    <split>_rows, <split>_distinct_positive, <split>_distinct_negative for train, val, test
+    <split>_rows, <split>_distinct_positive, <split>_distinct_negative for train, val, test,
+    replicates_done, replicates_planned, replicate_seeds ("42 43 44"),
+    <name>_lower, <name>_upper (the 95% interval over LRGs), <name>_seeds_n, <name>_seeds_sd,
+    <name>_seeds_lower, <name>_seeds_upper (over seed replicates), <name>_crosses ("0.05") for each
+    engine.results.verdicts.VERDICT_NAMES
 
 Torch-free and NumPy-free at import; matplotlib is imported only to draw.
 """
@@ -55,7 +65,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping, Sequence
 
@@ -68,6 +78,7 @@ from engine.results.reading import plan_order, plan_order_of
 from engine.results.report_csv import csv_columns, csv_row, write_csv
 from engine.results.report_markdown import render_markdown
 from engine.results.report_plots import write_plots
+from engine.results.replicates import ReplicateGroup, groups_of, pooled
 from engine.results.representative import Choice, RunCandidate, candidate_from_entry, choose_all, comparison_notes
 from engine.results.verdicts import compute_verdicts
 
@@ -87,10 +98,12 @@ FoundRun = RunCandidate   # one run as the report uses it (engine/results/repres
 class Collection:
     """Every run found, the one that stands for each experiment, and what was noticed on the way."""
 
-    runs: dict[str, RunCandidate]   # experiment -> the run that stands for it (engine.results.representative)
+    runs: dict[str, RunCandidate]   # experiment -> the run that stands for it (engine.results.representative),
+                                    # its metrics pooled over its done seed replicates (replicates.pooled)
     notes: tuple[str, ...]
     looked_in: tuple[str, ...]      # "runs (3 run directories)", "fetched/x (does not exist)"
     choices: Mapping[str, Choice] = field(default_factory=dict)   # experiment -> every run of it, ranked
+    groups: Mapping[str, ReplicateGroup] = field(default_factory=dict)   # experiment -> its seed replicates
 
 
 def _local_hosts(config: Config | None) -> set[str]:
@@ -109,7 +122,7 @@ def _found_run(directory: Path, config: Config | None, order: int = 0) -> RunCan
         written = metrics.get("status") or (view.run_info or {}).get("status") or RunState.PENDING
         state, note = str(written), f"as written on {host}; its process is not checked from here"
     return RunCandidate(view.experiment, host if isinstance(host, str) else None, str(directory), state, metrics,
-                        view.run_info, note, view.errors, order)
+                        view.run_info, note, view.errors, order, name=view.name)
 
 
 def collect_runs(roots: Sequence[str | Path], config: Config | None = None) -> Collection:
@@ -147,14 +160,25 @@ def collection_from_candidates(candidates: Sequence[RunCandidate], config: Confi
     """A Collection from runs found anywhere (run directories, or lenstui's hosts): the rule picks."""
     choices = choose_all(candidates, config.training.epochs if config is not None else None)
     notes = list(notes)
+    groups = groups_of(choices, config)
     for exp_id, choice in choices.items():
-        if choice.others:
+        group = groups[exp_id]
+        if len(group.members) > 1:
+            notes.append(f"{exp_id}: {len(group.members)} seed replicates stand for it together ({group.words()}); "
+                         "with two or more done, every value is their mean (Seed replicates)")
+        others = [o for o in choice.others if not any(o is m for m in group.members)]
+        if others:
             notes.append(f"{exp_id} has {len(choice.ranked)} runs: {choice.reason()}")
-    runs = {e: c.chosen for e, c in choices.items()}
+    runs = {e: replace(c.chosen, metrics=pooled(groups[e], config)) for e, c in choices.items()}
+    for e, group in groups.items():
+        notes += [f"{e}: {n}" for n in runs[e].metrics["replicates"]["notes"]]
+        if group.ended:
+            notes.append(f"{e}: seed replicates that ended incomplete are left out of its mean: "
+                         + ", ".join(runs[e].metrics["replicates"]["ended_incomplete"]))
     if config is not None:
         ids = [e for e in plan_order(runs, config)]
         notes += [f"Warning: {n}" for n in comparison_notes(runs, ids)]
-    return Collection(runs, tuple(notes), tuple(looked_in), choices)
+    return Collection(runs, tuple(notes), tuple(looked_in), choices, groups)
 
 
 def collection_from_results(results: Mapping[str, Mapping[str, Any]]) -> Collection:

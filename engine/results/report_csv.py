@@ -18,6 +18,7 @@ from engine.results.decision import settings_note
 from engine.results.reading import (bin_key, curve_of, effective, epochs_done, gates_in_order, history_of, overrides_text,
                                     test_bins, val_bins)
 from engine.results.representative import RunCandidate
+from engine.results.uncertainty import pair
 from engine.results.verdicts import VERDICT_NAMES, thetae_summary
 
 
@@ -39,6 +40,10 @@ def csv_columns(config: Config) -> list[str]:
     cols += ["core_gate_reading", "core_lr_auc_judged", *_CONTEXT_KEYS, "radial_uninformative"]
     for split in SPLITS:
         cols += [f"{split}_rows", f"{split}_distinct_positive", f"{split}_distinct_negative"]
+    cols += ["replicates_done", "replicates_planned", "replicate_seeds"]
+    for name in VERDICT_NAMES:
+        cols += [f"{name}_lower", f"{name}_upper", f"{name}_seeds_n", f"{name}_seeds_sd",
+                 f"{name}_seeds_lower", f"{name}_seeds_upper", f"{name}_crosses"]
     return cols
 
 # The end-of-training gate values shown beside the judged ones (CSV columns and the probes table).
@@ -96,6 +101,19 @@ def csv_row(run: RunCandidate, verdicts: Mapping[str, Mapping[str, Any]], config
         row[f"{split}_rows"] = counts.get("rows")
         row[f"{split}_distinct_positive"] = counts.get("distinct_positive")
         row[f"{split}_distinct_negative"] = counts.get("distinct_negative")
+    rec = m.get("replicates") if isinstance(m.get("replicates"), Mapping) else {}
+    exp = config.experiments.get(run.experiment)
+    row["replicates_done"] = rec.get("done")
+    row["replicates_planned"] = exp.replicates if exp is not None else None
+    row["replicate_seeds"] = " ".join(str(s) for s in rec.get("seeds") or [] if s is not None) or None
+    for name in VERDICT_NAMES:
+        v = verdicts[name]
+        interval, seeds = pair(v.get("interval")), v.get("seeds") if isinstance(v.get("seeds"), Mapping) else {}
+        spread = pair(seeds.get("ci95"))
+        row[f"{name}_lower"], row[f"{name}_upper"] = interval if interval else (None, None)
+        row[f"{name}_seeds_n"], row[f"{name}_seeds_sd"] = seeds.get("n"), number(seeds.get("sd"))
+        row[f"{name}_seeds_lower"], row[f"{name}_seeds_upper"] = spread if spread else (None, None)
+        row[f"{name}_crosses"] = " ".join(f"{e:g}" for e in v.get("crosses") or []) or None
     return row
 
 def write_csv(path: Path, rows: list[dict[str, Any]], columns: list[str]) -> None:

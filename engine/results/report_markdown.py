@@ -14,6 +14,7 @@ from engine.results.decision import Decision, settings_note
 from engine.results.reading import (bin_key, curve_of, effective, epochs_text, gates_in_order, history_of, plan_order_of,
                                     test_bins, val_bins)
 from engine.results.representative import RunCandidate, settings_text, time_text
+from engine.results.uncertainty import edge_words, pair, range_words, seeds_of
 from engine.results.verdicts import VERDICT_NAMES, gate_verdicts, thetae_summary
 
 if TYPE_CHECKING:
@@ -46,7 +47,9 @@ def _table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> list[str]:
 
 def verdict_cell(entry: Mapping[str, Any] | None) -> str:
     """'0.612 (WARN)'; a gate-sourced value says so: '0.612 (WARN, gate after 10 epochs)'; a masked
-    reading names its radius; a gate that cannot fail on the run's inputs says so."""
+    reading names its radius; a gate that cannot fail on the run's inputs says so. With its
+    uncertainty: '0.048 (WARN; 95% 0.041–0.056: crosses 0.05)', and over seed replicates
+    '0.048 ± 0.004 (WARN, 3 seeds; 95% 0.041–0.056, over seeds 0.038–0.058: crosses 0.05)'."""
     if not entry or entry.get("value") is None:
         return DASH
     words = [entry.get("verdict") or "no verdict"]
@@ -61,7 +64,35 @@ def verdict_cell(entry: Mapping[str, Any] | None) -> str:
         words.append("val, best.pt")
     if entry.get("uninformative"):
         words.append("cannot fail on residual inputs")
-    return f"{entry['value']:.3f} ({', '.join(words)})"
+    seeds = seeds_of({"v_seeds": entry.get("seeds")}, "v")
+    value = f"{entry['value']:.3f}"
+    if seeds is not None:
+        value += f" ± {seeds.sd:.3f}"
+        words.append(f"{seeds.n} seeds")
+    sure = []
+    lrgs = pair(entry.get("interval"))
+    if lrgs is not None:
+        sure.append(f"95% {range_words(*lrgs)}")
+    if seeds is not None:
+        sure.append(f"{'over seeds' if sure else '95% over seeds'} {range_words(seeds.low, seeds.high)}")
+    tail = ("; " + ", ".join(sure)) if sure else ""
+    if entry.get("crosses"):
+        tail += f": {edge_words(entry['crosses'])}"
+    return f"{value} ({', '.join(words)}{tail})"
+
+
+def replicates_cell(run: FoundRun | None, planned: int = 1) -> str:
+    """'3/3 seeds done' for a replicated experiment, '1 run' otherwise (replicates.pooled's record)."""
+    if run is None:
+        return DASH
+    rec = run.metrics.get("replicates")
+    if not isinstance(rec, Mapping):
+        return "1 run"
+    n = max(int(rec.get("n") or 1), planned)
+    if n <= 1:
+        return "1 run"
+    pooled = " (mean ± sd)" if rec.get("pooled") else ""
+    return f"{rec.get('done', 0)}/{n} seeds done{pooled}"
 
 def _settings(exp_id: str, metrics: Mapping[str, Any]) -> str:
     note = settings_note(exp_id, metrics)
@@ -95,6 +126,11 @@ def render_decision(decision: Decision) -> list[str]:
         lines.append("- **Outside the plan**: no branch of §10 covers these results; a person decides")
     if decision.provisional:
         lines.append("- **Provisional**: see the notes below")
+    if decision.too_close:
+        lines.append("- **Too close to call**: the tree decided on the point estimates, but an interval "
+                     "puts another branch within reach")
+        lines += [f"  - {t}" for t in decision.too_close]
+        lines += [f"  - To settle it: {t}" for t in decision.settle]
     lines += [f"- Note: {n}" for n in decision.notes]
     lines += [f"- Read: {r}" for r in decision.readings]
     if decision.numbers:
@@ -124,7 +160,8 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
             ["Host", ""] + [(runs[e].host or DASH) if e in runs else DASH for e in ids],
             ["Epochs (done/planned)", ""] + [_epochs_cell(runs.get(e)) for e in ids],
             ["Best epoch", ""] + [fixed(runs[e].metrics.get("best_epoch"), 0) if e in runs else DASH
-                                  for e in ids]]
+                                  for e in ids],
+            ["Replicates", "seeds behind each value"] + [replicates_cell(runs.get(e), _planned(config, e)) for e in ids]]
     for name in _MATRIX_ORDER:
         rows.append([_VERDICT_LABELS[name], rules[name]]
                     + [verdict_cell(verdicts[e][name]) if e in runs else DASH for e in ids])
@@ -133,6 +170,7 @@ def render_markdown(collection: Collection, config: Config, decision: Decision,
     warnings = [n[len("Warning: "):] for n in collection.notes if n.startswith("Warning: ")]
     lines += [f"**Warning:** {w}." for w in warnings] + ([""] if warnings else [])
     lines += render_runs(collection, ids)
+    lines += render_replicates(collection, ids)
     lines += render_selection(found, runs, verdicts, config)
     lines += render_probes(found, runs, verdicts, config)
     lines += render_effective_sample(found, runs)
@@ -186,6 +224,59 @@ def render_runs(collection: Collection, ids: Sequence[str]) -> list[str]:
         return lines + ["No run yet.", ""]
     return lines + _table(("Experiment", "Stands for it", "State", "Host", "Directory", "Dataset", "Settings",
                            "Epochs", "Updated", "Code version"), rows) + [""]
+
+def _planned(config: Config, exp_id: str) -> int:
+    exp = config.experiments.get(exp_id)
+    return exp.replicates if exp is not None else 1
+
+
+# The values the replicates table shows, seed by seed (metrics.json keys).
+_REPLICATE_KEYS = (("best_val_auroc", "Best val AUROC"), ("core_reliance", "Core reliance"),
+                   ("final_core_lr_auc", "Core LR AUC"), ("test_auroc", "Test AUROC (held out)"))
+
+
+def render_replicates(collection: Collection, ids: Sequence[str]) -> list[str]:
+    """Each replicated experiment's seeds: every run's value, then the mean ± sd beside the width of
+    one run's interval over LRGs (engine/results/replicates.py)."""
+    groups = [g for e in ids if (g := collection.groups.get(e)) is not None and g.is_replicated]
+    if not groups:
+        return []
+    lines = ["## Seed replicates", "",
+             "Runs of one experiment that differ only by their training seed. Where two or more are done, "
+             "every value above is their mean (± their standard deviation). *95% over LRGs* is one run's "
+             "bootstrap interval with the LRGs resampled (the model fixed): how much a value depends on "
+             "which validation LRGs were drawn. The seed spread is how much it depends on training.", ""]
+    rows = []
+    for g in groups:
+        for c in g.members:
+            rows.append([g.experiment, c.run_name, str(c.metrics.get("seed", DASH)), c.state, c.host or DASH]
+                        + [_with_interval(c.metrics, k) for k, _ in _REPLICATE_KEYS])
+        pooled_metrics = collection.runs[g.experiment].metrics
+        rows.append([g.experiment, f"**mean ± sd** ({g.count_words()} done)", DASH, DASH, DASH]
+                    + [_mean_sd(pooled_metrics, k) for k, _ in _REPLICATE_KEYS])
+        for c in g.ended:
+            rows.append([g.experiment, c.run_name, str(c.metrics.get("seed", DASH)), f"{c.state} (left out)",
+                         c.host or DASH] + [DASH] * len(_REPLICATE_KEYS))
+    return lines + _table(["Experiment", "Run", "Seed", "State", "Host"] + [label for _, label in _REPLICATE_KEYS],
+                          rows) + [""]
+
+
+def _with_interval(metrics: Mapping[str, Any], key: str) -> str:
+    value = number(metrics.get(key))
+    if value is None:
+        return DASH
+    lrgs = pair(metrics.get(f"{key}_ci95"))
+    return f"{value:.3f}" + (f" (95% {range_words(*lrgs)})" if lrgs else "")
+
+
+def _mean_sd(metrics: Mapping[str, Any], key: str) -> str:
+    seeds = seeds_of(metrics, key)
+    if seeds is None:
+        return fixed(metrics.get(key))
+    lrgs = pair(metrics.get(f"{key}_ci95"))
+    width = f"; LRG interval width {lrgs[1] - lrgs[0]:.3f}" if lrgs else ""
+    return f"{seeds.mean:.3f} ± {seeds.sd:.3f} (n={seeds.n}{width})"
+
 
 def _plain_verdict(entry: Mapping[str, Any]) -> str:
     if entry.get("value") is None:

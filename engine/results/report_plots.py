@@ -1,5 +1,9 @@
 """The report's three PNG plots (matplotlib, Agg, imported only here): learning curves, θ_E bins, core sensitivity.
 
+The θ_E bins and the sensitivity curves carry error bars: each point's 95% interval over LRGs
+(`ci95`, written at the end of training; for pooled seed replicates, the mean of theirs), where
+the run has one.
+
 matplotlib is an optional dependency of the report alone: without it the Markdown and the CSV
 are still written and the report says why there are no plots.
 """
@@ -13,6 +17,7 @@ from engine.config import Config
 from engine.files import replace_via_temp
 from engine.numbers import number
 from engine.results.reading import bin_key, curve_of, history_of, plan_order_of, val_bins
+from engine.results.uncertainty import pair
 from engine.results.verdicts import thetae_summary
 
 if TYPE_CHECKING:
@@ -64,9 +69,11 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
         m = runs[e].metrics
         summary = thetae_summary(m)
         bins = val_bins(m)[1]
-        ys = [_nan((bins.get(bin_key(lo, hi)) or {}).get("auroc")) for lo, hi in pairs]
+        records = [bins.get(bin_key(lo, hi)) or {} for lo, hi in pairs]
+        ys = [_nan(r.get("auroc")) for r in records]
         if bins:
-            ax.plot(range(len(pairs)), ys, "o-", color=f"C{i % 10}", label=f"{e} ({summary.kind})")
+            ax.errorbar(range(len(pairs)), ys, yerr=_yerr(ys, [r.get("ci95") for r in records]), fmt="o-",
+                        color=f"C{i % 10}", capsize=3, label=f"{e} ({summary.kind})")
             drawn = True
     ax.axhline(th.thetae_min_bin_auroc.pass_limit, color="green", linestyle=":", label="PASS above")
     ax.axhline(th.thetae_min_bin_auroc.fail_limit, color="red", linestyle=":", label="FAIL below")
@@ -82,13 +89,32 @@ def write_plots(collection: Collection, config: Config, out_dir: Path) -> tuple[
             curve = curve_of(runs[e].metrics, key)
             if curve:
                 radii = sorted(curve)
-                ax.plot(radii, [curve[r] for r in radii], style, color=f"C{i % 10}", label=f"{e} {kind}")
+                ys = [curve[r] for r in radii]
+                points = {p.get("radius"): p for p in runs[e].metrics.get(key) or [] if isinstance(p, dict)}
+                ax.errorbar(radii, ys, yerr=_yerr(ys, [(points.get(r) or {}).get("ci95") for r in radii]),
+                            fmt=style, color=f"C{i % 10}", capsize=3, label=f"{e} {kind}")
                 drawn = True
     ax.axvline(config.metrics.core_reliance_radius, color="grey", linestyle=":",
                label=f"R={config.metrics.core_reliance_radius} (core_reliance)")
     _finish(ax, "core mask radius R (px)", "AUROC", "Core sensitivity (solid val, dashed test)", drawn)
     _save(fig, plt, out_dir / PLOT_FILES[2])
     return list(PLOT_FILES), None
+
+def _yerr(ys: list[float], intervals: list[Any]) -> list[list[float]] | None:
+    """matplotlib's asymmetric error bars from [low, high] intervals (0 where a point has none);
+    None when no point has one."""
+    lows, highs, any_interval = [], [], False
+    for y, raw in zip(ys, intervals):
+        bounds = pair(raw)
+        if bounds is None or y != y:
+            lows.append(0.0)
+            highs.append(0.0)
+            continue
+        any_interval = True
+        lows.append(max(0.0, y - bounds[0]))
+        highs.append(max(0.0, bounds[1] - y))
+    return [lows, highs] if any_interval else None
+
 
 def _nan(value: Any) -> float:
     v = number(value)

@@ -9,11 +9,14 @@ run's numbers they use. The rule, in order:
 1. **Completed or in progress before ended incomplete.** A failed, aborted or lost run comes
    after any run that is done, running or pending (a run last seen running on a host that
    has since disconnected counts as running).
-2. **The plan's settings before overrides.** No overrides first; then overrides that keep the
-   plan's data and epochs (device, seed, base); then fewer epochs than the plan; last, row
-   limits (`--limit-train`, `--limit-val`: a smoke run). Between two runs of the same kind,
+2. **The plan's settings before overrides.** No overrides (or a seed alone: a seed replicate is
+   the plan's run too) first; then overrides that keep the plan's data and epochs (device,
+   base); then fewer epochs than the plan; last, row limits (`--limit-train`, `--limit-val`: a
+   smoke run). Between two runs of the same kind,
    the one planned for more epochs is closer to the plan.
 3. **Completed before in progress**, at the same settings: a done run has the numbers.
+   Then the plan's seed before a seed replicate (a replicate's numbers count in the mean of
+   its group all the same: engine/results/replicates.py).
 4. **The newest among equals** (metrics.json's `updated_at`, else when it started), then the
    order the runs were given in (host order of experiments.toml, or `--runs-root` order).
 
@@ -23,9 +26,9 @@ local (rule 2), but an aborted A1 never hides a finished one (rule 1).
 Datasets are never mixed silently: `comparison_notes` says when the runs a decision or a
 report compares used different datasets, settings or experiments.toml versions.
 
-Replicates: a Choice keeps every candidate ranked; a later grouping of runs that share
-`settings_key` (everything but the seed) can take the chosen run's group without changing
-the ranking. Torch-free and NumPy-free: lenstui imports this.
+Replicates: a Choice keeps every candidate ranked; engine/results/replicates.py groups the
+chosen run with the other runs that share its `settings_key` (everything but the seed and the
+device), one per seed, without changing the ranking. Torch-free and NumPy-free: lenstui imports this.
 """
 
 from __future__ import annotations
@@ -62,6 +65,12 @@ class RunCandidate:
     errors: tuple[str, ...] = ()
     order: int = 0                  # the tie-break: the order the runs were given in
     as_of: float | None = None      # Unix time of the last answer from its host, when that host is down
+    name: str = ""                  # its directory's name: the experiment id, or a replicate's <id>@seed<N>
+
+    @property
+    def run_name(self) -> str:
+        """The run directory's name (the experiment id for the plan's seed; rundir.run_name)."""
+        return self.name or self.experiment
 
     @property
     def updated_at(self) -> str | None:
@@ -130,16 +139,18 @@ class Choice:
 
 
 def candidate_from_entry(exp_id: str, entry: Mapping[str, Any], host: str | None = None, order: int = 0,
-                         as_of: float | None = None) -> RunCandidate:
-    """One run from a status entry (lenstui's, with its `state` and `run`) or a metrics document."""
+                         as_of: float | None = None, name: str | None = None) -> RunCandidate:
+    """One run from a status entry (lenstui's, with its `state` and `run`) or a metrics document;
+    `name` is its run directory's (a status entry's `name`, else its metrics' `run_name`)."""
     info = entry.get("run") if isinstance(entry.get("run"), Mapping) else None
     state = entry.get("state") or entry.get("status") or RunState.PENDING
     host = host or (info or {}).get("host")
-    location = f"{exp_id} on {host} (lenstui status)" if host else f"{exp_id} (lenstui status)"
+    name = name or next((v for v in (entry.get("name"), entry.get("run_name")) if isinstance(v, str) and v), exp_id)
+    location = f"{name} on {host} (lenstui status)" if host else f"{name} (lenstui status)"
     raw_errors = entry.get("errors")
     errors = tuple(str(e) for e in raw_errors) if isinstance(raw_errors, list) else ()
     return RunCandidate(exp_id, host, location, str(state), dict(entry), dict(info) if info else None,
-                        str(entry.get("reason") or ""), errors, order, as_of)
+                        str(entry.get("reason") or ""), errors, order, as_of, name)
 
 
 
@@ -148,7 +159,11 @@ def candidate_from_entry(exp_id: str, entry: Mapping[str, Any], host: str | None
 
 
 def settings_rank(overrides: Mapping[str, Any], plan_epochs: int | None = None) -> int:
-    """0 the plan's settings; 1 overrides that keep its data and epochs; 2 fewer epochs; 3 row limits."""
+    """0 the plan's settings; 1 overrides that keep its data and epochs; 2 fewer epochs; 3 row limits.
+
+    A seed alone is the plan's settings: a seed replicate (issue 19) is as much the plan's run as the
+    one with experiments.toml's seed."""
+    overrides = {k: v for k, v in overrides.items() if k != "seed"}
     if not overrides:
         return 0
     if any(k in overrides for k in SMOKE_LIMITS):
@@ -179,7 +194,7 @@ def sort_key(c: RunCandidate, plan_epochs: int | None = None) -> tuple:
     completion = completion_rank(c.state)
     stamp = run_time(c)
     return (completion == 2, settings_rank(c.overrides, plan_epochs), -c.epochs_planned, completion,
-            -(stamp if stamp is not None else float("-inf")), c.order)
+            "seed" in c.overrides, -(stamp if stamp is not None else float("-inf")), c.order)
 
 
 def choose(candidates: Iterable[RunCandidate], plan_epochs: int | None = None) -> Choice:
@@ -213,6 +228,8 @@ def why_first(a: RunCandidate, b: RunCandidate, plan_epochs: int | None = None) 
     if ka[3] != kb[3]:
         return "a completed run comes before one still in progress"
     if ka[4] != kb[4]:
+        return "the plan's seed comes before a seed replicate (seed=" + str(b.overrides.get("seed")) + ")"
+    if ka[5] != kb[5]:
         return f"newer ({time_text(a)} against {time_text(b)})"
     return "equal by the rule otherwise; the first listed wins"
 
@@ -265,8 +282,10 @@ def state_words(c: RunCandidate) -> str:
 
 
 def describe(c: RunCandidate) -> str:
-    """'aborted on lambda (epochs=20)', 'done on local (the plan's settings)'."""
-    return f"{state_words(c)} {c.where()} ({settings_text(c)})"
+    """'aborted on lambda (epochs=20)', 'done on local (the plan's settings)'; a seed replicate by its
+    name: 'done B1@seed43 on local (seed=43)'."""
+    name = f"{c.run_name} " if c.run_name != c.experiment else ""
+    return f"{state_words(c)} {name}{c.where()} ({settings_text(c)})"
 
 
 # ---------------------------------------------------------------------------

@@ -11,6 +11,17 @@ Each verdict is a plain dict, JSON-ready:
 
 `verdict` is None when there is no value yet; `note` then says why.
 
+Every verdict also says how sure its value is (engine/results/uncertainty.py, docs/DECISIONS.md
+"Uncertainty"): its 95% interval over LRGs when the engine wrote one, its spread over seed
+replicates when several are done, and the band edges they reach:
+
+    "interval": [low, high]|None, "interval_source": "core_reliance_ci95"|None,
+    "seeds": {"n", "mean", "sd", "values", "ci95"}|None,
+    "crosses": [0.05], "uncertain": "crosses 0.05"|None
+
+A verdict is judged on the value (the point estimate, as the plan says); `uncertain` marks one that
+an interval puts on both sides of a band edge.
+
 The two gate verdicts (core_lr_auc, radial_lr_auc) carry what a reader needs beside the value
 they judge (docs/DECISIONS.md):
 
@@ -33,6 +44,7 @@ from typing import Any, Mapping, Sequence
 from engine.config import Band, Targets, Thresholds
 from engine.numbers import in_words, number
 from engine.results.reading import best_val_auroc, latest_gate_with
+from engine.results.uncertainty import crossed, describe, edge_words, hull, interval_of, pair, seeds_of
 
 # The verdicts compute_verdicts returns, in the plan's order (§6.1–§6.4).
 VERDICT_NAMES = ("core_lr_auc", "radial_lr_auc", "core_reliance", "thetae_min_bin_auroc",
@@ -317,17 +329,60 @@ def compute_verdicts(metrics: Mapping[str, Any], thresholds: Thresholds, targets
     value = number(metrics.get("test_auroc"))
     out["test_auroc"] = _target_entry(targets.test_auroc, value, "test_auroc" if value is not None else None,
                                       "no test evaluation yet (§5.6: final evaluation only)", held_out=True)
+
+    # How sure each value is: the key its interval and seed spread sit beside (None: it has none).
+    theta_key = {"final_val_auroc_by_thetae": "final_val_thetae", "test_auroc_by_thetae": "test_thetae"}.get(th.source or "")
+    keys = {
+        "core_lr_auc": out["core_lr_auc"]["source"], "radial_lr_auc": out["radial_lr_auc"]["source"],
+        "core_reliance": out["core_reliance"]["source"],
+        "thetae_min_bin_auroc": f"{theta_key}_min_bin_auroc" if theta_key else None,
+        "thetae_max_spread": f"{theta_key}_max_spread" if theta_key else None,
+        "val_auroc": out["val_auroc"]["source"] if out["val_auroc"]["source"] == "best_val_auroc" else None,
+        "test_auroc": out["test_auroc"]["source"],
+    }
+    bands = {"core_lr_auc": thresholds.core_lr_auc, "radial_lr_auc": thresholds.radial_lr_auc,
+             "core_reliance": thresholds.core_reliance, "thetae_min_bin_auroc": thresholds.thetae_min_bin_auroc,
+             "thetae_max_spread": thresholds.thetae_max_spread}
+    targets_by_name = {"val_auroc": targets.val_auroc, "test_auroc": targets.test_auroc}
+    for name, entry in out.items():
+        add_uncertainty(entry, metrics, keys[name], bands.get(name), targets_by_name.get(name))
     return out
 
 
+def add_uncertainty(entry: dict[str, Any], metrics: Mapping[str, Any], key: str | None,
+                    band: Band | None = None, target: float | None = None) -> dict[str, Any]:
+    """Put beside a verdict its interval over LRGs (`<key>_ci95`), its seed spread (`<key>_seeds`)
+    and the band edges either reaches (`crosses`, `uncertain`). An epoch gate's value (its key names
+    a gate record) and a file without intervals get none: `interval` None, `crosses` []."""
+    plain = key is not None and "[" not in key
+    lrgs = interval_of(metrics, key) if plain else None
+    seeds = seeds_of(metrics, key) if plain else None
+    reach = hull(lrgs, (seeds.low, seeds.high) if seeds is not None else None)
+    edges = crossed(band, *reach, target) if reach is not None and entry.get("value") is not None else []
+    entry.update(interval=list(lrgs) if lrgs is not None else None,
+                 interval_source=f"{key}_ci95" if lrgs is not None else None,
+                 seeds=seeds.as_dict() if seeds is not None else None,
+                 crosses=edges, uncertain=edge_words(edges) if edges else None)
+    return entry
+
+
+def verdict_words(entry: Mapping[str, Any]) -> str:
+    """'WARN (0.048, 95% 0.041–0.056: crosses 0.05)': a verdict, its value, and how sure the value is."""
+    return f"{entry.get('verdict') or 'no verdict'} ({shown_value(entry)})"
+
+
 def shown_value(entry: Mapping[str, Any]) -> str:
-    """'0.702', '0.702 masked at R=3' for a masked gate reading, 'no value' when there is none."""
-    value = entry.get("value")
+    """'0.702', '0.702 masked at R=3' for a masked gate reading, 'no value' when there is none; with
+    its interval and seed spread when it has them: '0.048, 95% 0.041–0.056: crosses 0.05'."""
+    value = number(entry.get("value"))
     if value is None:
         return "no value"
-    if entry.get("reading") == "masked":
-        return f"{in_words(value)} masked at R={entry.get('mask_radius')}"
-    return in_words(value)
+    seeds = entry.get("seeds") if isinstance(entry.get("seeds"), Mapping) else None
+    spread = seeds_of({"v_seeds": seeds}, "v") if seeds is not None else None
+    text = describe(value, pair(entry.get("interval")), spread, entry.get("crosses") or ())
+    if entry.get("reading") == "masked":   # the radius right after the value it qualifies
+        return f"{in_words(value)} masked at R={entry.get('mask_radius')}" + text[len(in_words(value)):]
+    return text
 
 
 def failing(verdicts: Mapping[str, Mapping[str, Any]], names: Sequence[str]) -> list[str]:

@@ -144,7 +144,9 @@ def make_plan(argv: Sequence[str]) -> RunPlan:
     return RunPlan(
         provenance=provenance,
         config=config, experiment=experiment, host=host.name, dataset=dataset,
-        data_root=data_root.resolve(), run_dir=rundir.run_dir(runs_root, experiment.id),
+        data_root=data_root.resolve(),
+        # A seed other than the plan's is a replicate, with a directory of its own (rundir.run_name).
+        run_dir=rundir.run_dir(runs_root, rundir.run_name(experiment.id, overrides.get("seed"), t.seed)),
         epochs=args.epochs or t.epochs, seed=t.seed if args.seed is None else args.seed, device=device,
         limit_train=args.limit_train, limit_val=args.limit_val, fresh=args.fresh, compile=args.compile,
         cuda_graph=args.cuda_graph,
@@ -159,7 +161,8 @@ def run_info(plan: RunPlan, *, status: str, started_at: str, device_name: str, p
     """run.json for this start (see rundir)."""
     me = rundir.process_identity(os.getpid())
     return {
-        "experiment": plan.experiment.id, "host": plan.host, "hostname": socket.gethostname(),
+        "experiment": plan.experiment.id, "run_name": plan.run_dir.name, "seed": plan.seed,
+        "host": plan.host, "hostname": socket.gethostname(),
         "pid": os.getpid(), "pgid": os.getpgid(0),
         "pid_start_ticks": me.start_ticks if me else None, "cmdline": me.cmdline if me else "",
         "command": plan.command, "engine_version": ENGINE_VERSION, "code_version": code,

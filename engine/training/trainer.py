@@ -48,7 +48,7 @@ from engine.training.checkpoint import (CHECKPOINT_FORMAT, CheckpointError, Prog
                                         load_optimizer_state, rng_states, save_checkpoint, set_rng_states)
 from engine.training.device import describe, memory_format, pick_precision
 from engine.training.evaluate import (apply_evaluation, auroc, auroc_by_thetae, bce, evaluate_split, final_val_metrics,
-                                      gate_record, predict, with_verdicts)
+                                      gate_record, predict, shown, with_verdicts)
 from engine.training.model import build_model, build_optimizer
 from engine.training.run_plan import RunPlan, UsageError, run_info
 from engine.training.splits import DeviceSplit, effective_sample, load_device_split
@@ -102,14 +102,16 @@ class Trainer:
         # What the run's inputs are: a verdict reads it (a radial gate on residual inputs cannot fail).
         inputs = {"data_mode": e.data_mode, "preprocessing": e.preprocessing, "sample": e.sample,
                   "masking": e.masking.describe()}
+        # Which run of the experiment this is: its directory's name and its seed (replicates differ by it).
+        replicate = {"run_name": self.plan.run_dir.name, "seed": self.plan.seed}
         if resume is None:
             metrics = rundir.new_metrics(e.id, self.plan.epochs, self.plan.overrides)
-            metrics["inputs"] = inputs
+            metrics.update(inputs=inputs, **replicate)
             return Progress(metrics=metrics)
         metrics = rundir.upgrade_metrics(json.loads(resume["metrics_json"]))   # a run begun by an older engine
         metrics["status"] = RunState.RUNNING   # a new start: its state begins again
         metrics["overrides"] = dict(self.plan.overrides)
-        metrics["inputs"] = inputs
+        metrics.update(inputs=inputs, **replicate)
         return Progress.resumed(resume, metrics)
 
     # -- the run -----------------------------------------------------------------
@@ -406,17 +408,17 @@ class Trainer:
         self.write_metrics()
         radius = metrics.get("final_mask_radius")
         masked = (f" masked at R={radius} (best.pt's epoch): core "
-                  f"{fixed(metrics['final_masked_core_lr_auc'], 4, NA)} "
+                  f"{shown(metrics, 'final_masked_core_lr_auc')} "
                   f"radial {fixed(metrics['final_masked_radial_lr_auc'], 4, NA)};" if radius else "")
         self.log.line(f"best epoch {top['epoch']}: val_auroc {fixed(top['val_auroc'], 4, NA)}; "
                       f"final gates on {metrics['final_gate_n_samples']} val rows: core_lr_auc "
-                      f"{fixed(metrics['final_core_lr_auc'], 4, NA)} "
-                      f"radial_lr_auc {fixed(metrics['final_radial_lr_auc'], 4, NA)} "
+                      f"{shown(metrics, 'final_core_lr_auc')} "
+                      f"radial_lr_auc {shown(metrics, 'final_radial_lr_auc')} "
                       f"(ungrouped, the published method: {fixed(metrics['final_core_lr_auc_ungrouped'], 4, NA)} / "
                       f"{fixed(metrics['final_radial_lr_auc_ungrouped'], 4, NA)});{masked} raw_robust inputs: core "
                       f"{fixed(metrics['final_raw_robust_core_lr_auc'], 4, NA)} radial "
                       f"{fixed(metrics['final_raw_robust_radial_lr_auc'], 4, NA)}; core_reliance "
-                      f"{fixed(metrics['core_reliance'], 4, NA)}  sensitivity "
+                      f"{shown(metrics, 'core_reliance')}  sensitivity "
                       + " ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in metrics["core_sensitivity"]))
         if self.stop.requested:
             raise Aborted("after the val evaluation, before the test set: the end runs again on resume")
@@ -427,7 +429,7 @@ class Trainer:
         p.status = advance(p.status, RunState.DONE)
         self.save_last(parts)  # a later start sees "done" and asks for --fresh instead of retraining
         self.log.line(f"test (held out, {len(test)} rows, best.pt of epoch {top['epoch']}): test_auroc "
-                      f"{fixed(metrics['test_auroc'], 4, NA)}  sensitivity "
+                      f"{shown(metrics, 'test_auroc')}  sensitivity "
                       + " ".join(f"R={c['radius']}:{fixed(c['auroc'], 4, NA)}" for c in metrics["test_core_sensitivity"]))
 
     def raw_robust_val(self) -> tuple[DeviceSplit | None, str | None]:

@@ -13,6 +13,7 @@ from textual.widgets import Footer, Header
 
 from engine.results.decision import PHASE1, VARIANTS, decide
 from engine.results.representative import settings_text
+from engine.protocol import rundir
 from engine.protocol.rundir import ENDED_INCOMPLETE
 from engine.results.reading import epochs_text
 from lenstui import cells, runs
@@ -33,6 +34,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         Binding("escape", "back", "Back"),
         Binding("backspace", "back", "Back", show=False),
         Binding("l,enter", "launch_next", "Launch next"),
+        Binding("r", "launch_replicates", "Replicates"),
     ]
 
     def __init__(self) -> None:
@@ -40,6 +42,7 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
         self.decision: Any = None
         self.plan: Plan = []
         self.held: list[str] = []       # proposed runs no host can take now, and why
+        self.replicates: list[tuple[str, str, str | None, tuple[str, ...]]] = []   # too close to call: seeds to run
 
     def compose(self) -> ComposeResult:
         yield Header()
@@ -62,8 +65,9 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
                 Text(f"The decision tree could not be evaluated: {type(exc).__name__}: {exc}", style="red"))
             return
         self.plan, self.held = self._plan(self.decision)
+        self.replicates = self._replicates(self.decision)
         self.query_one(DecisionPanel).show(decision_text(self.decision, self.plan, self.inputs(),
-                                                         self.warnings(), self.held))
+                                                         self.warnings(), self.held, self.replicates))
 
     def inputs(self) -> list[str]:
         """'A1: done on local, epoch 2/2 (epochs=2)' for each run the tree reads."""
@@ -77,10 +81,42 @@ class DecisionScreen(AltKeyMeansEscape, Screen[None]):
             run = runs.ref_of(choice.chosen)
             text = (f"{exp_id}: {cells.state_text(run.state, as_of=run.as_of).plain} on {run.host}, "
                     f"epoch {epochs_text(run.entry)} ({settings_text(choice.chosen)})")
-            if choice.others:
+            group = app.groups.get(exp_id)
+            if group is not None and group.is_replicated:
+                text += f"; seed replicates: {group.words()}"
+            elif choice.others:
                 text += f"; {len(choice.others)} other run{'s' if len(choice.others) > 1 else ''}"
             out.append(text)
         return out
+
+    def _replicates(self, decision: Any) -> list[tuple[str, str, str | None, tuple[str, ...]]]:
+        """The seed replicates that would settle a decision too close to call, not yet run:
+        (experiment, run name, host, extra arguments), each on a connected host (the default first)."""
+        if decision is None or not getattr(decision, "settle_runs", ()):
+            return []
+        app = self.app
+        connected = [h for h in app.enabled_hosts if getattr(app.snapshots.get(h), "connected", False)]
+        if app.default_host in connected:
+            connected.remove(app.default_host)
+            connected.insert(0, app.default_host)
+        out = []
+        plan_seed = app.config.training.seed
+        for exp_id, total in decision.settle_runs:
+            group = app.groups.get(exp_id)
+            have = {plan_seed if s is None else s for s in (group.seeds if group is not None else ())}
+            missing = [s for s in range(plan_seed, plan_seed + total + len(have)) if s not in have]
+            for i, seed in enumerate(missing[:max(0, total - len(have))]):
+                host = connected[i % len(connected)] if connected else None
+                out.append((exp_id, rundir.run_name(exp_id, seed, plan_seed), host,
+                            tuple(rundir.seed_args(seed, plan_seed))))
+        return out
+
+    def action_launch_replicates(self) -> None:
+        if not self.replicates:
+            self.notify("No replicates to propose: the decision is not too close to call", severity="warning")
+            return
+        notes = [f"Seed replicates proposed by the decision panel (too close to call): {self.decision.title}."]
+        self.post_message(LaunchRequested([(e, h, None, args) for e, _, h, args in self.replicates], notes))
 
     def read_ids(self) -> tuple[str, ...]:
         """The experiments this decision reads: A1 and B1, and the variants once B1 sends it to them."""

@@ -60,13 +60,14 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         Binding("backspace", "back", "Back", show=False),
         Binding("c", "cutouts", "Cutouts"),
         Binding("a", "abort", "Abort"),
-        Binding("h", "other_host", "Other host"),
+        Binding("h", "other_host", "Other run"),
         Binding("question_mark", "app.help", "Help", key_display="?"),
     ]
 
-    def __init__(self, exp_id: str, host: str) -> None:
+    def __init__(self, exp_id: str, host: str, run_name: str | None = None) -> None:
         super().__init__()
         self.exp_id, self.host = exp_id, host
+        self.run_name = run_name or exp_id   # the run directory: the experiment id, or <id>@seed<N>
         self._log_text = ""
         self._log_in_flight = False
         self._drawn: dict[str, tuple] = {}
@@ -103,14 +104,14 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
     @property
     def entry(self) -> dict[str, Any] | None:
         """This run's latest status entry (as last seen while its host does not answer), or None."""
-        run = self.app.run_on(self.exp_id, self.host)
+        run = self.app.run_on(self.exp_id, self.host, self.run_name)
         return dict(run.entry) if run else None
 
     def refresh_from_app(self) -> None:
         """Redraw from the app's latest snapshot of this host (called after each poll)."""
-        run = self.app.run_on(self.exp_id, self.host)
+        run = self.app.run_on(self.exp_id, self.host, self.run_name)
         entry = dict(run.entry) if run else {}
-        title = Text(f"{self.exp_id} on {self.host}  ", style="bold")
+        title = Text(f"{self.run_name} on {self.host}  ", style="bold")
         title.append_text(cells.state_text(entry.get("state") or "unknown", as_of=run.as_of if run else None))
         title.append(f"  epoch {epochs_text(entry)}  val AUROC {fixed(last_val_auroc(entry))}"
                      f"  best {fixed(best_val_auroc(entry)[0])}")
@@ -118,8 +119,11 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
             title.append(f"  ({entry['reason']})", style="dim")
         for error in entry.get("errors") or []:
             title.append(f"\n{error}", style="red")
+        group = getattr(self.app, "groups", {}).get(self.exp_id)
+        if group is not None and group.is_replicated:
+            title.append(f"\nseed replicates of {self.exp_id}: {group.words()} (h: the next run)", style="dim")
         history = history_of(entry)
-        self.query_one(MetricsTable).show((self.exp_id, self.host), history)
+        self.query_one(MetricsTable).show((self.run_name, self.host), history)
         self.query_one(Curves).show(history)
         th = self.app.config.thresholds
         heading, bins = charts.thetae_table(entry)
@@ -143,8 +147,12 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
             ("Core sensitivity (val)", charts.sensitivity_lines(entry.get("core_sensitivity"))),
             ("Gate history", cells.gate_history_lines(entry, self.app.config)),
             ("Shortcut probes (what the gate verdicts judge, and beside them)", probe_lines(entry)),
-            ("Verdicts (§6)", cells.verdict_lines(entry)),
+            ("Verdicts (§6), with the 95% interval over LRGs", cells.verdict_lines(entry)),
         ]
+        group = getattr(self.app, "groups", {}).get(self.exp_id)
+        if group is not None and group.is_replicated:
+            parts.append((f"Seed replicates of {self.exp_id} ({group.words()})",
+                          cells.replicate_lines(group, self.app.runs.get(self.exp_id), self.run_name, self.host)))
         if entry.get("test_auroc") is not None:
             parts += [
                 (f"Test AUROC {fixed(entry.get('test_auroc'))} (held out, not used for selection) — by θ_E",
@@ -169,16 +177,17 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
 
     @work(thread=True, group="log")
     def _log_worker(self) -> None:
+        name, host = self.run_name, self.host
         try:
-            text = self.app.fleet.logs(self.exp_id, self.host, tail_bytes=LOG_TAIL_BYTES)
+            text = self.app.fleet.logs(name, host, tail_bytes=LOG_TAIL_BYTES)
         except Exception as exc:
-            self.post_message(LogFetched(self.exp_id, self.host, "", f"{type(exc).__name__}: {exc}"))
+            self.post_message(LogFetched(name, host, "", f"{type(exc).__name__}: {exc}"))
         else:
-            self.post_message(LogFetched(self.exp_id, self.host, text))
+            self.post_message(LogFetched(name, host, text))
 
     def on_log_fetched(self, message: LogFetched) -> None:
         self._log_in_flight = False
-        if message.host != self.host:   # fetched before `h` switched hosts
+        if (message.exp_id, message.host) != (self.run_name, self.host):   # fetched before `h` switched runs
             self.fetch_log()
             return
         log = self.query_one(Log)
@@ -209,17 +218,19 @@ class DetailScreen(AltKeyMeansEscape, Screen[None]):
         self.dismiss(None)
 
     def action_abort(self) -> None:
-        self.post_message(AbortRequested(self.exp_id, self.host))
+        self.post_message(AbortRequested(self.exp_id, self.host, self.run_name))
 
     def action_other_host(self) -> None:
-        """The same experiment's run on the next host that has one (when several hosts ran it)."""
-        hosts = runs.hosts_with(self.exp_id, self.app.snapshots, self.app.host_order, self.app.last_seen)
-        others = [h for h in hosts if h != self.host]
+        """The same experiment's next run: on another host, or another seed replicate (when it has several)."""
+        found = [(r.run_name, r.host) for r in runs.runs_with(self.exp_id, self.app.snapshots, self.app.host_order,
+                                                              self.app.last_seen)]
+        here = (self.run_name, self.host)
+        others = [k for k in found if k != here]
         if not others:
-            self.notify(f"{self.exp_id} has no run on another host", severity="warning")
+            self.notify(f"{self.exp_id} has no other run (another host, or a seed replicate)", severity="warning")
             return
-        after = hosts[hosts.index(self.host) + 1:] if self.host in hosts else []
-        self.host = (after or others)[0]
+        after = found[found.index(here) + 1:] if here in found else []
+        self.run_name, self.host = (after or others)[0]
         self._log_text, self._drawn = "", {}
         self.query_one(Log).clear()
         self.refresh_from_app()

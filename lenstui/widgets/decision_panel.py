@@ -11,13 +11,15 @@ from engine.numbers import fixed
 
 
 def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], inputs: Sequence[str] = (),
-                  warnings: Sequence[str] = (), held: Sequence[str] = ()) -> Text:
+                  warnings: Sequence[str] = (), held: Sequence[str] = (),
+                  replicates: Sequence[tuple[str, str, str | None, tuple[str, ...]]] = ()) -> Text:
     """The branch, why, the runs it read (with their hosts), the numbers that chose it, and the next
     launch (if any).
 
     `decision` is an engine.results.decision.Decision; `plan` the (exp, host, gpu, base) to launch; `inputs`
     one line per run the tree read; `warnings` what a reader must see before launching; `held` the
-    proposed runs no host can take now, and why.
+    proposed runs no host can take now, and why; `replicates` the seed replicates (experiment, run
+    name, host, extra arguments) that would settle a decision too close to call.
     """
     out = Text()
     out.append(f"{decision.title}", style="bold")
@@ -26,7 +28,19 @@ def decision_text(decision: Any, plan: list[tuple[str, str, str, str | None]], i
         out.append("  outside the plan's tree", style="bold yellow")
     if decision.provisional:
         out.append("  provisional", style="bold yellow")
+    if getattr(decision, "too_close", ()):
+        out.append("  too close to call", style="bold yellow")
     out.append(f"\n\n{decision.reason}\n")
+    if getattr(decision, "too_close", ()):
+        out.append("\nToo close to call: the tree decided on the point estimates, but an interval puts another "
+                   "branch within reach\n", style="bold yellow")
+        for line in decision.too_close:
+            out.append(f"  {line}\n", style="yellow")
+        for line in decision.settle:
+            out.append(f"  To settle it: {line}\n")
+        if replicates:
+            out.append("  r: the launch dialog for each of " + ", ".join(
+                f"{name} on {host or 'a host to choose'}" for _, name, host, _ in replicates) + "\n", style="bold cyan")
     if decision.criterion:
         out.append(f"Criterion: {decision.criterion}\n", style="dim")
     for note in decision.notes:
