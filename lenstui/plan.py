@@ -23,8 +23,9 @@ from typing import Any, Mapping, Sequence
 
 from engine import ENGINE_VERSION
 from engine.config import Config
-from engine.protocol.rundir import IN_PROGRESS, RunState
+from engine.protocol.rundir import IN_PROGRESS, RunState, run_name, seed_args
 from engine.results.decision import PHASE1, VARIANTS, Decision, decide
+from engine.results.replicates import group_of, planned_replicates, replicate_seeds
 from engine.results.representative import Choice, parse_time
 from lenstui.scheduler import RunRequest
 
@@ -144,6 +145,14 @@ def _run_words(choice: Choice | None) -> str:
     progress = f", epoch {epoch}/{planned}" if epoch is not None and planned else ""
     stale = " (as last seen)" if c.as_of is not None else ""
     return f"{c.state} on {where}{progress}{stale}"
+
+
+def _seed_request(exp_id: str, seed: int, plan_seed: int, extra_args: Sequence[str], base: str | None,
+                  step: str, decision: str | None) -> RunRequest:
+    """The run request of one seed of `exp_id`: the plan's seed is the experiment's own run."""
+    return RunRequest(exp_id, run_name=run_name(exp_id, seed, plan_seed),
+                      extra_args=(*extra_args, *seed_args(seed, plan_seed)), base=base, requested_by="plan",
+                      plan_step=step, decision=decision)
 
 
 def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFacts], local_code_version: str,
@@ -267,11 +276,25 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
                  decision_words: str | None, base: str | None = None, not_needed: str | None = None) -> Step:
         choice = choices.get(exp_id)
         words = _run_words(choice)
+        # Seed replicates (`replicates = N`): the step is done when every planned seed is, and Advance
+        # launches the missing ones, each as a run of its own (<id>@seed<N>).
+        plan_seed, planned = config.training.seed, planned_replicates(config, exp_id)
+        group = group_of(choice, plan_seed, planned) if choice is not None else None
+        missing = [] if planned == 1 else [
+            seed for seed in replicate_seeds(config, exp_id) if group is None or seed not in group.seeds]
+        if group is not None and planned > 1:
+            words = f"{words}; {group.words()}"
+        if choice is not None and missing and wanted and not_needed is None \
+                and choice.chosen.state in (RunState.DONE, *IN_PROGRESS):
+            requests = tuple(_seed_request(exp_id, seed, plan_seed, extra_args, base, key, decision_words)
+                             for seed in missing)
+            return Step(key, phase, title, READY, f"{words}; Advance launches seed(s) {', '.join(map(str, missing))}",
+                        None, tuple(Action("launch", request=r) for r in requests))
         if choice is not None:
             state = choice.chosen.state
-            if state == RunState.DONE:
+            if state == RunState.DONE and not missing:
                 return Step(key, phase, title, DONE, words)
-            if state in IN_PROGRESS:
+            if state in IN_PROGRESS or state == RunState.DONE:
                 return Step(key, phase, title, RUNNING, words)
             if not_needed is None:
                 reason = choice.chosen.metrics.get("reason") or ""
@@ -282,10 +305,13 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
             return Step(key, phase, title, NOT_NEEDED, not_needed if choice is None else f"{not_needed}; {words}")
         if not wanted:
             return Step(key, phase, title, WAITING, words, waiting_on)
-        request = RunRequest(exp_id, extra_args=tuple(extra_args), base=base, requested_by="plan",
-                             plan_step=key, decision=decision_words)
-        return Step(key, phase, title, READY, f"not run; Advance launches it{' with base ' + base if base else ''}",
-                    None, (Action("launch", request=request),))
+        seeds = replicate_seeds(config, exp_id)
+        requests = tuple(_seed_request(exp_id, seed, plan_seed, extra_args, base, key, decision_words)
+                         for seed in seeds)
+        seeds_words = f" with {len(seeds)} seeds ({', '.join(map(str, seeds))})" if len(seeds) > 1 else ""
+        return Step(key, phase, title, READY,
+                    f"not run; Advance launches it{' with base ' + base if base else ''}{seeds_words}",
+                    None, tuple(Action("launch", request=r) for r in requests))
 
     for key, exp_id in zip(("2.1", "2.2"), PHASE1):
         purpose = config.experiments[exp_id].purpose

@@ -159,11 +159,10 @@ def perform(fleet: Fleet, plan: Preview) -> Outcome:
         return out
     for p in plan.schedule.placed:
         req = p.request
-        if req.name != req.exp_id:
-            out.failed.append(f"{req.name}: a run named apart from its experiment needs the launcher's run names "
-                              "(issue 19); not launched")
-            continue
         try:
+            if fleet.run_name(req.exp_id, req.extra_args) != req.name:   # the launcher names it from --seed
+                raise FleetError(f"{req.name}: its arguments ({' '.join(req.extra_args) or 'none'}) would run "
+                                 f"{fleet.run_name(req.exp_id, req.extra_args)}; not launched")
             result = fleet.launch(req.exp_id, p.host, p.gpu, req.base, req.extra_args,
                                   provenance=req.provenance(p.host, p.gpu))
         except FleetError as exc:

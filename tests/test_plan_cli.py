@@ -20,6 +20,7 @@ from lenstui.screens.plan import PlanScreen
 
 from data_fixtures import write_tiny_dataset
 from sshd import local_host_toml, write_config
+from sshd import wait_for as sshd_wait_for
 from test_app_e2e import TINY, kill_group_of, wait_for
 
 TRAIN_ARGS = ("--epochs", "1", "--limit-train", "16", "--limit-val", "16", "--device", "cpu")
@@ -170,3 +171,44 @@ async def test_a_silent_hosts_gpus_are_held_until_the_user_declares_it_gone(tmp_
         await pilot.press("y")
         await pilot.pause()
         assert app.gone == {"gpu1"} and "its GPUs are held" not in app.screen.text
+
+
+def test_advance_launches_every_planned_seed_of_a_baseline_as_its_own_run(tmp_path):
+    # `replicates = 2`: A1 and B1 each want the plan's seed and the next; the plan's seed is the
+    # experiment's own run directory, the other a replicate's (<id>@seed<N>), both through the scheduler.
+    data = write_tiny_dataset(tmp_path / "data")
+    config = local_config(tmp_path, data, 4)
+    text = config.read_text()
+    config.write_text(re.sub(r"^replicates = 1$", "replicates = 2", text, count=1, flags=re.M)
+                      if re.search(r"^replicates = 1$", text, flags=re.M)
+                      else text.replace("[training]\n", "[training]\nreplicates = 2\n", 1))
+    plan_seed = load_config(config).training.seed
+    built = subprocess.run([sys.executable, "-m", "engine.manifest", "--data-root", str(data), "--config", str(config),
+                            "--host", "local"], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    done = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan", "run", "--",
+                           "--epochs", "1"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert done.returncode == 3, done.stdout + done.stderr
+    for name, step in (("A1", "2.1"), (f"A1@seed{plan_seed + 1}", "2.1"), ("B1", "2.2"),
+                       (f"B1@seed{plan_seed + 1}", "2.2")):
+        assert re.search(rf"^\s*{re.escape(name)} → local:cpu .*\(step {step}\)", done.stdout, flags=re.M), done.stdout
+    assert f"--seed {plan_seed + 1}" in done.stdout
+    table = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan"],
+                           capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    assert f"with 2 seeds ({plan_seed}, {plan_seed + 1})" in table.stdout, table.stdout
+
+    # Started for real: each seed in its own directory, the replicate with its seed.
+    started = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan", "run", "--yes",
+                              "--", *TRAIN_ARGS], capture_output=True, text=True, timeout=300,
+                             stdin=subprocess.DEVNULL)
+    runs = tmp_path / "runs"
+    try:
+        assert started.returncode == 0, started.stdout + started.stderr
+        for name in ("A1", f"A1@seed{plan_seed + 1}", "B1", f"B1@seed{plan_seed + 1}"):
+            info = sshd_wait_for(lambda: json.loads((runs / name / "run.json").read_text())
+                                 if (runs / name / "run.json").exists() else None, timeout=120)
+            assert info.get("run_name", name) == name and info["provenance"]["requested_by"] == "plan"
+            assert ("--seed" in info["command"]) == ("@seed" in name), info["command"]
+    finally:
+        for name in ("A1", f"A1@seed{plan_seed + 1}", "B1", f"B1@seed{plan_seed + 1}"):
+            kill_group_of(runs / name)
