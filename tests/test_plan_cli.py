@@ -212,3 +212,60 @@ def test_advance_launches_every_planned_seed_of_a_baseline_as_its_own_run(tmp_pa
     finally:
         for name in ("A1", f"A1@seed{plan_seed + 1}", "B1", f"B1@seed{plan_seed + 1}"):
             kill_group_of(runs / name)
+
+
+def shortcut_demo_config(tmp_path: Path) -> Path:
+    """The shipped experiments.toml, its `synthetic-shortcut` dataset (priors as shipped) at scale 0.05
+    under tmp_path, on the `local` host."""
+    text = (Path(__file__).resolve().parents[1] / "experiments.toml").read_text()
+    start = text.index("[datasets.synthetic-shortcut]")
+    end = text.index("\n[", start + 1)
+    block = (text[start:end].replace('root = "data/synthetic-shortcut"', f'root = "{tmp_path}/sc"')
+             .replace('unpaired_manifest = "data/synthetic-shortcut/lens-catalogue"',
+                      f'unpaired_manifest = "{tmp_path}/sc/lens-catalogue"')
+             .replace("scale = 0.1", "scale = 0.05"))
+    assert "lens_host_luminosity_weight" in block and f'{tmp_path}/sc"' in block, block
+    text = text[:start] + block + text[end:]
+    start = text.index("\n[hosts.local]\n")
+    end = text.index("\n[", start + 5)
+    repo = Path(__file__).resolve().parents[1]   # this checkout's engine: nothing to sync
+    local = (f'\n[hosts.local]\ntransport = "local"\nwork_dir = "{repo}"\npython = "{sys.executable}"\n'
+             f'runs_root = "{tmp_path}/runs"\ndataset = "synthetic-shortcut"\n')
+    config = tmp_path / "experiments.toml"
+    config.write_text(text[:start] + local + text[end:])
+    return config
+
+
+def test_the_shortcut_demo_drive_reaches_phase_3_by_the_trees_own_reading(tmp_path):
+    # The data has the core shortcut (B1's core gate fails), the model need not take it (wide, bright
+    # arcs outside R = 7 px): §10 reads TEST MASKING VARIANTS from B1's own numbers, and Advance
+    # proposes B2-B4 together. Real synth, real data check, real (1-epoch) A1 and B1.
+    config = shortcut_demo_config(tmp_path)
+    made = subprocess.run([sys.executable, "-m", "engine.synth", "--config", str(config), "--dataset",
+                           "synthetic-shortcut"], capture_output=True, text=True, timeout=300)
+    assert made.returncode == 0, made.stderr
+    cli = [sys.executable, "-m", "lenstui.cli", "--config", str(config), "--host", "local", "plan", "run"]
+    runs = tmp_path / "runs"
+    try:
+        first = subprocess.run([*cli, "--yes", "--", "--epochs", "1", "--limit-train", "256", "--limit-val", "512",
+                                "--device", "cpu"], capture_output=True, text=True, timeout=300,
+                               stdin=subprocess.DEVNULL)
+        assert first.returncode == 0, first.stdout + first.stderr
+        assert "A1 → local:cpu" in first.stdout and "B1 → local:cpu" in first.stdout
+        for exp in ("A1", "B1"):
+            sshd_wait_for(lambda exp=exp: (json.loads((runs / exp / "metrics.json").read_text()).get("status")
+                                           if (runs / exp / "metrics.json").exists() else None) == "done",
+                          timeout=400, interval=1.0)
+        b1 = json.loads((runs / "B1" / "metrics.json").read_text())
+        assert b1["final_core_lr_auc"] > 0.65 and b1["core_reliance"] < 0.05, \
+            (b1["final_core_lr_auc"], b1["core_reliance"])
+        second = subprocess.run(cli, capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert second.returncode == 3, second.stdout + second.stderr   # not asked on a terminal: shown only
+        for exp, step in (("B2", "3.1"), ("B3", "3.2"), ("B4", "3.3")):
+            assert re.search(rf"{exp} → local:cpu.*\(step {step}\)", second.stdout), second.stdout
+        table = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "--host", "local",
+                                "plan"], capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+        assert "TEST MASKING VARIANTS" in table.stdout, table.stdout
+    finally:
+        for exp in ("A1", "B1"):
+            kill_group_of(runs / exp)
