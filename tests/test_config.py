@@ -253,7 +253,9 @@ def test_max_runs_per_gpu_defaults_to_three_and_must_be_at_least_one(shipped_tex
 
 def test_selected_lens_hosts_need_the_lens_catalogue_as_the_unpaired_manifest(shipped_text):
     c = parse_config(shipped_text.encode())
-    assert dict(c.datasets["synthetic-shortcut"].priors) == {"lens_host_luminosity_weight": 1.0}
+    assert dict(c.datasets["synthetic-shortcut"].priors) == {
+        "lens_host_luminosity_weight": 1.0, "theta_e_grid": (2.2, 2.4, 2.6, 2.8, 3.0, 3.2, 3.4),
+        "src_mag_r": (20.5, 22.0)}   # wide, bright lenses: B1 reaches TEST MASKING (docs/PLAN.md)
     without = shipped_text.replace('unpaired_manifest = "data/synthetic-shortcut/lens-catalogue"\n', "")
     with pytest.raises(ConfigError, match="lens_host_luminosity_weight.*add unpaired_manifest"):
         parse_config(without.encode())
