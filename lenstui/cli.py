@@ -321,10 +321,11 @@ def format_snapshot(snap: HostSnapshot) -> str:
     runs = s.get("runs") or {}
     if not runs:
         lines.append(f"  runs: none in {s.get('runs_root')}")
+    width = max([6, *map(len, runs)])   # a replicate's name (B1@seed43) is longer than an experiment id
     for exp, r in runs.items():
         auroc = r.get("val_auroc")
         best = r.get("best_val_auroc")
-        text = (f"  {exp:<6} {r.get('state'):<8} epoch {epochs_text(r, missing='-')}  "
+        text = (f"  {exp:<{width}} {r.get('state'):<8} epoch {epochs_text(r, missing='-')}  "
                 f"val_auroc {fixed(auroc, 4, '-')}  best {fixed(best, 4, '-')}  gpu {r.get('gpu') or '-'}")
         if r.get("reason"):
             text += f"  ({r['reason']})"

@@ -204,3 +204,13 @@ def test_a_shipped_host_without_real_shards_is_also_offered_the_synthetic_route(
         fleet.close()
     assert "copy the shards of dataset 'v5_cosmos_paired' there" in route
     assert 'set dataset = "synthetic-demo" under [hosts.lambda] and run `lenstui synth --host lambda`' in route
+
+
+def test_status_keeps_its_columns_when_a_seed_replicate_has_a_longer_name():
+    from lenstui.cli import format_snapshot
+    from lenstui.fleet import HostSnapshot
+
+    run = {"state": "done", "epoch": 4, "epochs": 4, "val_auroc": 0.66, "best_val_auroc": 0.68, "gpu": "cpu"}
+    status = {"hostname": "vm", "engine_version": "0.3.0", "gpus": [], "runs": {"B1": run, "B1@seed43": run}}
+    lines = [line for line in format_snapshot(HostSnapshot.answered("local", status)).splitlines() if " done " in line]
+    assert len(lines) == 2 and lines[0].index(" done ") == lines[1].index(" done "), lines
