@@ -294,9 +294,10 @@ def derive(config: Config, choices: Mapping[str, Choice], hosts: Sequence[HostFa
             state = choice.chosen.state
             if state == RunState.DONE and not missing:
                 return Step(key, phase, title, DONE, words)
-            if state in IN_PROGRESS or state == RunState.DONE:
+            if state in IN_PROGRESS:
                 return Step(key, phase, title, RUNNING, words)
-            if not_needed is None:
+            # Done but with seeds missing that are not wanted now: waiting or not needed, below.
+            if not_needed is None and state != RunState.DONE:
                 reason = choice.chosen.metrics.get("reason") or ""
                 return Step(key, phase, title, FAILED, f"{words}{': ' + str(reason) if reason else ''}",
                             f"{exp_id} ended without completing: look at its log, then relaunch it from the "

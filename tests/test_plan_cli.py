@@ -269,3 +269,21 @@ def test_the_shortcut_demo_drive_reaches_phase_3_by_the_trees_own_reading(tmp_pa
     finally:
         for exp in ("A1", "B1"):
             kill_group_of(runs / exp)
+
+
+def test_a_done_run_missing_seeds_that_are_not_wanted_never_reads_running(tmp_path):
+    # replicates = 2 and B2 done by hand with one seed while §10 says STOP: nothing runs, so B2's
+    # step must not read RUNNING (it is not needed, or waits), and Advance launches no seed of it.
+    from test_snapshots import gate, write_run
+
+    config = plan_with_baselines_done(tmp_path, reliance=0.10)
+    config.write_text(config.read_text().replace("[training]\n", "[training]\nreplicates = 2\n", 1)
+                      if not re.search(r"^replicates = ", config.read_text(), flags=re.M)
+                      else re.sub(r"^replicates = \d+$", "replicates = 2", config.read_text(), count=1, flags=re.M))
+    assert load_config(config).experiments["B2"].replicates == 2
+    write_run(tmp_path / "runs", "B2", "local", "done", [0.7, 0.8], [gate(2, 0.70, 0.50)], best_val_auroc=0.8,
+              best_epoch=2, core_reliance=0.02)
+    done = subprocess.run([sys.executable, "-m", "lenstui.cli", "--config", str(config), "plan", "--json"],
+                          capture_output=True, text=True, timeout=120, stdin=subprocess.DEVNULL)
+    steps = {s["key"]: s for s in json.loads(done.stdout)["steps"]}
+    assert steps["3.1"]["status"] not in ("running", "ready"), steps["3.1"]
